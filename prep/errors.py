@@ -1,0 +1,43 @@
+"""The exceptions prep raises.
+
+Every error a user can cause derives from :class:`PrepError`, so the CLI catches one class
+and prints one line. Each error carries the exit code the CLI uses for it.
+"""
+
+from __future__ import annotations
+
+
+class PrepError(Exception):
+    """Base class of prep's errors: a one-line message naming the file or field at fault."""
+
+    exit_code = 2
+
+
+class SourceError(PrepError):
+    """A dataset source cannot be found, listed or parsed (bad path, wrong header, missing key)."""
+
+
+class BadImageError(PrepError):
+    """An image file cannot be decoded; raised instead of skipping it under ``strict=True``."""
+
+    exit_code = 1
+
+
+class DownloadError(SourceError):
+    """A named dataset could not be downloaded (offline, server error)."""
+
+
+class StatsFileError(PrepError):
+    """A stats or checkpoint file is missing, malformed, or fails validation; names the field."""
+
+
+class StaleStatsError(StatsFileError):
+    """A stats file's fingerprint or options no longer match the data it claims to describe."""
+
+
+class ChannelMismatchError(PrepError, ValueError):
+    """An image's channel count differs from the channel count of the statistics."""
+
+
+class DegenerateStatsError(PrepError, ValueError):
+    """A transform would divide by zero: a channel has zero std or zero range."""
