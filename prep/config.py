@@ -10,7 +10,7 @@ import os
 import tomllib
 from typing import Any, Mapping
 
-from .errors import PrepError
+from .errors import os_reason, PrepError
 
 DEFAULTS: dict[str, Any] = {
     "source": None,
@@ -43,7 +43,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except OSError as exc:
-        raise PrepError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        raise PrepError(f"{path}: cannot read config ({os_reason(exc)})") from None
     except tomllib.TOMLDecodeError as exc:
         raise PrepError(f"{path}: not valid TOML ({exc})") from None
     config = {}

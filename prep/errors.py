@@ -41,3 +41,8 @@ class ChannelMismatchError(PrepError, ValueError):
 
 class DegenerateStatsError(PrepError, ValueError):
     """A transform would divide by zero: a channel has zero std or zero range."""
+
+
+def os_reason(exc: BaseException) -> str:
+    """The short reason of an OS-level failure (``strerror`` when there is one)."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

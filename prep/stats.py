@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from ._version import __version__
 from .accumulator import ChannelMoments
 from .atomic import write_json_atomic
-from .errors import PrepError, StaleStatsError, StatsFileError
+from .errors import os_reason, PrepError, StaleStatsError, StatsFileError
 from .pixels import CHANNELS, MODES
 
 SCHEMA_VERSION = 1
@@ -140,7 +140,7 @@ class Stats:
         try:
             write_json_atomic(path, self.to_dict())
         except OSError as exc:
-            raise PrepError(f"{os.fspath(path)}: cannot write stats file ({exc.strerror or exc})") from None
+            raise PrepError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
 
     @classmethod
     def from_dict(cls, data: Any) -> "Stats":
@@ -183,7 +183,7 @@ def load_stats(path: str | os.PathLike, verify_against: Any = None, *, root: str
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise StatsFileError(f"{path}: cannot read stats file ({exc.strerror or exc})") from None
+        raise StatsFileError(f"{path}: cannot read stats file ({os_reason(exc)})") from None
     except UnicodeDecodeError:
         raise StatsFileError(f"{path}: not a stats file (not UTF-8 text)") from None
     try:

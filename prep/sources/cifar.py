@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import os_reason, SourceError
 
 SIDE = 32
 CHANNELS = 3
@@ -59,7 +59,7 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
         with open(path, "rb") as f:
             entry = _ArrayUnpickler(f, encoding="bytes").load()
     except OSError as exc:
-        raise SourceError(f"{path}: cannot read CIFAR batch ({exc.strerror or exc})") from None
+        raise SourceError(f"{path}: cannot read CIFAR batch ({os_reason(exc)})") from None
     except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
         raise SourceError(f"{path}: not a CIFAR python pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(entry, dict):

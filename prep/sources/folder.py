@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..accumulator import ChannelMoments
-from ..errors import BadImageError, SourceError
+from ..errors import os_reason, BadImageError, SourceError
 from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
@@ -44,7 +44,7 @@ def list_images(root: str | os.PathLike) -> FolderListing:
     try:
         top = root.stat()
     except OSError as exc:
-        raise SourceError(f"{root}: {exc.strerror or exc}") from None
+        raise SourceError(f"{root}: {os_reason(exc)}") from None
     if not stat.S_ISDIR(top.st_mode):
         raise SourceError(f"{root}: not a directory")
     listing = FolderListing(root)
@@ -55,7 +55,7 @@ def list_images(root: str | os.PathLike) -> FolderListing:
         try:
             entries = sorted(os.scandir(root / rel_dir), key=lambda e: e.name)
         except OSError as exc:
-            listing.skipped.append((rel_dir or ".", f"cannot list directory: {exc.strerror or exc}"))
+            listing.skipped.append((rel_dir or ".", f"cannot list directory: {os_reason(exc)}"))
             continue
         subdirs = []
         for entry in entries:
@@ -64,7 +64,7 @@ def list_images(root: str | os.PathLike) -> FolderListing:
                 st = entry.stat()  # follows symlinks
             except OSError as exc:
                 reason = "symlink loop" if entry.is_symlink() else "cannot stat"
-                listing.skipped.append((rel, f"{reason}: {exc.strerror or exc}"))
+                listing.skipped.append((rel, f"{reason}: {os_reason(exc)}"))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import os_reason, SourceError
 
 UBYTE_TYPE = 0x08
 IMAGE_DIMS = 3
@@ -33,10 +33,10 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
                 header = f.read(HEADER_BYTES)
             data = None
     except (OSError, EOFError, zlib.error) as exc:
-        raise SourceError(f"{path}: cannot read idx file ({exc.strerror or exc})") from None
-    if len(header) < HEADER_BYTES or header[0] != 0 or header[1] != 0:
+        raise SourceError(f"{path}: cannot read idx file ({os_reason(exc)})") from None
+    if len(header) < 4 or header[0] != 0 or header[1] != 0:
         raise SourceError(f"{path}: not an idx file (expected a header 00 00 08 03)")
-    if header[2] != UBYTE_TYPE or header[3] != IMAGE_DIMS:
+    if header[2] != UBYTE_TYPE or header[3] != IMAGE_DIMS or len(header) < HEADER_BYTES:
         raise SourceError(
             f"{path}: expected an idx3-ubyte image file (type 0x08, 3 dims); "
             f"got type 0x{header[2]:02x} with {header[3]} dims"

@@ -1,0 +1,173 @@
+"""ChannelMoments against float64 NumPy and exact integer references; merge algebra."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prep.accumulator import ChannelMoments, image_histograms
+from prep.errors import StatsFileError
+
+from conftest import assert_close, exact_stats, reference_stats
+
+
+def _images(seed=0, n=37, c=3, h=9, w=11, dtype=np.uint8, high=256):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, high, (n, c, h, w)).astype(dtype)
+
+
+def _pixels(images):  # (N, C, H, W) -> (P, C)
+    return images.transpose(0, 2, 3, 1).reshape(-1, images.shape[1])
+
+
+def test_uint8_matches_numpy_and_exact_integers():
+    images = _images()
+    s = ChannelMoments(3).update(torch.from_numpy(images)).compute()
+    ref, exact = reference_stats(_pixels(images)), exact_stats(_pixels(images))
+    assert s.count == (images.shape[0] * 9 * 11,) * 3
+    assert_close(s.mean, ref["mean"])
+    assert_close(s.std, ref["std"])
+    assert list(s.mean) == exact["mean"]  # correctly rounded from exact integer sums
+    assert_close(np.square(s.std), exact["var"], rel=1e-15)
+    assert_close(s.min, ref["min"], rel=0)
+    assert_close(s.max, ref["max"], rel=0)
+    assert s.images == images.shape[0]
+    assert s.pixel_max == 255.0
+
+
+def test_per_image_std_mean_is_the_mean_of_each_images_population_std():
+    images = _images(n=5)
+    x = images.astype(np.float64) / 255
+    expected = x.reshape(5, 3, -1).std(-1).mean(0)
+    assert_close(ChannelMoments(3).update(torch.from_numpy(images)).compute().per_image_std_mean, expected, rel=1e-12)
+
+
+def test_image_histograms_matches_numpy_bincount():
+    images = _images(n=4, c=2)
+    hist = image_histograms(torch.from_numpy(images)).numpy()
+    for i in range(4):
+        for c in range(2):
+            np.testing.assert_array_equal(hist[i, c], np.bincount(images[i, c].ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 36, 100])
+def test_batch_size_does_not_change_anything(batch):
+    images = _images(seed=4)
+    whole = ChannelMoments(3).update(torch.from_numpy(images))
+    parts = ChannelMoments(3)
+    for i in range(0, len(images), batch):
+        parts.update(torch.from_numpy(images[i:i + batch]))
+    got, want = parts.compute(), whole.compute()
+    for name in ("count", "mean", "std", "min", "max", "images"):  # 8-bit: exact, bit for bit
+        assert getattr(got, name) == getattr(want, name), name
+    assert_close(got.per_image_std_mean, want.per_image_std_mean, rel=1e-12)
+
+
+def test_sixteen_bit_and_float_data_use_chan_merges_to_1e12():
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 65536, (20, 1, 16, 16)).astype(np.int32)
+    acc = ChannelMoments(1)
+    for i in range(0, 20, 3):
+        acc.update(torch.from_numpy(images[i:i + 3]), pixel_max=65535)
+    s = acc.compute()
+    x = images.astype(np.float64).ravel() / 65535
+    assert acc.histogram is None and s.pixel_max == 65535
+    assert_close(s.mean, [x.mean()])
+    assert_close(s.std, [x.std()])
+    assert_close(s.max, [x.max()])
+
+
+def test_nonfinite_values_are_counted_and_left_out():
+    x = torch.tensor([[[[0.25, float("nan")], [0.75, float("inf")]]]], dtype=torch.float32)
+    s = ChannelMoments(1).update(x).compute()
+    assert s.nonfinite == (2,)
+    assert s.count == (2,)
+    assert s.mean == (0.5,) and s.std == (0.25,)
+
+
+def test_merge_of_halves_equals_whole_and_leaves_inputs_alone():
+    images = _images(seed=6)
+    a = ChannelMoments(3).update(torch.from_numpy(images[:10]))
+    b = ChannelMoments(3).update(torch.from_numpy(images[10:]))
+    a_before = a.state_dict()
+    merged = a.merge(b)
+    whole = ChannelMoments(3).update(torch.from_numpy(images))
+    assert a.state_dict() == a_before
+    assert merged.compute().std == whole.compute().std
+    assert_close(merged.mean, whole.mean, rel=1e-14)
+    np.testing.assert_array_equal(merged.histogram, whole.histogram)
+
+
+def test_state_dict_round_trip_is_exact():
+    acc = ChannelMoments(3).update(torch.from_numpy(_images(seed=7)))
+    again = ChannelMoments.from_state_dict(acc.state_dict())
+    assert again == acc and again.compute() == acc.compute()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("m2", [-1.0, 0.0, 0.0], "state.m2"),
+    ("count", [1, 2], "state.count"),
+    ("version", 99, "state.version"),
+    ("histogram", [[1]], "state.histogram"),
+    ("mean", ["x", 0.0, 0.0], "state.mean"),
+])
+def test_from_state_dict_names_the_bad_field(field, value, message):
+    state = ChannelMoments(3).update(torch.from_numpy(_images())).state_dict()
+    state[field] = value
+    with pytest.raises(StatsFileError, match=message):
+        ChannelMoments.from_state_dict(state)
+
+
+def test_channel_mismatch_is_refused():
+    with pytest.raises(ValueError, match="expected a batch"):
+        ChannelMoments(1).update(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+
+
+# ------------------------------------------------------------------ properties
+_batches = st.lists(
+    st.lists(st.integers(0, 255), min_size=1, max_size=12), min_size=1, max_size=8
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_batches, st.randoms(use_true_random=False))
+def test_any_split_and_merge_order_gives_the_same_statistics(batches, rnd):
+    parts = [ChannelMoments(1).update(torch.tensor(b, dtype=torch.uint8).view(1, 1, 1, -1)) for b in batches]
+    rnd.shuffle(parts)
+    merged = ChannelMoments(1)
+    for p in parts:
+        merged = merged.merge(p) if rnd.random() < 0.5 else p.merge(merged)
+    pixels = np.concatenate([np.array(b) for b in batches]).astype(np.float64) / 255
+    s = merged.compute()
+    assert_close(s.mean, [pixels.mean()], abs_=1e-15)
+    assert_close(s.std, [pixels.std()], rel=1e-12, abs_=1e-15)
+    assert s.count == (len(pixels),)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=40), st.integers(1, 40))
+def test_float_chan_merge_any_split(values, step):
+    parts = [values[i:i + step] for i in range(0, len(values), step)]
+    acc = ChannelMoments(1)
+    for p in parts:
+        acc = acc.merge(ChannelMoments(1).update(torch.tensor(p, dtype=torch.float64).view(1, 1, 1, -1)))
+    x = np.array(values)
+    s = acc.compute()
+    scale = max(1.0, np.abs(x).max())
+    assert math.isclose(s.mean[0], x.mean(), rel_tol=1e-12, abs_tol=1e-12 * scale)
+    assert math.isclose(s.std[0], x.std(), rel_tol=1e-9, abs_tol=1e-9 * scale)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_batches)
+def test_merging_with_an_empty_state_is_the_identity(batches):
+    acc = ChannelMoments(1)
+    for b in batches:
+        acc.update(torch.tensor(b, dtype=torch.uint8).view(1, 1, 1, -1))
+    assert acc.merge(ChannelMoments(1)) == acc
+    assert ChannelMoments(1).merge(acc) == acc

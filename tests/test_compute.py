@@ -1,0 +1,142 @@
+"""compute_stats end to end against float64 NumPy on pixels read by torchvision's own classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms import v2
+
+import prep
+from prep.compute import convert_mode
+from prep.errors import PrepError, SourceError
+
+from conftest import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats
+
+
+def _check(stats, pixels):
+    ref, exact = reference_stats(pixels), exact_stats(pixels.astype(np.uint8))
+    assert stats.count == (ref["count"],) * pixels.shape[1]
+    assert_close(stats.mean, ref["mean"])
+    assert_close(stats.std, ref["std"])
+    assert list(stats.mean) == exact["mean"]
+    assert_close(stats.min, ref["min"], rel=0)
+    assert_close(stats.max, ref["max"], rel=0)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_matches_torchvision_mnist(tmp_path, gz):
+    make_mnist(tmp_path, gz=gz)
+    stats = prep.compute_stats("mnist", root=tmp_path, split="test", device="cpu")
+    if not gz:  # torchvision reads only the uncompressed files
+        tv = torchvision.datasets.MNIST(tmp_path, train=False)
+        pixels = tv.data.numpy().reshape(-1, 1)
+    else:
+        pixels = make_mnist(tmp_path / "again", gz=False)["test"].reshape(-1, 1)
+    _check(stats, pixels)
+    assert stats.mode == "L" and stats.channels == 1 and stats.images == len(pixels) // 784
+
+
+def test_cifar10_matches_torchvision_cifar10(tmp_path):
+    make_cifar10(tmp_path)
+
+    class Unchecked(torchvision.datasets.CIFAR10):
+        _check_integrity = lambda self: True  # noqa: E731
+        _load_meta = lambda self: None  # noqa: E731
+
+    tv = Unchecked(tmp_path, train=True)
+    stats = prep.compute_stats("cifar10", root=tmp_path, device="cpu", batch_size=17)
+    _check(stats, tv.data.reshape(-1, 3))
+    assert stats.images == 200
+
+
+def test_folder_matches_image_folder_loader(image_folder):
+    tv = torchvision.datasets.ImageFolder(str(image_folder))
+    pixels = np.concatenate([pil_pixels(path) for path, _ in tv.samples])
+    for workers in (0, 2):
+        _check(prep.compute_stats(image_folder, workers=workers), pixels)
+
+
+def test_folder_grey_mode_matches_pil_convert_l(image_folder):
+    pixels = np.concatenate([pil_pixels(p, "L") for p in sorted(image_folder.rglob("*.*"))])
+    _check(prep.compute_stats(image_folder, mode="L", workers=0), pixels)
+
+
+def test_results_do_not_depend_on_batch_size_workers_or_order(tmp_path, image_folder):
+    make_mnist(tmp_path)
+    a = prep.compute_stats("mnist", root=tmp_path, batch_size=1)
+    b = prep.compute_stats("mnist", root=tmp_path, batch_size=1000)
+    assert (a.mean, a.std, a.min, a.max) == (b.mean, b.std, b.min, b.max)
+    c = prep.compute_stats(image_folder, workers=0)
+    d = prep.compute_stats(image_folder, workers=2)
+    assert (c.mean, c.std, c.count) == (d.mean, d.std, d.count)
+
+
+def test_cifar_in_grey_mode_matches_pil_luma(tmp_path):
+    images = make_cifar10(tmp_path)["test"]
+    grey = np.stack([np.asarray(Image.fromarray(im.transpose(1, 2, 0)).convert("L")) for im in images])
+    converted = convert_mode(torch.from_numpy(images), "RGB", "L").numpy()[:, 0]
+    np.testing.assert_array_equal(converted, grey)
+    _check(prep.compute_stats("cifar10", root=tmp_path, split="test", mode="L"), grey.reshape(-1, 1))
+
+
+def test_mnist_in_rgb_mode_replicates_the_channel(tmp_path):
+    images = make_mnist(tmp_path)["train"]
+    stats = prep.compute_stats("mnist", root=tmp_path, mode="RGB")
+    assert stats.channels == 3 and stats.mean[0] == stats.mean[1] == stats.mean[2]
+    _check(stats, np.repeat(images.reshape(-1, 1), 3, axis=1))
+
+
+def test_idx_file_path_source(tmp_path):
+    images = make_mnist(tmp_path, gz=True)["train"]
+    stats = prep.compute_stats(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz")
+    assert stats.source["kind"] == "idx"
+    _check(stats, images.reshape(-1, 1))
+
+
+def test_python_dataset_of_pil_images_and_of_tensors(image_folder):
+    tv = torchvision.datasets.ImageFolder(str(image_folder))
+    pixels = np.concatenate([pil_pixels(path) for path, _ in tv.samples])
+    _check(prep.compute_stats(tv), pixels)  # (PIL image, label) pairs
+    as_tensors = torchvision.datasets.ImageFolder(str(image_folder), transform=v2.PILToTensor())
+    _check(prep.compute_stats(as_tensors), pixels)
+    generator = (img for img, _ in tv)  # a plain iterable, no len
+    stats = prep.compute_stats(generator)
+    _check(stats, pixels)
+    assert stats.source["kind"] == "dataset" and stats.fingerprint is None
+
+
+def test_float_tensor_dataset_is_unit_scale():
+    data = [torch.full((1, 2, 2), 0.25), torch.full((1, 2, 2), 0.75)]
+    stats = prep.compute_stats(data)
+    assert stats.mean == (0.5,) and stats.std == (0.25,) and stats.pixel_max == 1.0
+
+
+def test_dataset_channel_mismatch_is_an_error():
+    with pytest.raises(SourceError, match=r"item 1 has shape \(1, 2, 2\); expected \(3, H, W\)"):
+        prep.compute_stats([torch.zeros(3, 2, 2, dtype=torch.uint8), torch.zeros(1, 2, 2, dtype=torch.uint8)])
+
+
+def test_bad_options_are_prep_errors(tmp_path):
+    make_mnist(tmp_path)
+    with pytest.raises(PrepError, match="mode must be one of"):
+        prep.compute_stats("mnist", root=tmp_path, mode="CMYK")
+    if not torch.cuda.is_available():
+        with pytest.raises(PrepError, match="CUDA is not available"):
+            prep.compute_stats("mnist", root=tmp_path, device="cuda")
+    with pytest.raises(PrepError, match="resume needs a checkpoint"):
+        prep.compute_stats("mnist", root=tmp_path, resume=True)
+
+
+def test_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", offline)
+    with pytest.raises(prep.DownloadError, match=f"cannot download mnist into {tmp_path}"):
+        prep.compute_stats("mnist", root=tmp_path, download=True)
