@@ -1,0 +1,145 @@
+"""The prep CLI: argument mapping, output, reuse, and one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import prep
+from prep.cli import main
+
+from conftest import make_cifar10, make_mnist
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_stats_writes_file_and_prints_the_normalize_line(tmp_path):
+    make_mnist(tmp_path)
+    out = tmp_path / "s.json"
+    result = run("stats", "mnist", "--root", tmp_path, "-o", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    stats = prep.load_stats(out)
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"transforms.Normalize(mean=({stats.mean[0]:.4f},), std=({stats.std[0]:.4f},))"
+    assert "per-image std mean" in result.stdout
+
+
+def test_cli_and_python_api_give_the_same_numbers(tmp_path):
+    make_cifar10(tmp_path)
+    out = tmp_path / "c.json"
+    assert run("stats", "cifar10", "--root", tmp_path, "--split", "test", "-o", out, "--batch-size", 7).exit_code == 0
+    api = prep.compute_stats("cifar10", root=tmp_path, split="test")
+    assert prep.load_stats(out).std == api.std
+
+
+def test_up_to_date_file_is_reused_and_changes_are_explained(tmp_path):
+    make_mnist(tmp_path)
+    out = tmp_path / "s.json"
+    assert run("stats", "mnist", "--root", tmp_path, "-o", out).exit_code == 0
+    created = json.loads(out.read_text())["created"]
+    again = run("stats", "mnist", "--root", tmp_path, "-o", out)
+    assert again.exit_code == 0 and again.stdout.startswith(f"{out} is up to date")
+    forced = run("stats", "mnist", "--root", tmp_path, "-o", out, "--force")
+    assert "up to date" not in forced.stdout
+    make_mnist(tmp_path, n_train=310)
+    changed = run("stats", "mnist", "--root", tmp_path, "-o", out)
+    assert "is stale: data changed (1 -> 1 files)" not in changed.stderr
+    assert "is stale: data changed" in changed.stderr
+    assert prep.load_stats(out).images == 310
+    other_mode = run("stats", "mnist", "--root", tmp_path, "-o", out, "--mode", "RGB")
+    assert "is stale: mode changed (L -> RGB)" in other_mode.stderr
+    assert prep.load_stats(out).channels == 3
+    assert created  # the first file had a creation time
+
+
+@pytest.mark.parametrize("args,message", [
+    (["stats", "{tmp}/nope"], "nope: no such file or directory, and not a dataset name"),
+    (["stats", "imagenet"], "not a dataset name (mnist, fashion-mnist, kmnist, cifar10, cifar100, sample)"),
+    (["stats", "mnist", "--root", "{tmp}"], "MNIST/raw/train-images-idx3-ubyte: mnist train split not found"),
+    (["stats", "{tmp}/empty"], "empty: no image files found"),
+    (["stats", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not an idx file"),
+    (["stats", "--config", "{tmp}/missing.toml"], "missing.toml: cannot read config"),
+    (["show", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not a stats file"),
+])
+def test_bad_input_is_one_line_exit_2_no_output(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad-idx3-ubyte").write_bytes(b"\x89PNG....")
+    out = tmp_path / "out.json"
+    result = run(*[a.format(tmp=tmp_path) for a in args], "-o", out) if args[0] == "stats" else run(
+        *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prep: error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_bad_option_values_are_usage_errors(tmp_path):
+    result = run("stats", "mnist", "--split", "val")
+    assert result.exit_code == 2 and "Invalid value for '--split'" in result.stderr
+    assert run("stats").exit_code == 2
+
+
+def test_config_preset_and_precedence(tmp_path):
+    make_mnist(tmp_path)
+    config = tmp_path / "mnist.toml"
+    config.write_text(f'source = "mnist"\nroot = "{tmp_path}"\nsplit = "test"\nbatch-size = 50\n')
+    out = tmp_path / "s.json"
+    assert run("stats", "--config", config, "-o", out).exit_code == 0
+    assert prep.load_stats(out).source["split"] == "test"
+    assert run("stats", "--config", config, "--split", "train", "-o", out).exit_code == 0  # flag beats file
+    assert prep.load_stats(out).source["split"] == "train"
+    config.write_text('source = "mnist"\ncolour = "blue"\n')
+    bad = run("stats", "--config", config)
+    assert bad.exit_code == 2 and "unknown key 'colour'" in bad.stderr
+
+
+def test_shipped_configs_parse():
+    from prep.config import load_config
+
+    presets = sorted((REPO / "configs").glob("*.toml"))
+    assert {p.stem for p in presets} >= {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"}
+    for preset in presets:
+        assert load_config(preset)["source"] == preset.stem
+
+
+def test_show_pretty_prints(tmp_path):
+    make_mnist(tmp_path)
+    out = tmp_path / "s.json"
+    run("stats", "mnist", "--root", tmp_path, "-o", out)
+    shown = run("show", out)
+    assert shown.exit_code == 0
+    assert "mnist" in shown.stdout and "fingerprint           1 files" in shown.stdout
+    assert shown.stdout.strip().endswith(prep.load_stats(out).normalize_line())
+
+
+def test_quiet_prints_only_the_normalize_line(tmp_path):
+    make_mnist(tmp_path)
+    result = run("stats", "mnist", "--root", tmp_path, "-q")
+    assert result.stdout.strip().splitlines() == [prep.compute_stats("mnist", root=tmp_path).normalize_line()]
+
+
+def test_console_script_runs_the_shipped_sample(tmp_path, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE")
+    proc = subprocess.run([sys.executable, "-m", "prep", "stats", "sample", "-o", tmp_path / "s.json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("transforms.Normalize(mean=(")
+    assert "img/s" in proc.stderr  # the tqdm progress bar went to stderr
+    assert prep.load_stats(tmp_path / "s.json").images == 24
+
+
+def test_help_explains_every_option():
+    text = run("stats", "--help").output
+    for flag in ("--root", "--split", "--out", "--device", "--workers", "--batch-size", "--mode", "--force",
+                 "--download", "--quiet", "--config", "--strict", "--checkpoint", "--resume"):
+        assert flag in text

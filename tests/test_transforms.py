@@ -1,0 +1,125 @@
+"""Transform pipelines: the invariants that make them correct, checked on the measured images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms import v2
+
+import prep
+from prep.errors import ChannelMismatchError, DegenerateStatsError
+
+from conftest import make_mnist
+
+
+def _apply_all(transform, images):
+    return [transform(img) for img in images]
+
+
+def _pooled(tensors):  # list of (C, H, W) -> (C, P)
+    return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1).double()
+
+
+def test_normalize_gives_mean_0_std_1_on_the_measured_folder(image_folder):
+    stats = prep.compute_stats(image_folder)
+    tv = torchvision.datasets.ImageFolder(str(image_folder))
+    out = _pooled(_apply_all(stats.normalize(), [img for img, _ in tv]))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.mean(1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(1, correction=0), 1.0, atol=1e-5)
+
+
+def test_normalize_equals_batchnorm_in_training_mode(tmp_path):
+    """BatchNorm2d normalizes with the biased batch statistics over (N, H, W): the same axes and ddof."""
+    images = make_mnist(tmp_path)["train"]
+    stats = prep.compute_stats("mnist", root=tmp_path)
+    x = torch.from_numpy(images).unsqueeze(1).to(torch.float64) / 255
+    bn = torch.nn.BatchNorm2d(1, eps=1e-12, affine=False, dtype=torch.float64).train()
+    expected = bn(x)
+    got = stats.normalize()(torch.from_numpy(images).unsqueeze(1))
+    np.testing.assert_allclose(got.double(), expected, atol=2e-6)
+
+
+def test_normalize_accepts_uint8_tensors_and_pil_alike(tmp_path):
+    images = make_mnist(tmp_path)["test"]
+    stats = prep.compute_stats("mnist", root=tmp_path, split="test")
+    t = stats.normalize()
+    from_pil = t(Image.fromarray(images[0]))
+    from_tensor = t(torch.from_numpy(images[0]).unsqueeze(0))
+    assert from_pil.dtype == torch.float32 and from_pil.shape == (1, 28, 28)
+    torch.testing.assert_close(from_pil.as_subclass(torch.Tensor), from_tensor, rtol=0, atol=0)
+
+
+def test_normalize_passes_labels_through(tmp_path):
+    make_mnist(tmp_path)
+    stats = prep.compute_stats("mnist", root=tmp_path)
+    img, label = stats.normalize()(Image.new("L", (4, 4)), 7)
+    assert label == 7 and img.shape == (1, 4, 4)
+
+
+def test_minmax_maps_dataset_range_to_exactly_0_and_1(image_folder):
+    stats = prep.compute_stats(image_folder)
+    tv = torchvision.datasets.ImageFolder(str(image_folder))
+    out = _pooled(_apply_all(stats.minmax(), [img for img, _ in tv]))
+    assert out.min(1).values.tolist() == [0.0, 0.0, 0.0]
+    assert out.max(1).values.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_minmax_feature_range(tmp_path):
+    make_mnist(tmp_path)
+    stats = prep.compute_stats("mnist", root=tmp_path)
+    x = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    lo, hi = stats.min[0], stats.max[0]
+    y = stats.minmax(feature_range=(-1.0, 1.0))(x)
+    expected = -1 + (torch.tensor([0.0, 1.0]) - lo) * 2 / (hi - lo)
+    torch.testing.assert_close(y.flatten(), expected.float(), atol=1e-6, rtol=0)
+
+
+def test_denormalize_inverts_normalize(image_folder):
+    stats = prep.compute_stats(image_folder)
+    img = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    back = stats.denormalize()(stats.normalize()(img))
+    torch.testing.assert_close(back, img.float() / 255, atol=1e-6, rtol=0)
+
+
+def test_channel_mismatch_raises_a_clear_error(tmp_path):
+    make_mnist(tmp_path)
+    stats = prep.compute_stats("mnist", root=tmp_path)
+    with pytest.raises(ChannelMismatchError, match=r"shape \(3, 4, 4\).*1 channel"):
+        stats.normalize()(torch.zeros(3, 4, 4, dtype=torch.uint8))
+    # PIL images go through the measured conversion: RGB -> L like the measurement did
+    assert stats.normalize()(Image.new("RGB", (4, 4))).shape == (1, 4, 4)
+
+
+def test_zero_variance_refuses_without_eps():
+    with pytest.warns(prep.PrepWarning, match=r"channel\(s\) \[0\] have zero variance"):
+        stats = prep.compute_stats([torch.full((1, 3, 3), 128, dtype=torch.uint8)] * 2)
+    assert stats.std == (0.0,)
+    with pytest.raises(DegenerateStatsError, match=r"std is 0 for channel\(s\) \[0\].*eps"):
+        stats.normalize()
+    with pytest.raises(DegenerateStatsError, match="max - min"):
+        stats.minmax()
+    out = stats.normalize(eps=1e-3)(torch.full((1, 2, 2), 129, dtype=torch.uint8))
+    torch.testing.assert_close(out, torch.full((1, 2, 2), (1 / 255) / 1e-3), rtol=1e-5, atol=0)
+
+
+def test_sixteen_bit_png_through_the_pipeline(tmp_path):
+    raw = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    Image.fromarray(raw).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
+        stats = prep.compute_stats(tmp_path, mode="L")
+        x = raw.astype(np.float64) / 65535
+        np.testing.assert_allclose(stats.mean, [x.mean()], rtol=1e-12)
+        assert stats.pixel_max == 65535
+        out = stats.normalize()(img)
+    np.testing.assert_allclose(out.double().flatten(), ((x - x.mean()) / x.std()).flatten(), atol=1e-5)
+
+
+def test_pipeline_is_a_v2_compose_ending_in_normalize(tmp_path):
+    make_mnist(tmp_path)
+    t = prep.compute_stats("mnist", root=tmp_path).normalize()
+    assert isinstance(t, v2.Compose) and isinstance(t.transforms[-1], v2.Normalize)
