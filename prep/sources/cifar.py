@@ -75,11 +75,14 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_cifar_batch(path: str | os.PathLike, images: np.ndarray, labels, label_key: str = "labels",
-                      byte_keys: bool = True) -> None:
-    """Write uint8 images ``(N, 3, 32, 32)`` as a CIFAR batch pickle (for fixtures and benchmarks)."""
+                      byte_keys: bool = True, protocol: int = 2) -> None:
+    """Write uint8 images ``(N, 3, 32, 32)`` as a CIFAR batch pickle (for fixtures and benchmarks).
+
+    Protocol 2 is what the original archives use; protocol 4+ stores the array bytes verbatim.
+    """
     images = np.ascontiguousarray(images, dtype=np.uint8)
     entry = {"data": images.reshape(len(images), -1), label_key: list(labels)}
     if byte_keys:
         entry = {k.encode(): v for k, v in entry.items()}
     with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=2)
+        pickle.dump(entry, f, protocol=protocol)

@@ -1,0 +1,255 @@
+"""Benchmark prep.compute_stats against what users run today and against the decode floor.
+
+Generates its own data (cached under --data, default ./bench-data, which .gitignore excludes):
+  * an MNIST-size idx file (60,000 x 28 x 28),
+  * a CIFAR-10-size set of pickles (5 x 10,000 x 3 x 32 x 32),
+  * a folder of --images JPEGs (default 3,000) with smooth, textured content, 300-500 px a side.
+
+Measures, as the median of --reps runs each, in one process tree on this machine:
+  * naive: the forum loop, DataLoader(<dataset>(transform=ToTensor())) summing per batch
+    (batch size 1 for folders, 256 for arrays; num_workers = prep's worker count),
+  * floor: PIL open + convert("RGB") only, in the same number of processes (folders);
+    one NumPy pass (bincount) over the raw bytes (arrays),
+  * prep: prep.compute_stats on the same data (device as given, default auto),
+and the peak memory (main process + the largest worker, times workers) of prep on the folder
+at 1x and 4x the images. Prints one table with times and ratios.
+
+    python scripts/bench.py                   # everything, about 5 minutes on 2 cores
+    python scripts/bench.py --only arrays --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import prep
+from prep.compute import default_workers
+from prep.sources.cifar import CIFAR10, write_cifar_batch
+from prep.sources.idx import write_idx_images
+
+
+# ------------------------------------------------------------------ data
+def make_idx(root: Path) -> Path:
+    raw = root / "MNIST" / "raw"
+    path = raw / "train-images-idx3-ubyte"
+    if not path.exists():
+        raw.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        digits = (rng.random((60_000, 28, 28)) ** 6 * 255).astype(np.uint8)  # mostly dark, like MNIST
+        write_idx_images(path, digits)
+        (raw / "train-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1]) + (60_000).to_bytes(4, "big") + bytes(rng.integers(0, 10, 60_000, dtype=np.uint8)))
+    return root
+
+
+def make_cifar(root: Path) -> Path:
+    folder = root / CIFAR10.base_folder
+    if not (folder / "test_batch").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(1)
+        for name in CIFAR10.splits["train"] + CIFAR10.splits["test"]:
+            write_cifar_batch(folder / name, rng.integers(0, 256, (10_000, 3, 32, 32), dtype=np.uint8),
+                              rng.integers(0, 10, 10_000), byte_keys=False, protocol=4)
+        import pickle
+
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    return root
+
+
+def _jpeg(args: tuple[Path, int]) -> None:
+    path, seed = args
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(300, 501, 2))
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.empty((h, w, 3), np.float32)
+    for c in range(3):
+        fx, fy, phase = rng.uniform(0.005, 0.05, 2).tolist() + [rng.uniform(0, 6.3)]
+        img[..., c] = 128 + 80 * np.sin(x * fx + phase) * np.cos(y * fy)
+    for _ in range(6):  # a few solid shapes with edges
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 80)
+        img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+    img += rng.normal(0, 12, img.shape)  # texture
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_folder(root: Path, images: int) -> Path:
+    folder = root / f"jpeg-{images}"
+    marker = root / f".{folder.name}.complete"
+    if not marker.exists():
+        for cls in range(10):
+            (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
+        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.jpg", i) for i in range(images)]
+        with multiprocessing.get_context("fork").Pool(default_workers()) as pool:
+            pool.map(_jpeg, jobs, chunksize=32)
+        marker.touch()
+    return folder
+
+
+def make_folder_4x(root: Path, folder: Path) -> Path:
+    """4x the images: four copies of the folder's tree made of hard links (same bytes, new paths)."""
+    big = root / f"{folder.name}-x4"
+    marker = root / f".{big.name}.complete"
+    if not marker.exists():
+        for copy in range(4):
+            for src in folder.rglob("*.jpg"):
+                dst = big / f"copy{copy}" / src.relative_to(folder)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.exists():
+                    os.link(src, dst)
+        marker.touch()
+    return big
+
+
+# ------------------------------------------------------------------ measured jobs
+def naive_loop(dataset, batch_size: int, workers: int) -> tuple[float, float]:
+    """The loop users paste: sum and sum of squares per batch of ToTensor() outputs."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    total = total_sq = 0.0
+    count = 0
+    for images, _ in loader:
+        total += images.sum(dim=(0, 2, 3))
+        total_sq += (images ** 2).sum(dim=(0, 2, 3))
+        count += images.numel() // images.shape[1]
+    mean = total / count
+    return mean, (total_sq / count - mean ** 2).sqrt()
+
+
+def naive_folder(folder: Path, workers: int):
+    from torchvision import datasets, transforms
+
+    return naive_loop(datasets.ImageFolder(str(folder), transform=transforms.ToTensor()), 1, workers)
+
+
+def naive_mnist(root: Path, workers: int):
+    from torchvision import datasets, transforms
+
+    return naive_loop(datasets.MNIST(str(root), train=True, transform=transforms.ToTensor()), 256, workers)
+
+
+def naive_cifar(root: Path, workers: int):
+    from torchvision import datasets, transforms
+
+    class Unchecked(datasets.CIFAR10):  # the generated pickles have their own md5 sums
+        def _check_integrity(self) -> bool:
+            return True
+
+        def _load_meta(self) -> None:
+            self.classes = []
+
+    return naive_loop(Unchecked(str(root), train=True, transform=transforms.ToTensor()), 256, workers)
+
+
+def _decode(path: str) -> int:
+    with Image.open(path) as img:
+        return img.convert("RGB").size[0]
+
+
+def floor_folder(folder: Path, workers: int) -> None:
+    files = [str(p) for p in sorted(folder.rglob("*.jpg"))]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for _ in pool.imap(_decode, files, chunksize=64):
+            pass
+
+
+def floor_idx(root: Path) -> np.ndarray:
+    raw = np.memmap(root / "MNIST" / "raw" / "train-images-idx3-ubyte", np.uint8, mode="r", offset=16)
+    return np.bincount(raw, minlength=256)
+
+
+def floor_cifar(root: Path) -> list[np.ndarray]:
+    from prep.sources.cifar import read_cifar_batch
+
+    arrays = [read_cifar_batch(root / CIFAR10.base_folder / f) for f in CIFAR10.splits["train"]]
+    return [np.bincount(np.concatenate([a[:, c].ravel() for a in arrays]), minlength=256) for c in range(3)]
+
+
+def timed(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+PEAK_SCRIPT = """
+import json, resource, sys
+import prep
+prep.compute_stats(sys.argv[1], workers=int(sys.argv[2]), device=sys.argv[3])
+main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"main_kib": main, "worker_kib": worker}))
+"""
+
+
+def peak_memory_mib(folder: Path, workers: int, device: str) -> float:
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(workers), device],
+                         check=True, capture_output=True, text=True).stdout
+    rss = json.loads(out.strip().splitlines()[-1])
+    return (rss["main_kib"] + workers * rss["worker_kib"]) / 1024
+
+
+# ------------------------------------------------------------------ main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("bench-data"))
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", choices=["folder", "arrays", "memory"], action="append")
+    args = parser.parse_args()
+    parts = set(args.only or ["folder", "arrays", "memory"])
+    args.data.mkdir(parents=True, exist_ok=True)
+    w, reps, dev = args.workers, args.reps, args.device
+    import torch
+
+    print(f"# prep {prep.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, workers={w}, "
+          f"device={prep.devices.resolve_device(dev)}, median of {reps}", flush=True)
+    rows = []
+    if "folder" in parts:
+        folder = make_folder(args.data, args.images)
+        rows.append((f"folder, {args.images} JPEG 300-500px",
+                     timed(lambda: naive_folder(folder, w), reps),
+                     timed(lambda: floor_folder(folder, w), reps),
+                     timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)))
+    if "arrays" in parts:
+        root = make_cifar(make_idx(args.data))
+        rows.append(("MNIST idx, 60000x28x28",
+                     timed(lambda: naive_mnist(root, w), reps),
+                     timed(lambda: floor_idx(root), reps),
+                     timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)))
+        rows.append(("CIFAR-10 pickles, 50000x3x32x32",
+                     timed(lambda: naive_cifar(root, w), reps),
+                     timed(lambda: floor_cifar(root), reps),
+                     timed(lambda: prep.compute_stats("cifar10", root=root, device=dev), reps)))
+    if rows:
+        print(f"\n| data | naive (s) | floor (s) | prep (s) | naive/prep | prep/floor |")
+        print("|---|---|---|---|---|---|")
+        for name, naive, floor, mine in rows:
+            print(f"| {name} | {naive:.3f} | {floor:.3f} | {mine:.3f} | {naive / mine:.1f}x | {mine / floor:.2f} |")
+    if "memory" in parts:
+        folder = make_folder(args.data, args.images)
+        big = make_folder_4x(args.data, folder)
+        one = statistics.median(peak_memory_mib(folder, w, dev) for _ in range(reps))
+        four = statistics.median(peak_memory_mib(big, w, dev) for _ in range(reps))
+        print(f"\npeak memory, folder (main + {w} workers): {args.images} images {one:.0f} MiB, "
+              f"{4 * args.images} images {four:.0f} MiB, ratio {four / one:.3f}")
+
+
+if __name__ == "__main__":
+    main()
