@@ -140,7 +140,7 @@ class ChannelMoments:
 
     def update_array(self, array: np.ndarray, pixel_max: float) -> "ChannelMoments":
         """Fold in one image ``(C, H, W)`` from NumPy (16-bit or float data) on the CPU."""
-        return self.update(torch.from_numpy(np.ascontiguousarray(array)), pixel_max)
+        return self.update(torch.from_numpy(np.require(array, requirements=["C", "W"])), pixel_max)
 
     # ------------------------------------------------------------------ merge
     def merge(self, other: "ChannelMoments") -> "ChannelMoments":

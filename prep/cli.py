@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -85,6 +86,7 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     population std that transforms.Normalize expects.
     """
     opts = resolve_options(given, config_path)
+    _log_to_stderr(quiet=opts["quiet"])
     if opts["source"] is None:
         raise click.UsageError("missing SOURCE (give it as an argument or as 'source' in --config)")
     out = opts["out"]
@@ -111,6 +113,20 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     click.echo(format_summary(result))
     if out:
         click.echo(f"wrote {out}", err=True)
+
+
+class _StderrHandler(logging.Handler):
+    """Log records from the library as ``prep: message`` lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"prep: {record.getMessage()}", err=True)
+
+
+def _log_to_stderr(quiet: bool) -> None:
+    logger = logging.getLogger("prep")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _reusable(out: str, opts: dict[str, Any]) -> Stats | None:

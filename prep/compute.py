@@ -10,6 +10,7 @@ return only their accumulator state; Python datasets are iterated in order. With
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -34,6 +35,7 @@ PIXELS_PER_BATCH = 1 << 22  # default batch size for array sources: ~4M pixels (
 FOLDER_CHUNK = 64  # images per worker task: small enough for smooth progress, large enough to amortize
 HISTOGRAM_FLUSH = 256
 CHECKPOINT_KIND = "prep.checkpoint"
+log = logging.getLogger("prep")
 
 
 class PrepWarning(UserWarning):
@@ -107,6 +109,7 @@ class _Run:
             raise StatsFileError(f"{path}: checkpoint field 'state.channels' does not match mode {self.mode}")
         self.state, self.position, self._last_saved = state, position, position
         self.skipped = [tuple(s) for s in data.get("skipped", [])]
+        log.info("resuming from %s at image %d", path, position)
         if self.progress is not None:
             self.progress.update(position)
 

@@ -41,7 +41,7 @@ class ConvertPixels(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
             array, pixel_max = to_array(inpt, self.mode)
-            tensor = torch.from_numpy(array)
+            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
             if tensor.dtype != torch.uint8:
                 tensor = tensor.to(torch.float32) / pixel_max
             return tv_tensors.Image(tensor)

@@ -42,14 +42,14 @@ from prep.sources.idx import write_idx_images
 # ------------------------------------------------------------------ data
 def make_idx(root: Path) -> Path:
     raw = root / "MNIST" / "raw"
-    path = raw / "train-images-idx3-ubyte"
-    if not path.exists():
+    if not (raw / "t10k-labels-idx1-ubyte").exists():
         raw.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
-        digits = (rng.random((60_000, 28, 28)) ** 6 * 255).astype(np.uint8)  # mostly dark, like MNIST
-        write_idx_images(path, digits)
-        (raw / "train-labels-idx1-ubyte").write_bytes(
-            bytes([0, 0, 8, 1]) + (60_000).to_bytes(4, "big") + bytes(rng.integers(0, 10, 60_000, dtype=np.uint8)))
+        for prefix, n in (("train", 60_000), ("t10k", 10_000)):  # torchvision's MNIST wants both splits
+            digits = (rng.random((n, 28, 28)) ** 6 * 255).astype(np.uint8)  # mostly dark, like MNIST
+            write_idx_images(raw / f"{prefix}-images-idx3-ubyte", digits)
+            labels = bytes(rng.integers(0, 10, n, dtype=np.uint8))
+            (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels)
     return root
 
 
@@ -221,19 +221,24 @@ def main() -> None:
     print(f"# prep {prep.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, workers={w}, "
           f"device={prep.devices.resolve_device(dev)}, median of {reps}", flush=True)
     rows = []
+
+    def row(name: str, naive: float, floor: float, mine: float) -> None:
+        rows.append((name, naive, floor, mine))
+        print(f"  measured {name}: naive {naive:.3f} s, floor {floor:.3f} s, prep {mine:.3f} s", flush=True)
+
     if "folder" in parts:
         folder = make_folder(args.data, args.images)
-        rows.append((f"folder, {args.images} JPEG 300-500px",
+        row(*(f"folder, {args.images} JPEG 300-500px",
                      timed(lambda: naive_folder(folder, w), reps),
                      timed(lambda: floor_folder(folder, w), reps),
                      timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)))
     if "arrays" in parts:
         root = make_cifar(make_idx(args.data))
-        rows.append(("MNIST idx, 60000x28x28",
+        row(*("MNIST idx, 60000x28x28",
                      timed(lambda: naive_mnist(root, w), reps),
                      timed(lambda: floor_idx(root), reps),
                      timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)))
-        rows.append(("CIFAR-10 pickles, 50000x3x32x32",
+        row(*("CIFAR-10 pickles, 50000x3x32x32",
                      timed(lambda: naive_cifar(root, w), reps),
                      timed(lambda: floor_cifar(root), reps),
                      timed(lambda: prep.compute_stats("cifar10", root=root, device=dev), reps)))
