@@ -1,9 +1,8 @@
 """Mergeable per-channel statistics: :class:`ChannelMoments`.
 
 The state per channel ``c`` is ``count``, ``mean`` and ``m2`` (the sum of squared deviations
-from the mean) in float64 and unit scale, the running ``min``/``max``, and for 8-bit data an
-exact 256-bin integer ``histogram``. Two states merge with the parallel formula of Chan,
-Golub and LeVeque (1979)::
+from the mean) in float64 and unit scale, and the running ``min``/``max``. Two states merge
+with the parallel formula of Chan, Golub and LeVeque (1979)::
 
     n     = n_a + n_b
     delta = mean_b - mean_a
@@ -12,11 +11,15 @@ Golub and LeVeque (1979)::
 
 and the population variance (ddof=0, what ``transforms.Normalize`` assumes) is ``m2 / n``.
 
-Each batch is reduced where it lives (CPU or CUDA) to per-image moments, and only those few
-numbers reach the host. For uint8 batches the reduction is a per-image, per-channel
-``bincount``: the histogram is exact, so 8-bit statistics are computed from integer sums and
-do not depend on batch size, order or device at all. The same state serves folder workers,
-dataset shards, checkpoints and ``torch.distributed``: ``state_dict`` is plain JSON.
+For 8-bit data the state also keeps the exact integer sums ``S = sum(x)`` and
+``Q = sum(x**2)`` of the raw values (Python integers: they never overflow and merge by
+addition). The final mean ``S / (n * 255)`` and variance ``(n * Q - S**2) / (n * 255)**2`` are
+then computed exactly and rounded once, so 8-bit statistics are identical to the last bit
+whatever the batch size, order, worker count or device.
+
+Each batch is reduced where it lives (CPU or CUDA) to per-image sums, and only those few
+numbers reach the host. The same state serves folder workers, dataset shards, checkpoints
+and ``torch.distributed``: ``state_dict`` is plain JSON.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from .errors import StatsFileError
 
 STATE_VERSION = 1
 BINS = 256
-_LEVELS = np.arange(BINS, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class ChannelMoments:
         self.m2 = np.zeros(c)
         self.min = np.full(c, np.inf)
         self.max = np.full(c, -np.inf)
-        # Exact 8-bit histogram; None once any data of another bit depth was folded in.
-        self.histogram: np.ndarray | None = np.zeros((c, BINS), np.int64)
+        # Exact integer sums of raw 8-bit values; None once data of another bit depth is folded in.
+        self.exact_sum: list[int] | None = [0] * c
+        self.exact_sumsq: list[int] | None = [0] * c
         self.images = 0
         self.image_std_sum = np.zeros(c)
         self.image_std_count = np.zeros(c, np.int64)
@@ -97,7 +100,8 @@ class ChannelMoments:
         if batch.shape[0] == 0:
             return self
         if batch.dtype == torch.uint8:
-            return self.update_histograms(image_histograms(batch).cpu().numpy())
+            n, total, total_sq, vmin, vmax = _uint8_image_sums(batch)
+            return self._fold_eight_bit(n, total, total_sq, vmin, vmax)
         if batch.dtype.is_floating_point:
             scale = 1.0 if pixel_max is None else float(pixel_max)
         else:
@@ -105,7 +109,7 @@ class ChannelMoments:
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
-        self.histogram = None
+        self.exact_sum = self.exact_sumsq = None
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
@@ -118,23 +122,35 @@ class ChannelMoments:
             raise ValueError(f"expected histograms (N, {self.channels}, {BINS}); got {hist.shape}")
         if hist.shape[0] == 0:
             return self
-        n_img = hist.sum(-1)
-        valid = n_img > 0
-        mean_img = (hist @ _LEVELS) / np.maximum(n_img, 1)
-        dev = _LEVELS - mean_img[..., None]
-        var_img = (hist * dev * dev).sum(-1) / np.maximum(n_img, 1)
-        self._count_images(n_img.shape[0], np.sqrt(var_img) / 255.0, valid)
+        # float64 products of integers below 2**53 are exact
+        sums = hist.astype(np.float64) @ _LEVEL_POWERS
+        present = hist.sum(0) > 0
+        vmin = np.where(present.any(1), present.argmax(1), BINS)
+        vmax = np.where(present.any(1), BINS - 1 - present[:, ::-1].argmax(1), -1)
+        return self._fold_eight_bit(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax)
 
-        total = hist.sum(0)
-        n, mean, m2 = _exact_moments(total, 255)
-        present = total > 0
-        vmin = np.where(present.any(1), present.argmax(1), 0) / 255.0
-        vmax = np.where(present.any(1), BINS - 1 - present[:, ::-1].argmax(1), 0) / 255.0
-        vmin = np.where(n > 0, vmin, np.inf)
-        vmax = np.where(n > 0, vmax, -np.inf)
-        self._fold(n, mean, m2, vmin, vmax)
-        if self.histogram is not None:
-            self.histogram = self.histogram + total
+    def _fold_eight_bit(self, n_img, s_img, q_img, vmin, vmax) -> "ChannelMoments":
+        """Fold in 8-bit images from exact per-image ``(N, C)`` pixel counts, sums and sums of
+        squares of raw values, and the batch's raw per-channel min/max (256/-1 when empty)."""
+        n_img = np.asarray(n_img, np.int64)
+        s_img = np.asarray(s_img).astype(np.int64)
+        q_img = np.asarray(q_img).astype(np.int64)
+        valid = n_img > 0
+        nf = np.maximum(n_img, 1).astype(np.float64)
+        if int(n_img.max()) * int(q_img.max()) < 2**62:  # exact integer numerator, rounded once
+            var_img = (n_img * q_img - s_img * s_img) / (nf * nf)
+        else:  # images of many megapixels: float64 is accurate enough for a per-image diagnostic
+            var_img = np.maximum(q_img / nf - (s_img / nf) ** 2, 0.0)
+        self._count_images(n_img.shape[0], np.sqrt(var_img) / 255.0, valid)
+        counts = [int(v) for v in n_img.sum(0)]
+        totals = [int(v) for v in s_img.sum(0)]
+        totals_sq = [int(v) for v in q_img.sum(0)]
+        n, mean, m2 = _exact_moments(counts, totals, totals_sq, 255)
+        self._fold(n, mean, m2, np.where(n > 0, np.asarray(vmin) / 255.0, np.inf),
+                   np.where(n > 0, np.asarray(vmax) / 255.0, -np.inf))
+        if self.exact_sum is not None:
+            self.exact_sum = [a + b for a, b in zip(self.exact_sum, totals)]
+            self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
         self.pixel_max = max(self.pixel_max, 255.0)
         return self
 
@@ -149,10 +165,11 @@ class ChannelMoments:
             raise ValueError(f"cannot merge {self.channels}-channel and {other.channels}-channel states")
         out = self.copy()
         out._fold(other.count, other.mean, other.m2, other.min, other.max)
-        if out.histogram is None or other.histogram is None:
-            out.histogram = None
+        if out.exact_sum is None or other.exact_sum is None:
+            out.exact_sum = out.exact_sumsq = None
         else:
-            out.histogram = out.histogram + other.histogram
+            out.exact_sum = [a + b for a, b in zip(out.exact_sum, other.exact_sum)]
+            out.exact_sumsq = [a + b for a, b in zip(out.exact_sumsq, other.exact_sumsq)]
         out.images += other.images
         out.image_std_sum = out.image_std_sum + other.image_std_sum
         out.image_std_count = out.image_std_count + other.image_std_count
@@ -196,9 +213,9 @@ class ChannelMoments:
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> ChannelSummary:
-        """Per-channel statistics in unit scale; exact from the histogram for 8-bit data."""
-        if self.histogram is not None and np.array_equal(self.histogram.sum(1), self.count):
-            _, mean, m2 = _exact_moments(self.histogram, 255)
+        """Per-channel statistics in unit scale; exact from the integer sums for 8-bit data."""
+        if self.exact_sum is not None:
+            _, mean, m2 = _exact_moments(self.count.tolist(), self.exact_sum, self.exact_sumsq, 255)
         else:
             mean, m2 = self.mean, self.m2
         n = self.count
@@ -233,7 +250,8 @@ class ChannelMoments:
             "m2": [float(v) for v in self.m2],
             "min": [None if e else float(v) for v, e in zip(self.min, empty)],
             "max": [None if e else float(v) for v, e in zip(self.max, empty)],
-            "histogram": None if self.histogram is None else self.histogram.tolist(),
+            "exact_sum": self.exact_sum,
+            "exact_sumsq": self.exact_sumsq,
             "images": int(self.images),
             "image_std_sum": [float(v) for v in self.image_std_sum],
             "image_std_count": [int(v) for v in self.image_std_count],
@@ -280,17 +298,15 @@ class ChannelMoments:
         out.max = np.array([-np.inf if v is None else v for v in maxs], np.float64)
         if np.any((out.min > out.max) & ~empty):
             raise StatsFileError(f"{where}.min: exceeds {where}.max")
-        hist = state.get("histogram")
-        if hist is None:
-            out.histogram = None
+        exact = state.get("exact_sum"), state.get("exact_sumsq")
+        if exact == (None, None):
+            out.exact_sum = out.exact_sumsq = None
         else:
-            try:
-                arr = np.array(hist, dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):
-                raise StatsFileError(f"{where}.histogram: expected {channels} lists of {BINS} integers") from None
-            if arr.shape != (channels, BINS) or (arr < 0).any():
-                raise StatsFileError(f"{where}.histogram: expected {channels} lists of {BINS} non-negative integers")
-            out.histogram = arr
+            out.exact_sum = vector("exact_sum", int, minimum=0)
+            out.exact_sumsq = vector("exact_sumsq", int, minimum=0)
+            for n, total, total_sq in zip(out.count.tolist(), out.exact_sum, out.exact_sumsq):
+                if total > 255 * n or total * total > n * total_sq:  # Cauchy-Schwarz: S**2 <= n * Q
+                    raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
         images = state.get("images")
         if not isinstance(images, int) or isinstance(images, bool) or images < 0:
             raise StatsFileError(f"{where}.images: expected a non-negative integer; got {images!r}")
@@ -316,31 +332,43 @@ class ChannelMoments:
 SIXTEEN_BIT_DEFAULT = 65535
 
 
-def image_histograms(batch: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel 256-bin histograms of a uint8 batch ``(N, C, H, W)`` -> ``(N, C, 256)``.
+_LEVEL_POWERS = np.stack([np.arange(BINS, dtype=np.float64), np.arange(BINS, dtype=np.float64) ** 2], axis=1)
+EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
 
-    One ``bincount`` on the batch's own device over ``value + 256 * (image * C + channel)``.
+
+def _uint8_image_sums(batch: torch.Tensor):
+    """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus
+    the batch's per-channel min and max, reduced on the batch's own device.
+
+    On the CPU the pixels go through float32 in groups of at most 256, where every partial sum
+    is an integer below 2**24 and therefore exact; on CUDA (which may round float32 products
+    to TF32) they go through float64.
     """
     n, c = batch.shape[:2]
-    offsets = torch.arange(n * c, device=batch.device, dtype=torch.int64 if n * c * BINS >= 2**31 else torch.int32)
-    index = batch.reshape(n * c, -1).to(offsets.dtype) + (offsets * BINS)[:, None]
-    return torch.bincount(index.reshape(-1), minlength=n * c * BINS).reshape(n, c, BINS)
+    rows = batch.reshape(n * c, -1)
+    pixels = rows.shape[1]
+    group = next((g for g in range(min(EXACT_GROUP, pixels), 0, -1) if pixels % g == 0), 1)
+    if batch.device.type == "cpu" and group >= 16:
+        x = rows.reshape(-1, group).to(torch.float32)
+        total = x.sum(1, dtype=torch.float32).view(n * c, -1).to(torch.float64).sum(1)
+        total_sq = torch.bmm(x.unsqueeze(1), x.unsqueeze(2)).view(n * c, -1).to(torch.float64).sum(1)
+    else:
+        x = rows.to(torch.float64)
+        total, total_sq = x.sum(1), (x * x).sum(1)
+    vmin = batch.amin(dim=(0, 2, 3)) if pixels else torch.full((c,), BINS, device=batch.device)
+    vmax = batch.amax(dim=(0, 2, 3)) if pixels else torch.full((c,), -1, device=batch.device)
+    return (np.full((n, c), pixels, np.int64), total.view(n, c).cpu().numpy(), total_sq.view(n, c).cpu().numpy(),
+            vmin.cpu().numpy().astype(np.int64), vmax.cpu().numpy().astype(np.int64))
 
 
-def _exact_moments(hist: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and m2 of ``(C, 256)`` histograms, in unit scale, each correctly rounded.
+def _exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and m2 per channel in unit scale from exact integer sums, each rounded once.
 
-    With integer sums ``S = sum(h[v] * v)`` and ``Q = sum(h[v] * v**2)`` (Python integers, so
-    exact at any size): ``mean = S / (n * scale)`` and ``m2 = (n * Q - S**2) / (n * scale**2)``.
+    ``mean = S / (n * scale)`` and ``m2 = (n * Q - S**2) / (n * scale**2)``: Python integer
+    arithmetic is exact at any size and ``int / int`` is correctly rounded.
     """
-    counts, means, m2s = [], [], []
-    for row in np.asarray(hist, dtype=np.int64):
-        n = int(row.sum())
-        s = int(row @ _LEVELS)
-        q = sum(int(h) * v * v for v, h in enumerate(row.tolist()) if h)
-        counts.append(n)
-        means.append(s / (n * scale) if n else 0.0)
-        m2s.append((n * q - s * s) / (n * scale * scale) if n else 0.0)
+    means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
+    m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
     return np.array(counts, np.int64), np.array(means), np.array(m2s)
 
 

@@ -31,7 +31,9 @@ from .sources import ArraySource, DatasetSource, FolderSource, Source, resolve_s
 from .sources.folder import reduce_files
 from .stats import Stats
 
-PIXELS_PER_BATCH = 1 << 22  # default batch size for array sources: ~4M pixels (16 MiB of indices)
+# Default batch sizes for array sources, in pixels: on the CPU, batches whose float32 copy
+# (6 MiB) stays in cache run fastest; on CUDA, large batches amortize the kernel launches.
+PIXELS_PER_BATCH = {"cpu": 3 << 19, "cuda": 1 << 25}
 FOLDER_CHUNK = 64  # images per worker task: small enough for smooth progress, large enough to amortize
 HISTOGRAM_FLUSH = 256
 CHECKPOINT_KIND = "prep.checkpoint"
@@ -139,7 +141,8 @@ def compute_stats(
         root, split: where named datasets live (torchvision's layout) and which split.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         workers: decoding processes for folders (default: the CPU count; 0 = in-process).
-        batch_size: images per batch for array sources (default: about 4M pixels).
+        batch_size: images per batch for array sources (default: about 1.5M pixels on the
+            CPU, 32M on CUDA).
         mode: ``"RGB"`` or ``"L"`` (default: the source's native mode).
         strict: raise :class:`~prep.errors.BadImageError` at the first undecodable file
             instead of skipping it.
@@ -245,7 +248,7 @@ def _reduce_arrays(run: _Run, dev: torch.device, batch_size: int | None) -> None
     if not arrays or sum(len(a) for a in arrays) == 0:
         raise SourceError(f"{run.source.path}: contains no images")
     pixels = int(np.prod(arrays[0].shape[1:]))
-    size = batch_size or max(1, PIXELS_PER_BATCH // pixels)
+    size = batch_size or max(1, PIXELS_PER_BATCH.get(dev.type, PIXELS_PER_BATCH["cpu"]) // pixels)
     native = run.source.native_mode
     for batch in run.source.iter_batches(run.position, size):
         tensor = convert_mode(to_device(batch, dev), native, run.mode)

@@ -11,11 +11,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from ._version import __version__
-from .accumulator import ChannelMoments
+from .accumulator import ChannelMoments, ChannelSummary
 from .atomic import write_json_atomic
 from .errors import os_reason, PrepError, StaleStatsError, StatsFileError
 from .pixels import CHANNELS, MODES
@@ -48,8 +49,8 @@ class Stats:
     def channels(self) -> int:
         return self.state.channels
 
-    @property
-    def summary(self):
+    @cached_property
+    def summary(self) -> ChannelSummary:
         return self.state.compute()
 
     @property

@@ -104,7 +104,8 @@ def test_unreadable_file_is_skipped_with_its_reason(tmp_path, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", guarded_open)
-    stats = prep.compute_stats(folder, workers=0)
+    with pytest.warns(prep.PrepWarning, match="locked.png"):
+        stats = prep.compute_stats(folder, workers=0)
     assert list(stats.skipped) == [{"path": "locked.png", "reason": "cannot read: Permission denied"}]
     assert stats.images == 2
 
