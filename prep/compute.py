@@ -34,7 +34,7 @@ from .stats import Stats
 # Default batch sizes for array sources, in pixels: on the CPU, batches whose float32 copy
 # (6 MiB) stays in cache run fastest; on CUDA, large batches amortize the kernel launches.
 PIXELS_PER_BATCH = {"cpu": 3 << 19, "cuda": 1 << 25}
-FOLDER_CHUNK = 64  # images per worker task: small enough for smooth progress, large enough to amortize
+FOLDER_CHUNK = 32  # images per worker task: small enough for smooth progress and a short tail
 HISTOGRAM_FLUSH = 256
 CHECKPOINT_KIND = "prep.checkpoint"
 log = logging.getLogger("prep")

@@ -113,7 +113,7 @@ class FolderSource(Source):
         return len(self.listing.images)
 
     def fingerprint(self) -> dict:
-        return fingerprint_files(self.listing.root, self.listing.images)
+        return self.listing.fingerprint()
 
 
 class DatasetSource(Source):

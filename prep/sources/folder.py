@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..accumulator import ChannelMoments
 from ..errors import os_reason, BadImageError, SourceError
+from .fingerprint import fingerprint_listing
 from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
@@ -36,6 +37,11 @@ class FolderListing:
     root: Path
     images: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    stats: dict[str, os.stat_result] = field(default_factory=dict, repr=False)
+
+    def fingerprint(self) -> dict:
+        """The dataset fingerprint, from the ``stat`` results the listing already made."""
+        return fingerprint_listing((rel, self.stats[rel]) for rel in self.images)
 
 
 def list_images(root: str | os.PathLike) -> FolderListing:
@@ -77,6 +83,7 @@ def list_images(root: str | os.PathLike) -> FolderListing:
                 listing.skipped.append((rel, "not a regular file"))
             elif has_image_extension(entry.name):
                 listing.images.append(rel)
+                listing.stats[rel] = st
             else:
                 listing.skipped.append((rel, "not an image file extension"))
         stack.extend(reversed(subdirs))
