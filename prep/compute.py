@@ -25,10 +25,10 @@ from PIL import Image
 from .accumulator import ChannelMoments
 from .atomic import write_json_atomic
 from .devices import resolve_device, to_device
-from .errors import PrepError, SourceError, StatsFileError
+from .errors import PrepError, SourceError, StatsFileError, os_reason
 from .pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
 from .sources import ArraySource, DatasetSource, FolderSource, Source, resolve_source
-from .sources.folder import reduce_files
+from .sources.folder import IMG_EXTENSIONS, reduce_files
 from .stats import Stats
 
 # Default batch sizes for array sources, in pixels: on the CPU, batches whose float32 copy
@@ -81,10 +81,13 @@ class _Run:
         return {"source": self.source.describe(), "fingerprint": self.fingerprint, "options": {"mode": self.mode}}
 
     def save_checkpoint(self) -> None:
-        write_json_atomic(self.checkpoint, {
-            "kind": CHECKPOINT_KIND, "schema_version": 1, **self.identity(), "position": self.position,
-            "skipped": [list(s) for s in self.skipped], "state": self.state.state_dict(),
-        })
+        try:
+            write_json_atomic(self.checkpoint, {
+                "kind": CHECKPOINT_KIND, "schema_version": 1, **self.identity(), "position": self.position,
+                "skipped": [list(s) for s in self.skipped], "state": self.state.state_dict(),
+            })
+        except OSError as exc:
+            raise PrepError(f"{self.checkpoint}: cannot write checkpoint ({os_reason(exc)})") from None
         self._last_saved = self.position
 
     def load_checkpoint(self) -> None:
@@ -173,7 +176,7 @@ def compute_stats(
 
     total = src.num_images()
     if isinstance(src, FolderSource) and total == 0:
-        raise SourceError(f"{src.path}: no image files found (looked for {', '.join(_extensions())})")
+        raise SourceError(f"{src.path}: no image files found (looked for {', '.join(IMG_EXTENSIONS)})")
     run = _Run(src, mode, ChannelMoments(CHANNELS[mode]), src.fingerprint(),
                checkpoint=None if checkpoint is None else os.fspath(checkpoint), checkpoint_every=checkpoint_every)
     with _progress_bar(progress, total, src) as bar:
@@ -195,12 +198,6 @@ def compute_stats(
         except OSError:
             pass
     return stats
-
-
-def _extensions() -> list[str]:
-    from .sources.folder import IMG_EXTENSIONS
-
-    return list(IMG_EXTENSIONS)
 
 
 def _check_result(stats: Stats, src: Source) -> None:
@@ -244,16 +241,14 @@ def _progress_bar(progress: bool | Callable[..., Any], total: int | None, src: S
 
 # ------------------------------------------------------------------ arrays (idx, CIFAR)
 def _reduce_arrays(run: _Run, dev: torch.device, batch_size: int | None) -> None:
-    arrays = run.source.arrays()
-    if not arrays or sum(len(a) for a in arrays) == 0:
-        raise SourceError(f"{run.source.path}: contains no images")
-    pixels = int(np.prod(arrays[0].shape[1:]))
-    size = batch_size or max(1, PIXELS_PER_BATCH.get(dev.type, PIXELS_PER_BATCH["cpu"]) // pixels)
     native = run.source.native_mode
-    for batch in run.source.iter_batches(run.position, size):
+    pixels = PIXELS_PER_BATCH.get(dev.type, PIXELS_PER_BATCH["cpu"])
+    for batch in run.source.iter_batches(run.position, batch_size, pixels):
         tensor = convert_mode(to_device(batch, dev), native, run.mode)
         part = ChannelMoments(run.state.channels).update(tensor)
         run.advance(part, len(batch))
+    if run.position == 0:
+        raise SourceError(f"{run.source.path}: contains no images")
 
 
 def convert_mode(batch: torch.Tensor, native: str, mode: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ import os
 import tomllib
 from typing import Any, Mapping
 
-from .errors import os_reason, PrepError
+from .errors import PrepError, os_reason
 
 DEFAULTS: dict[str, Any] = {
     "source": None,

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary
 from .atomic import write_json_atomic
-from .errors import os_reason, PrepError, StaleStatsError, StatsFileError
+from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
 from .pixels import CHANNELS, MODES
 
 SCHEMA_VERSION = 1

@@ -29,7 +29,7 @@ from ..errors import DownloadError, SourceError
 from .cifar import CIFAR10, CIFAR100, CifarLayout, read_cifar_batch
 from .fingerprint import fingerprint_files
 from .folder import FolderListing, list_images
-from .idx import read_idx_images
+from .idx import count_idx_images, read_idx_images
 
 SPLITS = ("train", "test")
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
@@ -56,41 +56,52 @@ class Source:
 
 
 class ArraySource(Source):
-    """Sources held as uint8 arrays ``(N, C, H, W)``: idx files and CIFAR pickles."""
+    """Sources held as uint8 arrays ``(N, C, H, W)``, one file at a time: idx files and CIFAR pickles.
+
+    Files are read when iteration reaches them and released after, so memory holds one file.
+    """
 
     def __init__(self, kind: str, path: str, split: str | None, root: Path, files: Sequence[str],
-                 reader: Callable[[str], np.ndarray], native_mode: str) -> None:
+                 reader: Callable[[str], np.ndarray], native_mode: str,
+                 counter: Callable[[str], int] | None = None) -> None:
         super().__init__(path, split)
         self.kind = kind
         self.root = root
         self.files = list(files)
         self.native_mode = native_mode
         self._reader = reader
-        self._arrays: list[np.ndarray] | None = None
+        self._counter = counter
 
-    def arrays(self) -> list[np.ndarray]:
-        if self._arrays is None:
-            self._arrays = [self._as_nchw(self._reader(os.path.join(self.root, f))) for f in self.files]
-        return self._arrays
-
-    @staticmethod
-    def _as_nchw(array: np.ndarray) -> np.ndarray:
+    def read(self, name: str) -> np.ndarray:
+        array = self._reader(os.path.join(self.root, name))
         return array[:, None] if array.ndim == 3 else array
 
-    def num_images(self) -> int:
-        return sum(len(a) for a in self.arrays())
+    def arrays(self) -> list[np.ndarray]:
+        """Every file's images (all in memory at once; iteration uses :meth:`iter_batches`)."""
+        return [self.read(f) for f in self.files]
+
+    def num_images(self) -> int | None:
+        """The image count when the file headers tell it without reading the data, else None."""
+        if self._counter is None:
+            return None
+        return sum(self._counter(os.path.join(self.root, f)) for f in self.files)
 
     def fingerprint(self) -> dict:
         return fingerprint_files(self.root, self.files)
 
-    def iter_batches(self, start: int, batch_size: int) -> Iterator[np.ndarray]:
-        """Yield consecutive uint8 batches ``(n, C, H, W)`` from image index ``start`` on."""
+    def iter_batches(self, start: int, batch_size: int | None, pixels_per_batch: int) -> Iterator[np.ndarray]:
+        """Yield consecutive uint8 batches ``(n, C, H, W)`` from image index ``start`` on.
+
+        Without ``batch_size``, a batch holds about ``pixels_per_batch`` pixels.
+        """
         offset = 0
-        for array in self.arrays():
-            lo = max(start - offset, 0)
-            for i in range(lo, len(array), batch_size):
-                yield array[i : i + batch_size]
+        for name in self.files:
+            array = self.read(name)
+            size = batch_size or max(1, pixels_per_batch // max(1, int(np.prod(array.shape[1:]))))
+            for i in range(max(start - offset, 0), len(array), size):
+                yield array[i : i + size]
             offset += len(array)
+            del array
 
 
 class FolderSource(Source):
@@ -159,7 +170,8 @@ class IdxDataset:
         base = self.files[split]
         for candidate in (base, base + ".gz"):
             if (raw / candidate).is_file():
-                return ArraySource(name, str(raw / candidate), split, raw, [candidate], read_idx_images, "L")
+                return ArraySource(name, str(raw / candidate), split, raw, [candidate], read_idx_images, "L",
+                                   count_idx_images)
         raise SourceError(
             f"{raw / base}: {name} {split} split not found (nor {base}.gz); "
             "pass --root, or --download to fetch it"
@@ -221,7 +233,8 @@ def resolve_source(source: Any, root: str | os.PathLike = "data", split: str = "
             return FolderSource(text)
         if path.exists():
             if "idx3-ubyte" in path.name:
-                return ArraySource("idx", text, None, path.parent, [path.name], read_idx_images, "L")
+                return ArraySource("idx", text, None, path.parent, [path.name], read_idx_images, "L",
+                                   count_idx_images)
             raise SourceError(f"{text}: not a directory or an *-idx3-ubyte[.gz] file")
         name = text.lower()
         if name == "sample":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import os_reason, SourceError
+from ..errors import SourceError, os_reason
 
 SIDE = 32
 CHANNELS = 3

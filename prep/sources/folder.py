@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..accumulator import ChannelMoments
-from ..errors import os_reason, BadImageError, SourceError
+from ..errors import BadImageError, SourceError, os_reason
 from .fingerprint import fingerprint_listing
 from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
 
