@@ -83,6 +83,7 @@ class ChannelMoments:
         self.image_std_count = np.zeros(c, np.int64)
         self.nonfinite = np.zeros(c, np.int64)
         self.pixel_max = 0.0
+        self._workspace: dict = {}  # scratch buffers reused across updates; not part of the state
 
     # ------------------------------------------------------------------ update
     def update(self, batch: torch.Tensor, pixel_max: float | None = None) -> "ChannelMoments":
@@ -100,7 +101,7 @@ class ChannelMoments:
         if batch.shape[0] == 0:
             return self
         if batch.dtype == torch.uint8:
-            n, total, total_sq, vmin, vmax = _uint8_image_sums(batch)
+            n, total, total_sq, vmin, vmax = _uint8_image_sums(batch, self._workspace)
             return self._fold_eight_bit(n, total, total_sq, vmin, vmax)
         if batch.dtype.is_floating_point:
             scale = 1.0 if pixel_max is None else float(pixel_max)
@@ -322,6 +323,9 @@ class ChannelMoments:
         out.pixel_max = float(pixel_max)
         return out
 
+    def __getstate__(self) -> dict:  # what crosses process boundaries: the state, not the scratch
+        return {**self.__dict__, "_workspace": {}}
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChannelMoments) and self.state_dict() == other.state_dict()
 
@@ -336,22 +340,29 @@ _LEVEL_POWERS = np.stack([np.arange(BINS, dtype=np.float64), np.arange(BINS, dty
 EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
 
 
-def _uint8_image_sums(batch: torch.Tensor):
+def _uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None):
     """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus
     the batch's per-channel min and max, reduced on the batch's own device.
 
-    On the CPU the pixels go through float32 in groups of at most 256, where every partial sum
-    is an integer below 2**24 and therefore exact; on CUDA (which may round float32 products
-    to TF32) they go through float64.
+    On the CPU the pixels go through float32 in groups of at most 256, where every product and
+    partial sum is an integer below 2**24 and therefore exact in any summation order; the
+    float32 buffers are reused from ``workspace`` across batches (no page faults per batch).
+    On CUDA they go through float64.
     """
     n, c = batch.shape[:2]
     rows = batch.reshape(n * c, -1)
     pixels = rows.shape[1]
     group = next((g for g in range(min(EXACT_GROUP, pixels), 0, -1) if pixels % g == 0), 1)
     if batch.device.type == "cpu" and group >= 16:
-        x = rows.reshape(-1, group).to(torch.float32)
-        total = x.sum(1, dtype=torch.float32).view(n * c, -1).to(torch.float64).sum(1)
-        total_sq = torch.bmm(x.unsqueeze(1), x.unsqueeze(2)).view(n * c, -1).to(torch.float64).sum(1)
+        size = rows.numel()
+        workspace = {} if workspace is None else workspace
+        if workspace.get("values") is None or workspace["values"].numel() < size:
+            workspace["values"], workspace["squares"] = torch.empty(size), torch.empty(size)
+        values = workspace["values"][:size].view(-1, group)
+        values.copy_(rows.reshape(-1, group))
+        squares = torch.mul(values, values, out=workspace["squares"][:size].view(-1, group))
+        total = values.sum(1).view(n * c, -1).to(torch.float64).sum(1)
+        total_sq = squares.sum(1).view(n * c, -1).to(torch.float64).sum(1)
     else:
         x = rows.to(torch.float64)
         total, total_sq = x.sum(1), (x * x).sum(1)

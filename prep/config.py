@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "out": None,
     "device": "auto",
     "workers": None,  # the CPU count
-    "batch_size": None,  # about 1.5M pixels per batch on the CPU
+    "batch_size": None,  # about 1M pixels per batch on the CPU
     "mode": None,  # the source's native mode
     "download": False,
     "strict": False,
