@@ -143,3 +143,20 @@ def test_help_explains_every_option():
     for flag in ("--root", "--split", "--out", "--device", "--workers", "--batch-size", "--mode", "--force",
                  "--download", "--quiet", "--config", "--strict", "--checkpoint", "--resume"):
         assert flag in text
+
+
+def test_download_offline_is_one_line_exit_2(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", offline)
+    out = tmp_path / "c.json"
+    result = run("stats", "cifar10", "--root", tmp_path, "--download", "-o", out)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("prep: error")]
+    assert errors == [errors[0]] and f"cannot download cifar10 into {tmp_path}" in errors[0]
+    assert "Traceback" not in result.output and not out.exists()

@@ -13,7 +13,8 @@ import prep
 from prep.compute import convert_mode
 from prep.errors import PrepError, SourceError
 
-from conftest import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats
+from conftest import (assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats,
+                      torchvision_cifar)
 
 
 def _check(stats, pixels):
@@ -41,12 +42,7 @@ def test_mnist_matches_torchvision_mnist(tmp_path, gz):
 
 def test_cifar10_matches_torchvision_cifar10(tmp_path):
     make_cifar10(tmp_path)
-
-    class Unchecked(torchvision.datasets.CIFAR10):
-        _check_integrity = lambda self: True  # noqa: E731
-        _load_meta = lambda self: None  # noqa: E731
-
-    tv = Unchecked(tmp_path, train=True)
+    tv = torchvision_cifar("cifar10", tmp_path, train=True)
     stats = prep.compute_stats("cifar10", root=tmp_path, device="cpu", batch_size=17)
     _check(stats, tv.data.reshape(-1, 3))
     assert stats.images == 200
@@ -140,3 +136,35 @@ def test_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request.OpenerDirector, "open", offline)
     with pytest.raises(prep.DownloadError, match=f"cannot download mnist into {tmp_path}"):
         prep.compute_stats("mnist", root=tmp_path, download=True)
+
+
+def test_torchvision_dataset_object_equals_the_named_source(tmp_path):
+    make_mnist(tmp_path)
+    tv = torchvision.datasets.MNIST(tmp_path, train=True)  # yields (PIL "L" image, label)
+    from_object = prep.compute_stats(tv)
+    from_files = prep.compute_stats("mnist", root=tmp_path)
+    assert from_object.mode == "L"
+    assert (from_object.mean, from_object.std, from_object.min, from_object.max, from_object.count) == (
+        from_files.mean, from_files.std, from_files.min, from_files.max, from_files.count)
+    assert_close(from_object.per_image_std_mean, from_files.per_image_std_mean, rel=1e-12)
+
+
+def test_progress_factory_sees_every_image(tmp_path):
+    make_mnist(tmp_path)
+    seen = {}
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            seen["total"], seen["done"] = total, 0
+
+        def update(self, n):
+            seen["done"] += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    prep.compute_stats("mnist", root=tmp_path, batch_size=64, progress=Bar)
+    assert seen == {"total": 300, "done": 300}

@@ -16,25 +16,7 @@ from prep.sources.cifar import read_cifar_batch
 from prep.sources.folder import list_images
 from prep.sources.idx import read_idx_images
 
-from conftest import make_cifar100, make_cifar10, make_mnist
-
-
-class _Unchecked:
-    """torchvision's CIFAR classes, minus the md5 checks of the original archives."""
-
-    def _check_integrity(self) -> bool:
-        return True
-
-    def _load_meta(self) -> None:
-        self.classes = []
-
-
-class _CIFAR10(_Unchecked, torchvision.datasets.CIFAR10):
-    pass
-
-
-class _CIFAR100(_Unchecked, torchvision.datasets.CIFAR100):
-    pass
+from conftest import make_cifar100, make_cifar10, make_mnist, torchvision_cifar
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -63,7 +45,7 @@ def test_other_mnist_format_names(tmp_path, name, folder):
 
 def test_cifar10_reader_equals_torchvision(tmp_path):
     make_cifar10(tmp_path)
-    tv = _CIFAR10(tmp_path, train=True)
+    tv = torchvision_cifar("cifar10", tmp_path, train=True)
     arrays = resolve_source("cifar10", root=tmp_path).arrays()
     np.testing.assert_array_equal(np.concatenate(arrays).transpose(0, 2, 3, 1), tv.data)
 
@@ -76,7 +58,7 @@ def test_cifar_pickles_with_bytes_keys(tmp_path):
 
 def test_cifar100_reader_equals_torchvision(tmp_path):
     make_cifar100(tmp_path)
-    tv = _CIFAR100(tmp_path, train=False)
+    tv = torchvision_cifar("cifar100", tmp_path, train=False)
     (array,) = resolve_source("cifar100", root=tmp_path, split="test").arrays()
     np.testing.assert_array_equal(array.transpose(0, 2, 3, 1), tv.data)
 
