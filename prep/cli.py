@@ -15,7 +15,7 @@ from ._version import __version__
 from .compute import compute_stats
 from .config import resolve_options
 from .devices import DEVICE_CHOICES
-from .errors import PrepError, StatsFileError
+from .errors import PrepError, SourceError, StatsFileError
 from .pixels import MODES
 from .sources import SPLITS, resolve_source
 from .stats import Stats, load_stats
@@ -138,7 +138,10 @@ def _reusable(out: str, opts: dict[str, Any]) -> Stats | None:
     except StatsFileError as exc:
         click.echo(f"prep: {exc}; recomputing", err=True)
         return None
-    source = resolve_source(opts["source"], root=opts["root"], split=opts["split"])
+    try:
+        source = resolve_source(opts["source"], root=opts["root"], split=opts["split"])
+    except SourceError:
+        return None  # the data is not there (yet): computing reports it, or downloads it first
     mode = opts["mode"] or source.native_mode
     reason = existing.stale_reason(source.describe(), source.fingerprint(), mode)
     if reason:
