@@ -26,7 +26,7 @@ from .accumulator import ChannelMoments
 from .atomic import write_json_atomic
 from .devices import resolve_device, to_device
 from .errors import PrepError, SourceError, StatsFileError, os_reason
-from .pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
+from .pixels import CHANNELS, eight_bit_histogram, is_eight_bit, stack_histograms, to_array
 from .sources import ArraySource, DatasetSource, FolderSource, Source, resolve_source
 from .sources.folder import IMG_EXTENSIONS, reduce_files
 from .stats import Stats
@@ -325,7 +325,7 @@ def _infer_dataset_mode(src: DatasetSource) -> tuple[DatasetSource, str]:
 
 def _reduce_dataset(run: _Run, dev: torch.device) -> None:
     channels = run.state.channels
-    histograms: list[np.ndarray] = []
+    histograms: list[list[int]] = []
     pending = 0
 
     def flush() -> None:
@@ -334,7 +334,7 @@ def _reduce_dataset(run: _Run, dev: torch.device) -> None:
             return
         part = ChannelMoments(channels)
         if histograms:
-            part.update_histograms(np.stack(histograms))
+            part.update_histograms(stack_histograms(histograms, run.mode))
         histograms, done = [], pending
         pending = 0
         run.advance(part, done)

@@ -46,10 +46,17 @@ def is_eight_bit(img: Image.Image) -> bool:
     return img.mode not in SIXTEEN_BIT_MODES and img.mode not in FLOAT_MODES
 
 
-def eight_bit_histogram(img: Image.Image, mode: str) -> np.ndarray:
-    """Per-channel 256-bin histogram of an 8-bit image after ``img.convert(mode)``: ``(C, 256)`` int64."""
-    converted = img if img.mode == mode else img.convert(mode)
-    return np.asarray(converted.histogram(), dtype=np.int64).reshape(CHANNELS[mode], 256)
+def eight_bit_histogram(img: Image.Image, mode: str) -> list[int]:
+    """PIL's flat per-channel 256-bin histogram of an 8-bit image after ``img.convert(mode)``.
+
+    A list of ``C * 256`` counts; many of them stack with :func:`stack_histograms`.
+    """
+    return (img if img.mode == mode else img.convert(mode)).histogram()
+
+
+def stack_histograms(histograms: list[list[int]], mode: str) -> np.ndarray:
+    """Flat histograms of several images as one ``(N, C, 256)`` int64 array (one conversion)."""
+    return np.array(histograms, dtype=np.int64).reshape(-1, CHANNELS[mode], 256)
 
 
 def to_array(img: Image.Image, mode: str) -> tuple[np.ndarray, float]:

@@ -20,7 +20,7 @@ from PIL import Image
 from ..accumulator import ChannelMoments
 from ..errors import BadImageError, SourceError, os_reason
 from .fingerprint import fingerprint_listing
-from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, to_array
+from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, stack_histograms, to_array
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -99,7 +99,8 @@ def reduce_files(root: str, relpaths: list[str], mode: str, strict: bool) -> tup
     with ``strict``, raises :class:`BadImageError` at the first such file.
     """
     acc = ChannelMoments(CHANNELS[mode])
-    histograms, skipped = [], []
+    histograms: list[list[int]] = []  # PIL's flat per-image histograms, converted once per chunk
+    skipped = []
     for rel in relpaths:
         path = os.path.join(root, rel)
         try:
@@ -114,7 +115,7 @@ def reduce_files(root: str, relpaths: list[str], mode: str, strict: bool) -> tup
                 raise BadImageError(f"{path}: {reason}") from None
             skipped.append((rel, reason))
     if histograms:
-        acc.update_histograms(np.stack(histograms))
+        acc.update_histograms(stack_histograms(histograms, mode))
     return acc, skipped
 
 
