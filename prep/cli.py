@@ -66,7 +66,8 @@ def main() -> None:
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), help="Where batches are reduced.  [default: auto]")
 @click.option("--workers", type=click.IntRange(min=0), help="Decoding processes for folders.  [default: CPU count]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch for idx/CIFAR.  [default: ~1M pixels on CPU]")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch for idx/CIFAR.  [default: ~1M pixels on CPU]")
 @click.option("--mode", type=click.Choice(MODES), help="Pixel conversion: RGB (3 channels) or L (grey).  "
               "[default: RGB for folders and CIFAR, L for MNIST-format]")
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")

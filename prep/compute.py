@@ -18,7 +18,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from PIL import Image
 

@@ -11,8 +11,8 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from ._version import __version__

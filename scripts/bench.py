@@ -247,7 +247,7 @@ def main() -> None:
                      timed(lambda: floor_cifar(root), reps),
                      timed(lambda: prep.compute_stats("cifar10", root=root, device=dev), reps)))
     if rows:
-        print(f"\n| data | naive (s) | floor (s) | prep (s) | naive/prep | prep/floor |")
+        print("\n| data | naive (s) | floor (s) | prep (s) | naive/prep | prep/floor |")
         print("|---|---|---|---|---|---|")
         for name, naive, floor, mine in rows:
             print(f"| {name} | {naive:.3f} | {floor:.3f} | {mine:.3f} | {naive / mine:.1f}x | {mine / floor:.2f} |")

@@ -10,10 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_close, exact_stats, reference_stats
 from prep.accumulator import ChannelMoments, _uint8_image_sums
 from prep.errors import StatsFileError
-
-from conftest import assert_close, exact_stats, reference_stats
 
 
 def _images(seed=0, n=37, c=3, h=9, w=11, dtype=np.uint8, high=256):

@@ -11,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import prep
-from prep.cli import main
-
 from conftest import make_cifar10, make_mnist
+from prep.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,9 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
+from conftest import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
 from prep.compute import convert_mode
 from prep.errors import PrepError, SourceError
-
-from conftest import (assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats,
-                      torchvision_cifar)
 
 
 def _check(stats, pixels):

@@ -6,10 +6,9 @@ import numpy as np
 import torch
 
 import prep
+from conftest import cuda, make_cifar10, make_mnist
 from prep.accumulator import ChannelMoments, _uint8_image_sums
 from prep.devices import to_device
-
-from conftest import cuda, make_cifar10, make_mnist
 
 
 @cuda

@@ -20,11 +20,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import prep
+from conftest import assert_close, make_mnist, pil_pixels, reference_stats
 from prep.cli import main
 from prep.errors import BadImageError, SourceError, StatsFileError
 from prep.sources.folder import reduce_files
-
-from conftest import assert_close, make_mnist, pil_pixels, reference_stats
 
 
 def run(*args):

@@ -10,13 +10,12 @@ import pytest
 import torchvision
 from PIL import Image
 
+from conftest import make_cifar10, make_cifar100, make_mnist, torchvision_cifar
 from prep.errors import SourceError
 from prep.sources import ArraySource, FolderSource, resolve_source
 from prep.sources.cifar import read_cifar_batch
 from prep.sources.folder import list_images
 from prep.sources.idx import read_idx_images
-
-from conftest import make_cifar100, make_cifar10, make_mnist, torchvision_cifar
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

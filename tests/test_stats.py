@@ -8,10 +8,9 @@ import os
 import pytest
 
 import prep
+from conftest import make_mnist
 from prep.errors import StaleStatsError, StatsFileError
 from prep.stats import SCHEMA_VERSION
-
-from conftest import make_mnist
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from prep.errors import ChannelMismatchError, DegenerateStatsError
-
 from conftest import make_mnist
+from prep.errors import ChannelMismatchError, DegenerateStatsError
 
 
 def _apply_all(transform, images):

@@ -14,13 +14,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..accumulator import ChannelMoments
 from ..errors import BadImageError, SourceError, os_reason
-from .fingerprint import fingerprint_listing
 from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, stack_histograms, to_array
+from .fingerprint import fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
