@@ -275,7 +275,8 @@ def _reduce_chunk(args: tuple) -> tuple[ChannelMoments, list]:
 
 def _reduce_folder(run: _Run, workers: int, strict: bool) -> None:
     listing = run.source.listing
-    run.skipped.extend(s for s in listing.skipped if s not in run.skipped)
+    already = set(run.skipped)  # after --resume the checkpoint lists them already
+    run.skipped.extend(s for s in listing.skipped if s not in already)
     todo = listing.images[run.position:]
     if not todo:
         return
