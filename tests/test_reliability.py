@@ -198,6 +198,13 @@ def test_exif_orientation_does_not_change_statistics(tmp_path):
     a = prep.compute_stats(rotated, workers=0)
     b = prep.compute_stats(tmp_path / "plainjpg", workers=0)
     assert (a.mean, a.std) == (b.mean, b.std)
+    from PIL import ImageOps
+
+    with Image.open(rotated / "exif.jpg") as img:
+        upright = ImageOps.exif_transpose(img)  # what a viewer shows: rotated pixels
+    assert upright.size == img.size[::-1]
+    c = prep.compute_stats([upright])
+    assert (c.mean, c.std, c.min, c.max) == (a.mean, a.std, a.min, a.max)
 
 
 def test_nan_and_inf_in_float_images_are_counted_not_averaged(tmp_path):
