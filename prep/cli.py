@@ -15,9 +15,9 @@ from ._version import __version__
 from .compute import compute_stats
 from .config import resolve_options
 from .devices import DEVICE_CHOICES
-from .errors import PrepError, SourceError, StatsFileError
+from .errors import PrepError, StatsFileError
 from .pixels import MODES
-from .sources import SPLITS, resolve_source
+from .sources import SPLITS, Source, resolve_source
 from .stats import Stats, load_stats
 
 INTERRUPTED = 130
@@ -91,8 +91,10 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     if opts["source"] is None:
         raise click.UsageError("missing SOURCE (give it as an argument or as 'source' in --config)")
     out = opts["out"]
+    source = resolve_source(opts["source"], root=opts["root"], split=opts["split"],
+                            download_missing=opts["download"])
     if out and not opts["force"]:
-        fresh = _reusable(out, opts)
+        fresh = _reusable(out, source, opts["mode"] or source.native_mode)
         if fresh is not None:
             if not opts["quiet"]:
                 click.echo(f"{out} is up to date")
@@ -101,10 +103,9 @@ def stats_command(config_path: str | None, **given: Any) -> None:
                 click.echo(fresh.normalize_line())
             return
     result = compute_stats(
-        opts["source"], root=opts["root"], split=opts["split"], device=opts["device"], workers=opts["workers"],
-        batch_size=opts["batch_size"], mode=opts["mode"], strict=opts["strict"], download=opts["download"],
-        progress=not opts["quiet"], checkpoint=opts["checkpoint"], checkpoint_every=opts["checkpoint_every"],
-        resume=opts["resume"],
+        source, device=opts["device"], workers=opts["workers"], batch_size=opts["batch_size"], mode=opts["mode"],
+        strict=opts["strict"], progress=not opts["quiet"], checkpoint=opts["checkpoint"],
+        checkpoint_every=opts["checkpoint_every"], resume=opts["resume"],
     )
     if out:
         result.save(out)
@@ -130,8 +131,8 @@ def _log_to_stderr(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _reusable(out: str, opts: dict[str, Any]) -> Stats | None:
-    """The stats in ``out`` when they still describe the source; else None, saying why on stderr."""
+def _reusable(out: str, source: Source, mode: str) -> Stats | None:
+    """The stats in ``out`` when they still describe ``source``; else None, saying why on stderr."""
     if not os.path.exists(out):
         return None
     try:
@@ -139,11 +140,6 @@ def _reusable(out: str, opts: dict[str, Any]) -> Stats | None:
     except StatsFileError as exc:
         click.echo(f"prep: {exc}; recomputing", err=True)
         return None
-    try:
-        source = resolve_source(opts["source"], root=opts["root"], split=opts["split"])
-    except SourceError:
-        return None  # the data is not there (yet): computing reports it, or downloads it first
-    mode = opts["mode"] or source.native_mode
     reason = existing.stale_reason(source.describe(), source.fingerprint(), mode)
     if reason:
         click.echo(f"prep: {out} is stale: {reason}; recomputing", err=True)
