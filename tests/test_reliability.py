@@ -249,7 +249,7 @@ def _wait_for(predicate, timeout=60.0):
 
 @pytest.fixture
 def slow_mnist(tmp_path):
-    """A run that takes seconds: 60,000 images reduced one at a time."""
+    """A run that lasts long enough to interrupt: 60,000 images in batches of 5."""
     make_mnist(tmp_path, n_train=60_000, n_test=10)
     return tmp_path
 
