@@ -85,6 +85,15 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     fashion-mnist, kmnist, cifar10, cifar100 (under --root), or sample (shipped with prep).
     Values are in unit scale (what ToTensor / ToDtype(scale=True) gives); std is the pooled
     population std that transforms.Normalize expects.
+
+    \b
+    Examples:
+      prep stats ./images -o images.stats.json
+      prep stats mnist --root ./data --split test -o mnist-test.json
+      prep stats --config configs/cifar10.toml
+      prep stats ./huge --checkpoint ck.json -o huge.json   (then add --resume after a crash)
+
+    Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
     opts = resolve_options(given, config_path)
     _log_to_stderr(quiet=opts["quiet"])
