@@ -35,6 +35,9 @@ from .errors import StatsFileError
 
 STATE_VERSION = 1
 BINS = 256
+SIXTEEN_BIT_DEFAULT = 65535  # raw maximum of integer batches other than uint8
+EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
+_LEVEL_POWERS = np.stack([np.arange(BINS, dtype=np.float64), np.arange(BINS, dtype=np.float64) ** 2], axis=1)
 
 
 @dataclass(frozen=True)
@@ -332,12 +335,6 @@ class ChannelMoments:
     def __repr__(self) -> str:
         return f"ChannelMoments(channels={self.channels}, images={self.images}, count={self.count.tolist()})"
 
-
-SIXTEEN_BIT_DEFAULT = 65535
-
-
-_LEVEL_POWERS = np.stack([np.arange(BINS, dtype=np.float64), np.arange(BINS, dtype=np.float64) ** 2], axis=1)
-EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
 
 
 def _uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None):

@@ -28,6 +28,7 @@ def test_round_trip_keeps_every_number(saved):
     assert loaded.to_dict() == stats.to_dict()
     assert (loaded.mean, loaded.std, loaded.min, loaded.max) == (stats.mean, stats.std, stats.min, stats.max)
     assert isinstance(loaded.mean, tuple) and isinstance(loaded.mean[0], float)
+    assert prep.Stats.from_dict(stats.to_dict()).to_dict() == stats.to_dict()
 
 
 def test_documented_fields_are_present(saved):
