@@ -9,6 +9,7 @@ return only their accumulator state; Python datasets are iterated in order. With
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import multiprocessing
@@ -34,7 +35,7 @@ from .stats import Stats
 # (2 x 4 MiB) stay in cache run fastest; on CUDA, large batches amortize the kernel launches.
 PIXELS_PER_BATCH = {"cpu": 1 << 20, "cuda": 1 << 25}
 FOLDER_CHUNK = 32  # images per worker task: small enough for smooth progress and a short tail
-HISTOGRAM_FLUSH = 256
+DATASET_FLUSH = 256  # dataset items reduced together before merging into the running state
 CHECKPOINT_KIND = "prep.checkpoint"
 log = logging.getLogger("prep")
 
@@ -312,8 +313,6 @@ def _infer_dataset_mode(src: DatasetSource) -> tuple[DatasetSource, str]:
             head = next(iterator)
         except StopIteration:
             raise SourceError(f"{src.name}: dataset is empty") from None
-        import itertools
-
         src = DatasetSource(itertools.chain([head], iterator))
         first = _image_of(head)
     if isinstance(first, Image.Image):
@@ -324,41 +323,52 @@ def _infer_dataset_mode(src: DatasetSource) -> tuple[DatasetSource, str]:
 
 
 def _reduce_dataset(run: _Run, dev: torch.device) -> None:
+    """Iterate the dataset in order, reducing up to ``DATASET_FLUSH`` items per merge: 8-bit PIL
+    images through their histograms, runs of equal-shaped tensors stacked into one batch."""
     channels = run.state.channels
+    part, pending = ChannelMoments(channels), 0
     histograms: list[list[int]] = []
-    pending = 0
+    tensors: list[torch.Tensor] = []
+
+    def flush_tensors() -> None:
+        if tensors:
+            part.update(torch.stack(tensors).to(dev))
+            tensors.clear()
 
     def flush() -> None:
-        nonlocal histograms, pending
-        if not pending:
-            return
-        part = ChannelMoments(channels)
+        nonlocal part, pending
+        flush_tensors()
         if histograms:
             part.update_histograms(stack_histograms(histograms, run.mode))
-        histograms, done = [], pending
-        pending = 0
-        run.advance(part, done)
+            histograms.clear()
+        if pending:
+            run.advance(part, pending)
+        part, pending = ChannelMoments(channels), 0
 
     for index, item in run.source.iter_items(run.position):
         image = _image_of(item)
         if isinstance(image, Image.Image):
             if is_eight_bit(image):
                 histograms.append(eight_bit_histogram(image, run.mode))
-                pending += 1
-                if len(histograms) >= HISTOGRAM_FLUSH:
-                    flush()
-                continue
-            part = ChannelMoments(channels).update_array(*to_array(image, run.mode))
+            else:
+                part.update_array(*to_array(image, run.mode))
         elif isinstance(image, torch.Tensor):
             if image.ndim not in (3, 4) or image.shape[-3] != channels:
                 raise SourceError(f"{run.source.name}: item {index} has shape {tuple(image.shape)}; "
                                   f"expected ({channels}, H, W) for mode {run.mode}")
-            part = ChannelMoments(channels).update(image.to(dev))
+            if tensors and (image.shape, image.dtype, image.device) != (
+                    tensors[0].shape, tensors[0].dtype, tensors[0].device):
+                flush_tensors()
+            if image.ndim == 4:  # already a batch
+                part.update(image.to(dev))
+            else:
+                tensors.append(image)
         else:
             raise SourceError(f"{run.source.name}: item {index} is a {type(image).__name__}, "
                               "not a PIL image or image tensor")
-        flush()
-        run.advance(part, 1)
+        pending += 1
+        if pending >= DATASET_FLUSH:
+            flush()
     flush()
     if run.position == 0:
         raise SourceError(f"{run.source.name}: dataset is empty")

@@ -166,3 +166,15 @@ def test_progress_factory_sees_every_image(tmp_path):
 
     prep.compute_stats("mnist", root=tmp_path, batch_size=64, progress=Bar)
     assert seen == {"total": 300, "done": 300}
+
+
+def test_tensor_datasets_of_mixed_shapes_and_batches(tmp_path):
+    rng = np.random.default_rng(8)
+    items = [torch.from_numpy(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)) for _ in range(600)]
+    items[100] = torch.from_numpy(rng.integers(0, 256, (3, 5, 9), dtype=np.uint8))  # breaks a run
+    items.append(torch.from_numpy(rng.integers(0, 256, (4, 3, 2, 2), dtype=np.uint8)))  # a ready batch
+    pixels = np.concatenate([t.numpy().reshape(-1, 3, t.shape[-2] * t.shape[-1]).transpose(0, 2, 1).reshape(-1, 3)
+                             for t in items])
+    stats = prep.compute_stats(items)
+    _check(stats, pixels)
+    assert stats.images == 604
