@@ -181,6 +181,22 @@ class ChannelMoments:
         out.pixel_max = max(out.pixel_max, other.pixel_max)
         return out
 
+    def all_gather_merge(self, group: Any = None) -> "ChannelMoments":
+        """The merged state of every rank of a ``torch.distributed`` process group.
+
+        Each rank measures its own shard; this gathers the (JSON-sized) states, and every rank
+        merges them in rank order, so all ranks get the same result. Collective: every rank
+        must call it.
+        """
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(states, self.state_dict(), group=group)
+        merged = ChannelMoments(self.channels)
+        for state in states:
+            merged = merged.merge(ChannelMoments.from_state_dict(state))
+        return merged
+
     def copy(self) -> "ChannelMoments":
         return ChannelMoments.from_state_dict(self.state_dict())
 
