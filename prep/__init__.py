@@ -14,6 +14,7 @@ from .errors import (
     ChannelMismatchError,
     DegenerateStatsError,
     DownloadError,
+    OptionError,
     PrepError,
     SourceError,
     StaleStatsError,
@@ -25,7 +26,7 @@ from .transforms import ConvertPixels, denormalize_pipeline, minmax_pipeline, no
 
 __all__ = [
     "BadImageError", "ChannelMismatchError", "ChannelMoments", "ChannelSummary", "ConvertPixels",
-    "DegenerateStatsError", "DownloadError", "PrepError", "PrepWarning", "SCHEMA_VERSION", "SourceError",
+    "DegenerateStatsError", "DownloadError", "OptionError", "PrepError", "PrepWarning", "SCHEMA_VERSION", "SourceError",
     "StaleStatsError", "Stats", "StatsFileError", "__version__", "compute_stats", "denormalize_pipeline",
     "load_stats", "minmax_pipeline", "normalize_pipeline", "resolve_source",
 ]

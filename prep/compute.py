@@ -26,7 +26,7 @@ from .accumulator import ChannelMoments
 from .atomic import write_json_atomic
 from .devices import resolve_device, to_device
 from .errors import PrepError, SourceError, StatsFileError, os_reason
-from .pixels import CHANNELS, eight_bit_histogram, is_eight_bit, stack_histograms, to_array
+from .pixels import CHANNELS, check_mode, eight_bit_histogram, is_eight_bit, native_mode, stack_histograms, to_array
 from .sources import ArraySource, DatasetSource, FolderSource, Source, resolve_source
 from .sources.folder import IMG_EXTENSIONS, reduce_files
 from .stats import Stats
@@ -170,9 +170,7 @@ def compute_stats(
         raise PrepError("resume needs a checkpoint file")
     if isinstance(src, DatasetSource) and mode is None:
         src, mode = _infer_dataset_mode(src)
-    mode = mode or src.native_mode
-    if mode not in CHANNELS:
-        raise PrepError(f"mode must be one of {', '.join(CHANNELS)}; got {mode!r}")
+    mode = check_mode(mode or src.native_mode)
 
     total = src.num_images()
     if isinstance(src, FolderSource) and total == 0:
@@ -316,7 +314,7 @@ def _infer_dataset_mode(src: DatasetSource) -> tuple[DatasetSource, str]:
         src = DatasetSource(itertools.chain([head], iterator))
         first = _image_of(head)
     if isinstance(first, Image.Image):
-        return src, "L" if first.mode in ("1", "L", "LA", "I", "F") or first.mode.startswith("I;16") else "RGB"
+        return src, native_mode(first)
     if isinstance(first, torch.Tensor) and first.ndim >= 3:
         return src, "L" if first.shape[-3] == 1 else "RGB"
     raise SourceError(f"{src.name}: item 0 is a {type(first).__name__}, not a PIL image or (C, H, W) tensor")

@@ -13,6 +13,10 @@ class PrepError(Exception):
     exit_code = 2
 
 
+class OptionError(PrepError, ValueError):
+    """An option has a value prep does not accept (mode, device, worker count, ...)."""
+
+
 class SourceError(PrepError):
     """A dataset source cannot be found, listed or parsed (bad path, wrong header, missing key)."""
 

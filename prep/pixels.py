@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .errors import OptionError
+
 MODES = ("RGB", "L")
 CHANNELS = {"RGB": 3, "L": 1}
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -35,10 +37,16 @@ EIGHT_BIT_MAX = 255
 
 
 def check_mode(mode: str) -> str:
-    """Return ``mode`` if prep supports it, else raise ``ValueError`` naming the choices."""
+    """Return ``mode`` if prep supports it, else raise :class:`OptionError` naming the choices."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        raise OptionError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     return mode
+
+
+def native_mode(img: Image.Image) -> str:
+    """The mode that keeps an image's channels: ``L`` for grey, 16-bit and float images, else ``RGB``."""
+    grey = img.mode in ("1", "L", "LA") or img.mode in SIXTEEN_BIT_MODES or img.mode in FLOAT_MODES
+    return "L" if grey else "RGB"
 
 
 def is_eight_bit(img: Image.Image) -> bool:
