@@ -1,32 +1,83 @@
 """prep: per-channel dataset statistics and the torchvision transforms that use them.
 
-    >>> import prep
-    >>> stats = prep.compute_stats("sample")           # measure (nothing written)
-    >>> stats.save("sample-stats.json")                  # the train/test contract
-    >>> transform = prep.load_stats("sample-stats.json").normalize()
+    >>> import prep, tempfile, os
+    >>> stats = prep.compute_stats("sample", workers=0)   # measure (nothing written)
+    >>> stats.channels, stats.images
+    (3, 24)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     stats.save(os.path.join(tmp, "sample.stats.json"))          # the train/test contract
+    ...     transform = prep.load_stats(os.path.join(tmp, "sample.stats.json")).normalize()
+
+Names are imported on first use, so ``import prep`` (and ``prep --help``) does not import torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .accumulator import ChannelMoments, ChannelSummary
-from .compute import PrepWarning, compute_stats
-from .errors import (
-    BadImageError,
-    ChannelMismatchError,
-    DegenerateStatsError,
-    DownloadError,
-    OptionError,
-    PrepError,
-    SourceError,
-    StaleStatsError,
-    StatsFileError,
-)
-from .sources import resolve_source
-from .stats import SCHEMA_VERSION, Stats, load_stats
-from .transforms import ConvertPixels, denormalize_pipeline, minmax_pipeline, normalize_pipeline
+
+_EXPORTS = {
+    "ChannelMoments": "accumulator",
+    "ChannelSummary": "accumulator",
+    "compute_stats": "compute",
+    "load_or_compute": "compute",
+    "BadImageError": "errors",
+    "ChannelMismatchError": "errors",
+    "DegenerateStatsError": "errors",
+    "DownloadError": "errors",
+    "OptionError": "errors",
+    "PrepError": "errors",
+    "PrepWarning": "errors",
+    "SourceError": "errors",
+    "StaleStatsError": "errors",
+    "StatsFileError": "errors",
+    "resolve_source": "sources",
+    "SCHEMA_VERSION": "stats",
+    "Stats": "stats",
+    "load_stats": "stats",
+    "ConvertPixels": "transforms",
+    "denormalize_pipeline": "transforms",
+    "minmax_pipeline": "transforms",
+    "normalize_pipeline": "transforms",
+}
 
 __all__ = [
-    "BadImageError", "ChannelMismatchError", "ChannelMoments", "ChannelSummary", "ConvertPixels",
-    "DegenerateStatsError", "DownloadError", "OptionError", "PrepError", "PrepWarning", "SCHEMA_VERSION", "SourceError",
-    "StaleStatsError", "Stats", "StatsFileError", "__version__", "compute_stats", "denormalize_pipeline",
-    "load_stats", "minmax_pipeline", "normalize_pipeline", "resolve_source",
+    "SCHEMA_VERSION",
+    "BadImageError",
+    "ChannelMismatchError",
+    "ChannelMoments",
+    "ChannelSummary",
+    "ConvertPixels",
+    "DegenerateStatsError",
+    "DownloadError",
+    "OptionError",
+    "PrepError",
+    "PrepWarning",
+    "SourceError",
+    "StaleStatsError",
+    "Stats",
+    "StatsFileError",
+    "__version__",
+    "compute_stats",
+    "denormalize_pipeline",
+    "load_or_compute",
+    "load_stats",
+    "minmax_pipeline",
+    "normalize_pipeline",
+    "resolve_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

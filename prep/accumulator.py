@@ -1,8 +1,14 @@
 """Mergeable per-channel statistics: :class:`ChannelMoments`.
 
-The state per channel ``c`` is ``count``, ``mean`` and ``m2`` (the sum of squared deviations
-from the mean) in float64 and unit scale, and the running ``min``/``max``. Two states merge
-with the parallel formula of Chan, Golub and LeVeque (1979)::
+The state is declared once, in :data:`STATE_FIELDS`: each field's type, whether it is one value
+per channel, and how two states combine. Construction, :meth:`~ChannelMoments.merge`,
+:meth:`~ChannelMoments.state_dict` and :meth:`~ChannelMoments.from_state_dict` (with its
+validation) are derived from that table, as torchmetrics derives them from ``add_state``; a new
+statistic is one row there and its update.
+
+Per channel ``c`` the moments are ``count``, ``mean`` and ``m2`` (the sum of squared deviations
+from the mean) in float64 and unit scale. Two states merge with the parallel formula of Chan,
+Golub and LeVeque (1979)::
 
     n     = n_a + n_b
     delta = mean_b - mean_a
@@ -13,9 +19,10 @@ and the population variance (ddof=0, what ``transforms.Normalize`` assumes) is `
 
 For 8-bit data the state also keeps the exact integer sums ``S = sum(x)`` and
 ``Q = sum(x**2)`` of the raw values (Python integers: they never overflow and merge by
-addition). The final mean ``S / (n * 255)`` and variance ``(n * Q - S**2) / (n * 255)**2`` are
-then computed exactly and rounded once, so 8-bit statistics are identical to the last bit
-whatever the batch size, order, worker count or device.
+addition). The final ``mean = S / (255 n)`` and ``var = (n Q - S**2) / (255 n)**2`` are exact
+fractions, each rounded once to float64 (``std`` is the correctly rounded square root of that
+``var``), so 8-bit statistics are identical to the last bit whatever the batch size, order,
+worker count or device.
 
 Each batch is reduced where it lives (CPU or CUDA) to per-image sums, and only those few
 numbers reach the host. The same state serves folder workers, dataset shards, checkpoints
@@ -25,19 +32,65 @@ and ``torch.distributed``: ``state_dict`` is plain JSON.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import StatsFileError
+from .pixels import EIGHT_BIT_MAX, LEVELS, pixel_max_of
+
+if TYPE_CHECKING:
+    import torch
 
 STATE_VERSION = 1
-BINS = 256
-SIXTEEN_BIT_DEFAULT = 65535  # raw maximum of integer batches other than uint8
 EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
-_LEVEL_POWERS = np.stack([np.arange(BINS, dtype=np.float64), np.arange(BINS, dtype=np.float64) ** 2], axis=1)
+_LEVEL_POWERS = np.stack([np.arange(LEVELS, dtype=np.float64), np.arange(LEVELS, dtype=np.float64) ** 2], axis=1)
+
+
+@dataclass(frozen=True)
+class StateField:
+    """One piece of :class:`ChannelMoments` state.
+
+    ``kind``: ``int`` (int64), ``float`` (float64) or ``exact`` (Python integers of any size).
+    ``merge``: ``sum``, ``min``, ``max``, or ``moments`` (count/mean/m2, merged together by
+    Chan's formula). ``empty``: the value of an empty state, and the identity of the merge;
+    ``min``/``max`` store it as JSON ``null`` (they are infinite until a pixel arrives).
+    ``optional``: the whole field may be None (exact sums, once non-8-bit data is mixed in).
+    """
+
+    name: str
+    kind: str
+    merge: str
+    per_channel: bool = True
+    empty: float = 0
+    minimum: float | None = None
+    optional: bool = False
+
+    def default(self, channels: int) -> Any:
+        if self.kind == "exact":
+            return [0] * channels
+        dtype = np.int64 if self.kind == "int" else np.float64
+        if self.per_channel:
+            return np.full(channels, self.empty, dtype)
+        return dtype(self.empty).item()
+
+
+STATE_FIELDS: tuple[StateField, ...] = (
+    StateField("count", "int", "moments", minimum=0),
+    StateField("mean", "float", "moments"),
+    StateField("m2", "float", "moments", minimum=0),
+    StateField("min", "float", "min", empty=math.inf),
+    StateField("max", "float", "max", empty=-math.inf),
+    StateField("exact_sum", "exact", "sum", minimum=0, optional=True),
+    StateField("exact_sumsq", "exact", "sum", minimum=0, optional=True),
+    StateField("images", "int", "sum", per_channel=False, minimum=0),
+    StateField("image_std_sum", "float", "sum", minimum=0),
+    StateField("image_std_count", "int", "sum", minimum=0),
+    StateField("nonfinite", "int", "sum", minimum=0),
+    StateField("pixel_max", "float", "max", per_channel=False, minimum=0),
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +115,7 @@ class ChannelMoments:
     one and never mutates its inputs; ``compute`` returns a :class:`ChannelSummary`.
 
     Example:
+        >>> import torch
         >>> acc = ChannelMoments(channels=1)
         >>> _ = acc.update(torch.tensor([[[[0, 255]]]], dtype=torch.uint8))
         >>> acc.compute().mean, acc.compute().std
@@ -71,45 +125,30 @@ class ChannelMoments:
     def __init__(self, channels: int) -> None:
         if channels < 1:
             raise ValueError(f"channels must be positive; got {channels}")
-        c = channels
-        self.channels = c
-        self.count = np.zeros(c, np.int64)
-        self.mean = np.zeros(c)
-        self.m2 = np.zeros(c)
-        self.min = np.full(c, np.inf)
-        self.max = np.full(c, -np.inf)
-        # Exact integer sums of raw 8-bit values; None once data of another bit depth is folded in.
-        self.exact_sum: list[int] | None = [0] * c
-        self.exact_sumsq: list[int] | None = [0] * c
-        self.images = 0
-        self.image_std_sum = np.zeros(c)
-        self.image_std_count = np.zeros(c, np.int64)
-        self.nonfinite = np.zeros(c, np.int64)
-        self.pixel_max = 0.0
+        self.channels = channels
+        for f in STATE_FIELDS:
+            setattr(self, f.name, f.default(channels))
         self._workspace: dict = {}  # scratch buffers reused across updates; not part of the state
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: torch.Tensor, pixel_max: float | None = None) -> "ChannelMoments":
+    def update(self, batch: torch.Tensor, pixel_max: float | None = None) -> ChannelMoments:
         """Fold in a batch ``(N, C, H, W)`` (or one image ``(C, H, W)``) on any device.
 
-        uint8 batches are raw 0..255 values; other integer dtypes are raw values scaled by
-        ``pixel_max`` (default 65535); float batches are unit scale already (``pixel_max`` 1.0).
+        Values are read by :mod:`prep.pixels`' rule for the dtype (uint8 / 255, other integers
+        / 65535, floats as they are) unless ``pixel_max`` says otherwise.
         """
+        import torch
+
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
         if batch.ndim != 4 or batch.shape[1] != self.channels:
-            raise ValueError(
-                f"expected a batch (N, {self.channels}, H, W); got shape {tuple(batch.shape)}"
-            )
+            raise ValueError(f"expected a batch (N, {self.channels}, H, W); got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
             return self
-        if batch.dtype == torch.uint8:
-            n, total, total_sq, vmin, vmax = _uint8_image_sums(batch, self._workspace)
+        if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
+            n, total, total_sq, vmin, vmax = uint8_image_sums(batch, self._workspace)
             return self._fold_eight_bit(n, total, total_sq, vmin, vmax)
-        if batch.dtype.is_floating_point:
-            scale = 1.0 if pixel_max is None else float(pixel_max)
-        else:
-            scale = float(SIXTEEN_BIT_DEFAULT if pixel_max is None else pixel_max)
+        scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
@@ -117,23 +156,28 @@ class ChannelMoments:
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
-    def update_histograms(self, hist: np.ndarray) -> "ChannelMoments":
+    def update_image(self, array: np.ndarray, pixel_max: float) -> ChannelMoments:
+        """Fold in one image ``(C, H, W)`` held in NumPy, on the CPU."""
+        import torch
+
+        return self.update(torch.from_numpy(np.require(array, requirements=["C", "W"])), pixel_max)
+
+    def update_histograms(self, hist: np.ndarray) -> ChannelMoments:
         """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts."""
         hist = np.asarray(hist, dtype=np.int64)
         if hist.ndim == 2:
             hist = hist[None]
-        if hist.shape[1:] != (self.channels, BINS):
-            raise ValueError(f"expected histograms (N, {self.channels}, {BINS}); got {hist.shape}")
+        if hist.shape[1:] != (self.channels, LEVELS):
+            raise ValueError(f"expected histograms (N, {self.channels}, {LEVELS}); got {hist.shape}")
         if hist.shape[0] == 0:
             return self
-        # float64 products of integers below 2**53 are exact
-        sums = hist.astype(np.float64) @ _LEVEL_POWERS
+        sums = hist.astype(np.float64) @ _LEVEL_POWERS  # float64 products of integers below 2**53 are exact
         present = hist.sum(0) > 0
-        vmin = np.where(present.any(1), present.argmax(1), BINS)
-        vmax = np.where(present.any(1), BINS - 1 - present[:, ::-1].argmax(1), -1)
+        vmin = np.where(present.any(1), present.argmax(1), LEVELS)
+        vmax = np.where(present.any(1), LEVELS - 1 - present[:, ::-1].argmax(1), -1)
         return self._fold_eight_bit(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax)
 
-    def _fold_eight_bit(self, n_img, s_img, q_img, vmin, vmax) -> "ChannelMoments":
+    def _fold_eight_bit(self, n_img, s_img, q_img, vmin, vmax) -> ChannelMoments:
         """Fold in 8-bit images from exact per-image ``(N, C)`` pixel counts, sums and sums of
         squares of raw values, and the batch's raw per-channel min/max (256/-1 when empty)."""
         n_img = np.asarray(n_img, np.int64)
@@ -145,60 +189,23 @@ class ChannelMoments:
             var_img = (n_img * q_img - s_img * s_img) / (nf * nf)
         else:  # images of many megapixels: float64 is accurate enough for a per-image diagnostic
             var_img = np.maximum(q_img / nf - (s_img / nf) ** 2, 0.0)
-        self._count_images(n_img.shape[0], np.sqrt(var_img) / 255.0, valid)
+        self._count_images(n_img.shape[0], np.sqrt(var_img) / EIGHT_BIT_MAX, valid)
         counts = [int(v) for v in n_img.sum(0)]
         totals = [int(v) for v in s_img.sum(0)]
         totals_sq = [int(v) for v in q_img.sum(0)]
-        n, mean, m2 = _exact_moments(counts, totals, totals_sq, 255)
-        self._fold(n, mean, m2, np.where(n > 0, np.asarray(vmin) / 255.0, np.inf),
-                   np.where(n > 0, np.asarray(vmax) / 255.0, -np.inf))
+        n, mean, m2 = _exact_moments(counts, totals, totals_sq)
+        self._fold(
+            n,
+            mean,
+            m2,
+            np.where(n > 0, np.asarray(vmin) / EIGHT_BIT_MAX, np.inf),
+            np.where(n > 0, np.asarray(vmax) / EIGHT_BIT_MAX, -np.inf),
+        )
         if self.exact_sum is not None:
             self.exact_sum = [a + b for a, b in zip(self.exact_sum, totals)]
             self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
-        self.pixel_max = max(self.pixel_max, 255.0)
+        self.pixel_max = max(self.pixel_max, float(EIGHT_BIT_MAX))
         return self
-
-    def update_array(self, array: np.ndarray, pixel_max: float) -> "ChannelMoments":
-        """Fold in one image ``(C, H, W)`` from NumPy (16-bit or float data) on the CPU."""
-        return self.update(torch.from_numpy(np.require(array, requirements=["C", "W"])), pixel_max)
-
-    # ------------------------------------------------------------------ merge
-    def merge(self, other: "ChannelMoments") -> "ChannelMoments":
-        """Return the state of the union of both datasets; neither input changes."""
-        if other.channels != self.channels:
-            raise ValueError(f"cannot merge {self.channels}-channel and {other.channels}-channel states")
-        out = self.copy()
-        out._fold(other.count, other.mean, other.m2, other.min, other.max)
-        if out.exact_sum is None or other.exact_sum is None:
-            out.exact_sum = out.exact_sumsq = None
-        else:
-            out.exact_sum = [a + b for a, b in zip(out.exact_sum, other.exact_sum)]
-            out.exact_sumsq = [a + b for a, b in zip(out.exact_sumsq, other.exact_sumsq)]
-        out.images += other.images
-        out.image_std_sum = out.image_std_sum + other.image_std_sum
-        out.image_std_count = out.image_std_count + other.image_std_count
-        out.nonfinite = out.nonfinite + other.nonfinite
-        out.pixel_max = max(out.pixel_max, other.pixel_max)
-        return out
-
-    def all_gather_merge(self, group: Any = None) -> "ChannelMoments":
-        """The merged state of every rank of a ``torch.distributed`` process group.
-
-        Each rank measures its own shard; this gathers the (JSON-sized) states, and every rank
-        merges them in rank order, so all ranks get the same result. Collective: every rank
-        must call it.
-        """
-        import torch.distributed as dist
-
-        states: list[Any] = [None] * dist.get_world_size(group)
-        dist.all_gather_object(states, self.state_dict(), group=group)
-        merged = ChannelMoments(self.channels)
-        for state in states:
-            merged = merged.merge(ChannelMoments.from_state_dict(state))
-        return merged
-
-    def copy(self) -> "ChannelMoments":
-        return ChannelMoments.from_state_dict(self.state_dict())
 
     def _fold(self, n_b, mean_b, m2_b, min_b, max_b) -> None:
         """Chan et al.'s parallel update of ``self`` with a part ``(n_b, mean_b, m2_b)``."""
@@ -223,24 +230,63 @@ class ChannelMoments:
         dev = mean_img - mean
         m2 = m2_img.sum(0) + (weights * dev * dev).sum(0)
         self._fold(n, mean, m2, min_img.min(0), max_img.max(0))
-        valid = n_img > 0
-        self._count_images(n_img.shape[0], np.sqrt(m2_img / np.maximum(weights, 1)), valid)
+        self._count_images(n_img.shape[0], np.sqrt(m2_img / np.maximum(weights, 1)), n_img > 0)
 
     def _count_images(self, images: int, image_std: np.ndarray, valid: np.ndarray) -> None:
         self.images += int(images)
         self.image_std_sum = self.image_std_sum + np.where(valid, image_std, 0.0).sum(0)
         self.image_std_count = self.image_std_count + valid.sum(0)
 
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: ChannelMoments) -> ChannelMoments:
+        """Return the state of the union of both datasets; neither input changes."""
+        if other.channels != self.channels:
+            raise ValueError(f"cannot merge {self.channels}-channel and {other.channels}-channel states")
+        out = self.copy()
+        out._fold(other.count, other.mean, other.m2, other.min, other.max)
+        for f in STATE_FIELDS:
+            if f.merge in ("moments", "min", "max") and f.per_channel:
+                continue  # folded together above
+            mine, theirs = getattr(out, f.name), getattr(other, f.name)
+            if f.merge == "max":
+                value = max(mine, theirs)
+            elif f.kind == "exact":
+                value = None if mine is None or theirs is None else [a + b for a, b in zip(mine, theirs)]
+            else:
+                value = mine + theirs
+            setattr(out, f.name, value)
+        return out
+
+    def all_gather_merge(self, group: Any = None) -> ChannelMoments:
+        """The merged state of every rank of a ``torch.distributed`` process group.
+
+        Each rank measures its own shard; this gathers the (JSON-sized) states, and every rank
+        merges them in rank order, so all ranks get the same result. Collective: every rank
+        must call it.
+        """
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(states, self.state_dict(), group=group)
+        merged = ChannelMoments(self.channels)
+        for state in states:
+            merged = merged.merge(ChannelMoments.from_state_dict(state))
+        return merged
+
+    def copy(self) -> ChannelMoments:
+        return ChannelMoments.from_state_dict(self.state_dict())
+
     # ------------------------------------------------------------------ compute
     def compute(self) -> ChannelSummary:
         """Per-channel statistics in unit scale; exact from the integer sums for 8-bit data."""
-        if self.exact_sum is not None:
-            _, mean, m2 = _exact_moments(self.count.tolist(), self.exact_sum, self.exact_sumsq, 255)
-        else:
-            mean, m2 = self.mean, self.m2
         n = self.count
+        if self.exact_sum is not None:
+            mean, var = _exact_mean_var(n.tolist(), self.exact_sum, self.exact_sumsq)
+        else:
+            mean = self.mean
+            with np.errstate(invalid="ignore", divide="ignore"):
+                var = self.m2 / n
         with np.errstate(invalid="ignore", divide="ignore"):
-            std = np.sqrt(m2 / n)
             per_image = self.image_std_sum / self.image_std_count
 
         def floats(values) -> tuple[float, ...]:
@@ -249,7 +295,7 @@ class ChannelMoments:
         return ChannelSummary(
             count=tuple(int(v) for v in n),
             mean=floats(np.where(n > 0, mean, np.nan)),
-            std=floats(std),
+            std=floats(np.sqrt(var)),
             min=floats(self.min),
             max=floats(self.max),
             per_image_std_mean=floats(per_image),
@@ -261,86 +307,41 @@ class ChannelMoments:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serializable snapshot; ``from_state_dict(s.state_dict())`` equals ``s``."""
-        empty = self.count == 0
-        return {
-            "version": STATE_VERSION,
-            "channels": self.channels,
-            "count": [int(v) for v in self.count],
-            "mean": [float(v) for v in self.mean],
-            "m2": [float(v) for v in self.m2],
-            "min": [None if e else float(v) for v, e in zip(self.min, empty)],
-            "max": [None if e else float(v) for v, e in zip(self.max, empty)],
-            "exact_sum": self.exact_sum,
-            "exact_sumsq": self.exact_sumsq,
-            "images": int(self.images),
-            "image_std_sum": [float(v) for v in self.image_std_sum],
-            "image_std_count": [int(v) for v in self.image_std_count],
-            "nonfinite": [int(v) for v in self.nonfinite],
-            "pixel_max": float(self.pixel_max),
-        }
+        out: dict[str, Any] = {"version": STATE_VERSION, "channels": self.channels}
+        for f in STATE_FIELDS:
+            out[f.name] = _to_json(f, getattr(self, f.name))
+        return out
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], where: str = "state") -> "ChannelMoments":
+    def from_state_dict(cls, state: Mapping[str, Any], where: str = "state") -> ChannelMoments:
         """Rebuild a state, validating every field; errors name the field (``state.m2``...)."""
         if not isinstance(state, Mapping):
             raise StatsFileError(f"{where}: expected an object")
         if state.get("version") != STATE_VERSION:
             raise StatsFileError(f"{where}.version: expected {STATE_VERSION}; got {state.get('version')!r}")
         channels = state.get("channels")
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise StatsFileError(f"{where}.channels: expected a positive integer; got {channels!r}")
+        if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 4:
+            raise StatsFileError(f"{where}.channels: expected 1 to 4; got {channels!r}")
         out = cls(channels)
-
-        def vector(name: str, kind: type, allow_none: bool = False, minimum: float | None = None):
-            values = state.get(name)
-            if not isinstance(values, list) or len(values) != channels:
-                raise StatsFileError(f"{where}.{name}: expected a list of {channels} numbers")
-            for v in values:
-                if v is None and allow_none:
-                    continue
-                if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
-                    raise StatsFileError(f"{where}.{name}: expected {kind.__name__} values; got {v!r}")
-                if kind is float and not math.isfinite(v):
-                    raise StatsFileError(f"{where}.{name}: values must be finite; got {v!r}")
-                if minimum is not None and v < minimum:
-                    raise StatsFileError(f"{where}.{name}: values must be >= {minimum}; got {v!r}")
-            return values
-
-        out.count = np.array(vector("count", int, minimum=0), np.int64)
-        out.mean = np.array(vector("mean", float), np.float64)
-        out.m2 = np.array(vector("m2", float, minimum=0), np.float64)
-        empty = out.count == 0
-        mins, maxs = vector("min", float, allow_none=True), vector("max", float, allow_none=True)
-        for name, values in (("min", mins), ("max", maxs)):
-            if any((v is None) != e for v, e in zip(values, empty)):
-                raise StatsFileError(f"{where}.{name}: must be null exactly where count is 0")
-        out.min = np.array([np.inf if v is None else v for v in mins], np.float64)
-        out.max = np.array([-np.inf if v is None else v for v in maxs], np.float64)
-        if np.any((out.min > out.max) & ~empty):
-            raise StatsFileError(f"{where}.min: exceeds {where}.max")
-        exact = state.get("exact_sum"), state.get("exact_sumsq")
-        if exact == (None, None):
-            out.exact_sum = out.exact_sumsq = None
-        else:
-            out.exact_sum = vector("exact_sum", int, minimum=0)
-            out.exact_sumsq = vector("exact_sumsq", int, minimum=0)
-            for n, total, total_sq in zip(out.count.tolist(), out.exact_sum, out.exact_sumsq):
-                if total > 255 * n or total * total > n * total_sq:  # Cauchy-Schwarz: S**2 <= n * Q
-                    raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
-        images = state.get("images")
-        if not isinstance(images, int) or isinstance(images, bool) or images < 0:
-            raise StatsFileError(f"{where}.images: expected a non-negative integer; got {images!r}")
-        out.images = images
-        out.image_std_sum = np.array(vector("image_std_sum", float, minimum=0), np.float64)
-        out.image_std_count = np.array(vector("image_std_count", int, minimum=0), np.int64)
-        out.nonfinite = np.array(vector("nonfinite", int, minimum=0), np.int64)
-        pixel_max = state.get("pixel_max")
-        if isinstance(pixel_max, bool) or not isinstance(pixel_max, (int, float)) or not (
-            math.isfinite(pixel_max) and pixel_max >= 0
-        ):
-            raise StatsFileError(f"{where}.pixel_max: expected a non-negative number; got {pixel_max!r}")
-        out.pixel_max = float(pixel_max)
+        for f in STATE_FIELDS:
+            setattr(out, f.name, _from_json(f, state.get(f.name), channels, f"{where}.{f.name}"))
+        out._check_consistency(where)
         return out
+
+    def _check_consistency(self, where: str) -> None:
+        """Relations between fields that no single field's type can express."""
+        empty = self.count == 0
+        if np.any(np.isinf(self.min) != empty) or np.any(np.isinf(self.max) != empty):
+            raise StatsFileError(f"{where}.min: must be null exactly where count is 0")
+        if np.any((self.min > self.max) & ~empty):
+            raise StatsFileError(f"{where}.min: exceeds {where}.max")
+        if (self.exact_sum is None) != (self.exact_sumsq is None):
+            raise StatsFileError(f"{where}.exact_sum: exact_sum and exact_sumsq must both be null or both be set")
+        if self.exact_sum is not None:
+            for n, total, total_sq in zip(self.count.tolist(), self.exact_sum, self.exact_sumsq):
+                # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
+                if total > EIGHT_BIT_MAX * n or total * total > n * total_sq or total_sq > EIGHT_BIT_MAX * total:
+                    raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
 
     def __getstate__(self) -> dict:  # what crosses process boundaries: the state, not the scratch
         return {**self.__dict__, "_workspace": {}}
@@ -352,52 +353,118 @@ class ChannelMoments:
         return f"ChannelMoments(channels={self.channels}, images={self.images}, count={self.count.tolist()})"
 
 
+# ---------------------------------------------------------------------- serialisation
+def _to_json(f: StateField, value: Any) -> Any:
+    if value is None or f.kind == "exact":
+        return value
+    if not f.per_channel:
+        return int(value) if f.kind == "int" else float(value)
+    if f.kind == "int":
+        return [int(v) for v in value]
+    return [float(v) if math.isfinite(v) else None for v in value]  # only min/max can be infinite (empty)
 
-def _uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None):
+
+def _from_json(f: StateField, value: Any, channels: int, where: str) -> Any:
+    if value is None and f.optional:
+        return None
+    numbers = (int,) if f.kind in ("int", "exact") else (int, float)
+    kind_name = "integer" if f.kind in ("int", "exact") else "number"
+    if not f.per_channel:
+        return _check_number(value, numbers, kind_name, f, where)
+    if not isinstance(value, list) or len(value) != channels:
+        raise StatsFileError(f"{where}: expected a list of {channels} {kind_name}s")
+    values = [
+        f.empty if v is None and math.isinf(f.empty) else _check_number(v, numbers, kind_name, f, where) for v in value
+    ]
+    if f.kind == "exact":
+        return values
+    return np.array(values, np.int64 if f.kind == "int" else np.float64)
+
+
+def _check_number(v: Any, numbers: tuple[type, ...], kind_name: str, f: StateField, where: str) -> Any:
+    if isinstance(v, bool) or not isinstance(v, numbers):
+        raise StatsFileError(f"{where}: expected {kind_name} values; got {v!r}")
+    if f.kind == "int" and not -(2**63) <= v < 2**63:
+        raise StatsFileError(f"{where}: integer out of range; got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise StatsFileError(f"{where}: values must be finite; got {v!r}")
+    if f.minimum is not None and v < f.minimum:
+        raise StatsFileError(f"{where}: values must be >= {f.minimum}; got {v!r}")
+    return v
+
+
+# ---------------------------------------------------------------------- reductions
+def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
     """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus
     the batch's per-channel min and max, reduced on the batch's own device.
 
-    On the CPU the pixels go through float32 in groups of at most 256, where every product and
-    partial sum is an integer below 2**24 and therefore exact in any summation order; the
-    float32 buffers are reused from ``workspace`` across batches (no page faults per batch).
-    On CUDA they go through float64.
+    ``method="float32-groups"`` (the CPU's choice under ``auto``) sums pixels through float32 in
+    groups of at most 256, where every product and partial sum is an integer below 2**24 and
+    therefore exact in any summation order; the float32 buffers are reused from ``workspace``
+    across batches. ``method="float64"`` (CUDA's choice) sums in float64, exact while a sum
+    stays below 2**53. Both are plain torch code, so the CPU tests run each of them.
     """
+    import torch
+
     n, c = batch.shape[:2]
     rows = batch.reshape(n * c, -1)
     pixels = rows.shape[1]
     group = next((g for g in range(min(EXACT_GROUP, pixels), 0, -1) if pixels % g == 0), 1)
-    if batch.device.type == "cpu" and group >= 16:
+    if method == "auto":
+        method = "float32-groups" if batch.device.type == "cpu" and group >= 16 else "float64"
+    if method == "float32-groups":
         size = rows.numel()
         workspace = {} if workspace is None else workspace
         if workspace.get("values") is None or workspace["values"].numel() < size:
-            workspace["values"], workspace["squares"] = torch.empty(size), torch.empty(size)
+            workspace["values"] = torch.empty(size, device=batch.device)
+            workspace["squares"] = torch.empty(size, device=batch.device)
         values = workspace["values"][:size].view(-1, group)
         values.copy_(rows.reshape(-1, group))
         squares = torch.mul(values, values, out=workspace["squares"][:size].view(-1, group))
         total = values.sum(1).view(n * c, -1).to(torch.float64).sum(1)
         total_sq = squares.sum(1).view(n * c, -1).to(torch.float64).sum(1)
-    else:
+    elif method == "float64":
         x = rows.to(torch.float64)
         total, total_sq = x.sum(1), (x * x).sum(1)
-    vmin = batch.amin(dim=(0, 2, 3)) if pixels else torch.full((c,), BINS, device=batch.device)
+    else:
+        raise ValueError(f"method must be auto, float32-groups or float64; got {method!r}")
+    vmin = batch.amin(dim=(0, 2, 3)) if pixels else torch.full((c,), LEVELS, device=batch.device)
     vmax = batch.amax(dim=(0, 2, 3)) if pixels else torch.full((c,), -1, device=batch.device)
-    return (np.full((n, c), pixels, np.int64), total.view(n, c).cpu().numpy(), total_sq.view(n, c).cpu().numpy(),
-            vmin.cpu().numpy().astype(np.int64), vmax.cpu().numpy().astype(np.int64))
+    return (
+        np.full((n, c), pixels, np.int64),
+        total.view(n, c).cpu().numpy(),
+        total_sq.view(n, c).cpu().numpy(),
+        vmin.cpu().numpy().astype(np.int64),
+        vmax.cpu().numpy().astype(np.int64),
+    )
 
 
-def _exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and m2 per channel in unit scale from exact integer sums, each rounded once.
+def _exact_moments(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and m2 per channel in unit scale from exact 8-bit sums, each rounded once.
 
-    ``mean = S / (n * scale)`` and ``m2 = (n * Q - S**2) / (n * scale**2)``: Python integer
-    arithmetic is exact at any size and ``int / int`` is correctly rounded.
+    ``mean = S / (255 n)`` and ``m2 = (n Q - S**2) / (255**2 n)``: Python integer arithmetic is
+    exact at any size and ``int / int`` is correctly rounded.
     """
+    scale = EIGHT_BIT_MAX
     means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
     m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
     return np.array(counts, np.int64), np.array(means), np.array(m2s)
 
 
+def _exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:
+    """``mean = S / (255 n)`` and ``var = (n Q - S**2) / (255 n)**2``, each an exact fraction rounded once."""
+    scale = EIGHT_BIT_MAX
+    means = [s / (n * scale) if n else math.nan for n, s in zip(counts, totals)]
+    variances = [
+        (n * q - s * s) / (n * n * scale * scale) if n else math.nan for n, s, q in zip(counts, totals, totals_sq)
+    ]
+    return np.array(means), np.array(variances)
+
+
 def _float_image_moments(batch: torch.Tensor, scale: float):
     """Per-image ``(N, C)`` finite count, mean, m2, min, max in float64 on the batch's device."""
+    import torch
+
     n, c = batch.shape[:2]
     x = batch.reshape(n, c, -1).to(torch.float64)
     if scale != 1.0:

@@ -1,24 +1,25 @@
-"""The ``prep`` command line: parse options, call the Python API, report in one line on error."""
+"""The ``prep`` command line: parse options, call the Python API, report in one line on error.
+
+Only click and the light modules are imported at start-up; a command imports what it needs
+(torch among it) when it runs, so ``prep --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from ._version import __version__
-from .compute import compute_stats
-from .config import resolve_options
-from .devices import DEVICE_CHOICES
-from .errors import PrepError, StatsFileError
+from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, resolve_options
+from .errors import PrepError
 from .pixels import MODES
-from .sources import SPLITS, Source, resolve_source
-from .stats import Stats, load_stats
+from .sources.named import SPLITS
 
 INTERRUPTED = 130
 
@@ -59,22 +60,40 @@ def main() -> None:
 
 @main.command("stats")
 @click.argument("source", required=False)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML preset (see configs/); command-line options override it.")
-@click.option("--root", help="Where named datasets live, in torchvision's layout.  [default: ./data]")
-@click.option("--split", type=click.Choice(SPLITS), help="Split of a named dataset.  [default: train]")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML preset (see configs/); command-line options override it.",
+)
+@click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}")
+@click.option("--split", type=click.Choice(SPLITS), help=f"Split of a named dataset.  {describe_default('split')}")
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), help="Where batches are reduced.  [default: auto]")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes for folders.  [default: CPU count]")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="Images per batch for idx/CIFAR.  [default: ~1M pixels on CPU]")
-@click.option("--mode", type=click.Choice(MODES), help="Pixel conversion: RGB (3 channels) or L (grey).  "
-              "[default: RGB for folders and CIFAR, L for MNIST-format]")
+@click.option(
+    "--device", type=click.Choice(DEVICE_CHOICES), help=f"Where batches are reduced.  {describe_default('device')}"
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help=f"Images per batch for idx/CIFAR.  {describe_default('batch_size')}",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
+)
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first.")
 @click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Save progress here every N images.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), help="N for --checkpoint.  [default: 10000]")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    help=f"N for --checkpoint.  {describe_default('checkpoint_every')}",
+)
 @click.option("--resume", is_flag=True, default=None, help="Continue from --checkpoint after an interruption.")
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar; print only the Normalize line.")
 @_reports_errors
@@ -95,34 +114,27 @@ def stats_command(config_path: str | None, **given: Any) -> None:
 
     Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
+    from .compute import compute_stats, load_or_compute
+    from .report import format_summary
+
     opts = resolve_options(given, config_path)
     _log_to_stderr(quiet=opts["quiet"])
     if opts["source"] is None:
         raise click.UsageError("missing SOURCE (give it as an argument or as 'source' in --config)")
-    out = opts["out"]
-    source = resolve_source(opts["source"], root=opts["root"], split=opts["split"],
-                            download_missing=opts["download"])
-    if out and not opts["force"]:
-        fresh = _reusable(out, source, opts["mode"] or source.native_mode)
-        if fresh is not None:
-            if not opts["quiet"]:
-                click.echo(f"{out} is up to date")
-                click.echo(format_summary(fresh))
-            else:
-                click.echo(fresh.normalize_line())
-            return
-    result = compute_stats(
-        source, device=opts["device"], workers=opts["workers"], batch_size=opts["batch_size"], mode=opts["mode"],
-        strict=opts["strict"], progress=not opts["quiet"], checkpoint=opts["checkpoint"],
-        checkpoint_every=opts["checkpoint_every"], resume=opts["resume"],
-    )
+    out, quiet = opts["out"], opts["quiet"]
+    options = {name: opts[name] for name in PASS_OPTIONS}
+    options["progress"] = not quiet
     if out:
-        result.save(out)
-    if opts["quiet"]:
+        result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
+    else:
+        result, reused = compute_stats(opts["source"], **options), False
+    if quiet:
         click.echo(result.normalize_line())
         return
+    if reused:
+        click.echo(f"{out} is up to date")
     click.echo(format_summary(result))
-    if out:
+    if out and not reused:
         click.echo(f"wrote {out}", err=True)
 
 
@@ -140,56 +152,15 @@ def _log_to_stderr(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _reusable(out: str, source: Source, mode: str) -> Stats | None:
-    """The stats in ``out`` when they still describe ``source``; else None, saying why on stderr."""
-    if not os.path.exists(out):
-        return None
-    try:
-        existing = load_stats(out)
-    except StatsFileError as exc:
-        click.echo(f"prep: {exc}; recomputing", err=True)
-        return None
-    reason = existing.stale_reason(source.describe(), source.fingerprint(), mode)
-    if reason:
-        click.echo(f"prep: {out} is stale: {reason}; recomputing", err=True)
-        return None
-    return existing
-
-
 @main.command("show")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_reports_errors
 def show_command(file: str) -> None:
     """Pretty-print a stats file (and validate it)."""
+    from .report import format_summary
+    from .stats import load_stats
+
     click.echo(format_summary(load_stats(file)))
-
-
-def format_summary(stats: Stats) -> str:
-    """A human-readable table of a Stats object, ending with the Normalize line to paste."""
-    s = stats.summary
-    src = stats.source
-    names = ["R", "G", "B"] if stats.channels == 3 else ["L"]
-    row = lambda label, values, fmt="{:>10.6f}": f"{label:<22}" + "".join(fmt.format(v) for v in values)
-    fp = stats.fingerprint
-    lines = [
-        f"source                {src.get('kind')} {src.get('path') or ''}".rstrip()
-        + (f"  split={src['split']}" if src.get("split") else "") + f"  mode={stats.mode}",
-        f"images                {s.images}" + (f"  (skipped {len(stats.skipped)} files)" if stats.skipped else ""),
-        f"fingerprint           {fp['files']} files, {fp['bytes']} bytes, sha256 {fp['sha256'][:16]}" if fp
-        else "fingerprint           none (Python dataset)",
-        f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
-        row("channel", names, "{:>10}"),
-        row("pixels", s.count, "{:>10d}"),
-        row("mean", s.mean),
-        row("std", s.std),
-        row("min", s.min),
-        row("max", s.max),
-        row("per-image std mean", s.per_image_std_mean) + "   (mean of per-image stds; not for Normalize)",
-    ]
-    if any(s.nonfinite):
-        lines.append(row("NaN/inf left out", s.nonfinite, "{:>10d}"))
-    lines.append(stats.normalize_line())
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

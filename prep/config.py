@@ -1,25 +1,28 @@
 """Option resolution for ``prep stats``: command-line flag, then config file, then default.
 
-Config files are TOML with the long option names as keys (``batch-size`` or ``batch_size``)
-and ``source``; see ``configs/``. Resolution happens here, in one place, and nowhere else.
+:data:`DEFAULTS` is the one home of every default: :func:`prep.compute_stats`' signature and
+the CLI's help read them from here. Config files are TOML with the long option names as keys
+(``batch-size`` or ``batch_size``) and ``source``; see ``configs/``.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from .errors import PrepError, os_reason
+from .errors import OptionError, os_reason
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULTS: dict[str, Any] = {
     "source": None,
     "root": "data",
     "split": "train",
     "out": None,
     "device": "auto",
-    "workers": None,  # the CPU count
-    "batch_size": None,  # about 1M pixels per batch on the CPU
+    "workers": None,  # the number of CPUs this process may use
+    "batch_size": None,  # about 1M pixels per batch on the CPU, 32M on CUDA
     "mode": None,  # the source's native mode
     "download": False,
     "strict": False,
@@ -29,10 +32,36 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 10_000,
     "resume": False,
 }
+# the options of prep.compute_stats (the rest of DEFAULTS belongs to the command line)
+PASS_OPTIONS = (
+    "root",
+    "split",
+    "device",
+    "workers",
+    "batch_size",
+    "mode",
+    "strict",
+    "download",
+    "checkpoint",
+    "checkpoint_every",
+    "resume",
+)
 _TYPES: dict[str, tuple[type, ...]] = {
-    "source": (str,), "root": (str,), "split": (str,), "out": (str,), "device": (str,), "workers": (int,),
-    "batch_size": (int,), "mode": (str,), "download": (bool,), "strict": (bool,), "force": (bool,),
-    "quiet": (bool,), "checkpoint": (str,), "checkpoint_every": (int,), "resume": (bool,),
+    "source": (str,),
+    "root": (str,),
+    "split": (str,),
+    "out": (str,),
+    "device": (str,),
+    "workers": (int,),
+    "batch_size": (int,),
+    "mode": (str,),
+    "download": (bool,),
+    "strict": (bool,),
+    "force": (bool,),
+    "quiet": (bool,),
+    "checkpoint": (str,),
+    "checkpoint_every": (int,),
+    "resume": (bool,),
 }
 
 
@@ -43,16 +72,16 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except OSError as exc:
-        raise PrepError(f"{path}: cannot read config ({os_reason(exc)})") from None
+        raise OptionError(f"{path}: cannot read config ({os_reason(exc)})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise PrepError(f"{path}: not valid TOML ({exc})") from None
+        raise OptionError(f"{path}: not valid TOML ({exc})") from None
     config = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in _TYPES:
-            raise PrepError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_TYPES))})")
-        if isinstance(value, bool) and bool not in _TYPES[name] or not isinstance(value, _TYPES[name]):
-            raise PrepError(f"{path}: key '{key}' must be a {_TYPES[name][0].__name__}; got {value!r}")
+            raise OptionError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_TYPES))})")
+        if (isinstance(value, bool) and bool not in _TYPES[name]) or not isinstance(value, _TYPES[name]):
+            raise OptionError(f"{path}: key '{key}' must be a {_TYPES[name][0].__name__}; got {value!r}")
         config[name] = value
     return config
 
@@ -60,5 +89,42 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 def resolve_options(given: Mapping[str, Any], config_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Each option from ``given`` when set (not None), else from the config file, else DEFAULTS."""
     config = load_config(config_path) if config_path else {}
-    return {name: given[name] if given.get(name) is not None else config.get(name, default)
-            for name, default in DEFAULTS.items()}
+    return {
+        name: given[name] if given.get(name) is not None else config.get(name, default)
+        for name, default in DEFAULTS.items()
+    }
+
+
+def check_options(
+    *,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    checkpoint: Any = None,
+) -> None:
+    """Raise :class:`OptionError` naming the first option whose value prep cannot use."""
+    for name, value, low in (
+        ("workers", workers, 0),
+        ("batch_size", batch_size, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionError(f"{name} must be an integer; got {value!r}")
+        if value < low:
+            raise OptionError(f"{name} must be >= {low}; got {value}")
+    if resume and checkpoint is None:
+        raise OptionError("resume needs a checkpoint file")
+
+
+def describe_default(name: str) -> str:
+    """``[default: ...]`` for the CLI's help, read from :data:`DEFAULTS`."""
+    value = DEFAULTS[name]
+    shown = {
+        "workers": "CPU count",
+        "batch_size": "~1M pixels on CPU, 32M on CUDA",
+        "mode": "the source's native mode",
+    }.get(name, value)
+    return f"[default: {shown}]"

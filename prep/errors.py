@@ -14,7 +14,7 @@ class PrepError(Exception):
 
 
 class OptionError(PrepError, ValueError):
-    """An option has a value prep does not accept (mode, device, worker count, ...)."""
+    """An option has a value prep does not accept (mode, device, workers, batch size, eps, config keys)."""
 
 
 class SourceError(PrepError):
@@ -50,3 +50,7 @@ class DegenerateStatsError(PrepError, ValueError):
 def os_reason(exc: BaseException) -> str:
     """The short reason of an OS-level failure (``strerror`` when there is one)."""
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+class PrepWarning(UserWarning):
+    """Something the user should know about the numbers (skipped files, zero variance, NaN)."""

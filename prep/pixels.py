@@ -1,10 +1,10 @@
-"""The pixel conversion rule: how an image file becomes channel values in unit scale.
+"""The pixel rule: how an image becomes channel values in unit scale. Its one home.
 
 prep measures exactly what training code will see, so measuring and transforming share this
 one rule. ``mode`` is ``"RGB"`` (3 channels) or ``"L"`` (1 channel).
 
 ============================================  ==========================================  =========
-PIL mode of the file                           conversion                                  raw max
+PIL mode of the file                           conversion                                  pixel max
 ============================================  ==========================================  =========
 1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, ...   ``img.convert(mode)``, as torchvision's      255
                                                ``ImageFolder`` loader (palette and alpha
@@ -12,10 +12,19 @@ PIL mode of the file                           conversion                       
 I;16, I;16L, I;16B, I;16N, I                   values kept, divided by 65535 (not clipped   65535
                                                to 8 bits); ``I`` values must lie in
                                                0..65535; grey replicated for ``RGB``
-F                                              values kept as unit-scale floats; NaN and    1.0
+F                                              values kept as unit-scale floats; NaN and    1
                                                inf are counted and left out of the stats;
                                                grey replicated for ``RGB``
 ============================================  ==========================================  =========
+
+Tensors follow the same rule by dtype: uint8 values are divided by 255, other integer dtypes
+hold 16-bit values (0..65535, anything else is an error) divided by 65535, float tensors are
+unit scale already. The *pixel max* is the number raw values are divided by; the stats file
+records it as ``pixel_max``.
+
+Channel conversion of uint8 data between ``L`` and ``RGB`` is PIL's: ``L -> RGB`` replicates
+the channel and ``RGB -> L`` is ITU-R 601-2 luma in PIL's fixed point,
+``(19595 R + 38470 G + 7471 B + 32768) >> 16``.
 
 EXIF orientation is not applied (as in ``ImageFolder``); rotating an image does not change its
 statistics anyway.
@@ -23,17 +32,27 @@ statistics anyway.
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
-from .errors import OptionError
+import numpy as np
+
+from .errors import ChannelMismatchError, OptionError
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled, not to read a stats file
+    import torch
+    from PIL import Image
 
 MODES = ("RGB", "L")
 CHANNELS = {"RGB": 3, "L": 1}
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 FLOAT_MODES = frozenset({"F"})
-SIXTEEN_BIT_MAX = 65535
-EIGHT_BIT_MAX = 255
+
+EIGHT_BIT_MAX = 255  # pixel max of 8-bit data
+SIXTEEN_BIT_MAX = 65535  # pixel max of 16-bit data (PIL's I;16 and I modes, integer tensors)
+FLOAT_MAX = 1.0  # pixel max of float data (already unit scale)
+LEVELS = EIGHT_BIT_MAX + 1  # distinct 8-bit values: the bins of an exact 8-bit histogram
+LUMA_WEIGHTS = (19595, 38470, 7471)  # PIL's ITU-R 601-2 luma, fixed point with 16 fractional bits
+LUMA_SHIFT = 16
 
 
 def check_mode(mode: str) -> str:
@@ -41,6 +60,14 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise OptionError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     return mode
+
+
+def mode_of_channels(channels: int) -> str:
+    """The mode whose channel count is ``channels``: 1 -> ``L``, 3 -> ``RGB``."""
+    for mode, count in CHANNELS.items():
+        if count == channels:
+            return mode
+    raise ChannelMismatchError(f"images have {channels} channels; prep measures 1 (L) or 3 (RGB)")
 
 
 def native_mode(img: Image.Image) -> str:
@@ -55,23 +82,15 @@ def is_eight_bit(img: Image.Image) -> bool:
 
 
 def eight_bit_histogram(img: Image.Image, mode: str) -> list[int]:
-    """PIL's flat per-channel 256-bin histogram of an 8-bit image after ``img.convert(mode)``.
-
-    A list of ``C * 256`` counts; many of them stack with :func:`stack_histograms`.
-    """
+    """PIL's flat per-channel histogram (``C * 256`` counts) of an 8-bit image after ``img.convert(mode)``."""
     return (img if img.mode == mode else img.convert(mode)).histogram()
 
 
-def stack_histograms(histograms: list[list[int]], mode: str) -> np.ndarray:
-    """Flat histograms of several images as one ``(N, C, 256)`` int64 array (one conversion)."""
-    return np.array(histograms, dtype=np.int64).reshape(-1, CHANNELS[mode], 256)
-
-
 def to_array(img: Image.Image, mode: str) -> tuple[np.ndarray, float]:
-    """Convert ``img`` by the rule above into a ``(C, H, W)`` array and its raw maximum.
+    """Convert ``img`` by the rule above into a ``(C, H, W)`` array and its pixel max.
 
-    The array is uint8 (raw max 255), int32 (16-bit data, raw max 65535) or float32 (``F``
-    images, already unit scale, raw max 1.0); divide by the raw maximum for unit scale.
+    The array is uint8 (pixel max 255), int32 (16-bit data, pixel max 65535) or float32 (``F``
+    images, already unit scale, pixel max 1); divide by the pixel max for unit scale.
     """
     channels = CHANNELS[check_mode(mode)]
     if is_eight_bit(img):
@@ -81,13 +100,88 @@ def to_array(img: Image.Image, mode: str) -> tuple[np.ndarray, float]:
         return np.ascontiguousarray(arr), float(EIGHT_BIT_MAX)
     if img.mode in SIXTEEN_BIT_MODES:
         arr = np.asarray(img).astype(np.int32)
-        if arr.size and (arr.min() < 0 or arr.max() > SIXTEEN_BIT_MAX):
-            raise ValueError(
-                f"mode {img.mode} image has values outside 0..{SIXTEEN_BIT_MAX}; "
-                "prep reads integer images as 16-bit"
-            )
-        raw_max = float(SIXTEEN_BIT_MAX)
+        check_sixteen_bit_range(arr, f"mode {img.mode} image")
+        pixel_max = float(SIXTEEN_BIT_MAX)
     else:
         arr = np.asarray(img, dtype=np.float32)
-        raw_max = 1.0
-    return np.ascontiguousarray(np.broadcast_to(arr, (channels, *arr.shape))), raw_max
+        pixel_max = FLOAT_MAX
+    return np.ascontiguousarray(np.broadcast_to(arr, (channels, *arr.shape))), pixel_max
+
+
+def check_sixteen_bit_range(values, what: str) -> None:
+    """Raise ``ValueError`` when integer ``values`` (array or tensor) leave 0..65535."""
+    if values.size if isinstance(values, np.ndarray) else values.numel():
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > SIXTEEN_BIT_MAX:
+            raise ValueError(
+                f"{what} has values {low}..{high}, outside 0..{SIXTEEN_BIT_MAX}; "
+                "prep reads integer images other than uint8 as 16-bit"
+            )
+
+
+def pixel_max_of(dtype: torch.dtype) -> float:
+    """The pixel max of a tensor dtype: 255 for uint8, 1 for floats, 65535 for other integers."""
+    import torch
+
+    if dtype == torch.uint8:
+        return float(EIGHT_BIT_MAX)
+    if dtype.is_floating_point:
+        return FLOAT_MAX
+    if dtype == torch.bool or dtype.is_complex:
+        raise TypeError(f"cannot read pixels of dtype {dtype}; use uint8, 16-bit integers or floats")
+    return float(SIXTEEN_BIT_MAX)
+
+
+def to_unit_float(tensor: torch.Tensor) -> torch.Tensor:
+    """Any image tensor as float32 in unit scale by the rule above (uint8 / 255, 16-bit / 65535)."""
+    import torch
+
+    pixel_max = pixel_max_of(tensor.dtype)
+    if not tensor.dtype.is_floating_point and tensor.dtype != torch.uint8:
+        check_sixteen_bit_range(tensor, f"{tensor.dtype} tensor")
+    out = tensor.to(torch.float32)
+    return out if pixel_max == FLOAT_MAX else out / pixel_max
+
+
+def from_hwc_array(array: np.ndarray) -> torch.Tensor:
+    """A NumPy image ``(H, W)`` or ``(H, W, C)`` (C = 1, 3, or 4 with alpha, dropped as PIL's
+    ``convert`` drops it) as a ``(C, H, W)`` tensor of the same values."""
+    import torch
+
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ChannelMismatchError(
+            f"expected a NumPy image (H, W) or (H, W, C) with C in 1, 3, 4; got shape {array.shape}"
+        )
+    if array.dtype.kind not in "uif" or (array.dtype.kind == "f" and array.dtype.itemsize > 8):
+        raise TypeError(f"cannot read pixels of NumPy dtype {array.dtype}; use uint8, 16-bit integers or floats")
+    if array.dtype.kind in "ui" and array.dtype != np.uint8:
+        array = array.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(array[..., :3].transpose(2, 0, 1)))
+
+
+def convert_channels(batch: torch.Tensor, mode: str) -> torch.Tensor:
+    """Give a batch ``(..., C, H, W)`` the channels of ``mode`` as PIL's ``convert`` would.
+
+    Matching channels pass unchanged; 1 -> 3 replicates (any dtype); 3 -> 1 is PIL's fixed-point
+    luma, defined for uint8 data only (float or 16-bit colour under grey statistics is an error:
+    no conversion would match what was measured).
+    """
+    import torch
+
+    channels = CHANNELS[check_mode(mode)]
+    have = batch.shape[-3] if batch.ndim >= 3 else None
+    if have == channels:
+        return batch
+    if have == 1 and channels == 3:
+        return batch.expand(*batch.shape[:-3], 3, *batch.shape[-2:])
+    if have == 3 and channels == 1 and batch.dtype == torch.uint8:
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.int32, device=batch.device).view(3, 1, 1)
+        luma = (batch.to(torch.int32) * weights).sum(-3, keepdim=True) + (1 << (LUMA_SHIFT - 1))
+        return (luma >> LUMA_SHIFT).to(torch.uint8)
+    raise ChannelMismatchError(
+        f"image has shape {tuple(batch.shape)} ({batch.dtype}) but the statistics are for {channels} "
+        f"channel(s) (mode {mode}); expected (..., {channels}, H, W)"
+        + (" or uint8 RGB, which is converted to luma" if channels == 1 else "")
+    )

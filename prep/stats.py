@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary
@@ -41,8 +42,16 @@ class Stats:
     mode: str
     state: ChannelMoments
     skipped: Sequence[Mapping[str, str]] = ()
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     prep_version: str = __version__
+
+    def __repr__(self) -> str:
+        where = self.source.get("path") or self.source.get("kind")
+        split = f", split={self.source['split']!r}" if self.source.get("split") else ""
+        return (
+            f"Stats(source={where!r}{split}, mode={self.mode!r}, images={self.images}, "
+            f"mean={_fmt(self.mean)}, std={_fmt(self.std)})"
+        )
 
     # -------------------------------------------------------------- derived numbers
     @property
@@ -101,7 +110,9 @@ class Stats:
         """``Compose`` mapping each channel's dataset ``[min, max]`` onto ``feature_range``."""
         from .transforms import minmax_pipeline
 
-        return minmax_pipeline(self.min, self.max, self.mode, feature_range=feature_range, eps=eps)
+        return minmax_pipeline(
+            self.min, self.max, self.mode, feature_range=feature_range, eps=eps, pixel_max=self.pixel_max
+        )
 
     def denormalize(self, eps: float | None = None):
         """The inverse of :meth:`normalize` on float tensors: ``x * std + mean``, unit scale."""
@@ -144,12 +155,11 @@ class Stats:
             raise PrepError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Stats":
+    def from_dict(cls, data: Any) -> Stats:
         return _parse(data)
 
     # -------------------------------------------------------------- freshness
-    def stale_reason(self, source: Mapping[str, Any], fingerprint: Mapping[str, Any] | None,
-                     mode: str) -> str | None:
+    def stale_reason(self, source: Mapping[str, Any], fingerprint: Mapping[str, Any] | None, mode: str) -> str | None:
         """Why these stats do not describe ``source`` as it is now, or None when they do."""
         for key in ("kind", "split"):
             if self.source.get(key) != source.get(key):
@@ -171,8 +181,9 @@ def _fmt(values: Sequence[float]) -> str:
     return f"({inner},)" if len(values) == 1 else f"({inner})"
 
 
-def load_stats(path: str | os.PathLike, verify_against: Any = None, *, root: str | os.PathLike = "data",
-               split: str | None = None) -> Stats:
+def load_stats(
+    path: str | os.PathLike, verify_against: Any = None, *, root: str | os.PathLike = "data", split: str | None = None
+) -> Stats:
     """Load and validate a stats file.
 
     With ``verify_against`` (a path, dataset name, Source or Dataset, resolved as in
@@ -196,7 +207,7 @@ def load_stats(path: str | os.PathLike, verify_against: Any = None, *, root: str
     except StatsFileError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     if verify_against is not None:
-        from .sources import resolve_source
+        from .sources.resolve import resolve_source
 
         source = resolve_source(verify_against, root=root, split=split or stats.source.get("split") or "train")
         reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode)
@@ -219,8 +230,17 @@ def _field(data: Mapping[str, Any], name: str, kinds: type | tuple[type, ...]) -
 
 def _kind_name(kinds) -> str:
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return " or ".join({"dict": "an object", "list": "a list", "str": "a string", "int": "an integer",
-                        "float": "a number", "NoneType": "null"}.get(k.__name__, k.__name__) for k in kinds)
+    return " or ".join(
+        {
+            "dict": "an object",
+            "list": "a list",
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "NoneType": "null",
+        }.get(k.__name__, k.__name__)
+        for k in kinds
+    )
 
 
 def _vector(data: Mapping[str, Any], name: str, channels: int) -> list[float]:
@@ -238,8 +258,10 @@ def _parse(data: Any) -> Stats:
         raise StatsFileError("expected a JSON object at the top level")
     version = _field(data, "schema_version", int)
     if version != SCHEMA_VERSION:
-        raise StatsFileError(f"field 'schema_version': unknown schema version {version} "
-                             f"(this prep {__version__} reads version {SCHEMA_VERSION})")
+        raise StatsFileError(
+            f"field 'schema_version': unknown schema version {version} "
+            f"(this prep {__version__} reads version {SCHEMA_VERSION})"
+        )
     prep_version = _field(data, "prep_version", str)
     created = _field(data, "created", str)
     source = _field(data, "source", dict)
@@ -269,13 +291,21 @@ def _parse(data: Any) -> Stats:
         raise StatsFileError(f"field 'state.channels': expected {channels}; got {state.channels}")
     if min(state.count) == 0:
         raise StatsFileError("field 'state.count': every channel needs at least one pixel")
-    stats = Stats(source={k: v for k, v in source.items() if k not in ("mode", "images")},
-                  fingerprint=fingerprint, mode=mode, state=state, skipped=files,
-                  created=created, prep_version=prep_version)
+    stats = Stats(
+        source={k: v for k, v in source.items() if k not in ("mode", "images")},
+        fingerprint=fingerprint,
+        mode=mode,
+        state=state,
+        skipped=files,
+        created=created,
+        prep_version=prep_version,
+    )
     measured = stats.summary
     for name, values in vectors.items():
         for got, want in zip(values, getattr(measured, name)):
             if not math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-15):
-                raise StatsFileError(f"field '{name}': {values} does not match the stored state "
-                                     f"({list(getattr(measured, name))}); was the file edited?")
+                raise StatsFileError(
+                    f"field '{name}': {values} does not match the stored state "
+                    f"({list(getattr(measured, name))}); was the file edited?"
+                )
     return stats

@@ -1,37 +1,58 @@
 """Transform pipelines built from measured statistics (torchvision ``transforms.v2``).
 
-Every pipeline starts with :class:`ConvertPixels`, the same pixel conversion prep used when
-measuring (:mod:`prep.pixels`), then converts to float32 in unit scale, then applies one
-affine map per channel ``c``:
+Every pipeline starts with :class:`ConvertPixels`, the same pixel rule prep used when measuring
+(:mod:`prep.pixels`), then converts to float32 in unit scale, then applies one affine map per
+channel ``c``:
 
 * standardization: ``y = (x - mean[c]) / std[c]``
-* min-max scaling: ``y = a + (x - min[c]) * (b - a) / (max[c] - min[c])`` for ``feature_range=(a, b)``
+* min-max scaling: ``y = a + (b - a) * (x - min[c]) / (max[c] - min[c])`` for ``feature_range=(a, b)``;
+  the measured ``min`` and ``max`` map to exactly ``a`` and ``b`` in float32
 * inverse standardization: ``x = y * std[c] + mean[c]``
 
-Inputs: a PIL image, or a uint8 / float tensor ``(..., C, H, W)`` whose ``C`` matches the
-statistics. A zero ``std`` (or range) is refused unless ``eps`` is given, in which case
-channels below ``eps`` are clamped up to it.
+Inputs: a PIL image, a tensor ``(..., C, H, W)`` (uint8, 16-bit integers or float, by the pixel
+rule), or a NumPy image ``(H, W)`` / ``(H, W, C)`` as OpenCV and albumentations hold them. A zero
+``std`` (or range) is refused unless ``eps`` is given, in which case channels below ``eps`` are
+clamped up to it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .errors import ChannelMismatchError, DegenerateStatsError
-from .pixels import CHANNELS, check_mode, to_array
+from .errors import DegenerateStatsError, OptionError
+from .pixels import (
+    CHANNELS,
+    EIGHT_BIT_MAX,
+    SIXTEEN_BIT_MAX,
+    check_mode,
+    convert_channels,
+    from_hwc_array,
+    to_array,
+    to_unit_float,
+)
+
+# Inputs that are not images pass every prep transform untouched (KeyPoints exists in newer torchvision).
+_NOT_IMAGES = tuple(getattr(tv_tensors, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if hasattr(tv_tensors, n))
 
 
 class ConvertPixels(v2.Transform):
-    """PIL images -> ``tv_tensors.Image`` by prep's pixel rule; tensors pass after a channel check.
+    """Any image -> ``(C, H, W)`` tensor by prep's pixel rule, with the channels of ``mode``.
 
-    8-bit PIL images become uint8 ``(C, H, W)``, 16-bit ones float32 divided by 65535, ``F``
-    ones float32 as they are, so ``ToDtype(float32, scale=True)`` afterwards gives unit scale.
+    PIL images are converted as when measuring (``img.convert(mode)`` for 8-bit ones), NumPy
+    ``(H, W[, C])`` images like a PIL image of the same channels (alpha dropped). uint8 results
+    stay uint8, so ``ToDtype(float32, scale=True)`` afterwards gives unit scale; 16-bit data
+    becomes float32 divided by 65535; float data passes as it is. Tensors with the other
+    channel count are converted as PIL converts: grey replicated, uint8 RGB to luma.
     """
+
+    _transformed_types = (torch.Tensor, Image.Image, np.ndarray)
 
     def __init__(self, mode: str) -> None:
         super().__init__()
@@ -40,27 +61,49 @@ class ConvertPixels(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
-            array, pixel_max = to_array(inpt, self.mode)
+            array, _pixel_max = to_array(inpt, self.mode)
             tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
-            if tensor.dtype != torch.uint8:
-                tensor = tensor.to(torch.float32) / pixel_max
-            return tv_tensors.Image(tensor)
-        if isinstance(inpt, torch.Tensor) and not isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask)):
-            if inpt.ndim < 3 or inpt.shape[-3] != self.channels:
-                raise ChannelMismatchError(
-                    f"image has shape {tuple(inpt.shape)} but the statistics are for {self.channels} "
-                    f"channel(s) (mode {self.mode}); expected (..., {self.channels}, H, W)"
-                )
-        return inpt
+            return tv_tensors.Image(_unit_unless_uint8(tensor))
+        if isinstance(inpt, np.ndarray):
+            return tv_tensors.Image(_unit_unless_uint8(convert_channels(from_hwc_array(inpt), self.mode)))
+        if isinstance(inpt, _NOT_IMAGES):
+            return inpt
+        out = _unit_unless_uint8(convert_channels(inpt, self.mode))
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    _transform = transform  # the name torchvision < 0.21 calls
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
 
 
+def _unit_unless_uint8(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.uint8 else to_unit_float(tensor)
+
+
+class Rescale(v2.Transform):
+    """``y = x * scale + offset`` on float image tensors (the last step of ``minmax`` ranges)."""
+
+    def __init__(self, scale: float, offset: float) -> None:
+        super().__init__()
+        self.scale, self.offset = float(scale), float(offset)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, _NOT_IMAGES):
+            return inpt
+        out = inpt.as_subclass(torch.Tensor) * self.scale + self.offset
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    _transform = transform
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+
 def _checked_scale(values: Sequence[float], what: str, eps: float | None) -> list[float]:
     if eps is not None:
-        if not eps > 0:
-            raise ValueError(f"eps must be positive; got {eps}")
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+            raise OptionError(f"eps must be a positive number; got {eps!r}")
         return [max(float(v), eps) for v in values]
     zero = [c for c, v in enumerate(values) if not v > 0]
     if zero:
@@ -80,22 +123,41 @@ def normalize_pipeline(mean: Sequence[float], std: Sequence[float], mode: str, e
     return v2.Compose([*_prefix(mode), v2.Normalize(mean=[float(m) for m in mean], std=std)])
 
 
-def minmax_pipeline(vmin: Sequence[float], vmax: Sequence[float], mode: str,
-                    feature_range: tuple[float, float] = (0.0, 1.0), eps: float | None = None) -> v2.Compose:
-    """Map each channel's ``[min, max]`` onto ``feature_range``.
+def unit_float32(value: float, pixel_max: float) -> float:
+    """The float32 value the pipeline's first steps give the unit-scale ``value`` of data with
+    ``pixel_max``: computed by the same operations, so it equals what images turn into."""
+    if pixel_max == EIGHT_BIT_MAX:
+        raw = torch.tensor([round(value * EIGHT_BIT_MAX)], dtype=torch.uint8)
+        return v2.functional.to_dtype(raw, torch.float32, scale=True).item()
+    if pixel_max == SIXTEEN_BIT_MAX:
+        return to_unit_float(torch.tensor([round(value * SIXTEEN_BIT_MAX)], dtype=torch.int32)).item()
+    return torch.tensor([value], dtype=torch.float32).item()
 
-    The range is computed in float32 exactly as ``Normalize`` will subtract, so the dataset's
-    min and max land on exactly 0 and 1 for the default range.
+
+def minmax_pipeline(
+    vmin: Sequence[float],
+    vmax: Sequence[float],
+    mode: str,
+    feature_range: tuple[float, float] = (0.0, 1.0),
+    eps: float | None = None,
+    pixel_max: float = EIGHT_BIT_MAX,
+) -> v2.Compose:
+    """Map each channel's ``[min, max]`` onto ``feature_range``, exactly at both ends.
+
+    The offset and range are the float32 values the measured extremes become in this very
+    pipeline (:func:`unit_float32`), so ``Normalize`` subtracts a value equal to the minimum
+    (giving 0) and divides the maximum's difference by itself (giving 1); a range other than
+    ``(0, 1)`` is then ``y * (b - a) + a``, which is exact at 0 and 1.
     """
     low, high = (float(v) for v in feature_range)
     if not high > low:
-        raise ValueError(f"feature_range must be increasing; got {feature_range}")
-    lo32 = torch.tensor(list(vmin), dtype=torch.float32)
-    span = (torch.tensor(list(vmax), dtype=torch.float32) - lo32).tolist()
+        raise OptionError(f"feature_range must be increasing; got {feature_range}")
+    lo32 = torch.tensor([unit_float32(v, pixel_max) for v in vmin], dtype=torch.float32)
+    hi32 = torch.tensor([unit_float32(v, pixel_max) for v in vmax], dtype=torch.float32)
+    span = (hi32 - lo32).tolist()
     steps = [*_prefix(mode), v2.Normalize(mean=lo32.tolist(), std=_checked_scale(span, "max - min", eps))]
     if (low, high) != (0.0, 1.0):
-        width = high - low
-        steps.append(v2.Normalize(mean=[-low / width] * len(span), std=[1.0 / width] * len(span)))
+        steps.append(Rescale(high - low, low))
     return v2.Compose(steps)
 
 

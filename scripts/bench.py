@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,26 @@ import numpy as np
 from PIL import Image
 
 import prep
-from prep.compute import default_workers
-from prep.sources.cifar import CIFAR10, write_cifar_batch
-from prep.sources.idx import write_idx_images
+
+# The benchmark uses prep's public API only; the data files are written here from their formats.
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    """uint8 (N, H, W) as idx3-ubyte: 00 00 08 03, three big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    path.write_bytes(header + np.ascontiguousarray(images, np.uint8).tobytes())
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels) -> None:
+    """uint8 (N, 3, 32, 32) as a CIFAR python batch (protocol 4 stores the array bytes verbatim)."""
+    with open(path, "wb") as f:
+        pickle.dump({"data": images.reshape(len(images), -1), "labels": list(labels)}, f, protocol=4)
 
 
 # ------------------------------------------------------------------ data
@@ -54,15 +72,16 @@ def make_idx(root: Path) -> Path:
 
 
 def make_cifar(root: Path) -> Path:
-    folder = root / CIFAR10.base_folder
+    folder = root / CIFAR10_FOLDER
     if not (folder / "test_batch").exists():
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(1)
-        for name in CIFAR10.splits["train"] + CIFAR10.splits["test"]:
-            write_cifar_batch(folder / name, rng.integers(0, 256, (10_000, 3, 32, 32), dtype=np.uint8),
-                              rng.integers(0, 10, 10_000), byte_keys=False, protocol=4)
-        import pickle
-
+        for name in (*CIFAR10_TRAIN, "test_batch"):
+            write_cifar_batch(
+                folder / name,
+                rng.integers(0, 256, (10_000, 3, 32, 32), dtype=np.uint8),
+                rng.integers(0, 10, 10_000),
+            )
         with open(folder / "batches.meta", "wb") as f:
             pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
     return root
@@ -75,7 +94,7 @@ def _jpeg(args: tuple[Path, int]) -> None:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.empty((h, w, 3), np.float32)
     for c in range(3):
-        fx, fy, phase = rng.uniform(0.005, 0.05, 2).tolist() + [rng.uniform(0, 6.3)]
+        fx, fy, phase = [*rng.uniform(0.005, 0.05, 2).tolist(), rng.uniform(0, 6.3)]
         img[..., c] = 128 + 80 * np.sin(x * fx + phase) * np.cos(y * fy)
     for _ in range(6):  # a few solid shapes with edges
         cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 80)
@@ -122,10 +141,10 @@ def naive_loop(dataset, batch_size: int, workers: int) -> tuple[float, float]:
     count = 0
     for images, _ in loader:
         total += images.sum(dim=(0, 2, 3))
-        total_sq += (images ** 2).sum(dim=(0, 2, 3))
+        total_sq += (images**2).sum(dim=(0, 2, 3))
         count += images.numel() // images.shape[1]
     mean = total / count
-    return mean, (total_sq / count - mean ** 2).sqrt()
+    return mean, (total_sq / count - mean**2).sqrt()
 
 
 def naive_folder(folder: Path, workers: int):
@@ -171,9 +190,10 @@ def floor_idx(root: Path) -> np.ndarray:
 
 
 def floor_cifar(root: Path) -> list[np.ndarray]:
-    from prep.sources.cifar import read_cifar_batch
-
-    arrays = [read_cifar_batch(root / CIFAR10.base_folder / f) for f in CIFAR10.splits["train"]]
+    arrays = []
+    for name in CIFAR10_TRAIN:  # the floor: unpickle (as any reader must) and one bincount per channel
+        with open(root / CIFAR10_FOLDER / name, "rb") as f:
+            arrays.append(pickle.load(f)["data"].reshape(-1, 3, 1024))
     return [np.bincount(np.concatenate([a[:, c].ravel() for a in arrays]), minlength=256) for c in range(3)]
 
 
@@ -201,8 +221,12 @@ print(json.dumps({"main_kib": main, "worker_kib": worker}))
 
 def peak_memory_mib(folder: Path, workers: int, device: str) -> tuple[float, float]:
     """Peak RSS of the main process and of the largest worker, in MiB (fresh process each time)."""
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(workers), device],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(folder), str(workers), device],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rss = json.loads(out.strip().splitlines()[-1])
     return rss["main_kib"] / 1024, rss["worker_kib"] / 1024
 
@@ -222,8 +246,11 @@ def main() -> None:
     w, reps, dev = args.workers, args.reps, args.device
     import torch
 
-    print(f"# prep {prep.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, workers={w}, "
-          f"device={prep.devices.resolve_device(dev)}, median of {reps}", flush=True)
+    print(
+        f"# prep {prep.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, workers={w}, "
+        f"device={dev} (CUDA available: {torch.cuda.is_available()}), median of {reps}",
+        flush=True,
+    )
     rows = []
 
     def row(name: str, naive: float, floor: float, mine: float) -> None:
@@ -232,20 +259,32 @@ def main() -> None:
 
     if "folder" in parts:
         folder = make_folder(args.data, args.images)
-        row(*(f"folder, {args.images} JPEG 300-500px",
-                     timed(lambda: naive_folder(folder, w), reps),
-                     timed(lambda: floor_folder(folder, w), reps),
-                     timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)))
+        row(
+            *(
+                f"folder, {args.images} JPEG 300-500px",
+                timed(lambda: naive_folder(folder, w), reps),
+                timed(lambda: floor_folder(folder, w), reps),
+                timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps),
+            )
+        )
     if "arrays" in parts:
         root = make_cifar(make_idx(args.data))
-        row(*("MNIST idx, 60000x28x28",
-                     timed(lambda: naive_mnist(root, w), reps),
-                     timed(lambda: floor_idx(root), reps),
-                     timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)))
-        row(*("CIFAR-10 pickles, 50000x3x32x32",
-                     timed(lambda: naive_cifar(root, w), reps),
-                     timed(lambda: floor_cifar(root), reps),
-                     timed(lambda: prep.compute_stats("cifar10", root=root, device=dev), reps)))
+        row(
+            *(
+                "MNIST idx, 60000x28x28",
+                timed(lambda: naive_mnist(root, w), reps),
+                timed(lambda: floor_idx(root), reps),
+                timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps),
+            )
+        )
+        row(
+            *(
+                "CIFAR-10 pickles, 50000x3x32x32",
+                timed(lambda: naive_cifar(root, w), reps),
+                timed(lambda: floor_cifar(root), reps),
+                timed(lambda: prep.compute_stats("cifar10", root=root, device=dev), reps),
+            )
+        )
     if rows:
         print("\n| data | naive (s) | floor (s) | prep (s) | naive/prep | prep/floor |")
         print("|---|---|---|---|---|---|")
@@ -264,8 +303,10 @@ def main() -> None:
             totals.append(main_mib + w * worker_mib)
             images = args.images * (4 if scale == "4x" else 1)
             print(f"| {scale} | {images} | {main_mib:.0f} | {worker_mib:.0f} | {totals[-1]:.0f} |")
-        print(f"\npeak memory 4x/1x: {totals[1] / totals[0]:.3f} (worker RSS includes the shared pages of "
-              "torch's libraries inherited through fork)")
+        print(
+            f"\npeak memory 4x/1x: {totals[1] / totals[0]:.3f} (worker RSS includes the shared pages of "
+            "torch's libraries inherited through fork)"
+        )
 
 
 if __name__ == "__main__":

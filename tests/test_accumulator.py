@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close, exact_stats, reference_stats
-from prep.accumulator import ChannelMoments, _uint8_image_sums
+from common import assert_close, exact_stats, reference_stats
+from prep.accumulator import ChannelMoments, uint8_image_sums
 from prep.errors import StatsFileError
 
 
@@ -46,11 +46,13 @@ def test_per_image_std_mean_is_the_mean_of_each_images_population_std():
     assert_close(ChannelMoments(3).update(torch.from_numpy(images)).compute().per_image_std_mean, expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("method", ["auto", "float32-groups", "float64"])
 @pytest.mark.parametrize("shape", [(4, 2, 28, 28), (3, 3, 1, 1), (2, 1, 17, 13), (2, 3, 512, 512)])
-def test_uint8_image_sums_are_exact_integers(shape):
+def test_uint8_image_sums_are_exact_integers(shape, method, device):
     images = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     images[0, 0] = 255  # the worst case for float32 partial sums
-    n, total, total_sq, vmin, vmax = _uint8_image_sums(torch.from_numpy(images))
+    batch = torch.from_numpy(images).to(device)
+    n, total, total_sq, vmin, vmax = uint8_image_sums(batch, method=method)
     x = images.reshape(shape[0], shape[1], -1).astype(np.int64)
     np.testing.assert_array_equal(total, x.sum(-1))
     np.testing.assert_array_equal(total_sq, (x * x).sum(-1))
@@ -73,7 +75,7 @@ def test_batch_size_does_not_change_anything(batch):
     whole = ChannelMoments(3).update(torch.from_numpy(images))
     parts = ChannelMoments(3)
     for i in range(0, len(images), batch):
-        parts.update(torch.from_numpy(images[i:i + batch]))
+        parts.update(torch.from_numpy(images[i : i + batch]))
     got, want = parts.compute(), whole.compute()
     for name in ("count", "mean", "std", "min", "max", "images"):  # 8-bit: exact, bit for bit
         assert getattr(got, name) == getattr(want, name), name
@@ -85,7 +87,7 @@ def test_sixteen_bit_and_float_data_use_chan_merges_to_1e12():
     images = rng.integers(0, 65536, (20, 1, 16, 16)).astype(np.int32)
     acc = ChannelMoments(1)
     for i in range(0, 20, 3):
-        acc.update(torch.from_numpy(images[i:i + 3]), pixel_max=65535)
+        acc.update(torch.from_numpy(images[i : i + 3]), pixel_max=65535)
     s = acc.compute()
     x = images.astype(np.float64).ravel() / 65535
     assert acc.exact_sum is None and s.pixel_max == 65535
@@ -121,13 +123,16 @@ def test_state_dict_round_trip_is_exact():
     assert again == acc and again.compute() == acc.compute()
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("m2", [-1.0, 0.0, 0.0], "state.m2"),
-    ("count", [1, 2], "state.count"),
-    ("version", 99, "state.version"),
-    ("exact_sum", [10**12, 0, 0], "state.exact_sum"),
-    ("mean", ["x", 0.0, 0.0], "state.mean"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("m2", [-1.0, 0.0, 0.0], "state.m2"),
+        ("count", [1, 2], "state.count"),
+        ("version", 99, "state.version"),
+        ("exact_sum", [10**12, 0, 0], "state.exact_sum"),
+        ("mean", ["x", 0.0, 0.0], "state.mean"),
+    ],
+)
 def test_from_state_dict_names_the_bad_field(field, value, message):
     state = ChannelMoments(3).update(torch.from_numpy(_images())).state_dict()
     state[field] = value
@@ -141,9 +146,7 @@ def test_channel_mismatch_is_refused():
 
 
 # ------------------------------------------------------------------ properties
-_batches = st.lists(
-    st.lists(st.integers(0, 255), min_size=1, max_size=12), min_size=1, max_size=8
-)
+_batches = st.lists(st.lists(st.integers(0, 255), min_size=1, max_size=12), min_size=1, max_size=8)
 
 
 @settings(max_examples=60, deadline=None)
@@ -164,7 +167,7 @@ def test_any_split_and_merge_order_gives_the_same_statistics(batches, rnd):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=40), st.integers(1, 40))
 def test_float_chan_merge_any_split(values, step):
-    parts = [values[i:i + step] for i in range(0, len(values), step)]
+    parts = [values[i : i + step] for i in range(0, len(values), step)]
     acc = ChannelMoments(1)
     for p in parts:
         acc = acc.merge(ChannelMoments(1).update(torch.tensor(p, dtype=torch.float64).view(1, 1, 1, -1)))

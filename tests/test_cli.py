@@ -8,17 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import prep
-from conftest import make_cifar10, make_mnist
-from prep.cli import main
+from common import make_cifar10, make_mnist, run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_stats_writes_file_and_prints_the_normalize_line(tmp_path):
@@ -60,21 +54,27 @@ def test_up_to_date_file_is_reused_and_changes_are_explained(tmp_path):
     assert created  # the first file had a creation time
 
 
-@pytest.mark.parametrize("args,message", [
-    (["stats", "{tmp}/nope"], "nope: no such file or directory, and not a dataset name"),
-    (["stats", "imagenet"], "not a dataset name (mnist, fashion-mnist, kmnist, cifar10, cifar100, sample)"),
-    (["stats", "mnist", "--root", "{tmp}"], "MNIST/raw/train-images-idx3-ubyte: mnist train split not found"),
-    (["stats", "{tmp}/empty"], "empty: no image files found"),
-    (["stats", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not an idx file"),
-    (["stats", "--config", "{tmp}/missing.toml"], "missing.toml: cannot read config"),
-    (["show", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not a stats file"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["stats", "{tmp}/nope"], "nope: no such file or directory, and not a dataset name"),
+        (["stats", "imagenet"], "not a dataset name (mnist, fashion-mnist, kmnist, cifar10, cifar100, sample)"),
+        (["stats", "mnist", "--root", "{tmp}"], "MNIST/raw/train-images-idx3-ubyte: mnist train split not found"),
+        (["stats", "{tmp}/empty"], "empty: no image files found"),
+        (["stats", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not an idx file"),
+        (["stats", "--config", "{tmp}/missing.toml"], "missing.toml: cannot read config"),
+        (["show", "{tmp}/bad-idx3-ubyte"], "bad-idx3-ubyte: not a stats file"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_no_output(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad-idx3-ubyte").write_bytes(b"\x89PNG....")
     out = tmp_path / "out.json"
-    result = run(*[a.format(tmp=tmp_path) for a in args], "-o", out) if args[0] == "stats" else run(
-        *[a.format(tmp=tmp_path) for a in args])
+    result = (
+        run(*[a.format(tmp=tmp_path) for a in args], "-o", out)
+        if args[0] == "stats"
+        else run(*[a.format(tmp=tmp_path) for a in args])
+    )
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("prep: error: ") and message in lines[0], result.stderr
@@ -129,8 +129,12 @@ def test_quiet_prints_only_the_normalize_line(tmp_path):
 
 def test_console_script_runs_the_shipped_sample(tmp_path, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE")
-    proc = subprocess.run([sys.executable, "-m", "prep", "stats", "sample", "-o", tmp_path / "s.json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prep", "stats", "sample", "-o", tmp_path / "s.json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("transforms.Normalize(mean=(")
     assert "img/s" in proc.stderr  # the tqdm progress bar went to stderr
@@ -139,8 +143,22 @@ def test_console_script_runs_the_shipped_sample(tmp_path, monkeypatch):
 
 def test_help_explains_every_option():
     text = run("stats", "--help").output
-    for flag in ("--root", "--split", "--out", "--device", "--workers", "--batch-size", "--mode", "--force",
-                 "--download", "--quiet", "--config", "--strict", "--checkpoint", "--resume"):
+    for flag in (
+        "--root",
+        "--split",
+        "--out",
+        "--device",
+        "--workers",
+        "--batch-size",
+        "--mode",
+        "--force",
+        "--download",
+        "--quiet",
+        "--config",
+        "--strict",
+        "--checkpoint",
+        "--resume",
+    ):
         assert flag in text
 
 

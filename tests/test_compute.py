@@ -10,9 +10,9 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from conftest import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
-from prep.compute import convert_mode
-from prep.errors import PrepError, SourceError
+from common import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
+from prep.errors import ChannelMismatchError, PrepError
+from prep.pixels import convert_channels
 
 
 def _check(stats, pixels):
@@ -71,7 +71,7 @@ def test_results_do_not_depend_on_batch_size_workers_or_order(tmp_path, image_fo
 def test_cifar_in_grey_mode_matches_pil_luma(tmp_path):
     images = make_cifar10(tmp_path)["test"]
     grey = np.stack([np.asarray(Image.fromarray(im.transpose(1, 2, 0)).convert("L")) for im in images])
-    converted = convert_mode(torch.from_numpy(images), "RGB", "L").numpy()[:, 0]
+    converted = convert_channels(torch.from_numpy(images), "L").numpy()[:, 0]
     np.testing.assert_array_equal(converted, grey)
     _check(prep.compute_stats("cifar10", root=tmp_path, split="test", mode="L"), grey.reshape(-1, 1))
 
@@ -108,9 +108,17 @@ def test_float_tensor_dataset_is_unit_scale():
     assert stats.mean == (0.5,) and stats.std == (0.25,) and stats.pixel_max == 1.0
 
 
-def test_dataset_channel_mismatch_is_an_error():
-    with pytest.raises(SourceError, match=r"item 1 has shape \(1, 2, 2\); expected \(3, H, W\)"):
-        prep.compute_stats([torch.zeros(3, 2, 2, dtype=torch.uint8), torch.zeros(1, 2, 2, dtype=torch.uint8)])
+def test_dataset_items_are_converted_to_the_mode_as_pil_converts_them():
+    rgb = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (3, 5, 4), dtype=np.uint8))
+    grey = torch.full((1, 5, 4), 7, dtype=torch.uint8)
+    stats = prep.compute_stats([rgb, grey])  # mode RGB from the first item: grey is replicated
+    pixels = np.concatenate([rgb.numpy().reshape(3, -1), np.repeat(grey.numpy().reshape(1, -1), 3, 0)], 1)
+    assert list(stats.mean) == exact_stats(pixels.T)["mean"]
+    as_l = prep.compute_stats([rgb, grey], mode="L")  # RGB becomes PIL's luma
+    luma = np.asarray(Image.fromarray(rgb.numpy().transpose(1, 2, 0)).convert("L")).reshape(-1, 1)
+    assert list(as_l.mean) == exact_stats(np.concatenate([luma, grey.numpy().reshape(-1, 1)]))["mean"]
+    with pytest.raises(ChannelMismatchError, match=r"shape \(1, 2, 5, 4\)"):
+        prep.compute_stats([rgb, torch.zeros(2, 5, 4, dtype=torch.uint8)])
 
 
 def test_bad_options_are_prep_errors(tmp_path):
@@ -143,7 +151,12 @@ def test_torchvision_dataset_object_equals_the_named_source(tmp_path):
     from_files = prep.compute_stats("mnist", root=tmp_path)
     assert from_object.mode == "L"
     assert (from_object.mean, from_object.std, from_object.min, from_object.max, from_object.count) == (
-        from_files.mean, from_files.std, from_files.min, from_files.max, from_files.count)
+        from_files.mean,
+        from_files.std,
+        from_files.min,
+        from_files.max,
+        from_files.count,
+    )
     assert_close(from_object.per_image_std_mean, from_files.per_image_std_mean, rel=1e-12)
 
 
@@ -173,8 +186,9 @@ def test_tensor_datasets_of_mixed_shapes_and_batches(tmp_path):
     items = [torch.from_numpy(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)) for _ in range(600)]
     items[100] = torch.from_numpy(rng.integers(0, 256, (3, 5, 9), dtype=np.uint8))  # breaks a run
     items.append(torch.from_numpy(rng.integers(0, 256, (4, 3, 2, 2), dtype=np.uint8)))  # a ready batch
-    pixels = np.concatenate([t.numpy().reshape(-1, 3, t.shape[-2] * t.shape[-1]).transpose(0, 2, 1).reshape(-1, 3)
-                             for t in items])
+    pixels = np.concatenate(
+        [t.numpy().reshape(-1, 3, t.shape[-2] * t.shape[-1]).transpose(0, 2, 1).reshape(-1, 3) for t in items]
+    )
     stats = prep.compute_stats(items)
     _check(stats, pixels)
     assert stats.images == 604

@@ -51,4 +51,10 @@ def test_all_gather_merge_equals_the_whole_dataset(tmp_path):
     assert results[0] == results[1]  # every rank holds the same merged state
     got, want = results[0].compute(), whole.compute()
     assert (got.mean, got.std, got.min, got.max, got.count, got.images) == (
-        want.mean, want.std, want.min, want.max, want.count, want.images)
+        want.mean,
+        want.std,
+        want.min,
+        want.max,
+        want.count,
+        want.images,
+    )

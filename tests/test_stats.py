@@ -8,7 +8,7 @@ import os
 import pytest
 
 import prep
-from conftest import make_mnist
+from common import make_mnist
 from prep.errors import StaleStatsError, StatsFileError
 from prep.stats import SCHEMA_VERSION
 
@@ -32,7 +32,7 @@ def test_round_trip_keeps_every_number(saved):
 
 
 def test_documented_fields_are_present(saved):
-    _, stats, path = saved
+    _, _stats, path = saved
     data = json.loads(path.read_text())
     assert data["schema_version"] == SCHEMA_VERSION
     assert data["prep_version"] == prep.__version__
@@ -67,17 +67,20 @@ def _edit(path, change):
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda d: d.pop("std"), "missing field 'std'"),
-    (lambda d: d.update(mean=[0.1, 0.2]), "field 'mean': expected 1 values"),
-    (lambda d: d.update(std=[-0.3]), "field 'std': must be non-negative"),
-    (lambda d: d.update(schema_version=99), "unknown schema version 99"),
-    (lambda d: d.update(std=[0.5]), "field 'std': .* does not match the stored state"),
-    (lambda d: d["source"].update(mode="XYZ"), "field 'source.mode'"),
-    (lambda d: d["state"].update(m2=[-1.0]), "state.m2"),
-    (lambda d: d.update(channels=3), "field 'channels'"),
-    (lambda d: d.update(mean="0.1"), "field 'mean': expected a list"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: d.pop("std"), "missing field 'std'"),
+        (lambda d: d.update(mean=[0.1, 0.2]), "field 'mean': expected 1 values"),
+        (lambda d: d.update(std=[-0.3]), "field 'std': must be non-negative"),
+        (lambda d: d.update(schema_version=99), "unknown schema version 99"),
+        (lambda d: d.update(std=[0.5]), "field 'std': .* does not match the stored state"),
+        (lambda d: d["source"].update(mode="XYZ"), "field 'source.mode'"),
+        (lambda d: d["state"].update(m2=[-1.0]), "state.m2"),
+        (lambda d: d.update(channels=3), "field 'channels'"),
+        (lambda d: d.update(mean="0.1"), "field 'mean': expected a list"),
+    ],
+)
 def test_hand_edited_files_raise_one_error_class_naming_the_field(saved, change, message):
     _, _, path = saved
     _edit(path, change)

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from conftest import make_mnist
+from common import make_mnist
 from prep.errors import ChannelMismatchError, DegenerateStatsError
 
 
@@ -26,7 +26,6 @@ def test_normalize_gives_mean_0_std_1_on_the_measured_folder(image_folder):
     stats = prep.compute_stats(image_folder)
     tv = torchvision.datasets.ImageFolder(str(image_folder))
     out = _pooled(_apply_all(stats.normalize(), [img for img, _ in tv]))
-    assert out.dtype == torch.float64
     np.testing.assert_allclose(out.mean(1), 0.0, atol=1e-5)
     np.testing.assert_allclose(out.std(1, correction=0), 1.0, atol=1e-5)
 
@@ -56,7 +55,8 @@ def test_normalize_passes_labels_through(tmp_path):
     make_mnist(tmp_path)
     stats = prep.compute_stats("mnist", root=tmp_path)
     img, label = stats.normalize()(Image.new("L", (4, 4)), 7)
-    assert label == 7 and img.shape == (1, 4, 4)
+    assert label == 7
+    torch.testing.assert_close(img.as_subclass(torch.Tensor), torch.full((1, 4, 4), -stats.mean[0] / stats.std[0]))
 
 
 def test_minmax_maps_dataset_range_to_exactly_0_and_1(image_folder):
@@ -84,13 +84,18 @@ def test_denormalize_inverts_normalize(image_folder):
     torch.testing.assert_close(back, img.float() / 255, atol=1e-6, rtol=0)
 
 
-def test_channel_mismatch_raises_a_clear_error(tmp_path):
+def test_channels_are_converted_as_pil_converts_them_or_refused(tmp_path):
     make_mnist(tmp_path)
     stats = prep.compute_stats("mnist", root=tmp_path)
+    rgb = np.random.default_rng(8).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    from_pil = stats.normalize()(Image.fromarray(rgb))  # the measured conversion: RGB -> L
+    from_tensor = stats.normalize()(torch.from_numpy(rgb.transpose(2, 0, 1).copy()))  # uint8 RGB -> PIL's luma
+    assert from_pil.shape == from_tensor.shape == (1, 4, 5)
+    torch.testing.assert_close(from_tensor, from_pil.as_subclass(torch.Tensor), rtol=0, atol=0)
     with pytest.raises(ChannelMismatchError, match=r"shape \(3, 4, 4\).*1 channel"):
-        stats.normalize()(torch.zeros(3, 4, 4, dtype=torch.uint8))
-    # PIL images go through the measured conversion: RGB -> L like the measurement did
-    assert stats.normalize()(Image.new("RGB", (4, 4))).shape == (1, 4, 4)
+        stats.normalize()(torch.zeros(3, 4, 4))  # float colour: no conversion matches what was measured
+    with pytest.raises(ChannelMismatchError, match=r"shape \(2, 4, 4\)"):
+        stats.normalize()(torch.zeros(2, 4, 4, dtype=torch.uint8))
 
 
 def test_zero_variance_refuses_without_eps():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SourceError, os_reason
+from .arrays import ArraySource
 
 SIDE = 32
 CHANNELS = 3
@@ -28,11 +29,11 @@ class CifarLayout:
     splits: dict[str, tuple[str, ...]]
 
 
-CIFAR10 = CifarLayout(
+CIFAR10_LAYOUT = CifarLayout(
     "cifar-10-batches-py",
     {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
 )
-CIFAR100 = CifarLayout("cifar-100-python", {"train": ("train",), "test": ("test",)})
+CIFAR100_LAYOUT = CifarLayout("cifar-100-python", {"train": ("train",), "test": ("test",)})
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -74,15 +75,7 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
     return data.reshape(-1, CHANNELS, SIDE, SIDE)
 
 
-def write_cifar_batch(path: str | os.PathLike, images: np.ndarray, labels, label_key: str = "labels",
-                      byte_keys: bool = True, protocol: int = 2) -> None:
-    """Write uint8 images ``(N, 3, 32, 32)`` as a CIFAR batch pickle (for fixtures and benchmarks).
-
-    Protocol 2 is what the original archives use; protocol 4+ stores the array bytes verbatim.
-    """
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    entry = {"data": images.reshape(len(images), -1), label_key: list(labels)}
-    if byte_keys:
-        entry = {k.encode(): v for k, v in entry.items()}
-    with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=protocol)
+def cifar_source(kind: str, folder: str | os.PathLike, split: str, files: tuple[str, ...]) -> ArraySource:
+    """The images of CIFAR batch ``files`` in ``folder``, in order, as a source."""
+    folder = os.fspath(folder)
+    return ArraySource(kind, folder, split, folder, files, read_cifar_batch, "RGB")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def fingerprint_files(root: str | os.PathLike, relpaths: Iterable[str]) -> dict:

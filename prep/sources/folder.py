@@ -1,24 +1,20 @@
-"""Image folders: a sorted recursive listing, and the per-worker reduction of image files.
+"""Image folders: a sorted recursive listing, decoded by workers in chunks of files.
 
 A folder is listed once, deterministically (sorted relative POSIX paths, symlinks followed,
-loops detected). Files are decoded by worker processes; each worker reduces its files to a
-:class:`~prep.accumulator.ChannelMoments` state and returns only that, so pixels never cross
-a process boundary. 8-bit images are reduced by PIL's own ``histogram()`` of the converted
-image, which is exact and costs a fraction of the decode.
+loops detected, as torchvision's ``ImageFolder`` walks it). Its files are decoded and reduced by
+worker processes (:mod:`prep.workers`), which open them through a :class:`FolderReader`.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from ..accumulator import ChannelMoments
-from ..errors import BadImageError, SourceError, os_reason
-from ..pixels import CHANNELS, eight_bit_histogram, is_eight_bit, stack_histograms, to_array
+from ..errors import SourceError, os_reason
+from .base import FileChunk, FolderReader, TaskSource
 from .fingerprint import fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
@@ -91,35 +87,39 @@ def list_images(root: str | os.PathLike) -> FolderListing:
     return listing
 
 
-def reduce_files(root: str, relpaths: list[str], mode: str, strict: bool) -> tuple[ChannelMoments, list]:
-    """Decode ``relpaths`` under ``root`` and reduce them to one state; runs inside a worker.
+class FolderSource(TaskSource):
+    """A directory of image files, listed on first use."""
 
-    Returns the state and the ``(relpath, reason)`` of files that could not be decoded, or,
-    with ``strict``, raises :class:`BadImageError` at the first such file.
-    """
-    acc = ChannelMoments(CHANNELS[mode])
-    histograms: list[list[int]] = []  # PIL's flat per-image histograms, converted once per chunk
-    skipped = []
-    for rel in relpaths:
-        path = os.path.join(root, rel)
-        try:
-            with Image.open(path) as img:
-                if is_eight_bit(img):
-                    histograms.append(eight_bit_histogram(img, mode))
-                else:
-                    acc.update_array(*to_array(img, mode))
-        except Exception as exc:  # PIL raises many types for bad files; all mean "not decodable"
-            reason = _describe(exc)
-            if strict:
-                raise BadImageError(f"{path}: {reason}") from None
-            skipped.append((rel, reason))
-    if histograms:
-        acc.update_histograms(stack_histograms(histograms, mode))
-    return acc, skipped
+    kind = "folder"
 
+    def __init__(self, path: str, kind: str = "folder") -> None:
+        super().__init__(path)
+        self.kind = kind
+        self._listing: FolderListing | None = None
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"cannot read: {exc.strerror}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"cannot decode: {type(exc).__name__}{': ' + text if text else ''}"
+    @property
+    def listing(self) -> FolderListing:
+        if self._listing is None:
+            self._listing = list_images(self.path)
+        return self._listing
+
+    def num_images(self) -> int:
+        return len(self.listing.images)
+
+    def fingerprint(self) -> dict:
+        return self.listing.fingerprint()
+
+    def listed_skipped(self) -> list[tuple[str, str]]:
+        return list(self.listing.skipped)
+
+    def empty_message(self) -> str:
+        return f"no image files found (looked for {', '.join(IMG_EXTENSIONS)})"
+
+    def label(self) -> str:
+        return os.path.basename(os.path.normpath(self.path)) or self.path
+
+    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+        reader = FolderReader(str(self.listing.root))
+        images = self.listing.images
+        for i in range(start, len(images), size):
+            yield FileChunk(reader, tuple(images[i : i + size]))

@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 
 from ..errors import SourceError, os_reason
+from .arrays import ArraySource
 
 UBYTE_TYPE = 0x08
 IMAGE_DIMS = 3
@@ -78,12 +79,8 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES, shape=shape)
 
 
-def write_idx_images(path: str | os.PathLike, images: np.ndarray) -> None:
-    """Write ``(N, H, W)`` uint8 images as an idx3-ubyte file (gzip when ``path`` ends in .gz)."""
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    if images.ndim != IMAGE_DIMS:
-        raise ValueError(f"expected (N, H, W) images; got shape {images.shape}")
-    header = bytes([0, 0, UBYTE_TYPE, IMAGE_DIMS]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + images.tobytes())
+def idx_source(path: str | os.PathLike, kind: str = "idx", split: str | None = None) -> ArraySource:
+    """The images of one idx3-ubyte file (plain or ``.gz``) as a source."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    return ArraySource(kind, path, split, folder or ".", [name], read_idx_images, "L", count_idx_images)

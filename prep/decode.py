@@ -1,0 +1,60 @@
+"""Decoders: an image file's bytes -> the pixels to reduce, by :mod:`prep.pixels`' rule.
+
+A decoder is a picklable callable ``decoder(fp, mode)`` (``fp`` a binary file object) that
+returns either an :class:`EightBitHistogram` (an 8-bit image already reduced to per-channel
+counts, the cheapest exact form) or an :class:`ImageArray` (``(C, H, W)`` values and their
+pixel max). Workers take the decoder as torchvision's ``ImageFolder`` takes a ``loader``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+import numpy as np
+from PIL import Image
+
+from .pixels import eight_bit_histogram, is_eight_bit, to_array
+
+
+@dataclass(frozen=True)
+class EightBitHistogram:
+    """PIL's flat per-channel histogram of an 8-bit image: ``C * 256`` counts."""
+
+    counts: list[int]
+
+
+@dataclass(frozen=True)
+class ImageArray:
+    """One image ``(C, H, W)`` and the pixel max its values are divided by."""
+
+    array: np.ndarray
+    pixel_max: float
+
+
+class Decoder(Protocol):
+    name: str
+
+    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray: ...
+
+
+class PILDecoder:
+    """``Image.open(fp)``, then ``convert(mode)`` (``ImageFolder``'s loader) for 8-bit images.
+
+    8-bit images are returned as PIL's own ``histogram()`` of the converted image, which is
+    exact and costs a fraction of the decode; 16-bit and float images as arrays.
+    """
+
+    name = "pil"
+
+    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
+        with Image.open(fp) as img:
+            if is_eight_bit(img):
+                return EightBitHistogram(eight_bit_histogram(img, mode))
+            return ImageArray(*to_array(img, mode))
+
+    def __repr__(self) -> str:
+        return "PILDecoder()"
+
+
+DECODERS: dict[str, Decoder] = {"pil": PILDecoder()}

@@ -1,0 +1,124 @@
+"""The source protocol: what every kind of dataset gives the statistics pass.
+
+Every source says what it is (:meth:`Source.describe`), how many images it holds
+(:meth:`Source.num_images`), what identifies its data (:meth:`Source.fingerprint`), which mode
+keeps its channels (:attr:`Source.native_mode`) and which entries it passed over when listing
+(:meth:`Source.listed_skipped`). Then one of two ways of reading, by where decoding happens:
+
+* :class:`BatchSource`: read in the main process; ``iter_batches(start, ...)`` yields CPU
+  tensor batches ``(n, C, H, W)`` (uint8, 16-bit integers or float, by :mod:`prep.pixels`'
+  rule) from image ``start`` on. idx files, CIFAR pickles and Python datasets.
+* :class:`TaskSource`: decoded by worker processes; ``iter_tasks(start, size)`` yields
+  picklable :class:`FileChunk` tasks from image ``start`` on, each a :class:`FileReader` (how to
+  open a named file, in any process) and the names. Image folders; archives next.
+
+:func:`prep.compute_stats` runs one loop per way, so adding a source is one module here and one
+line in :mod:`prep.sources.resolve`.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Source:
+    """Common description of a source: what it is, where, which split, and its fingerprint."""
+
+    kind: str = ""
+    native_mode: str = "RGB"
+
+    def __init__(self, path: str | None, split: str | None = None) -> None:
+        self.path = path
+        self.split = split
+
+    def describe(self) -> dict[str, Any]:
+        """``{"kind", "path", "split"}``: what the stats file records under ``source``."""
+        return {"kind": self.kind, "path": self.path, "split": self.split}
+
+    def fingerprint(self) -> dict | None:
+        """What identifies the data (see :mod:`prep.sources.fingerprint`); None when nothing can."""
+        return None
+
+    def num_images(self) -> int | None:
+        """The number of images, when known without reading them."""
+        return None
+
+    def listed_skipped(self) -> list[tuple[str, str]]:
+        """``(name, reason)`` of entries passed over before any image is read (not images, loops)."""
+        return []
+
+    def empty_message(self) -> str:
+        """What is wrong when the source holds no images."""
+        return "contains no images"
+
+    def label(self) -> str:
+        """A short name for progress bars and messages."""
+        return self.kind
+
+    def where(self) -> str:
+        """What messages name: the path, or the kind when there is none."""
+        return self.path or self.kind
+
+
+class BatchSource(Source):
+    """A source read in the main process as tensor batches."""
+
+    @abstractmethod
+    def iter_batches(
+        self, start: int, mode: str, pixels_per_batch: int, batch_size: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, int]]:
+        """Yield ``(batch, images)`` from image ``start`` on: a CPU tensor ``(n, C, H, W)`` and how
+        many of the source's images it holds (``n``, or 1 for an item that is itself a batch).
+
+        ``C`` is the source's own channel count or that of ``mode``; the pass converts the rest
+        on the device (:func:`prep.pixels.convert_channels`). A batch holds ``batch_size``
+        images, or about ``pixels_per_batch`` pixels when ``batch_size`` is None.
+        """
+
+
+class FileReader(ABC):
+    """Opens the files of a :class:`TaskSource` by name; picklable, so workers open them themselves."""
+
+    @abstractmethod
+    def open(self, name: str) -> IO[bytes]:
+        """A binary file object for ``name`` (raises ``OSError`` when it cannot be read)."""
+
+    @abstractmethod
+    def display(self, name: str) -> str:
+        """How messages name the file ``name`` (a path users can find)."""
+
+
+@dataclass(frozen=True)
+class FolderReader(FileReader):
+    """Files below a directory, named by relative POSIX path."""
+
+    root: str
+
+    def open(self, name: str) -> IO[bytes]:
+        return open(os.path.join(self.root, name), "rb")
+
+    def display(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+
+@dataclass(frozen=True)
+class FileChunk:
+    """A worker's task: the files ``names`` that ``reader`` opens, in order."""
+
+    reader: FileReader
+    names: tuple[str, ...]
+
+
+class TaskSource(Source):
+    """A source decoded by worker processes, one :class:`FileChunk` at a time."""
+
+    @abstractmethod
+    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+        """Yield chunks of up to ``size`` files, from image ``start`` on, in the source's order."""

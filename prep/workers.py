@@ -1,0 +1,140 @@
+"""Decoding processes: each reduces a chunk of files to an accumulator state and returns only that.
+
+:func:`reduce_chunk` is the one function a worker runs: it opens each file of a
+:class:`~prep.sources.base.FileChunk` through the chunk's reader, decodes it with the decoder it
+is given, and reduces it, so pixels never cross a process boundary. :func:`map_ordered` runs it
+in a pool and yields results in task order with a bounded number in flight; a worker that dies
+(killed, out of memory) ends the pass with a :class:`~prep.errors.PrepError` naming its files
+instead of a hang.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .accumulator import ChannelMoments
+from .decode import Decoder, EightBitHistogram
+from .errors import PrepError
+from .pixels import CHANNELS, LEVELS
+from .sources.base import FileChunk
+
+MAX_WORKERS_PER_CPU = 4  # more processes than this per CPU only add memory and start-up time
+IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: keeps every worker busy, bounds memory
+
+
+@dataclass
+class ChunkResult:
+    """What a worker returns: the chunk's state, and ``(name, reason)`` of files it could not decode."""
+
+    state: ChannelMoments
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder) -> ChunkResult:
+    """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process)."""
+    result = ChunkResult(ChannelMoments(CHANNELS[mode]))
+    histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
+    for name in chunk.names:
+        try:
+            with chunk.reader.open(name) as fp:
+                pixels = decoder(fp, mode)
+        except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
+            result.skipped.append((name, describe_failure(exc)))
+            continue
+        if isinstance(pixels, EightBitHistogram):
+            histograms.append(pixels.counts)
+        else:
+            result.state.update_image(pixels.array, pixels.pixel_max)
+    if histograms:
+        result.state.update_histograms(np.array(histograms, np.int64).reshape(-1, CHANNELS[mode], LEVELS))
+    return result
+
+
+def describe_failure(exc: Exception) -> str:
+    """A one-line reason for a file that could not be read or decoded."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read: {exc.strerror}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"cannot decode: {type(exc).__name__}{': ' + text if text else ''}"
+
+
+def worker_limit(requested: int) -> int:
+    """``requested`` capped at :data:`MAX_WORKERS_PER_CPU` times the CPUs this process may use."""
+    return min(requested, MAX_WORKERS_PER_CPU * cpu_count())
+
+
+def cpu_count() -> int:
+    """The number of CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+
+
+def map_ordered(
+    fn: Callable[..., Any], tasks: Iterable[Any], workers: int, *args: Any, describe: Callable[[Any], str] = str
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(task, fn(task, *args))`` in task order, computed by ``workers`` processes.
+
+    ``workers <= 1`` runs in this process. A dead worker raises :class:`PrepError` naming
+    ``describe(task)`` of the tasks in flight; an exception raised by ``fn`` propagates.
+    """
+    if workers <= 1:
+        for task in tasks:
+            yield task, fn(task, *args)
+        return
+    # fork starts workers in milliseconds without re-importing torch; workers use only PIL and
+    # NumPy for 8-bit files, which is fork-safe.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    pending: deque[tuple[Any, Future]] = deque()
+    source = iter(tasks)
+    finished = False
+    try:
+        while True:
+            while len(pending) < workers * IN_FLIGHT_PER_WORKER:
+                task = next(source, None)
+                if task is None:
+                    break
+                pending.append((task, pool.submit(fn, task, *args)))
+            if not pending:
+                break
+            task, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                held = "; ".join(describe(t) for t in [task, *(t for t, _ in pending)][:workers])
+                raise PrepError(f"a decoding worker died (killed, or out of memory) while reading {held}") from None
+            yield task, result
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop(pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for tasks still running (Ctrl-C, errors)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)

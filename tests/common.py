@@ -1,0 +1,198 @@
+"""Test helpers: writers of the real on-disk formats (idx, idx.gz, CIFAR pickles, image files),
+written here from the format specifications rather than by prep, and independent references."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    """(N, H, W) uint8 images as an idx3-ubyte file: 00 00 08 03, three big-endian sizes, the bytes
+    (gzip-compressed when the name ends in .gz)."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">III", *images.shape)
+    data = header + images.tobytes()
+    Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)
+
+
+def write_cifar_batch(
+    path: Path, images: np.ndarray, labels, label_key: str = "labels", byte_keys: bool = True, protocol: int = 2
+) -> None:
+    """uint8 (N, 3, 32, 32) images as a CIFAR python batch: a pickled dict with data (N, 3072)."""
+    entry = {"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1), label_key: list(labels)}
+    if byte_keys:
+        entry = {k.encode(): v for k, v in entry.items()}
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=protocol)
+
+
+class _Unchecked:
+    """torchvision's CIFAR classes minus the md5 checks of the original archives (fixtures differ)."""
+
+    def _check_integrity(self) -> bool:
+        return True
+
+    def _load_meta(self) -> None:
+        self.classes = []
+
+
+def torchvision_cifar(variant: str, root: Path, train: bool):
+    """torchvision's own CIFAR10/CIFAR100 reader on fixture files."""
+    import torchvision
+
+    base = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[variant]
+    return type(f"Unchecked{base.__name__}", (_Unchecked, base), {})(root, train=train)
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    labels = np.asarray(labels, np.uint8)
+    path.write_bytes(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + labels.tobytes())
+
+
+def make_mnist(
+    root: Path, folder: str = "MNIST", n_train: int = 300, n_test: int = 70, gz: bool = False, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """MNIST-format images in torchvision's layout ROOT/<folder>/raw/, with label files."""
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        images[:, :4] = 0  # realistic: dark borders, many zero pixels
+        suffix = ".gz" if gz else ""
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+        out[split] = images
+    return out
+
+
+def make_cifar10(root: Path, per_batch: int = 40, byte_keys: bool = False, seed: int = 1) -> dict[str, np.ndarray]:
+    """CIFAR-10 python pickles (5 train batches + test) with batches.meta, as torchvision expects."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    train = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
+        write_cifar_batch(folder / name, images, rng.integers(0, 10, per_batch), byte_keys=byte_keys)
+        if name != "test_batch":
+            train.append(images)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return {"train": np.concatenate(train), "test": images}
+
+
+def make_cifar100(root: Path, n: int = 50, seed: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split in ("train", "test"):
+        images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        write_cifar_batch(folder / split, images, rng.integers(0, 100, n), label_key="fine_labels", byte_keys=False)
+        out[split] = images
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
+    return out
+
+
+def make_folder(root: Path, n_per_class: int = 6, seed: int = 3) -> Path:
+    """Class subfolders of real PNG/JPEG/BMP/TIFF files in several PIL modes and sizes."""
+    rng = np.random.default_rng(seed)
+    formats = [
+        ("png", "RGB"),
+        ("jpg", "RGB"),
+        ("png", "L"),
+        ("png", "P"),
+        ("bmp", "RGB"),
+        ("png", "RGBA"),
+        ("tiff", "RGB"),
+        ("JPEG", "L"),
+    ]
+    for label in ("ants", "bees"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            h, w = int(rng.integers(8, 40)), int(rng.integers(8, 40))
+            ext, mode = formats[(i + (label == "bees")) % len(formats)]
+            img = Image.fromarray(rng.integers(0, 256, (h, w, 4 if mode == "RGBA" else 3), dtype=np.uint8))
+            img = img.convert(mode) if mode != "RGBA" else img
+            img.save(root / label / f"{label}{i}.{ext}")
+    return root
+
+
+def pil_pixels(path: Path, mode: str = "RGB") -> np.ndarray:
+    """The reference conversion: torchvision ImageFolder's loader, as an (H*W, C) float64 array."""
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert(mode), dtype=np.float64)
+    return arr.reshape(-1, 1 if mode == "L" else 3)
+
+
+def reference_stats(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """float64 NumPy reference on (P, C) raw pixels in 0..255: unit-scale mean/std/min/max."""
+    x = pixels.astype(np.float64) / 255.0
+    return {"mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0), "count": len(x)}
+
+
+def exact_stats(pixels: np.ndarray) -> dict[str, list]:
+    """Exact integer arithmetic on uint8 pixels (P, C): correctly rounded unit-scale mean and var."""
+    out = {"mean": [], "var": []}
+    for c in range(pixels.shape[1]):
+        col = pixels[:, c].astype(np.int64)
+        n, s, q = len(col), int(col.sum()), int((col * col).sum())
+        out["mean"].append(s / (n * 255))
+        out["var"].append((n * q - s * s) / (n * n * 255 * 255))
+    return out
+
+
+def assert_close(actual, expected, rel=1e-12, abs_=0.0):
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64), rtol=rel, atol=abs_)
+
+
+def source_arrays(src) -> list[np.ndarray]:
+    """Each file of an array source as one (N, C, H, W) array, read through its batch protocol."""
+    return [batch.numpy() for batch, _ in src.iter_batches(0, src.native_mode, pixels_per_batch=1 << 40)]
+
+
+def run(*args):
+    """The ``prep`` command line in this process (click's runner); arguments may be paths or numbers."""
+    from click.testing import CliRunner
+
+    from prep.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def good_images(folder: Path, n: int = 4) -> list[Path]:
+    """``n`` small random RGB PNG files in ``folder``."""
+    rng = np.random.default_rng(11)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"good{i}.png"
+        Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def jpeg_bytes() -> bytes:
+    """A valid 64x64 RGB JPEG file's bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
+    """``data`` with bytes overwritten at ``flips`` (position modulo length, value) and cut at ``cut``."""
+    buf = bytearray(data)
+    for pos, val in flips:
+        if buf:
+            buf[pos % len(buf)] = val
+    return bytes(buf[:cut] if cut is not None else buf)

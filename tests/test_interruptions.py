@@ -1,0 +1,160 @@
+"""Ctrl-C, kill -9 and resume: nothing is lost, and a resumed run equals an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import prep
+from common import make_mnist
+from prep.errors import StatsFileError
+
+
+# ------------------------------------------------------------------ interruptions
+def _prep(*args, **kwargs):
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "prep", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def slow_mnist(tmp_path):
+    """A run that lasts long enough to interrupt: 60,000 images in batches of 5."""
+    make_mnist(tmp_path, n_train=60_000, n_test=10)
+    return tmp_path
+
+
+def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("previous contents")
+    ck = tmp_path / "ck.json"
+    proc = _prep(
+        "stats",
+        "mnist",
+        "--root",
+        slow_mnist,
+        "-o",
+        out,
+        "--batch-size",
+        5,
+        "--checkpoint",
+        ck,
+        "--checkpoint-every",
+        1000,
+    )
+    _wait_for(ck.exists)  # mid-run
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert out.read_text() == "previous contents"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.json")] == []
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path):
+    out, ck = tmp_path / "out.json", tmp_path / "ck.json"
+    reference = prep.compute_stats("mnist", root=slow_mnist)
+    previous = prep.compute_stats("mnist", root=slow_mnist, split="test")
+    previous.save(out)
+    before = out.read_bytes()
+    args = [
+        "stats",
+        "mnist",
+        "--root",
+        slow_mnist,
+        "-o",
+        out,
+        "--force",
+        "--batch-size",
+        5,
+        "--checkpoint",
+        ck,
+        "--checkpoint-every",
+        2000,
+    ]
+    proc = _prep(*args)
+    _wait_for(lambda: ck.exists() and json.loads(ck.read_text())["position"] >= 4000)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert out.read_bytes() == before  # the previous JSON survived the kill
+    position = json.loads(ck.read_text())["position"]
+    assert 0 < position < 60_000
+
+    done = subprocess.run(
+        [sys.executable, "-m", "prep", *map(str, args), "--resume", "--batch-size", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from {ck} at image {position}" in done.stderr
+    resumed = prep.load_stats(out)
+    assert (resumed.mean, resumed.std, resumed.min, resumed.max, resumed.count) == (
+        reference.mean,
+        reference.std,
+        reference.min,
+        reference.max,
+        reference.count,
+    )
+    assert resumed.images == 60_000
+    assert not ck.exists()  # a completed run removes its checkpoint
+
+
+def test_resume_from_a_checkpoint_of_other_data_is_refused(tmp_path):
+    make_mnist(tmp_path)
+    ck = tmp_path / "ck.json"
+    ck.write_text(json.dumps({"kind": "prep.checkpoint", "source": {"kind": "cifar10"}}))
+    with pytest.raises(StatsFileError, match="checkpoint field 'source' does not match"):
+        prep.compute_stats("mnist", root=tmp_path, checkpoint=ck, resume=True)
+
+
+def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkeypatch):
+    import prep.compute as compute
+
+    monkeypatch.setattr(compute, "FOLDER_CHUNK", 2)
+    ck = tmp_path / "ck.json"
+    whole = prep.compute_stats(image_folder, workers=0)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+    real = compute.reduce_chunk
+
+    def flaky(task, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Stop
+        return real(task, *args)
+
+    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    with pytest.raises(Stop):
+        prep.compute_stats(image_folder, workers=0, checkpoint=ck, checkpoint_every=1)
+    monkeypatch.setattr(compute, "reduce_chunk", real)
+    assert json.loads(ck.read_text())["position"] == 4  # two chunks of two done before the failure
+    resumed = prep.compute_stats(image_folder, workers=0, checkpoint=ck, resume=True)
+    assert (resumed.mean, resumed.std, resumed.count, resumed.images) == (
+        whole.mean,
+        whole.std,
+        whole.count,
+        whole.images,
+    )
