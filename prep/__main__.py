@@ -1,6 +1,6 @@
 """``python -m prep``: the command line."""
 
 if __name__ == "__main__":
-    from .cli import main
+    from .cli import run
 
-    main()
+    run()

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import StatsFileError
-from .pixels import EIGHT_BIT_MAX, LEVELS, pixel_max_of
+from .pixels import EIGHT_BIT_MAX, LEVELS, checked_sixteen_bit, pixel_max_of
 
 if TYPE_CHECKING:
     import torch
@@ -149,6 +149,8 @@ class ChannelMoments:
             n, total, total_sq, vmin, vmax = uint8_image_sums(batch, self._workspace)
             return self._fold_eight_bit(n, total, total_sq, vmin, vmax)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
+        if pixel_max is None:
+            batch = checked_sixteen_bit(batch)
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accumulator import ChannelMoments
-from .atomic import write_json_atomic
 from .errors import PrepError, StatsFileError, os_reason
+from .files import read_bytes_bounded, write_json_atomic
 
 CHECKPOINT_KIND = "prep.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -56,12 +56,11 @@ def load_checkpoint(path: str, identity: dict[str, Any], channels: int, total: i
     Refused with :class:`StatsFileError` (naming the field): a file that is not a checkpoint, one
     made for other data or options, or a position that the state and the source cannot have.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError, RecursionError) as exc:
+    try:
+        data = json.loads(read_bytes_bounded(path, "checkpoint"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, integers of thousands of digits
         raise StatsFileError(f"{path}: cannot read checkpoint ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != CHECKPOINT_KIND:
         raise StatsFileError(f"{path}: not a prep checkpoint")

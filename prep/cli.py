@@ -19,7 +19,6 @@ from ._version import __version__
 from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, resolve_options
 from .errors import PrepError
 from .pixels import MODES
-from .sources.named import SPLITS
 
 INTERRUPTED = 130
 
@@ -52,7 +51,24 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Click's usage errors in prep's one-line form, ``prep: error: <what> (see '<command> --help')``, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            click.echo(f"prep: error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("prep: interrupted", err=True)
+            sys.exit(INTERRUPTED)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="prep")
 def main() -> None:
     """Per-channel dataset statistics and the torchvision transforms that use them."""
@@ -63,11 +79,13 @@ def main() -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
     help="TOML preset (see configs/); command-line options override it.",
 )
 @click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}")
-@click.option("--split", type=click.Choice(SPLITS), help=f"Split of a named dataset.  {describe_default('split')}")
+@click.option(
+    "--split",
+    help=f"train or test for named datasets; for a folder, its train/val/test subfolder.  {describe_default('split')}",
+)
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
 @click.option(
     "--device", type=click.Choice(DEVICE_CHOICES), help=f"Where batches are reduced.  {describe_default('device')}"
@@ -88,7 +106,7 @@ def main() -> None:
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first.")
 @click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Save progress here every N images.")
+@click.option("--checkpoint", help="Save progress here every N images.")
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -153,15 +171,24 @@ def _log_to_stderr(quiet: bool) -> None:
 
 
 @main.command("show")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @_reports_errors
 def show_command(file: str) -> None:
     """Pretty-print a stats file (and validate it)."""
     from .report import format_summary
     from .stats import load_stats
 
-    click.echo(format_summary(load_stats(file)))
+    click.echo(format_summary(load_stats(file), details=True))
+
+
+def run() -> None:
+    """The ``prep`` console script: :func:`main`, with a Ctrl-C at any moment ending in exit 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        click.echo("prep: interrupted", err=True)
+        sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -20,12 +20,13 @@ from .accumulator import ChannelMoments
 from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
 from .config import DEFAULTS, PASS_OPTIONS, check_options
 from .decode import DECODERS, Decoder
-from .errors import BadImageError, PrepWarning, SourceError, StatsFileError
+from .errors import BadImageError, OutputError, PrepWarning, SourceError, StatsFileError
+from .files import output_target
 from .pixels import CHANNELS, check_mode, convert_channels
 from .report import progress_bar
 from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
 from .stats import Stats, load_stats
-from .workers import cpu_count, map_ordered, reduce_chunk, worker_limit
+from .workers import MAX_WORKERS_PER_CPU, UNDECODABLE_REASONS, cpu_count, map_ordered, reduce_chunk, worker_limit
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 _DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {"progress": False}
@@ -95,6 +96,8 @@ def _measure(
     resume,
 ) -> Stats:
     """:func:`compute_stats` without removing the checkpoint."""
+    if checkpoint is not None:
+        output_target(checkpoint, "checkpoint")  # before any work: a pass must not end unable to save
     check_options(
         workers=workers, batch_size=batch_size, checkpoint_every=checkpoint_every, resume=resume, checkpoint=checkpoint
     )
@@ -113,6 +116,13 @@ def _measure(
             run.resume()
         if isinstance(src, TaskSource):
             requested = cpu_count() if workers is None else workers
+            if worker_limit(requested) < requested:
+                log.warning(
+                    "workers capped at %d (%d per CPU); %d asked for",
+                    worker_limit(requested),
+                    MAX_WORKERS_PER_CPU,
+                    requested,
+                )
             _run_tasks(src, run, worker_limit(requested), strict, DECODERS["pil"])
         elif isinstance(src, BatchSource):
             _run_batches(src, run, dev, batch_size)
@@ -139,6 +149,10 @@ def load_or_compute(
     checkpoint, if any, is removed only once ``out`` is written.
     """
     out = os.fspath(out)
+    target = output_target(out, "stats file")
+    checkpoint = options.get("checkpoint")
+    if checkpoint is not None and output_target(checkpoint, "checkpoint") == target:
+        raise OutputError(f"{out}: the checkpoint and the stats file must be different files")
     src = resolve_source(
         source,
         root=options.get("root", DEFAULTS["root"]),
@@ -148,12 +162,21 @@ def load_or_compute(
     if not force:
         existing = reusable_stats(out, src, options.get("mode") or src.native_mode)
         if existing is not None:
+            if options.get("strict"):
+                _refuse_undecodable(existing, src)
             return existing, True
     stats = _measure(src, **{**_DEFAULT_OPTIONS, **options, "download": False})
     stats.save(out)
     if options.get("checkpoint") is not None:
         remove_checkpoint(os.fspath(options["checkpoint"]))
     return stats, False
+
+
+def _refuse_undecodable(stats: Stats, src: Source) -> None:
+    """Under ``strict``, a reused file fails as its pass would have: at the first undecodable file."""
+    for entry in stats.skipped:
+        if entry["reason"].startswith(UNDECODABLE_REASONS):
+            raise BadImageError(f"{os.path.join(src.where(), entry['path'])}: {entry['reason']}")
 
 
 def reusable_stats(out: str, source: Source, mode: str) -> Stats | None:

@@ -12,13 +12,13 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import OptionError, os_reason
+from .errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULTS: dict[str, Any] = {
     "source": None,
     "root": "data",
-    "split": "train",
+    "split": None,  # train for named datasets; for folders, the whole folder
     "out": None,
     "device": "auto",
     "workers": None,  # the number of CPUs this process may use
@@ -68,12 +68,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML preset; unknown keys and wrong types are errors naming the key and file."""
     path = os.fspath(path)
+    from .files import read_bytes_bounded
+
+    data = read_bytes_bounded(path, "config", error=OptionError)
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as exc:
-        raise OptionError(f"{path}: cannot read config ({os_reason(exc)})") from None
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError, and integers of thousands of digits
         raise OptionError(f"{path}: not valid TOML ({exc})") from None
     config = {}
     for key, value in raw.items():
@@ -87,12 +87,26 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def resolve_options(given: Mapping[str, Any], config_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Each option from ``given`` when set (not None), else from the config file, else DEFAULTS."""
+    """Each option from ``given`` when set (not None), else from the config file, else DEFAULTS.
+
+    ``{split}`` in ``out`` becomes the split. An ``out`` from a config file that does not say
+    ``{split}`` is refused for a split other than the file's, so a preset never writes test
+    statistics over its training file.
+    """
     config = load_config(config_path) if config_path else {}
-    return {
+    opts = {
         name: given[name] if given.get(name) is not None else config.get(name, default)
         for name, default in DEFAULTS.items()
     }
+    out = opts["out"]
+    if out is not None and given.get("out") is None and "{split}" not in out and opts["split"] != config.get("split"):
+        raise OptionError(
+            f"{config_path}: its out '{out}' is for split {config.get('split')!r}, not {opts['split']!r}; "
+            "give -o, or write '{split}' in the preset's out"
+        )
+    if out is not None:
+        opts["out"] = out.replace("{split}", opts["split"] or "all")
+    return opts
 
 
 def check_options(
@@ -123,6 +137,7 @@ def describe_default(name: str) -> str:
     """``[default: ...]`` for the CLI's help, read from :data:`DEFAULTS`."""
     value = DEFAULTS[name]
     shown = {
+        "split": "train for named datasets, the whole folder for folders",
         "workers": "CPU count",
         "batch_size": "~1M pixels on CPU, 32M on CUDA",
         "mode": "the source's native mode",

@@ -54,3 +54,7 @@ def os_reason(exc: BaseException) -> str:
 
 class PrepWarning(UserWarning):
     """Something the user should know about the numbers (skipped files, zero variance, NaN)."""
+
+
+class OutputError(PrepError):
+    """An output path (stats file, checkpoint) cannot be written safely; checked before any work."""

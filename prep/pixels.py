@@ -119,6 +119,18 @@ def check_sixteen_bit_range(values, what: str) -> None:
             )
 
 
+def checked_sixteen_bit(tensor: torch.Tensor) -> torch.Tensor:
+    """An integer tensor other than uint8 as int64, after checking its values lie in 0..65535;
+    other tensors unchanged."""
+    import torch
+
+    if tensor.dtype.is_floating_point or tensor.dtype in (torch.uint8, torch.bool) or tensor.dtype.is_complex:
+        return tensor
+    wide = tensor.to(torch.int64)
+    check_sixteen_bit_range(wide, f"{tensor.dtype} image")
+    return wide
+
+
 def pixel_max_of(dtype: torch.dtype) -> float:
     """The pixel max of a tensor dtype: 255 for uint8, 1 for floats, 65535 for other integers."""
     import torch
@@ -137,9 +149,7 @@ def to_unit_float(tensor: torch.Tensor) -> torch.Tensor:
     import torch
 
     pixel_max = pixel_max_of(tensor.dtype)
-    if not tensor.dtype.is_floating_point and tensor.dtype != torch.uint8:
-        check_sixteen_bit_range(tensor, f"{tensor.dtype} tensor")
-    out = tensor.to(torch.float32)
+    out = checked_sixteen_bit(tensor).to(torch.float32)
     return out if pixel_max == FLOAT_MAX else out / pixel_max
 
 

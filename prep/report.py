@@ -9,8 +9,14 @@ if TYPE_CHECKING:
     from .stats import Stats
 
 
-def format_summary(stats: Stats) -> str:
-    """A human-readable table of a Stats object, ending with the Normalize line to paste."""
+SKIPPED_SHOWN = 10  # skipped files listed by `prep show`; the count says how many more
+
+
+def format_summary(stats: Stats, details: bool = False) -> str:
+    """A human-readable table of a Stats object, ending with the Normalize line to paste.
+
+    ``details`` adds when and by which prep the file was made, and the skipped files.
+    """
     s = stats.summary
     src = stats.source
     names = ["R", "G", "B"] if stats.channels == 3 else ["L"]
@@ -38,6 +44,12 @@ def format_summary(stats: Stats) -> str:
     ]
     if any(s.nonfinite):
         lines.append(row("NaN/inf left out", s.nonfinite, "{:>10d}"))
+    if details:
+        lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")
+        for entry in list(stats.skipped)[:SKIPPED_SHOWN]:
+            lines.append(f"skipped               {entry['path']}: {entry['reason']}")
+        if len(stats.skipped) > SKIPPED_SHOWN:
+            lines.append(f"skipped               ... and {len(stats.skipped) - SKIPPED_SHOWN} more (see the file)")
     lines.append(stats.normalize_line())
     return "\n".join(lines)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary
-from .atomic import write_json_atomic
 from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
+from .files import read_bytes_bounded, write_json_atomic
 from .pixels import CHANNELS, MODES
 
 SCHEMA_VERSION = 1
@@ -192,15 +192,12 @@ def load_stats(
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise StatsFileError(f"{path}: cannot read stats file ({os_reason(exc)})") from None
+        text = read_bytes_bounded(path, "stats file").decode("utf-8")
     except UnicodeDecodeError:
         raise StatsFileError(f"{path}: not a stats file (not UTF-8 text)") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and integers of thousands of digits
         raise StatsFileError(f"{path}: not valid JSON ({exc})") from None
     try:
         stats = _parse(data)
@@ -209,7 +206,7 @@ def load_stats(
     if verify_against is not None:
         from .sources.resolve import resolve_source
 
-        source = resolve_source(verify_against, root=root, split=split or stats.source.get("split") or "train")
+        source = resolve_source(verify_against, root=root, split=split or stats.source.get("split"))
         reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode)
         if reason:
             raise StaleStatsError(f"{path}: stale: {reason}")

@@ -10,12 +10,15 @@ instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,7 @@ from .sources.base import FileChunk
 
 MAX_WORKERS_PER_CPU = 4  # more processes than this per CPU only add memory and start-up time
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: keeps every worker busy, bounds memory
+POLL_SECONDS = 0.1  # how often a wait for a worker checks for Ctrl-C
 
 
 @dataclass
@@ -58,6 +62,9 @@ def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder) -> ChunkResult:
     if histograms:
         result.state.update_histograms(np.array(histograms, np.int64).reshape(-1, CHANNELS[mode], LEVELS))
     return result
+
+
+UNDECODABLE_REASONS = ("cannot read", "cannot decode")  # how every reason of describe_failure starts
 
 
 def describe_failure(exc: Exception) -> str:
@@ -101,32 +108,61 @@ def map_ordered(
     # NumPy for 8-bit files, which is fork-safe.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
     pending: deque[tuple[Any, Future]] = deque()
     source = iter(tasks)
     finished = False
-    try:
-        while True:
-            while len(pending) < workers * IN_FLIGHT_PER_WORKER:
-                task = next(source, None)
-                if task is None:
+    with _deferred_sigint() as interrupted:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+        try:
+            while True:
+                while len(pending) < workers * IN_FLIGHT_PER_WORKER:
+                    task = next(source, None)
+                    if task is None:
+                        break
+                    pending.append((task, pool.submit(fn, task, *args)))
+                if not pending:
                     break
-                pending.append((task, pool.submit(fn, task, *args)))
-            if not pending:
-                break
-            task, future = pending.popleft()
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                held = "; ".join(describe(t) for t in [task, *(t for t, _ in pending)][:workers])
-                raise PrepError(f"a decoding worker died (killed, or out of memory) while reading {held}") from None
-            yield task, result
-        finished = True
+                task, future = pending[0]
+                result = _wait(future, interrupted, [t for t, _ in pending][:workers], describe)
+                pending.popleft()
+                yield task, result
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                _stop(pool)
+
+
+def _wait(future: Future, interrupted: Callable[[], bool], held: list, describe: Callable[[Any], str]) -> Any:
+    """``future``'s result, checking for Ctrl-C every :data:`POLL_SECONDS`; a dead worker is a PrepError."""
+    while True:
+        if interrupted():
+            raise KeyboardInterrupt
+        try:
+            return future.result(timeout=POLL_SECONDS)
+        except FuturesTimeout:
+            continue
+        except BrokenProcessPool:
+            names = "; ".join(describe(t) for t in held)
+            raise PrepError(f"a decoding worker died (killed, or out of memory) while reading {names}") from None
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """Turn Ctrl-C into a flag while the pool starts and runs, so it never lands inside ``fork`` or a
+    lock (where Python would swallow it) and is acted on at the next safe point."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hits: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+    try:
+        yield lambda: bool(hits)
     finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _stop(pool)
+        signal.signal(signal.SIGINT, previous)
+    if hits:
+        raise KeyboardInterrupt
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

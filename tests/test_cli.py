@@ -84,7 +84,9 @@ def test_bad_input_is_one_line_exit_2_no_output(tmp_path, args, message):
 
 def test_bad_option_values_are_usage_errors(tmp_path):
     result = run("stats", "mnist", "--split", "val")
-    assert result.exit_code == 2 and "Invalid value for '--split'" in result.stderr
+    assert result.exit_code == 2 and result.stderr == "prep: error: split must be one of train, test; got 'val'\n"
+    result = run("stats", "sample", "--workers", "-1")
+    assert result.exit_code == 2 and "Invalid value for '--workers'" in result.stderr
     assert run("stats").exit_code == 2
 
 

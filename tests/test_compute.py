@@ -140,8 +140,14 @@ def test_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setattr(urllib.request.OpenerDirector, "open", offline)
-    with pytest.raises(prep.DownloadError, match=f"cannot download mnist into {tmp_path}"):
+    (tmp_path / "mine.txt").write_text("a file of the user's")
+    with pytest.raises(prep.DownloadError, match=f"cannot download mnist into {tmp_path}") as caught:
         prep.compute_stats("mnist", root=tmp_path, download=True)
+    assert "Temporary failure in name resolution" in str(caught.value)  # the cause, not just the first line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # MNIST/raw/ removed, the rest kept
+    with pytest.raises(prep.DownloadError, match="name resolution"):
+        prep.compute_stats("cifar10", root=tmp_path / "new", download=True)
+    assert not (tmp_path / "new").exists()
 
 
 def test_torchvision_dataset_object_equals_the_named_source(tmp_path):

@@ -97,6 +97,8 @@ class DatasetSource(BatchSource):
         import torch
         from PIL import Image
 
+        from ..devices import tensor_view
+
         run: list[torch.Tensor] = []
         run_pixels = 0
         count = 0
@@ -113,8 +115,7 @@ class DatasetSource(BatchSource):
             count += 1
             image = image_of(item)
             if isinstance(image, Image.Image):
-                array, _ = to_array(image, mode)
-                image = torch.from_numpy(array)
+                image = tensor_view(to_array(image, mode)[0])
             elif not _is_tensor(image):
                 raise SourceError(
                     f"{self.name}: item {index} is a {type(image).__name__}, not a PIL image or image tensor"

@@ -87,20 +87,36 @@ def list_images(root: str | os.PathLike) -> FolderListing:
     return listing
 
 
+# subfolder names of each split, in the order they are looked for (ImageFolder's per-split layout)
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+def split_folder(root: str | os.PathLike, split: str) -> Path:
+    """The subfolder of ``root`` that holds ``split`` (``train``, ``val``/``valid``/``validation``, ``test``)."""
+    names = next((names for names in SPLIT_FOLDERS.values() if split in names), (split,))
+    for name in names:
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    present = [n for names in SPLIT_FOLDERS.values() for n in names if (Path(root) / n).is_dir()]
+    found = f"it has {', '.join(present)}" if present else "it has no train/val/test subfolders"
+    raise SourceError(f"{root}: no '{split}' split ({'/'.join(names)} subfolder); {found}")
+
+
 class FolderSource(TaskSource):
-    """A directory of image files, listed on first use."""
+    """A directory of image files, listed on first use; with ``split``, its split subfolder."""
 
     kind = "folder"
 
-    def __init__(self, path: str, kind: str = "folder") -> None:
-        super().__init__(path)
+    def __init__(self, path: str, kind: str = "folder", split: str | None = None) -> None:
+        super().__init__(path, split)
         self.kind = kind
+        self.root = str(split_folder(path, split)) if split else path
         self._listing: FolderListing | None = None
 
     @property
     def listing(self) -> FolderListing:
         if self._listing is None:
-            self._listing = list_images(self.path)
+            self._listing = list_images(self.root)
         return self._listing
 
     def num_images(self) -> int:
@@ -116,7 +132,8 @@ class FolderSource(TaskSource):
         return f"no image files found (looked for {', '.join(IMG_EXTENSIONS)})"
 
     def label(self) -> str:
-        return os.path.basename(os.path.normpath(self.path)) or self.path
+        name = os.path.basename(os.path.normpath(self.path)) or self.path
+        return f"{name} {self.split}" if self.split else name
 
     def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
         reader = FolderReader(str(self.listing.root))

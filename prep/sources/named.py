@@ -7,6 +7,7 @@ source; ``--download`` fetches it through torchvision's own dataset class.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -82,8 +83,31 @@ def download_named(name: str, root: str | os.PathLike, split: str) -> None:
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, PRESETS[name].torchvision_class)
+    root = Path(root)
+    before = set(root.iterdir()) if root.is_dir() else None
     try:
         cls(os.fspath(root), train=(split == "train"), download=True)
     except Exception as exc:  # network errors come in many types (URLError, HTTPError, RuntimeError)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DownloadError(f"cannot download {name} into {root}: {message}") from None
+        _remove_new_entries(root, before)
+        raise DownloadError(f"cannot download {name} into {root}: {_error_text(exc)}") from None
+
+
+def _error_text(exc: BaseException) -> str:
+    """The first line of ``exc`` and, when they differ, the last line of the deepest error in its chain."""
+    chain = [exc]
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and inner not in chain:
+        chain.append(inner)
+    lines = [line.strip() for e in chain for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if lines[-1] == lines[0] else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+def _remove_new_entries(root: Path, before: set[Path] | None) -> None:
+    """Remove what a failed download created: ``root`` itself if it was new, else its new entries."""
+    targets = [root] if before is None else [p for p in (root.iterdir() if root.is_dir() else ()) if p not in before]
+    for path in targets:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

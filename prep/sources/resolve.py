@@ -23,11 +23,17 @@ from .named import PRESETS, open_named
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
 # (does this existing path hold this kind?, open it); the first match wins
-PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[[str], Source]], ...] = (
-    (Path.is_dir, FolderSource),
-    (lambda p: "idx3-ubyte" in p.name, idx_source),
+# (does this existing path hold this kind?, open it with a split or None); the first match wins
+PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[[str, str | None], Source]], ...] = (
+    (Path.is_dir, lambda path, split: FolderSource(path, split=split)),
+    (lambda p: "idx3-ubyte" in p.name, lambda path, split: idx_source(path, split=_no_split(path, split))),
 )
 PATH_KIND_NAMES = "a directory or an *-idx3-ubyte[.gz] file"
+
+
+def _no_split(path: str, split: str | None) -> None:
+    if split:
+        raise SourceError(f"{path}: a single file has no splits; got --split {split}")
 
 
 def dataset_names() -> list[str]:
@@ -35,9 +41,13 @@ def dataset_names() -> list[str]:
 
 
 def resolve_source(
-    source: Any, root: str | os.PathLike = "data", split: str = "train", download: bool = False
+    source: Any, root: str | os.PathLike = "data", split: str | None = None, download: bool = False
 ) -> Source:
-    """Turn a path, a dataset name, a Dataset/iterable or a Source into a :class:`Source`."""
+    """Turn a path, a dataset name, a Dataset/iterable or a Source into a :class:`Source`.
+
+    ``split``: for named datasets ``train`` (the default) or ``test``; for folders, the split
+    subfolder to measure (default: the whole folder); refused for single files.
+    """
     if isinstance(source, Source):
         return source
     if isinstance(source, str | os.PathLike):
@@ -46,13 +56,13 @@ def resolve_source(
         if path.exists():
             for matches, opener in PATH_KINDS:
                 if matches(path):
-                    return opener(text)
+                    return opener(text, split)
             raise SourceError(f"{text}: not {PATH_KIND_NAMES}")
         name = text.lower()
         if name == "sample":
             return FolderSource(str(SAMPLE_DIR), kind="sample")
         if name in PRESETS:
-            return open_named(name, root, split, download=download)
+            return open_named(name, root, split or "train", download=download)
         raise SourceError(
             f"{text}: no such file or directory, and not a dataset name "
             f"({', '.join(dataset_names())}){_did_you_mean(name)}"

@@ -1,0 +1,117 @@
+"""prep's own files (stats files, checkpoints, config presets): read within bounds, written atomically.
+
+Writes go to a temporary file in the target's directory, are flushed to disk, then renamed over
+the target, so a reader (or a kill at any moment) sees the old file or the new one, never half of
+either. A target that is a symlink is followed: the file it points to is replaced and the link
+kept. A new file gets the mode the umask allows (``0666 & ~umask``), a replaced one keeps its
+mode. A target that exists and is not a regular file (directory, device, FIFO, socket) is refused
+before anything is written; so is a read of such a file, or of one larger than
+:data:`MAX_READ_BYTES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError, StatsFileError, os_reason
+
+MAX_READ_BYTES = 256 * 1024 * 1024  # stats files and checkpoints are KB to a few MB; configs less
+log = logging.getLogger("prep")
+
+
+def output_target(path: str | os.PathLike, what: str = "output") -> Path:
+    """The regular file a write to ``path`` replaces (symlinks followed), checked before any work.
+
+    Raises :class:`OutputError` when ``path`` exists but is not a regular file, or when its
+    directory does not exist or cannot be written.
+    """
+    text = os.fspath(path)
+    target = Path(os.path.realpath(text))
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputError(f"{text}: cannot use as {what} ({os_reason(exc)})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{text}: exists and is not a regular file; refusing to replace it with the {what}")
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"{text}: cannot write the {what}: directory {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{text}: cannot write the {what}: directory {folder} is not writable")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside the target, fsync it, then rename it over the target."""
+    target = output_target(path)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    if old is not None and old.st_nlink > 1:
+        log.warning("%s has %d hard links; the new file replaces this name only", os.fspath(path), old.st_nlink)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def read_bytes_bounded(path: str | os.PathLike, what: str, error: type[Exception] = StatsFileError) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_READ_BYTES`; FIFOs and devices never block."""
+    text = os.fspath(path)
+    try:
+        fd = os.open(text, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise error(f"{text}: cannot read {what} ({os_reason(exc)})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{text}: cannot read {what} (not a regular file)")
+        if st.st_size > MAX_READ_BYTES:
+            raise error(f"{text}: cannot read {what} (larger than {MAX_READ_BYTES // 2**20} MiB)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_READ_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{text}: cannot read {what} ({os_reason(exc)})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_READ_BYTES:
+        raise error(f"{text}: cannot read {what} (larger than {MAX_READ_BYTES // 2**20} MiB)")
+    return data

@@ -1,0 +1,202 @@
+"""What -o, --checkpoint and prep show are given is never damaged, never hangs, and never loses a finished pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import prep
+from common import good_images, run
+from prep.errors import StatsFileError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    good_images(tmp_path / "imgs", 4)
+    return tmp_path / "imgs"
+
+
+def test_a_symlinked_output_updates_its_target_and_keeps_the_link(tmp_path, folder):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert run("stats", folder, "-o", link, "-q", "--workers", 0).exit_code == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert prep.load_stats(target).images == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+@pytest.mark.parametrize("option", ["-o", "--checkpoint"])
+def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tmp_path, folder, kind, option):
+    path = tmp_path / "thing"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = "/dev/null"
+    args = ["stats", folder, option, path, "--workers", 0] + (["-o", tmp_path / "o.json"] if option != "-o" else [])
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "is not a regular file; refusing to replace it" in result.stderr
+    assert os.path.exists(path) and not os.path.isfile(path) and not (tmp_path / "o.json").exists()
+
+
+def test_an_unwritable_output_fails_before_the_pass_and_keeps_the_checkpoint(tmp_path, folder, monkeypatch):
+    ck = tmp_path / "ck.json"
+    calls = []
+    import prep.compute as compute
+
+    monkeypatch.setattr(compute, "_run_tasks", lambda *a: calls.append(a))
+    result = run("stats", folder, "-o", tmp_path / "missing" / "out.json", "--checkpoint", ck)
+    assert result.exit_code == 2 and "directory" in result.stderr and "does not exist" in result.stderr
+    assert calls == []  # refused before any image was read
+
+
+def test_the_checkpoint_is_removed_only_after_the_output_is_written(tmp_path, folder, monkeypatch):
+    ck, out = tmp_path / "ck.json", tmp_path / "out.json"
+
+    def failing_save(self, path):
+        raise prep.PrepError(f"{path}: cannot write stats file (disk full)")
+
+    monkeypatch.setattr(prep.Stats, "save", failing_save)
+    result = run("stats", folder, "-o", out, "--checkpoint", ck, "--checkpoint-every", 1, "--workers", 0)
+    assert result.exit_code == 2 and "disk full" in result.stderr
+    assert json.loads(ck.read_text())["position"] == 4  # the finished pass can be resumed, not redone
+
+
+def test_the_same_path_for_checkpoint_and_output_is_refused(tmp_path, folder):
+    result = run("stats", folder, "-o", tmp_path / "x.json", "--checkpoint", tmp_path / "x.json")
+    assert result.exit_code == 2 and "must be different files" in result.stderr
+
+
+def test_show_refuses_devices_fifos_and_huge_files_without_blocking(tmp_path, monkeypatch):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(fifo=run("show", fifo)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "prep show blocked on a FIFO"
+    assert results["fifo"].exit_code == 2 and "not a regular file" in results["fifo"].stderr
+    assert "not a regular file" in run("show", "/dev/zero").stderr
+    import prep.files
+
+    monkeypatch.setattr(prep.files, "MAX_READ_BYTES", 10)
+    big = tmp_path / "big.json"
+    big.write_text("{" + " " * 100 + "}")
+    result = run("show", big)
+    assert result.exit_code == 2 and "larger than" in result.stderr
+
+
+def test_strict_fails_on_a_reused_file_that_lists_undecodable_images(tmp_path, folder):
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out.json"
+    assert run("stats", folder, "-o", out, "--workers", 0).exit_code == 0
+    again = run("stats", folder, "-o", out, "--strict", "--workers", 0)
+    assert again.exit_code == 1 and f"{folder}/broken.jpg: cannot decode" in again.stderr
+
+
+@pytest.mark.parametrize("position", [0, True, 99, -1, "3"])
+def test_an_edited_checkpoint_position_is_refused(tmp_path, folder, position, monkeypatch):
+    import prep.compute as compute
+
+    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
+    ck = tmp_path / "ck.json"
+
+    class Stop(Exception):
+        pass
+
+    real = compute.reduce_chunk
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Stop
+        return real(*args)
+
+    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    with pytest.raises(Stop):
+        prep.compute_stats(folder, workers=0, checkpoint=ck, checkpoint_every=1)
+    monkeypatch.setattr(compute, "reduce_chunk", real)
+    data = json.loads(ck.read_text())
+    assert data["position"] == 2 and data["state"]["images"] == 2
+    data["position"] = position
+    ck.write_text(json.dumps(data))
+    with pytest.raises(StatsFileError, match="checkpoint field 'position'"):
+        prep.compute_stats(folder, workers=0, checkpoint=ck, resume=True)
+
+
+def test_a_killed_worker_ends_the_run_with_an_error_naming_its_files(tmp_path):
+    folder = tmp_path / "many"
+    good_images(folder, 40)
+    script = (
+        "import os, signal, prep, prep.decode as d\n"
+        "real = d.PILDecoder.__call__\n"
+        "def dying(self, fp, mode):\n"
+        "    if fp.name.endswith('good7.png'): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(self, fp, mode)\n"
+        "d.PILDecoder.__call__ = dying\n"
+        "from prep.cli import main\n"
+        f"main(['stats', {str(folder)!r}, '--workers', '2', '-q'])\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2, proc.stderr
+    assert "a decoding worker died" in proc.stderr and "good" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_too_many_workers_are_capped_with_a_warning(tmp_path, folder):
+    result = run("stats", folder, "--workers", 10_000)
+    assert result.exit_code == 0 and "workers capped at" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.int64, torch.uint16])
+def test_integer_tensors_are_measured_and_transformed_by_one_rule(dtype):
+    values = torch.from_numpy(np.random.default_rng(2).integers(0, 30000, (2, 1, 6, 5))).to(dtype)
+    stats = prep.compute_stats(list(values))
+    assert stats.pixel_max == 65535
+    out = torch.stack([stats.normalize()(v) for v in values]).double()
+    assert abs(out.mean().item()) < 1e-5 and abs(out.std(correction=0).item() - 1) < 1e-5
+    with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+        stats.normalize()(torch.full((1, 2, 2), -5, dtype=torch.int32))
+    with pytest.raises(TypeError, match="bool"):
+        prep.compute_stats([torch.ones(1, 2, 2, dtype=torch.bool)])
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def test_ctrl_c_never_leaves_a_traceback_when_workers_are_signalled(tmp_path):
+    folder = tmp_path / "many"
+    good_images(folder, 300)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prep", "stats", str(folder), "--workers", "2", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the decoding workers run
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130) and "Traceback" not in err
