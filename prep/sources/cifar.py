@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import SourceError, os_reason
 from .arrays import ArraySource
+from .idx import open_regular_file
 
 SIDE = 32
 CHANNELS = 3
@@ -35,41 +36,74 @@ CIFAR10_LAYOUT = CifarLayout(
 )
 CIFAR100_LAYOUT = CifarLayout("cifar-100-python", {"train": ("train",), "test": ("test",)})
 
+# What NumPy's own pickles of arrays and scalars call, protocols 0 to 5, NumPy 1 and 2 names:
+# _reconstruct (protocols 0 to 4), _frombuffer (protocol 5), _codecs.encode (bytes before protocol 3).
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 }
+_MAX_KEYS_SHOWN = 20
+
+
+def _printable(text: str) -> str:
+    """``text`` with newlines and other unprintable characters escaped, so a message stays one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _key_text(key: object) -> str:
+    """A dict key as a message shows it: ``str`` and UTF-8 ``bytes`` plainly, anything else by ``repr``."""
+    if isinstance(key, bytes):
+        text = key.decode("utf-8", "backslashreplace")
+    elif isinstance(key, str):
+        text = key
+    else:
+        return _printable(repr(key))[:60]
+    return text[:60] if text.isprintable() else _printable(repr(key))[:60]
+
+
+def _keys_text(entry: dict) -> str:
+    keys = sorted(_key_text(k) for k in entry)
+    more = f", ... ({len(keys) - _MAX_KEYS_SHOWN} more)" if len(keys) > _MAX_KEYS_SHOWN else ""
+    return ", ".join(keys[:_MAX_KEYS_SHOWN]) + more if keys else "none"
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing to load {_printable(module)}.{_printable(name)}")
+        # the NumPy 2 name first (numpy.core.* warns there), the NumPy 1 name where numpy._core is missing
+        legacy = module.replace("numpy._core.", "numpy.core.", 1)
+        try:
+            return super().find_class(legacy.replace("numpy.core.", "numpy._core.", 1), name)
+        except (ImportError, AttributeError):
+            return super().find_class(legacy, name)
 
 
 def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
     """Read one CIFAR batch pickle as uint8 images ``(N, 3, 32, 32)``; ``SourceError`` names the file."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
+    with open_regular_file(path, "CIFAR batch") as f:
+        try:
             entry = _ArrayUnpickler(f, encoding="bytes").load()
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read CIFAR batch ({os_reason(exc)})") from None
-    except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
-        raise SourceError(f"{path}: not a CIFAR python pickle ({type(exc).__name__}: {exc})") from None
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read CIFAR batch ({os_reason(exc)})") from None
+        except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
+            reason = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
     if not isinstance(entry, dict):
-        raise SourceError(f"{path}: expected a pickled dict with a 'data' entry")
+        raise SourceError(f"{path}: expected a pickled dict with a 'data' entry; got {type(entry).__name__}")
     data = entry.get(b"data", entry.get("data"))
     if data is None:
-        keys = ", ".join(sorted(k.decode() if isinstance(k, bytes) else str(k) for k in entry))
-        raise SourceError(f"{path}: no 'data' entry (keys: {keys or 'none'})")
-    data = np.asarray(data)
+        raise SourceError(f"{path}: no 'data' entry (keys: {_keys_text(entry)})")
+    if not isinstance(data, np.ndarray):
+        raise SourceError(f"{path}: 'data' must be a uint8 array of shape (N, 3072); got {type(data).__name__}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CHANNELS * SIDE * SIDE:
         raise SourceError(f"{path}: 'data' must be uint8 of shape (N, 3072); got {data.dtype} {data.shape}")
     return data.reshape(-1, CHANNELS, SIDE, SIDE)
