@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import StatsFileError
-from .pixels import EIGHT_BIT_MAX, LEVELS, checked_sixteen_bit, pixel_max_of
+from .pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
 
 if TYPE_CHECKING:
     import torch
@@ -147,10 +147,13 @@ class ChannelMoments:
             return self
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
             n, total, total_sq, vmin, vmax = uint8_image_sums(batch, self._workspace)
-            return self._fold_eight_bit(n, total, total_sq, vmin, vmax)
+            return self._fold_integers(n, total, total_sq, vmin, vmax)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         if pixel_max is None:
             batch = checked_sixteen_bit(batch)
+        if not batch.dtype.is_floating_point and scale == SIXTEEN_BIT_MAX:  # 16-bit: exact integer sums
+            self._fold_integers(*_integer_image_sums(batch), scale=SIXTEEN_BIT_MAX)
+            return self
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
@@ -177,11 +180,15 @@ class ChannelMoments:
         present = hist.sum(0) > 0
         vmin = np.where(present.any(1), present.argmax(1), LEVELS)
         vmax = np.where(present.any(1), LEVELS - 1 - present[:, ::-1].argmax(1), -1)
-        return self._fold_eight_bit(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax)
+        return self._fold_integers(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax)
 
-    def _fold_eight_bit(self, n_img, s_img, q_img, vmin, vmax) -> ChannelMoments:
-        """Fold in 8-bit images from exact per-image ``(N, C)`` pixel counts, sums and sums of
-        squares of raw values, and the batch's raw per-channel min/max (256/-1 when empty)."""
+    def _fold_integers(self, n_img, s_img, q_img, vmin, vmax, scale: int = EIGHT_BIT_MAX) -> ChannelMoments:
+        """Fold in integer images from exact per-image ``(N, C)`` pixel counts, sums and sums of
+        squares of raw values, and the batch's raw per-channel min/max (empty: above/below any value).
+
+        The batch's mean and m2 come from its exact integer totals, each rounded once, so constant
+        data has m2 exactly 0. The exact totals are kept in the state for 8-bit data (``scale`` 255).
+        """
         n_img = np.asarray(n_img, np.int64)
         s_img = np.asarray(s_img).astype(np.int64)
         q_img = np.asarray(q_img).astype(np.int64)
@@ -191,22 +198,24 @@ class ChannelMoments:
             var_img = (n_img * q_img - s_img * s_img) / (nf * nf)
         else:  # images of many megapixels: float64 is accurate enough for a per-image diagnostic
             var_img = np.maximum(q_img / nf - (s_img / nf) ** 2, 0.0)
-        self._count_images(n_img.shape[0], np.sqrt(var_img) / EIGHT_BIT_MAX, valid)
+        self._count_images(n_img.shape[0], np.sqrt(var_img) / scale, valid)
         counts = [int(v) for v in n_img.sum(0)]
-        totals = [int(v) for v in s_img.sum(0)]
-        totals_sq = [int(v) for v in q_img.sum(0)]
-        n, mean, m2 = _exact_moments(counts, totals, totals_sq)
+        totals = [sum(int(v) for v in column) for column in s_img.T]  # Python ints: no overflow
+        totals_sq = [sum(int(v) for v in column) for column in q_img.T]
+        n, mean, m2 = _exact_moments(counts, totals, totals_sq, scale)
         self._fold(
             n,
             mean,
             m2,
-            np.where(n > 0, np.asarray(vmin) / EIGHT_BIT_MAX, np.inf),
-            np.where(n > 0, np.asarray(vmax) / EIGHT_BIT_MAX, -np.inf),
+            np.where(n > 0, np.asarray(vmin) / scale, np.inf),
+            np.where(n > 0, np.asarray(vmax) / scale, -np.inf),
         )
-        if self.exact_sum is not None:
+        if scale != EIGHT_BIT_MAX:
+            self.exact_sum = self.exact_sumsq = None
+        elif self.exact_sum is not None:
             self.exact_sum = [a + b for a, b in zip(self.exact_sum, totals)]
             self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
-        self.pixel_max = max(self.pixel_max, float(EIGHT_BIT_MAX))
+        self.pixel_max = max(self.pixel_max, float(scale))
         return self
 
     def _fold(self, n_b, mean_b, m2_b, min_b, max_b) -> None:
@@ -441,16 +450,34 @@ def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method:
     )
 
 
-def _exact_moments(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and m2 per channel in unit scale from exact 8-bit sums, each rounded once.
+def _exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and m2 per channel in unit scale from exact integer sums, each rounded once.
 
-    ``mean = S / (255 n)`` and ``m2 = (n Q - S**2) / (255**2 n)``: Python integer arithmetic is
+    ``mean = S / (scale n)`` and ``m2 = (n Q - S**2) / (scale**2 n)``: Python integer arithmetic is
     exact at any size and ``int / int`` is correctly rounded.
     """
-    scale = EIGHT_BIT_MAX
     means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
     m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
     return np.array(counts, np.int64), np.array(means), np.array(m2s)
+
+
+def _integer_image_sums(batch: torch.Tensor):
+    """Per-image ``(N, C)`` counts and exact int64 sums and sums of squares of a 16-bit batch (values
+    0..65535: a sum of squares is exact up to 2**33 pixels per image), and per-channel min/max."""
+    import torch
+
+    n, c = batch.shape[:2]
+    x = batch.reshape(n, c, -1).to(torch.int64)
+    pixels = x.shape[-1]
+    vmin = x.amin(dim=(0, 2)) if pixels else torch.full((c,), SIXTEEN_BIT_MAX + 1)
+    vmax = x.amax(dim=(0, 2)) if pixels else torch.full((c,), -1)
+    return (
+        np.full((n, c), pixels, np.int64),
+        x.sum(-1).cpu().numpy(),
+        (x * x).sum(-1).cpu().numpy(),
+        vmin.cpu().numpy(),
+        vmax.cpu().numpy(),
+    )
 
 
 def _exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+import prep
 from common import assert_close, exact_stats, reference_stats
 from prep.accumulator import ChannelMoments, uint8_image_sums
 from prep.errors import StatsFileError
@@ -186,3 +188,18 @@ def test_merging_with_an_empty_state_is_the_identity(batches):
         acc.update(torch.tensor(b, dtype=torch.uint8).view(1, 1, 1, -1))
     assert acc.merge(ChannelMoments(1)) == acc
     assert ChannelMoments(1).merge(acc) == acc
+
+
+def test_sixteen_bit_data_is_reduced_from_exact_integer_sums():
+    constant = [Image.fromarray(np.full((5, 7), 1800, np.uint16)), Image.fromarray(np.full((3, 4), 1800, np.uint16))]
+    with pytest.warns(prep.PrepWarning, match="zero variance"):
+        stats = prep.compute_stats(constant)
+    assert stats.std == (0.0,) and stats.mean == (1800 / 65535,)
+    with pytest.raises(prep.DegenerateStatsError):
+        stats.normalize()
+    values = np.random.default_rng(12).integers(0, 65536, (3, 9, 11)).astype(np.uint16)
+    got = prep.compute_stats([Image.fromarray(v) for v in values], mode="L")
+    x = [int(v) for v in values.ravel()]
+    n, s, q = len(x), sum(x), sum(v * v for v in x)
+    assert got.mean == (s / (n * 65535),)  # the exact fraction, rounded once
+    assert got.std[0] == pytest.approx(((n * q - s * s) / (n * n * 65535**2)) ** 0.5, rel=1e-15)
