@@ -172,7 +172,7 @@ class Stats:
             old, new = self.fingerprint, fingerprint
             if old.get("files") != new.get("files"):
                 return f"data changed ({old.get('files')} -> {new.get('files')} files)"
-            return "data changed (file sizes or modification times differ)"
+            return "data changed (contents, sizes or modification times differ)"
         return None
 
 

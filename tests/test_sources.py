@@ -10,6 +10,7 @@ import pytest
 import torchvision
 from PIL import Image
 
+import prep
 from common import make_cifar10, make_cifar100, make_mnist, source_arrays, torchvision_cifar
 from prep.errors import SourceError
 from prep.sources import resolve_source
@@ -146,3 +147,28 @@ def test_unknown_name_and_missing_split(tmp_path):
 def test_sample_is_shipped_with_the_package():
     src = resolve_source("sample")
     assert isinstance(src, FolderSource) and src.num_images() == 24
+
+
+def test_mnist_plain_and_gz_of_the_same_pixels_have_one_fingerprint(tmp_path):
+    make_mnist(tmp_path / "gz", gz=True)
+    raw = tmp_path / "gz" / "MNIST" / "raw"
+    stats = prep.compute_stats("mnist", root=tmp_path / "gz")
+    with gzip.open(raw / "train-images-idx3-ubyte.gz") as f:  # gunzip -k: torchvision needs the plain file
+        (raw / "train-images-idx3-ubyte").write_bytes(f.read())
+    saved = tmp_path / "s.json"
+    stats.save(saved)
+    prep.load_stats(saved, verify_against="mnist", root=tmp_path / "gz")  # same pixels: not stale
+    (raw / "train-images-idx3-ubyte.gz").unlink()
+    prep.load_stats(saved, verify_against="mnist", root=tmp_path / "gz")
+    images = np.frombuffer((raw / "train-images-idx3-ubyte").read_bytes()[16:], np.uint8).copy()
+    images[123] ^= 1  # one pixel changed
+    (raw / "train-images-idx3-ubyte").write_bytes(
+        (raw / "train-images-idx3-ubyte").read_bytes()[:16] + images.tobytes()
+    )
+    with pytest.raises(prep.StaleStatsError, match="data changed"):
+        prep.load_stats(saved, verify_against="mnist", root=tmp_path / "gz")
+
+
+def test_cifar_sources_know_their_image_count_for_the_progress_bar(tmp_path):
+    make_cifar10(tmp_path, per_batch=7)
+    assert resolve_source("cifar10", root=tmp_path).num_images() == 35

@@ -1,11 +1,14 @@
 """Sources stored as uint8 image arrays ``(N, C, H, W)`` in files: idx files and CIFAR pickles.
 
 Files are read one at a time when iteration reaches them and released after, so memory holds
-one file; batches are zero-copy views of it.
+one file; batches are zero-copy views of it. The fingerprint is a hash of the decoded images
+(shape and bytes), not of the files, so the same pixels stored plain or gzip-compressed (MNIST's
+``.gz`` and the extracted file torchvision needs) are the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -14,7 +17,6 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import BatchSource
-from .fingerprint import fingerprint_files
 
 if TYPE_CHECKING:
     import torch
@@ -45,18 +47,36 @@ class ArraySource(BatchSource):
         self.native_mode = native_mode
         self._reader = reader
         self._counter = counter
+        self._scan: tuple[int, dict] | None = None
 
     def read(self, name: str) -> np.ndarray:
         array = self._reader(os.path.join(self.root, name))
         return array[:, None] if array.ndim == 3 else array
 
-    def num_images(self) -> int | None:
-        if self._counter is None:
-            return None
-        return sum(self._counter(os.path.join(self.root, f)) for f in self.files)
+    def num_images(self) -> int:
+        if self._counter is not None:
+            return sum(self._counter(os.path.join(self.root, f)) for f in self.files)
+        return self._content()[0]
 
     def fingerprint(self) -> dict:
-        return fingerprint_files(self.root, self.files)
+        """``{"files", "bytes", "sha256"}`` of the decoded images: file count, image bytes, and a
+        SHA-256 of each file's array shape and bytes in order."""
+        return self._content()[1]
+
+    def _content(self) -> tuple[int, dict]:
+        """One read of every file (cached): the image count and the content fingerprint."""
+        if self._scan is None:
+            digest = hashlib.sha256()
+            images = size = 0
+            for name in self.files:
+                array = np.ascontiguousarray(self.read(name))
+                digest.update(repr(array.shape).encode())
+                digest.update(memoryview(array).cast("B"))
+                images += len(array)
+                size += array.nbytes
+                del array
+            self._scan = images, {"files": len(self.files), "bytes": size, "sha256": digest.hexdigest()}
+        return self._scan
 
     def iter_batches(
         self, start: int, mode: str, pixels_per_batch: int, batch_size: int | None = None
