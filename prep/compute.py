@@ -201,12 +201,20 @@ class _Pass:
     def __init__(self, source: Source, mode: str, checkpoint: str | None, checkpoint_every: int) -> None:
         self.source = source
         self.mode = mode
-        self.fingerprint = source.fingerprint()
         self.progress = Progress(ChannelMoments(CHANNELS[mode]))
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.bar: Any = None
+        self._fingerprint: dict | None = None
         self._last_saved = 0
+
+    @property
+    def fingerprint(self) -> dict | None:
+        """The source's fingerprint; array sources make it while they are read, so ask after the pass
+        (or before it when a checkpoint needs it: then it costs an extra read)."""
+        if self._fingerprint is None:
+            self._fingerprint = self.source.fingerprint()
+        return self._fingerprint
 
     def identity(self) -> dict[str, Any]:
         return {"source": self.source.describe(), "fingerprint": self.fingerprint, "options": {"mode": self.mode}}

@@ -169,6 +169,10 @@ def test_mnist_plain_and_gz_of_the_same_pixels_have_one_fingerprint(tmp_path):
         prep.load_stats(saved, verify_against="mnist", root=tmp_path / "gz")
 
 
-def test_cifar_sources_know_their_image_count_for_the_progress_bar(tmp_path):
+def test_array_fingerprints_made_during_the_pass_equal_a_separate_read(tmp_path):
     make_cifar10(tmp_path, per_batch=7)
-    assert resolve_source("cifar10", root=tmp_path).num_images() == 35
+    during = prep.compute_stats("cifar10", root=tmp_path).fingerprint  # hashed as the pass read the files
+    separate = resolve_source("cifar10", root=tmp_path)
+    assert separate.num_images() is None  # CIFAR pickles do not say their size without being read
+    assert separate.fingerprint() == during and during["bytes"] == 35 * 3072
+    assert separate.num_images() == 35

@@ -53,10 +53,11 @@ class ArraySource(BatchSource):
         array = self._reader(os.path.join(self.root, name))
         return array[:, None] if array.ndim == 3 else array
 
-    def num_images(self) -> int:
+    def num_images(self) -> int | None:
+        """From the file headers (idx), or once the data has been read (CIFAR), else None."""
         if self._counter is not None:
             return sum(self._counter(os.path.join(self.root, f)) for f in self.files)
-        return self._content()[0]
+        return None if self._scan is None else self._scan[0]
 
     def fingerprint(self) -> dict:
         """``{"files", "bytes", "sha256"}`` of the decoded images: file count, image bytes, and a
@@ -64,18 +65,12 @@ class ArraySource(BatchSource):
         return self._content()[1]
 
     def _content(self) -> tuple[int, dict]:
-        """One read of every file (cached): the image count and the content fingerprint."""
+        """The image count and the content fingerprint, from a pass from the start or one read (cached)."""
         if self._scan is None:
-            digest = hashlib.sha256()
-            images = size = 0
+            hasher = _ContentHash()
             for name in self.files:
-                array = np.ascontiguousarray(self.read(name))
-                digest.update(repr(array.shape).encode())
-                digest.update(memoryview(array).cast("B"))
-                images += len(array)
-                size += array.nbytes
-                del array
-            self._scan = images, {"files": len(self.files), "bytes": size, "sha256": digest.hexdigest()}
+                hasher.add(self.read(name))
+            self._scan = hasher.result(len(self.files))
         return self._scan
 
     def iter_batches(
@@ -84,8 +79,11 @@ class ArraySource(BatchSource):
         from ..devices import tensor_view
 
         offset = 0
+        hasher = _ContentHash() if start == 0 and self._scan is None else None  # the pass reads it all anyway
         for name in self.files:
             array = self.read(name)
+            if hasher is not None:
+                hasher.add(array)
             size = batch_size or max(1, pixels_per_batch // max(1, int(np.prod(array.shape[1:]))))
             for i in range(max(start - offset, 0), len(array), size):
                 batch = tensor_view(array[i : i + size])
@@ -94,3 +92,23 @@ class ArraySource(BatchSource):
             del array
         if offset == 0:
             raise SourceError(f"{self.path}: {self.empty_message()}")
+        if hasher is not None:
+            self._scan = hasher.result(len(self.files))
+
+
+class _ContentHash:
+    """SHA-256 of arrays' shapes and bytes, in order, with the image and byte counts."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.images = self.size = 0
+
+    def add(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        self.digest.update(repr(array.shape).encode())
+        self.digest.update(memoryview(array).cast("B"))
+        self.images += len(array)
+        self.size += array.nbytes
+
+    def result(self, files: int) -> tuple[int, dict]:
+        return self.images, {"files": files, "bytes": self.size, "sha256": self.digest.hexdigest()}
