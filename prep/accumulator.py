@@ -200,8 +200,7 @@ class ChannelMoments:
             var_img = np.maximum(q_img / nf - (s_img / nf) ** 2, 0.0)
         self._count_images(n_img.shape[0], np.sqrt(var_img) / scale, valid)
         counts = [int(v) for v in n_img.sum(0)]
-        totals = [sum(int(v) for v in column) for column in s_img.T]  # Python ints: no overflow
-        totals_sq = [sum(int(v) for v in column) for column in q_img.T]
+        totals, totals_sq = _column_totals(s_img), _column_totals(q_img)
         n, mean, m2 = _exact_moments(counts, totals, totals_sq, scale)
         self._fold(
             n,
@@ -459,6 +458,13 @@ def _exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, n
     means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
     m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
     return np.array(counts, np.int64), np.array(means), np.array(m2s)
+
+
+def _column_totals(values: np.ndarray) -> list[int]:
+    """Exact per-column totals of non-negative int64 ``(N, C)`` values as Python ints."""
+    if values.size == 0 or int(values.max()) < 2**63 // max(1, len(values)):  # int64 cannot overflow
+        return [int(v) for v in values.sum(0)]
+    return [sum(int(v) for v in column) for column in values.T]
 
 
 def _integer_image_sums(batch: torch.Tensor):
