@@ -140,6 +140,5 @@ def describe_default(name: str) -> str:
         "split": "train for named datasets, the whole folder for folders",
         "workers": "CPU count",
         "batch_size": "~1M pixels on CPU, 32M on CUDA",
-        "mode": "the source's native mode",
     }.get(name, value)
     return f"[default: {shown}]"

@@ -43,15 +43,13 @@ def slow_mnist(tmp_path):
     return tmp_path
 
 
-def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
-    out = tmp_path / "out.json"
-    out.write_text("previous contents")
-    ck = tmp_path / "ck.json"
-    proc = _prep(
+def _slow_run(root, out, ck, every: int) -> list:
+    """``prep stats mnist`` over ``root`` in batches of 5, checkpointing every ``every`` images."""
+    return [
         "stats",
         "mnist",
         "--root",
-        slow_mnist,
+        root,
         "-o",
         out,
         "--batch-size",
@@ -59,8 +57,15 @@ def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
         "--checkpoint",
         ck,
         "--checkpoint-every",
-        1000,
-    )
+        every,
+    ]
+
+
+def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("previous contents")
+    ck = tmp_path / "ck.json"
+    proc = _prep(*_slow_run(slow_mnist, out, ck, every=1000))
     _wait_for(ck.exists)  # mid-run
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -76,21 +81,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path
     previous = prep.compute_stats("mnist", root=slow_mnist, split="test")
     previous.save(out)
     before = out.read_bytes()
-    args = [
-        "stats",
-        "mnist",
-        "--root",
-        slow_mnist,
-        "-o",
-        out,
-        "--force",
-        "--batch-size",
-        5,
-        "--checkpoint",
-        ck,
-        "--checkpoint-every",
-        2000,
-    ]
+    args = [*_slow_run(slow_mnist, out, ck, every=2000), "--force"]
     proc = _prep(*args)
     _wait_for(lambda: ck.exists() and json.loads(ck.read_text())["position"] >= 4000)
     proc.kill()
