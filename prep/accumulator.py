@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import torch
 
 STATE_VERSION = 1
+SLICE_ELEMENTS = 1 << 20  # values reduced at a time: bounds the scratch memory of any image size
 EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
 _LEVEL_POWERS = np.stack([np.arange(LEVELS, dtype=np.float64), np.arange(LEVELS, dtype=np.float64) ** 2], axis=1)
 
@@ -145,6 +146,9 @@ class ChannelMoments:
             raise ValueError(f"expected a batch (N, {self.channels}, H, W); got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
             return self
+        if batch.shape[1] > 1 and batch.stride(1) == 0:  # one channel broadcast (grey measured as RGB)
+            part = ChannelMoments(1).update(batch[:, :1], pixel_max)
+            return self._absorb(self.merge(part.repeated(self.channels)))
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
             n, total, total_sq, vmin, vmax = uint8_image_sums(batch, self._workspace)
             return self._fold_integers(n, total, total_sq, vmin, vmax)
@@ -162,10 +166,14 @@ class ChannelMoments:
         return self
 
     def update_image(self, array: np.ndarray, pixel_max: float) -> ChannelMoments:
-        """Fold in one image ``(C, H, W)`` held in NumPy, on the CPU."""
+        """Fold in one image ``(C, H, W)`` held in NumPy, on the CPU; a 1-channel image is read
+        as the same grey in every channel (reduced once, never copied per channel)."""
         import torch
 
-        return self.update(torch.from_numpy(np.require(array, requirements=["C", "W"])), pixel_max)
+        image = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+        if image.ndim == 3 and image.shape[0] == 1 and self.channels > 1:
+            image = image.expand(self.channels, *image.shape[1:])
+        return self.update(image, pixel_max)
 
     def update_histograms(self, hist: np.ndarray) -> ChannelMoments:
         """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts."""
@@ -285,6 +293,24 @@ class ChannelMoments:
 
     def copy(self) -> ChannelMoments:
         return ChannelMoments.from_state_dict(self.state_dict())
+
+    def repeated(self, channels: int) -> ChannelMoments:
+        """A 1-channel state as the state of ``channels`` identical channels (grey read as RGB)."""
+        if self.channels != 1:
+            raise ValueError(f"only a 1-channel state can be repeated; this one has {self.channels}")
+        out = ChannelMoments(channels)
+        for f in STATE_FIELDS:
+            value = getattr(self, f.name)
+            if f.per_channel and value is not None:
+                value = value * channels if f.kind == "exact" else np.repeat(value, channels)
+            setattr(out, f.name, value)
+        return out
+
+    def _absorb(self, other: ChannelMoments) -> ChannelMoments:
+        """Take ``other``'s state as this one's (an in-place ``merge``); returns ``self``."""
+        for f in STATE_FIELDS:
+            setattr(self, f.name, getattr(other, f.name))
+        return self
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> ChannelSummary:
@@ -412,32 +438,40 @@ def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method:
     groups of at most 256, where every product and partial sum is an integer below 2**24 and
     therefore exact in any summation order; the float32 buffers are reused from ``workspace``
     across batches. ``method="float64"`` (CUDA's choice) sums in float64, exact while a sum
-    stays below 2**53. Both are plain torch code, so the CPU tests run each of them.
+    stays below 2**53. Both are plain torch code, so the CPU tests run each of them. Large
+    images are reduced :data:`SLICE_ELEMENTS` values at a time.
     """
     import torch
 
+    if method not in ("auto", "float32-groups", "float64"):
+        raise ValueError(f"method must be auto, float32-groups or float64; got {method!r}")
     n, c = batch.shape[:2]
     rows = batch.reshape(n * c, -1)
     pixels = rows.shape[1]
-    group = next((g for g in range(min(EXACT_GROUP, pixels), 0, -1) if pixels % g == 0), 1)
-    if method == "auto":
-        method = "float32-groups" if batch.device.type == "cpu" and group >= 16 else "float64"
-    if method == "float32-groups":
-        size = rows.numel()
-        workspace = {} if workspace is None else workspace
-        if workspace.get("values") is None or workspace["values"].numel() < size:
-            workspace["values"] = torch.empty(size, device=batch.device)
-            workspace["squares"] = torch.empty(size, device=batch.device)
-        values = workspace["values"][:size].view(-1, group)
-        values.copy_(rows.reshape(-1, group))
-        squares = torch.mul(values, values, out=workspace["squares"][:size].view(-1, group))
-        total = values.sum(1).view(n * c, -1).to(torch.float64).sum(1)
-        total_sq = squares.sum(1).view(n * c, -1).to(torch.float64).sum(1)
-    elif method == "float64":
-        x = rows.to(torch.float64)
-        total, total_sq = x.sum(1), (x * x).sum(1)
-    else:
-        raise ValueError(f"method must be auto, float32-groups or float64; got {method!r}")
+    workspace = {} if workspace is None else workspace
+    total = torch.zeros(n * c, dtype=torch.float64, device=batch.device)
+    total_sq = torch.zeros_like(total)
+    for part in _pixel_slices(rows, EXACT_GROUP):
+        width = part.shape[1]
+        group = next((g for g in range(min(EXACT_GROUP, width), 0, -1) if width % g == 0), 1)
+        use = method
+        if use == "auto":
+            use = "float32-groups" if batch.device.type == "cpu" and group >= 16 else "float64"
+        if use == "float32-groups":
+            size = part.numel()
+            if workspace.get("values") is None or workspace["values"].numel() < size:
+                workspace["values"] = torch.empty(size, device=batch.device)
+                workspace["squares"] = torch.empty(size, device=batch.device)
+            values = workspace["values"][:size].view(n * c, width)
+            values.copy_(part)
+            values = values.view(-1, group)
+            squares = torch.mul(values, values, out=workspace["squares"][:size].view(-1, group))
+            total += values.sum(1).view(n * c, -1).to(torch.float64).sum(1)
+            total_sq += squares.sum(1).view(n * c, -1).to(torch.float64).sum(1)
+        else:
+            x = part.to(torch.float64)
+            total += x.sum(1)
+            total_sq += (x * x).sum(1)
     vmin = batch.amin(dim=(0, 2, 3)) if pixels else torch.full((c,), LEVELS, device=batch.device)
     vmax = batch.amax(dim=(0, 2, 3)) if pixels else torch.full((c,), -1, device=batch.device)
     return (
@@ -447,6 +481,19 @@ def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method:
         vmin.cpu().numpy().astype(np.int64),
         vmax.cpu().numpy().astype(np.int64),
     )
+
+
+def _pixel_slices(rows: torch.Tensor, multiple: int = 1):
+    """Column slices of ``rows`` (R, P) of about :data:`SLICE_ELEMENTS` values each (a multiple
+    of ``multiple`` columns where possible); one slice, the whole of ``rows``, for small batches."""
+    count, pixels = rows.shape[0], rows.shape[-1]
+    width = max(1, SLICE_ELEMENTS // max(1, count))
+    if width >= pixels:
+        yield rows
+        return
+    width = max(multiple, width // multiple * multiple)
+    for start in range(0, pixels, width):
+        yield rows[..., start : start + width]
 
 
 def _exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -469,18 +516,25 @@ def _column_totals(values: np.ndarray) -> list[int]:
 
 def _integer_image_sums(batch: torch.Tensor):
     """Per-image ``(N, C)`` counts and exact int64 sums and sums of squares of a 16-bit batch (values
-    0..65535: a sum of squares is exact up to 2**33 pixels per image), and per-channel min/max."""
+    0..65535: a sum of squares is exact up to 2**33 pixels per image), and per-channel min/max;
+    reduced :data:`SLICE_ELEMENTS` values at a time, so no int64 copy of a large image is made."""
     import torch
 
     n, c = batch.shape[:2]
-    x = batch.reshape(n, c, -1).to(torch.int64)
+    x = batch.reshape(n * c, -1)
     pixels = x.shape[-1]
-    vmin = x.amin(dim=(0, 2)) if pixels else torch.full((c,), SIXTEEN_BIT_MAX + 1)
-    vmax = x.amax(dim=(0, 2)) if pixels else torch.full((c,), -1)
+    total = torch.zeros(n * c, dtype=torch.int64, device=batch.device)
+    total_sq = torch.zeros_like(total)
+    for part in _pixel_slices(x):
+        wide = part.to(torch.int64)
+        total += wide.sum(-1)
+        total_sq += (wide * wide).sum(-1)
+    vmin = batch.amin(dim=(0, 2, 3)).to(torch.int64) if pixels else torch.full((c,), SIXTEEN_BIT_MAX + 1)
+    vmax = batch.amax(dim=(0, 2, 3)).to(torch.int64) if pixels else torch.full((c,), -1)
     return (
         np.full((n, c), pixels, np.int64),
-        x.sum(-1).cpu().numpy(),
-        (x * x).sum(-1).cpu().numpy(),
+        total.view(n, c).cpu().numpy(),
+        total_sq.view(n, c).cpu().numpy(),
         vmin.cpu().numpy(),
         vmax.cpu().numpy(),
     )
@@ -497,21 +551,40 @@ def _exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _float_image_moments(batch: torch.Tensor, scale: float):
-    """Per-image ``(N, C)`` finite count, mean, m2, min, max in float64 on the batch's device."""
+    """Per-image ``(N, C)`` finite count, mean, m2, min, max in float64 on the batch's device.
+
+    Two passes (the mean, then squared deviations from it), each over slices of
+    :data:`SLICE_ELEMENTS` values, so the float64 scratch stays small whatever the image size.
+    """
     import torch
 
     n, c = batch.shape[:2]
-    x = batch.reshape(n, c, -1).to(torch.float64)
-    if scale != 1.0:
-        x = x / scale
-    finite = torch.isfinite(x)
-    count = finite.sum(-1)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    mean = torch.where(finite, x, zero).sum(-1) / count.clamp(min=1)
-    dev = torch.where(finite, x - mean[..., None], zero)
-    m2 = (dev * dev).sum(-1)
-    inf = torch.tensor(math.inf, dtype=x.dtype, device=x.device)
-    vmin = torch.where(finite, x, inf).amin(-1)
-    vmax = torch.where(finite, x, -inf).amax(-1)
-    nonfinite = (~finite).sum((0, 2))
-    return tuple(t.cpu().numpy() for t in (count, mean, m2, vmin, vmax, nonfinite))
+    x = batch.reshape(n * c, -1)
+    dev_kw = {"dtype": torch.float64, "device": batch.device}
+    count = torch.zeros(n * c, dtype=torch.int64, device=batch.device)
+    total = torch.zeros(n * c, **dev_kw)
+    vmin = torch.full((n * c,), math.inf, **dev_kw)
+    vmax = torch.full((n * c,), -math.inf, **dev_kw)
+    zero = torch.zeros((), **dev_kw)
+
+    def unit(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = part.to(torch.float64)
+        if scale != 1.0:
+            values = values / scale
+        return values, torch.isfinite(values)
+
+    for part in _pixel_slices(x):
+        values, finite = unit(part)
+        count += finite.sum(-1)
+        total += torch.where(finite, values, zero).sum(-1)
+        vmin = torch.minimum(vmin, torch.where(finite, values, math.inf).amin(-1))
+        vmax = torch.maximum(vmax, torch.where(finite, values, -math.inf).amax(-1))
+    mean = total / count.clamp(min=1)
+    m2 = torch.zeros_like(total)
+    for part in _pixel_slices(x):
+        values, finite = unit(part)
+        deviation = torch.where(finite, values - mean[:, None], zero)
+        m2 += (deviation * deviation).sum(-1)
+    per_image = tuple(t.view(n, c).cpu().numpy() for t in (count, mean, m2, vmin, vmax))
+    nonfinite = (x.shape[-1] - count).view(n, c).sum(0).cpu().numpy()
+    return (*per_image, nonfinite)

@@ -2,7 +2,9 @@
 
 A checkpoint holds what identifies the run (source, fingerprint, options), the position (images
 of the source consumed), the files skipped so far and the accumulator state. It is written
-atomically, so a kill at any moment leaves the previous checkpoint or the new one.
+atomically, so a kill at any moment leaves the previous checkpoint or the new one. Skipped files
+are kept bounded as in the stats file (:class:`~prep.stats.SkippedFiles`: the first
+:data:`~prep.stats.SKIPPED_LISTED` named, all counted, in total and per reason).
 """
 
 from __future__ import annotations
@@ -17,19 +19,26 @@ from typing import Any
 from .accumulator import ChannelMoments
 from .errors import PrepError, StatsFileError, os_reason
 from .files import read_bytes_bounded, write_json_atomic
+from .stats import INT64_MAX, SkippedFiles, check_shape, check_state, parse_json, short_repr
 
 CHECKPOINT_KIND = "prep.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: skipped as {count, reasons, files}; version 1's list of [name, reason] pairs is read too
 log = logging.getLogger("prep")
 
 
 @dataclass
 class Progress:
-    """Where a pass stands: the state so far, images consumed, and files skipped so far."""
+    """Where a pass stands: the state so far, images consumed, and files skipped so far (bounded:
+    ``skipped.extend`` takes ``(name, reason)`` pairs, iterating gives the listed ones)."""
 
     state: ChannelMoments
     position: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: SkippedFiles = field(default_factory=SkippedFiles)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.skipped, SkippedFiles):  # (name, reason) pairs
+            pairs, self.skipped = self.skipped, SkippedFiles()
+            self.skipped.extend(pairs)
 
 
 def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress) -> None:
@@ -42,7 +51,7 @@ def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress) -> 
                 "schema_version": CHECKPOINT_VERSION,
                 **identity,
                 "position": progress.position,
-                "skipped": [list(s) for s in progress.skipped],
+                "skipped": progress.skipped.to_json(),
                 "state": progress.state.state_dict(),
             },
         )
@@ -53,49 +62,67 @@ def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress) -> 
 def load_checkpoint(path: str, identity: dict[str, Any], channels: int, total: int | None) -> Progress | None:
     """The progress saved in ``path`` for the run ``identity``, or None when there is no file.
 
-    Refused with :class:`StatsFileError` (naming the field): a file that is not a checkpoint, one
-    made for other data or options, or a position that the state and the source cannot have.
+    Refused with :class:`StatsFileError` in one line naming the field: a file that is not a
+    checkpoint, one made for other data or options, a malformed state or skipped list, or a
+    position that the state and the source cannot have.
     """
     if not os.path.lexists(path):
         return None
+    raw = read_bytes_bounded(path, "checkpoint")
     try:
-        data = json.loads(read_bytes_bounded(path, "checkpoint"))
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, integers of thousands of digits
+        data = parse_json(raw)
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting deeper than Python recurses
         raise StatsFileError(f"{path}: cannot read checkpoint ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != CHECKPOINT_KIND:
         raise StatsFileError(f"{path}: not a prep checkpoint")
-    mine = json.loads(json.dumps(identity))
-    for key, value in mine.items():
+    try:
+        progress = _parse_checkpoint(data, identity, channels, total)
+    except StatsFileError as exc:
+        raise StatsFileError(f"{path}: checkpoint {exc}") from None
+    log.info("resuming from %s at image %d", path, progress.position)
+    return progress
+
+
+def _parse_checkpoint(data: dict[str, Any], identity: dict[str, Any], channels: int, total: int | None) -> Progress:
+    """Validate a checkpoint's fields; errors read ``field 'x': ...``."""
+    check_shape(data)
+    for key, value in json.loads(json.dumps(identity)).items():
         if data.get(key) != value:
             raise StatsFileError(
-                f"{path}: checkpoint field '{key}' does not match this run "
-                "(different data or options); delete it or drop --resume"
+                f"field '{key}' does not match this run (different data or options); delete it or drop --resume"
             )
-    try:
-        state = ChannelMoments.from_state_dict(data.get("state"), where="state")
-    except StatsFileError as exc:
-        raise StatsFileError(f"{path}: {exc}") from None
-    if state.channels != channels:
-        raise StatsFileError(f"{path}: checkpoint field 'state.channels' does not match this run's mode")
-    skipped = data.get("skipped")
-    if not isinstance(skipped, list) or not all(
-        isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in skipped
-    ):
-        raise StatsFileError(f"{path}: checkpoint field 'skipped' must be a list of [name, reason] pairs")
-    position = data.get("position")
-    if (
-        isinstance(position, bool)
-        or not isinstance(position, int)
-        or position < state.images
-        or (total is not None and position > total)
-    ):
+    version = data.get("schema_version")
+    if isinstance(version, bool) or version not in (1, CHECKPOINT_VERSION):
         raise StatsFileError(
-            f"{path}: checkpoint field 'position' must be an integer from the state's "
-            f"{state.images} images to the source's {total if total is not None else 'last'}; "
-            f"got {position!r}"
+            f"field 'schema_version': this prep reads versions 1 and {CHECKPOINT_VERSION}; delete it or drop --resume"
         )
-    log.info("resuming from %s at image %d", path, position)
-    return Progress(state, position, [(a, b) for a, b in skipped])
+    state = ChannelMoments.from_state_dict(data.get("state"), where="state")
+    if state.channels != channels:
+        raise StatsFileError("field 'state.channels' does not match this run's mode")
+    check_state(state)
+    skipped = _skipped(data.get("skipped"), version)
+    position = data.get("position")
+    last = INT64_MAX if total is None else total
+    if isinstance(position, bool) or not isinstance(position, int) or not state.images <= position <= last:
+        upto = "the last" if total is None else f"the source's {total}"
+        raise StatsFileError(
+            f"field 'position' must be an integer from the state's {state.images} images to {upto}; "
+            f"got {short_repr(position)}"
+        )
+    return Progress(state, position, skipped)
+
+
+def _skipped(value: Any, version: int) -> SkippedFiles:
+    """``skipped``: ``{count, reasons, files}`` (version 2) or a list of ``[name, reason]`` pairs (version 1)."""
+    if version != 1:
+        return SkippedFiles.from_json(value, "skipped")
+    if not isinstance(value, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in value
+    ):
+        raise StatsFileError("field 'skipped' must be a list of [name, reason] pairs")
+    skipped = SkippedFiles()
+    skipped.extend((name, reason) for name, reason in value)
+    return skipped
 
 
 def remove_checkpoint(path: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, resolve_options
+from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, output_for, resolve_options
 from .errors import PrepError
 from .pixels import MODES
 
@@ -75,7 +75,7 @@ def main() -> None:
 
 
 @main.command("stats")
-@click.argument("source", required=False)
+@click.argument("source", nargs=-1)
 @click.option(
     "--config",
     "config_path",
@@ -84,7 +84,8 @@ def main() -> None:
 @click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}")
 @click.option(
     "--split",
-    help=f"train or test for named datasets; for a folder, its train/val/test subfolder.  {describe_default('split')}",
+    help="train or test for named datasets; for a folder, its train/val/test subfolder; several as "
+    f"train,test or all (one file each: write {{split}} in -o).  {describe_default('split')}",
 )
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
 @click.option(
@@ -103,10 +104,42 @@ def main() -> None:
     type=click.Choice(MODES),
     help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
 )
+@click.option(
+    "--resize",
+    help="Measure after v2.Resize(SIZE, antialias=True): N (shorter side) or HxW.  [default: no resize]",
+)
+@click.option(
+    "--center-crop",
+    help="Measure after v2.CenterCrop(SIZE) (after --resize): N or HxW.  [default: no crop]",
+)
+@click.option(
+    "--key",
+    help="WebDataset shards: the image extension of a sample (jpg, png, ...); .npz: the array to read.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(("NHWC", "NCHW")),
+    help="NumPy arrays: the axis order when the shape is ambiguous.",
+)
+@click.option("--archives", is_flag=True, default=None, help="SOURCE is a directory of tar shards (WebDataset).")
+@click.option("--image-key", help="Dict items (hf:NAME): the image field.  [default: image or img]")
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first.")
 @click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1).")
-@click.option("--checkpoint", help="Save progress here every N images.")
+@click.option(
+    "--follow-symlinks/--no-follow-symlinks",
+    default=None,
+    help="Follow symlinks in folders, as ImageFolder does; --no-follow-symlinks lists them as skipped.  "
+    "[default: follow]",
+)
+@click.option(
+    "--checksum",
+    is_flag=True,
+    default=None,
+    help="Reuse -o only if the folder's file contents are unchanged (hashes every file; "
+    "default: sizes and modification times).",
+)
+@click.option("--checkpoint", help="Save progress here every N images ({split} as in -o).")
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -118,8 +151,11 @@ def main() -> None:
 def stats_command(config_path: str | None, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.
 
-    SOURCE is an image directory, an *-idx3-ubyte[.gz] file, or a dataset name: mnist,
-    fashion-mnist, kmnist, cifar10, cifar100 (under --root), or sample (shipped with prep).
+    SOURCE is an image directory, a zip or tar archive, WebDataset tar shards (several
+    SOURCEs, a brace pattern 'train-{000000..000127}.tar', or a directory with --archives), an
+    .npy/.npz array, an *-idx3-ubyte[.gz] file, or a dataset name: mnist, fashion-mnist,
+    kmnist, cifar10, cifar100 (under --root), hf:NAME (Hugging Face cache), or sample
+    (shipped with prep).
     Values are in unit scale (what ToTensor / ToDtype(scale=True) gives); std is the pooled
     population std that transforms.Normalize expects.
 
@@ -127,28 +163,53 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     Examples:
       prep stats ./images -o images.stats.json
       prep stats mnist --root ./data --split test -o mnist-test.json
+      prep stats ./photos --split all -o 'photos-{split}.json'   (train/, val/, test/ in one run)
       prep stats --config configs/cifar10.toml
       prep stats ./huge --checkpoint ck.json -o huge.json   (then add --resume after a crash)
 
     Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
-    from .compute import compute_stats, load_or_compute
-    from .report import format_summary
+    from .sources.splits import parse_splits
 
+    sources = given.pop("source")
+    given["source"] = None if not sources else sources[0] if len(sources) == 1 else list(sources)
     opts = resolve_options(given, config_path)
     _log_to_stderr(quiet=opts["quiet"])
     if opts["source"] is None:
         raise click.UsageError("missing SOURCE (give it as an argument or as 'source' in --config)")
+    splits = parse_splits(opts["split"], opts["source"])
+    runs = [  # every split's files are checked before any work
+        {
+            **opts,
+            "split": split,
+            "out": output_for(opts["out"], split, len(splits)),
+            "checkpoint": output_for(opts["checkpoint"], split, len(splits)),
+        }
+        for split in splits
+    ]
+    for run_opts in runs:
+        _stats_of_split(run_opts, several=len(splits) > 1)
+
+
+def _stats_of_split(opts: dict[str, Any], several: bool) -> None:
+    """One split of ``prep stats``: measure (or reuse ``out``), then print the summary."""
+    from .compute import compute_stats, load_or_compute
+    from .preprocess import measurement_transform
+    from .report import format_summary
+
     out, quiet = opts["out"], opts["quiet"]
     options = {name: opts[name] for name in PASS_OPTIONS}
     options["progress"] = not quiet
+    options["transform"] = measurement_transform(opts["resize"], opts["center_crop"])
     if out:
         result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
     else:
         result, reused = compute_stats(opts["source"], **options), False
     if quiet:
-        click.echo(result.normalize_line())
+        click.echo(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())
         return
+    if several:
+        click.echo(f"== split {opts['split']} ==")
     if reused:
         click.echo(f"{out} is up to date")
     click.echo(format_summary(result))

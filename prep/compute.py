@@ -18,18 +18,19 @@ from typing import Any
 
 from .accumulator import ChannelMoments
 from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
-from .config import DEFAULTS, PASS_OPTIONS, check_options
-from .decode import DECODERS, Decoder
+from .config import DEFAULTS, PASS_OPTIONS, check_options, source_options
+from .decode import DECODERS, Decoder, TransformedDecoder
 from .errors import BadImageError, OutputError, PrepWarning, SourceError, StatsFileError
 from .files import output_target
-from .pixels import CHANNELS, check_mode, convert_channels
+from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
+from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
 from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
 from .stats import Stats, load_stats
 from .workers import MAX_WORKERS_PER_CPU, UNDECODABLE_REASONS, cpu_count, map_ordered, reduce_chunk, worker_limit
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
-_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {"progress": False}
+_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {"progress": False, "transform": None}
 log = logging.getLogger("prep")
 
 
@@ -42,8 +43,15 @@ def compute_stats(
     workers: int | None = DEFAULTS["workers"],
     batch_size: int | None = DEFAULTS["batch_size"],
     mode: str | None = DEFAULTS["mode"],
+    transform: Any = None,
     strict: bool = DEFAULTS["strict"],
     download: bool = DEFAULTS["download"],
+    follow_symlinks: bool = DEFAULTS["follow_symlinks"],
+    checksum: bool = DEFAULTS["checksum"],
+    key: str | None = DEFAULTS["key"],
+    layout: str | None = DEFAULTS["layout"],
+    archives: bool = DEFAULTS["archives"],
+    image_key: str | None = DEFAULTS["image_key"],
     progress: bool | Callable[..., Any] = False,
     checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
     checkpoint_every: int = DEFAULTS["checkpoint_every"],
@@ -52,9 +60,12 @@ def compute_stats(
     """Measure per-channel count, mean, std, min and max of ``source``; nothing is written.
 
     Args:
-        source: a directory, an ``*-idx3-ubyte[.gz]`` file, a dataset name (``mnist``,
-            ``fashion-mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``sample``), a
-            ``torch.utils.data.Dataset`` or iterable of PIL images / image tensors, or a Source.
+        source: a directory, a zip or tar archive, WebDataset shards (a list of tar files or a
+            brace pattern ``train-{000000..000127}.tar``), an ``.npy``/``.npz`` array file, an
+            ``*-idx3-ubyte[.gz]`` file, a dataset name (``mnist``, ``fashion-mnist``,
+            ``kmnist``, ``cifar10``, ``cifar100``, ``sample``, ``hf:NAME``), a
+            ``torch.utils.data.Dataset`` or iterable of PIL images / image tensors / dicts, or a
+            Source (see :mod:`prep.sources`).
         root, split: where named datasets live (torchvision's layout) and which split.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         workers: decoding processes for folders (default: the CPU count; 0 = in-process;
@@ -62,9 +73,21 @@ def compute_stats(
         batch_size: images per batch for sources read in this process (default: about 1M
             pixels on the CPU, 32M on CUDA).
         mode: ``"RGB"`` or ``"L"`` (default: the source's native mode).
+        transform: a torchvision v2 transform applied to each image (after ``mode``) before it
+            is measured, e.g. :func:`prep.preprocess.measurement_transform` ``(resize=256,
+            center_crop=224)``; it must keep the pixel dtype (:mod:`prep.preprocess`). Its
+            ``repr`` is recorded in the stats file and the reuse check.
         strict: raise :class:`~prep.errors.BadImageError` at the first undecodable file
             instead of skipping it.
         download: fetch a named dataset through torchvision first.
+        follow_symlinks: follow symlinks in folders (as ``ImageFolder``); False lists them as
+            skipped, for datasets that must not leave their root.
+        checksum: fingerprint folders by their files' contents (a SHA-256 of every file, one
+            extra read) instead of their sizes and modification times.
+        key: the image extension of WebDataset samples (``"jpg"``), or the array of an ``.npz``.
+        layout: ``"NHWC"`` or ``"NCHW"`` for NumPy arrays whose shape is ambiguous.
+        archives: a directory is a set of tar shards (WebDataset), not an image folder.
+        image_key: the image field of dict items (default ``image`` or ``img``).
         progress: True for a tqdm bar on stderr, or a tqdm-like factory ``f(total=..., ...)``.
         checkpoint, checkpoint_every, resume: save the progress every ``checkpoint_every``
             images to ``checkpoint``; with ``resume`` continue from it.
@@ -73,46 +96,41 @@ def compute_stats(
         :class:`~prep.stats.Stats`; ``.save(path)`` writes the stats file. A checkpoint has served
         its purpose once the statistics are returned and is removed.
     """
-    stats = _measure(**locals())  # every argument, as given
+    options = dict(locals())  # every argument, as given
+    stats = _measure(options.pop("source"), options)
     if checkpoint is not None:
         remove_checkpoint(os.fspath(checkpoint))
     return stats
 
 
-def _measure(
-    source: Any,
-    *,
-    root,
-    split,
-    device,
-    workers,
-    batch_size,
-    mode,
-    strict,
-    download,
-    progress,
-    checkpoint,
-    checkpoint_every,
-    resume,
-) -> Stats:
-    """:func:`compute_stats` without removing the checkpoint."""
+def _measure(source: Any, options: dict[str, Any]) -> Stats:
+    """:func:`compute_stats` without removing the checkpoint; ``options`` are its keyword arguments."""
+    o = options
+    checkpoint, transform, workers = o["checkpoint"], o["transform"], o["workers"]
     if checkpoint is not None:
         output_target(checkpoint, "checkpoint")  # before any work: a pass must not end unable to save
     check_options(
-        workers=workers, batch_size=batch_size, checkpoint_every=checkpoint_every, resume=resume, checkpoint=checkpoint
+        workers=workers,
+        batch_size=o["batch_size"],
+        checkpoint_every=o["checkpoint_every"],
+        resume=o["resume"],
+        checkpoint=checkpoint,
     )
     from .devices import resolve_device
 
-    dev = resolve_device(device)
-    src = resolve_source(source, root=root, split=split, download=download)
+    dev = resolve_device(o["device"])
+    src = resolve_source(source, **source_options(o))
     total = src.num_images()
     if total == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
-    mode = check_mode(mode or src.native_mode)
-    run = _Pass(src, mode, None if checkpoint is None else os.fspath(checkpoint), checkpoint_every)
-    with progress_bar(progress, total, src.label()) as bar:
+    mode = check_mode(o["mode"] or src.native_mode)
+    if transform is not None:
+        check_transform(transform, CHANNELS[mode])
+    run = _Pass(src, mode, transform, None if checkpoint is None else os.fspath(checkpoint), o["checkpoint_every"])
+    with progress_bar(o["progress"], total if total is not None else src.estimated_images(), src.label()) as bar:
         run.bar = bar
-        if resume:
+        run.refine_total = total is None
+        if o["resume"]:
             run.resume()
         if isinstance(src, TaskSource):
             requested = cpu_count() if workers is None else workers
@@ -123,17 +141,23 @@ def _measure(
                     MAX_WORKERS_PER_CPU,
                     requested,
                 )
-            _run_tasks(src, run, worker_limit(requested), strict, DECODERS["pil"])
+            workers = worker_limit(requested)
+            if transform is not None and workers > 0 and not is_picklable(transform):
+                log.warning("the transform cannot be sent to worker processes (not picklable); decoding in-process")
+                workers = 0
+            decoder = DECODERS["pil"] if transform is None else TransformedDecoder(transform)
+            _run_tasks(src, run, workers, o["strict"], decoder)
         elif isinstance(src, BatchSource):
-            _run_batches(src, run, dev, batch_size)
+            _run_batches(src, run, dev, o["batch_size"])
         else:
             raise SourceError(f"{src.where()}: a {type(src).__name__} offers neither batches nor tasks")
     stats = Stats(
         source=src.describe(),
         fingerprint=run.fingerprint,
         mode=mode,
+        transform=describe_transform(transform),
         state=run.progress.state,
-        skipped=[{"path": p, "reason": r} for p, r in run.progress.skipped],
+        skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
     )
     _check_result(stats, src)
     return stats
@@ -153,19 +177,15 @@ def load_or_compute(
     checkpoint = options.get("checkpoint")
     if checkpoint is not None and output_target(checkpoint, "checkpoint") == target:
         raise OutputError(f"{out}: the checkpoint and the stats file must be different files")
-    src = resolve_source(
-        source,
-        root=options.get("root", DEFAULTS["root"]),
-        split=options.get("split", DEFAULTS["split"]),
-        download=options.get("download", False),
-    )
+    src = resolve_source(source, **source_options({**_DEFAULT_OPTIONS, **options}))
     if not force:
-        existing = reusable_stats(out, src, options.get("mode") or src.native_mode)
+        mode = options.get("mode") or src.native_mode
+        existing = reusable_stats(out, src, mode, describe_transform(options.get("transform")))
         if existing is not None:
             if options.get("strict"):
                 _refuse_undecodable(existing, src)
             return existing, True
-    stats = _measure(src, **{**_DEFAULT_OPTIONS, **options, "download": False})
+    stats = _measure(src, {**_DEFAULT_OPTIONS, **options, "download": False})
     stats.save(out)
     if options.get("checkpoint") is not None:
         remove_checkpoint(os.fspath(options["checkpoint"]))
@@ -176,11 +196,15 @@ def _refuse_undecodable(stats: Stats, src: Source) -> None:
     """Under ``strict``, a reused file fails as its pass would have: at the first undecodable file."""
     for entry in stats.skipped:
         if entry["reason"].startswith(UNDECODABLE_REASONS):
-            raise BadImageError(f"{os.path.join(src.where(), entry['path'])}: {entry['reason']}")
+            raise BadImageError(f"{src.display(entry['path'])}: {entry['reason']}")
+    undecodable = sum(n for category, n in stats.skipped_reasons.items() if category.startswith(UNDECODABLE_REASONS))
+    if undecodable:  # none of them among the files the stats file names
+        raise BadImageError(f"{src.where()}: {undecodable} file(s) could not be read or decoded")
 
 
-def reusable_stats(out: str, source: Source, mode: str) -> Stats | None:
-    """The stats in ``out`` when they still describe ``source`` in ``mode``; else None, logging why."""
+def reusable_stats(out: str, source: Source, mode: str, transform: str | None = None) -> Stats | None:
+    """The stats in ``out`` when they still describe ``source`` in ``mode`` after ``transform``
+    (its description); else None, logging why."""
     if not os.path.exists(out):
         return None
     try:
@@ -188,7 +212,7 @@ def reusable_stats(out: str, source: Source, mode: str) -> Stats | None:
     except StatsFileError as exc:
         log.warning("%s; recomputing", exc)
         return None
-    reason = existing.stale_reason(source.describe(), source.fingerprint(), mode)
+    reason = existing.stale_reason(source.describe(), source.fingerprint(), mode, transform)
     if reason:
         log.warning("%s is stale: %s; recomputing", out, reason)
         return None
@@ -198,15 +222,20 @@ def reusable_stats(out: str, source: Source, mode: str) -> Stats | None:
 class _Pass:
     """The moving parts of one pass: progress, the progress bar and the checkpoint cadence."""
 
-    def __init__(self, source: Source, mode: str, checkpoint: str | None, checkpoint_every: int) -> None:
+    def __init__(
+        self, source: Source, mode: str, transform: Any, checkpoint: str | None, checkpoint_every: int
+    ) -> None:
         self.source = source
         self.mode = mode
+        self.transform = transform
         self.progress = Progress(ChannelMoments(CHANNELS[mode]))
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.bar: Any = None
+        self.refine_total = False  # the bar's total is an estimate the source refines as it is read
         self._fingerprint: dict | None = None
         self._last_saved = 0
+        self.resumed = False
 
     @property
     def fingerprint(self) -> dict | None:
@@ -217,7 +246,13 @@ class _Pass:
         return self._fingerprint
 
     def identity(self) -> dict[str, Any]:
-        return {"source": self.source.describe(), "fingerprint": self.fingerprint, "options": {"mode": self.mode}}
+        """What a checkpoint of this pass records, and what a resumed pass must match."""
+        return {
+            "source": self.source.describe(),
+            "fingerprint": self.fingerprint,
+            "resume_key": self.source.resume_key(),
+            "options": {"mode": self.mode, "transform": describe_transform(self.transform)},
+        }
 
     def resume(self) -> None:
         loaded = load_checkpoint(self.checkpoint, self.identity(), CHANNELS[self.mode], self.source.num_images())
@@ -225,6 +260,7 @@ class _Pass:
             log.warning("no checkpoint at %s; starting from the beginning", self.checkpoint)
             return
         self.progress = loaded
+        self.resumed = True
         self._last_saved = loaded.position
         self.bar.update(loaded.position)
 
@@ -235,6 +271,11 @@ class _Pass:
             p.state = p.state.merge(part)
         p.skipped.extend(skipped)
         p.position += images
+        if self.refine_total:
+            estimate = self.source.estimated_images()
+            if estimate is not None and getattr(self.bar, "total", estimate) != estimate:
+                self.bar.total = estimate
+                getattr(self.bar, "refresh", lambda: None)()
         self.bar.update(images)
         if self.checkpoint and p.position - self._last_saved >= self.checkpoint_every:
             save_checkpoint(self.checkpoint, self.identity(), p)
@@ -247,14 +288,19 @@ def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None)
 
     state = run.progress.state
     for batch, images in src.iter_batches(run.progress.position, run.mode, pixels_per_batch(dev), batch_size):
-        state.update(convert_channels(to_device(batch, dev), run.mode))
+        pixels = convert_channels(to_device(batch, dev), run.mode)
+        pixel_max = None
+        if run.transform is not None:
+            pixel_max = pixel_max_of(pixels.dtype)  # 16-bit data is transformed as float32 raw values
+            pixels = apply_transform(run.transform, pixels)
+        state.update(pixels, pixel_max)
         run.advance(images)
 
 
 def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder: Decoder) -> None:
     """Decode and reduce chunks of files in ``workers`` processes, merging results in order."""
-    listed = set(run.progress.skipped)  # after --resume the checkpoint lists them already
-    run.progress.skipped.extend(s for s in src.listed_skipped() if s not in listed)
+    if not run.resumed:  # after --resume the checkpoint counts them already
+        run.progress.skipped.extend(src.listed_skipped())
     total = src.num_images() or 0
     remaining = max(0, total - run.progress.position)
     size = max(1, min(FOLDER_CHUNK, remaining // max(1, 4 * workers)))
@@ -274,10 +320,10 @@ def _describe_chunk(chunk: FileChunk) -> str:
 def _check_result(stats: Stats, src: Source) -> None:
     s = stats.summary
     where = src.where()
-    if stats.skipped:
-        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in list(stats.skipped)[:3])
-        more = f"; and {len(stats.skipped) - 3} more" if len(stats.skipped) > 3 else ""
-        warnings.warn(f"skipped {len(stats.skipped)} file(s) under {where}: {shown}{more}", PrepWarning, stacklevel=3)
+    if stats.skipped_count:
+        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in stats.skipped[:3])
+        more = f"; and {stats.skipped_count - 3} more" if stats.skipped_count > 3 else ""
+        warnings.warn(f"skipped {stats.skipped_count} file(s) under {where}: {shown}{more}", PrepWarning, stacklevel=3)
     if min(s.count, default=0) == 0:
         raise SourceError(f"{where}: no decodable images (nothing to measure)")
     for c, bad in enumerate(s.nonfinite):

@@ -24,6 +24,14 @@ DEFAULTS: dict[str, Any] = {
     "workers": None,  # the number of CPUs this process may use
     "batch_size": None,  # about 1M pixels per batch on the CPU, 32M on CUDA
     "mode": None,  # the source's native mode
+    "resize": None,  # no resize before measuring
+    "center_crop": None,  # no crop before measuring
+    "follow_symlinks": True,  # as torchvision's ImageFolder
+    "checksum": False,  # folder staleness from sizes and modification times, not contents
+    "key": None,  # WebDataset: the sample's image extension; .npz: the array
+    "layout": None,  # NumPy arrays: NHWC or NCHW when the shape is ambiguous
+    "archives": False,  # a directory of tar shards rather than an image folder
+    "image_key": None,  # dict items: "image" or "img"
     "download": False,
     "strict": False,
     "force": False,
@@ -42,12 +50,20 @@ PASS_OPTIONS = (
     "mode",
     "strict",
     "download",
+    "follow_symlinks",
+    "checksum",
+    "key",
+    "layout",
+    "archives",
+    "image_key",
     "checkpoint",
     "checkpoint_every",
     "resume",
 )
+# the options that say what the source is (prep.resolve_source's keyword arguments)
+SOURCE_OPTIONS = ("root", "split", "download", "follow_symlinks", "checksum", "key", "layout", "archives", "image_key")
 _TYPES: dict[str, tuple[type, ...]] = {
-    "source": (str,),
+    "source": (str, list),
     "root": (str,),
     "split": (str,),
     "out": (str,),
@@ -55,6 +71,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "workers": (int,),
     "batch_size": (int,),
     "mode": (str,),
+    "resize": (int, str),
+    "center_crop": (int, str),
+    "follow_symlinks": (bool,),
+    "checksum": (bool,),
+    "key": (str,),
+    "layout": (str,),
+    "archives": (bool,),
+    "image_key": (str,),
     "download": (bool,),
     "strict": (bool,),
     "force": (bool,),
@@ -80,7 +104,11 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in _TYPES:
             raise OptionError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_TYPES))})")
-        if (isinstance(value, bool) and bool not in _TYPES[name]) or not isinstance(value, _TYPES[name]):
+        if (
+            (isinstance(value, bool) and bool not in _TYPES[name])
+            or not isinstance(value, _TYPES[name])
+            or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
+        ):
             raise OptionError(f"{path}: key '{key}' must be a {_TYPES[name][0].__name__}; got {value!r}")
         config[name] = value
     return config
@@ -89,9 +117,9 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 def resolve_options(given: Mapping[str, Any], config_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Each option from ``given`` when set (not None), else from the config file, else DEFAULTS.
 
-    ``{split}`` in ``out`` becomes the split. An ``out`` from a config file that does not say
-    ``{split}`` is refused for a split other than the file's, so a preset never writes test
-    statistics over its training file.
+    ``out`` keeps its ``{split}`` (see :func:`output_for`). An ``out`` from a config file that
+    does not say ``{split}`` is refused for a split other than the file's, so a preset never
+    writes test statistics over its training file.
     """
     config = load_config(config_path) if config_path else {}
     opts = {
@@ -104,9 +132,22 @@ def resolve_options(given: Mapping[str, Any], config_path: str | os.PathLike | N
             f"{config_path}: its out '{out}' is for split {config.get('split')!r}, not {opts['split']!r}; "
             "give -o, or write '{split}' in the preset's out"
         )
-    if out is not None:
-        opts["out"] = out.replace("{split}", opts["split"] or "all")
     return opts
+
+
+def output_for(out: str | None, split: str | None, splits: int = 1) -> str | None:
+    """``out`` with ``{split}`` replaced by ``split`` (``all`` when there is none); with several
+    ``splits`` an ``out`` without ``{split}`` is refused (every split would write the same file)."""
+    if out is None:
+        return None
+    if splits > 1 and "{split}" not in out:
+        raise OptionError(f"{out}: several splits need '{{split}}' in the file name, e.g. 'stats-{{split}}.json'")
+    return out.replace("{split}", split or "all")
+
+
+def source_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`SOURCE_OPTIONS` of ``options`` (missing ones from :data:`DEFAULTS`)."""
+    return {name: options.get(name, DEFAULTS[name]) for name in SOURCE_OPTIONS}
 
 
 def check_options(

@@ -26,7 +26,8 @@ class EightBitHistogram:
 
 @dataclass(frozen=True)
 class ImageArray:
-    """One image ``(C, H, W)`` and the pixel max its values are divided by."""
+    """One image ``(C, H, W)`` and the pixel max its values are divided by; ``C`` may be 1 for a
+    grey image measured in RGB (the same values in every channel)."""
 
     array: np.ndarray
     pixel_max: float
@@ -51,10 +52,32 @@ class PILDecoder:
         with Image.open(fp) as img:
             if is_eight_bit(img):
                 return EightBitHistogram(eight_bit_histogram(img, mode))
-            return ImageArray(*to_array(img, mode))
+            return ImageArray(*to_array(img, mode, replicate=False))
 
     def __repr__(self) -> str:
         return "PILDecoder()"
+
+
+class TransformedDecoder:
+    """PIL's pixels passed through a transform before they are reduced (:mod:`prep.preprocess`):
+    arrays, never histograms, since the transform changes the pixels."""
+
+    name = "pil"
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __call__(self, fp: IO[bytes], mode: str) -> ImageArray:
+        import torch
+
+        from .preprocess import apply_transform
+
+        with Image.open(fp) as img:
+            array, pixel_max = to_array(img, mode, replicate=False)
+        return ImageArray(apply_transform(self.transform, torch.from_numpy(array)).numpy(), pixel_max)
+
+    def __repr__(self) -> str:
+        return f"TransformedDecoder({self.transform!r})"
 
 
 DECODERS: dict[str, Decoder] = {"pil": PILDecoder()}

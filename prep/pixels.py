@@ -86,11 +86,13 @@ def eight_bit_histogram(img: Image.Image, mode: str) -> list[int]:
     return (img if img.mode == mode else img.convert(mode)).histogram()
 
 
-def to_array(img: Image.Image, mode: str) -> tuple[np.ndarray, float]:
+def to_array(img: Image.Image, mode: str, replicate: bool = True) -> tuple[np.ndarray, float]:
     """Convert ``img`` by the rule above into a ``(C, H, W)`` array and its pixel max.
 
     The array is uint8 (pixel max 255), int32 (16-bit data, pixel max 65535) or float32 (``F``
-    images, already unit scale, pixel max 1); divide by the pixel max for unit scale.
+    images, already unit scale, pixel max 1); divide by the pixel max for unit scale. 16-bit and
+    float images are single-channel; with ``replicate=False`` they stay ``(1, H, W)`` in RGB mode
+    (the reader repeats the channel: :meth:`prep.accumulator.ChannelMoments.update_image`).
     """
     channels = CHANNELS[check_mode(mode)]
     if is_eight_bit(img):
@@ -105,6 +107,8 @@ def to_array(img: Image.Image, mode: str) -> tuple[np.ndarray, float]:
     else:
         arr = np.asarray(img, dtype=np.float32)
         pixel_max = FLOAT_MAX
+    if not replicate:
+        return arr[None], pixel_max
     return np.ascontiguousarray(np.broadcast_to(arr, (channels, *arr.shape))), pixel_max
 
 

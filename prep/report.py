@@ -24,15 +24,13 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     def row(label: str, values, fmt: str = "{:>10.6f}") -> str:
         return f"{label:<22}" + "".join(fmt.format(v) for v in values)
 
-    fp = stats.fingerprint
     lines = [
         f"source                {src.get('kind')} {src.get('path') or ''}".rstrip()
         + (f"  split={src['split']}" if src.get("split") else "")
         + f"  mode={stats.mode}",
-        f"images                {s.images}" + (f"  (skipped {len(stats.skipped)} files)" if stats.skipped else ""),
-        f"fingerprint           {fp['files']} files, {fp['bytes']} bytes, sha256 {fp['sha256'][:16]}"
-        if fp
-        else "fingerprint           none (Python dataset)",
+        f"images                {s.images}"
+        + (f"  (skipped {stats.skipped_count} files)" if stats.skipped_count else ""),
+        f"fingerprint           {_fingerprint(stats.fingerprint)}",
         f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
@@ -46,12 +44,40 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         lines.append(row("NaN/inf left out", s.nonfinite, "{:>10d}"))
     if details:
         lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")
-        for entry in list(stats.skipped)[:SKIPPED_SHOWN]:
-            lines.append(f"skipped               {entry['path']}: {entry['reason']}")
-        if len(stats.skipped) > SKIPPED_SHOWN:
-            lines.append(f"skipped               ... and {len(stats.skipped) - SKIPPED_SHOWN} more (see the file)")
+        lines.extend(_skipped_lines(stats))
     lines.append(stats.normalize_line())
     return "\n".join(lines)
+
+
+def _fingerprint(fp) -> str:
+    """The fingerprint in a few words, for each shape prep writes."""
+    if not fp:
+        return "none (Python dataset without dataset_id)"
+    if "dataset_id" in fp:
+        return f"dataset_id {_printable(fp['dataset_id'])}, {fp['images']} images"
+    text = f"{fp['files']} files, {fp['bytes']} bytes, sha256 {fp['sha256'][:16]}"
+    return text + (f", contents sha256 {fp['checksum'][:16]}" if fp.get("checksum") else "")
+
+
+def _skipped_lines(stats: Stats) -> list[str]:
+    """The totals per reason, the first :data:`SKIPPED_SHOWN` skipped files, and how many more."""
+    if not stats.skipped_count:
+        return []
+    reasons = ", ".join(f"{n} {_printable(category)}" for category, n in stats.skipped_reasons.items())
+    lines = [f"skipped               {stats.skipped_count} files: {reasons}"]
+    shown = list(stats.skipped)[:SKIPPED_SHOWN]
+    lines += [f"skipped               {_printable(x['path'])}: {_printable(x['reason'])}" for x in shown]
+    more = stats.skipped_count - len(shown)
+    if more:
+        listed = len(stats.skipped)
+        where = "see the file" if listed == stats.skipped_count else f"the file lists the first {listed}"
+        lines.append(f"skipped               ... and {more} more ({where})")
+    return lines
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class _NullBar:

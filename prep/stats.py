@@ -1,29 +1,168 @@
 """The stats file: the contract between the statistics pass and training/test code.
 
 :class:`Stats` holds what was measured, on what, and how; ``save`` writes it atomically as
-JSON (schema documented in the README) and :func:`load_stats` validates every field, raising
-:class:`~prep.errors.StatsFileError` that names the field at fault.
+JSON (schema documented in the README) and :func:`load_stats` validates every field against
+the state it is derived from, raising :class:`~prep.errors.StatsFileError` that names the field
+at fault in one line. Files passed over are kept bounded (:class:`SkippedFiles`): the first
+:data:`SKIPPED_LISTED` by name, all of them in the count and the per-reason totals.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from ._version import __version__
-from .accumulator import ChannelMoments, ChannelSummary
+from .accumulator import ChannelMoments, ChannelSummary, _exact_moments
 from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
 from .files import read_bytes_bounded, write_json_atomic
-from .pixels import CHANNELS, MODES
+from .pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 
 SCHEMA_VERSION = 1
-REL_TOL = 1e-9  # summary numbers must agree with the stored state this closely
+REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
+SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
+INT64_MAX = 2**63 - 1
+LONGEST_INT = 10**30  # no integer prep writes comes near (exact sums of squares of 8-bit data: < 10**24)
+MAX_DEPTH = 6  # nesting of JSON objects and lists; prep writes 4 (skipped.files[i] in the top-level object)
+TOP_LEVEL_FIELDS = (
+    "schema_version",
+    "prep_version",
+    "created",
+    "source",
+    "fingerprint",
+    "options",
+    "channels",
+    "pixel_max",
+    "count",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "per_image_std_mean",
+    "nonfinite",
+    "skipped",
+    "state",
+)
+# what a fingerprint holds, by key, and the shapes prep writes (required keys, optional keys):
+# folders hash their listing and idx/CIFAR files their decoded images ({files, bytes, sha256}; a
+# folder measured with checksum=True adds "checksum", a SHA-256 of the files' contents); a Python
+# dataset given a dataset_id is fingerprinted by it and its length (null for an iterable without one)
+FINGERPRINT_FIELDS = {
+    "files": "count",
+    "bytes": "count",
+    "sha256": "sha256",
+    "checksum": "sha256",
+    "dataset_id": "text",
+    "images": "count or null",
+}
+FINGERPRINT_SHAPES = (
+    (("files", "bytes", "sha256"), ("checksum",)),
+    (("dataset_id", "images"), ()),
+)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def reason_category(reason: str) -> str:
+    """The short category of a skip reason, its text before the first ``:`` (``cannot decode``,
+    ``symlink loop``, ``not an image file extension``): what the per-reason totals count."""
+    return reason.partition(":")[0]
+
+
+@dataclass
+class SkippedFiles:
+    """Files passed over, kept bounded: the first :data:`SKIPPED_LISTED` ``(path, reason)`` pairs in
+    the order they came, how many there were in all, and how many per :func:`reason_category`.
+
+    A pass ``extend``s it as it finds them; iterating gives the listed pairs.
+    """
+
+    listed: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, path: str, reason: str) -> None:
+        self.count += 1
+        category = reason_category(reason)
+        self.reasons[category] = self.reasons.get(category, 0) + 1
+        if len(self.listed) < SKIPPED_LISTED:
+            self.listed.append((path, reason))
+
+    def extend(self, pairs: Iterable[tuple[str, str]]) -> None:
+        for path, reason in pairs:
+            self.add(path, reason)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.listed)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"count", "reasons", "files"}``: the total, the total per reason, the listed files."""
+        return {
+            "count": self.count,
+            "reasons": dict(sorted(self.reasons.items())),
+            "files": [{"path": p, "reason": r} for p, r in self.listed],
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "skipped") -> SkippedFiles:
+        """Validate what :meth:`to_json` wrote; errors name the field (``skipped.count``, ...).
+
+        A file written before the per-reason totals existed (no ``reasons``) lists every file.
+        """
+        if not isinstance(value, dict):
+            raise StatsFileError(f"field '{where}': expected an object; got {short_repr(value)}")
+        _no_unknown_keys(value, ("count", "reasons", "files"), where)
+        count = _count(value, "count", where)
+        files = _field(value, "files", list, where)
+        if not all(isinstance(x, dict) and set(x) == {"path", "reason"} for x in files) or not all(
+            isinstance(x["path"], str) and isinstance(x["reason"], str) for x in files
+        ):
+            raise StatsFileError(f"field '{where}.files': expected a list of {{path, reason}} objects")
+        listed = cls()
+        listed.extend((x["path"], x["reason"]) for x in files)
+        if "reasons" not in value:  # written by prep 0.2: every skipped file is listed
+            if count != len(files):
+                raise StatsFileError(f"missing field '{where}.reasons'")
+            return listed
+        _check_listing(count, len(files), where)
+        reasons = _field(value, "reasons", dict, where)
+        for category, n in reasons.items():
+            counted = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= INT64_MAX
+            if not isinstance(category, str) or not counted:
+                label = _join(f"{where}.reasons", category)
+                raise StatsFileError(f"field '{label}': expected a positive integer count; got {short_repr(n)}")
+        if sum(reasons.values()) != count:
+            raise StatsFileError(
+                f"field '{where}.reasons': the totals add up to {sum(reasons.values())}; '{where}.count' is {count}"
+            )
+        for category, n in listed.reasons.items():
+            if reasons.get(category, 0) < n:
+                raise StatsFileError(
+                    f"field '{where}.reasons': {n} listed file(s) skipped for {short_repr(category)}; "
+                    f"the total for it is {reasons.get(category, 0)}"
+                )
+        return cls(listed.listed, count, dict(reasons))
+
+
+def _check_listing(count: int, listed: int, where: str) -> None:
+    """A skipped list names the first :data:`SKIPPED_LISTED` files: all of them when there are no more."""
+    if listed > SKIPPED_LISTED:
+        raise StatsFileError(f"field '{where}.files': lists {listed} files; at most {SKIPPED_LISTED} are listed")
+    if listed != min(count, SKIPPED_LISTED):
+        raise StatsFileError(
+            f"field '{where}.count': {count} skipped, but {listed} listed "
+            f"(prep lists every skipped file up to {SKIPPED_LISTED}, else the first {SKIPPED_LISTED})"
+        )
 
 
 @dataclass(frozen=True)
@@ -35,15 +174,29 @@ class Stats:
     ``std`` is the population std over all pixels pooled (ddof=0), which is what
     ``transforms.Normalize`` assumes; ``per_image_std_mean`` is the mean over images of each
     image's own std, shown for comparison only.
+
+    ``skipped`` is given as every ``{path, reason}`` passed over (or a :class:`SkippedFiles`);
+    only the first :data:`SKIPPED_LISTED` are kept, as a tuple, and ``skipped_count`` and
+    ``skipped_reasons`` (per :func:`reason_category`) count them all. A stats file gives
+    ``skipped_count`` and ``skipped_reasons`` with the files it lists.
     """
 
     source: Mapping[str, Any]
     fingerprint: Mapping[str, Any] | None
     mode: str
     state: ChannelMoments
-    skipped: Sequence[Mapping[str, str]] = ()
+    skipped: Sequence[Mapping[str, str]] | SkippedFiles = ()
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     prep_version: str = __version__
+    skipped_count: int | None = None
+    skipped_reasons: Mapping[str, int] | None = None
+    transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
+
+    def __post_init__(self) -> None:
+        tally = _tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
+        object.__setattr__(self, "skipped", tuple({"path": p, "reason": r} for p, r in tally.listed))
+        object.__setattr__(self, "skipped_count", tally.count)
+        object.__setattr__(self, "skipped_reasons", dict(sorted(tally.reasons.items())))
 
     def __repr__(self) -> str:
         where = self.source.get("path") or self.source.get("kind")
@@ -97,7 +250,7 @@ class Stats:
     @property
     def options(self) -> dict[str, Any]:
         """The options that change the numbers (batch size, workers and device do not)."""
-        return {"mode": self.mode}
+        return {"mode": self.mode, "transform": self.transform}
 
     # -------------------------------------------------------------- transforms
     def normalize(self, eps: float | None = None):
@@ -143,7 +296,7 @@ class Stats:
             "max": list(s.max),
             "per_image_std_mean": list(s.per_image_std_mean),
             "nonfinite": list(s.nonfinite),
-            "skipped": {"count": len(self.skipped), "files": [dict(x) for x in self.skipped]},
+            "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }
 
@@ -158,14 +311,28 @@ class Stats:
     def from_dict(cls, data: Any) -> Stats:
         return _parse(data)
 
+    def skipped_files(self) -> SkippedFiles:
+        """The files passed over, as listed (the first :data:`SKIPPED_LISTED`) and counted."""
+        listed = [(x["path"], x["reason"]) for x in self.skipped]
+        return SkippedFiles(listed, self.skipped_count, dict(self.skipped_reasons))
+
     # -------------------------------------------------------------- freshness
-    def stale_reason(self, source: Mapping[str, Any], fingerprint: Mapping[str, Any] | None, mode: str) -> str | None:
-        """Why these stats do not describe ``source`` as it is now, or None when they do."""
+    def stale_reason(
+        self,
+        source: Mapping[str, Any],
+        fingerprint: Mapping[str, Any] | None,
+        mode: str,
+        transform: str | None = None,
+    ) -> str | None:
+        """Why these stats do not describe ``source`` as it is now (in ``mode``, after the
+        transform described by ``transform``), or None when they do."""
         for key in ("kind", "split"):
             if self.source.get(key) != source.get(key):
                 return f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
         if self.mode != mode:
             return f"mode changed ({self.mode} -> {mode})"
+        if self.transform != transform:
+            return f"transform changed ({self.transform} -> {transform})"
         if fingerprint is None or self.fingerprint is None:
             return "the source has no fingerprint"
         if dict(self.fingerprint) != dict(fingerprint):
@@ -181,14 +348,37 @@ def _fmt(values: Sequence[float]) -> str:
     return f"({inner},)" if len(values) == 1 else f"({inner})"
 
 
+def _tally_skipped(skipped: Any, count: int | None, reasons: Mapping[str, int] | None) -> SkippedFiles:
+    """What :class:`Stats` keeps of ``skipped``: a :class:`SkippedFiles` as it is; ``{path, reason}``
+    entries counted one by one, or, with ``count`` and ``reasons`` given, the first listed only."""
+    if (count is None) != (reasons is None):
+        raise ValueError("give skipped_count and skipped_reasons together, or neither")
+    if isinstance(skipped, SkippedFiles):
+        if count is not None:
+            raise ValueError("a SkippedFiles carries its own count and reasons")
+        return SkippedFiles(list(skipped.listed), skipped.count, dict(skipped.reasons))
+    pairs = ((entry["path"], entry["reason"]) for entry in skipped)
+    if count is None:
+        tally = SkippedFiles()
+        tally.extend(pairs)
+        return tally
+    return SkippedFiles(list(itertools.islice(pairs, SKIPPED_LISTED)), count, dict(reasons))
+
+
 def load_stats(
-    path: str | os.PathLike, verify_against: Any = None, *, root: str | os.PathLike = "data", split: str | None = None
+    path: str | os.PathLike,
+    verify_against: Any = None,
+    *,
+    root: str | os.PathLike = "data",
+    split: str | None = None,
+    **source_options: Any,
 ) -> Stats:
     """Load and validate a stats file.
 
     With ``verify_against`` (a path, dataset name, Source or Dataset, resolved as in
-    :func:`prep.compute_stats`), raise :class:`~prep.errors.StaleStatsError` when the data's
-    fingerprint or the source no longer match the file.
+    :func:`prep.compute_stats`, with ``source_options`` such as ``key``, ``layout`` or
+    ``archives``), raise :class:`~prep.errors.StaleStatsError` when the data's fingerprint or
+    the source no longer match the file.
     """
     path = os.fspath(path)
     try:
@@ -196,8 +386,8 @@ def load_stats(
     except UnicodeDecodeError:
         raise StatsFileError(f"{path}: not a stats file (not UTF-8 text)") from None
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and integers of thousands of digits
+        data = parse_json(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and nesting deeper than Python recurses
         raise StatsFileError(f"{path}: not valid JSON ({exc})") from None
     try:
         stats = _parse(data)
@@ -206,22 +396,87 @@ def load_stats(
     if verify_against is not None:
         from .sources.resolve import resolve_source
 
-        source = resolve_source(verify_against, root=root, split=split or stats.source.get("split"))
-        reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode)
+        source = resolve_source(
+            verify_against,
+            **{
+                "root": root,
+                "split": split or stats.source.get("split"),
+                "checksum": "checksum" in (stats.fingerprint or {}),  # the identity the file was written with
+                **source_options,
+            },
+        )
+        reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode, stats.transform)
         if reason:
             raise StaleStatsError(f"{path}: stale: {reason}")
     return stats
 
 
 # ------------------------------------------------------------------ validation
-def _field(data: Mapping[str, Any], name: str, kinds: type | tuple[type, ...]) -> Any:
+class _LongInteger:
+    """What :func:`parse_json` reads an integer of more digits than any prep writes as; the shape
+    check reports it, naming the field, before anything else looks at the data."""
+
+
+_LONG_INTEGER = _LongInteger()
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """JSON text as Python objects, integers longer than :data:`LONGEST_INT` left unconverted
+    (raises ``ValueError`` or ``RecursionError`` for text that is not JSON)."""
+    return json.loads(raw, parse_int=_parse_int)
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    return int(text) if len(text.lstrip("-")) <= len(str(LONGEST_INT)) else _LONG_INTEGER
+
+
+def check_shape(data: Any) -> None:
+    """Refuse objects and lists nested deeper than :data:`MAX_DEPTH` and integers longer than any
+    prep writes, naming the field; iterative, so no nesting makes it recurse."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise StatsFileError(f"field '{where}': nested deeper than any prep file")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(item, dict | list | int | _LongInteger):
+                    stack.append((item, _join(where, key), depth + 1))
+        elif value is _LONG_INTEGER or (
+            isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT
+        ):
+            raise StatsFileError(f"field '{where}': an integer longer than any prep writes")
+
+
+def _join(where: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    name = key if isinstance(key, str) and key.isprintable() and len(key) <= 40 and "'" not in key else short_repr(key)
+    return f"{where}.{name}" if where else name
+
+
+def short_repr(value: Any) -> str:
+    """A short one-line rendering of any value, for messages (no huge repr, no recursion)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT:
+        return "an integer longer than any prep writes"
+    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field(data: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], where: str = "") -> Any:
+    label = f"{where}.{name}" if where else name
     if name not in data:
-        raise StatsFileError(f"missing field '{name}'")
+        raise StatsFileError(f"missing field '{label}'")
     value = data[name]
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise StatsFileError(f"field '{name}': expected {_kind_name(kinds)}; got {value!r}")
+        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {value!r}")
     if not isinstance(value, kinds):
-        raise StatsFileError(f"field '{name}': expected {_kind_name(kinds)}; got {type(value).__name__}")
+        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {type(value).__name__}")
     return value
 
 
@@ -240,69 +495,214 @@ def _kind_name(kinds) -> str:
     )
 
 
+def _count(data: Mapping[str, Any], name: str, where: str = "") -> int:
+    """A non-negative integer that fits in int64."""
+    value = _field(data, name, int, where)
+    if not 0 <= value <= INT64_MAX:
+        label = f"{where}.{name}" if where else name
+        raise StatsFileError(f"field '{label}': expected an integer from 0 to 2**63-1; got {short_repr(value)}")
+    return value
+
+
+def _no_unknown_keys(data: Mapping[str, Any], known: Iterable[str], where: str = "") -> None:
+    for key in data:
+        if key not in known:
+            raise StatsFileError(f"field '{_join(where, key)}': unknown field")
+
+
 def _vector(data: Mapping[str, Any], name: str, channels: int) -> list[float]:
     values = _field(data, name, list)
     if len(values) != channels:
         raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise StatsFileError(f"field '{name}': expected finite numbers; got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise StatsFileError(f"field '{name}': expected finite numbers; got {short_repr(v)}")
     return values
+
+
+def _int_vector(data: Mapping[str, Any], name: str, channels: int) -> list[int]:
+    values = _field(data, name, list)
+    if len(values) != channels:
+        raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= INT64_MAX:
+            raise StatsFileError(f"field '{name}': expected integers from 0 to 2**63-1; got {short_repr(v)}")
+    return values
+
+
+def _source(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``source``: ``kind`` and ``mode`` strings, ``path`` and ``split`` strings or null, the
+    ``images`` count; any other key a source describes itself with must hold a plain value."""
+    source = _field(data, "source", dict)
+    for key in ("kind", "mode"):
+        if not isinstance(source.get(key), str) or not source[key]:
+            raise StatsFileError(f"field 'source.{key}': expected a non-empty string")
+    if source["mode"] not in MODES:
+        raise StatsFileError(
+            f"field 'source.mode': expected one of {', '.join(MODES)}; got {short_repr(source['mode'])}"
+        )
+    for key in ("path", "split"):
+        if not isinstance(source.get(key), str | None):
+            raise StatsFileError(f"field 'source.{key}': expected a string or null; got {short_repr(source[key])}")
+    _count(source, "images", "source")
+    for key, value in source.items():
+        plain = isinstance(value, str | bool | type(None)) or (
+            isinstance(value, int | float) and math.isfinite(value) and abs(value) <= INT64_MAX
+        )
+        if not plain:
+            raise StatsFileError(f"field '{_join('source', key)}': expected a string, number or null")
+    return source
+
+
+def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``fingerprint``: null, or an object of one of the shapes prep writes (:data:`FINGERPRINT_SHAPES`)."""
+    fingerprint = _field(data, "fingerprint", (dict, type(None)))
+    if fingerprint is None:
+        return None
+    _no_unknown_keys(fingerprint, FINGERPRINT_FIELDS, "fingerprint")
+    shape = next((req for req, opt in FINGERPRINT_SHAPES if set(fingerprint) <= {*req, *opt}), None)
+    if shape is None:
+        raise StatsFileError(
+            f"field 'fingerprint': mixes the keys of different fingerprints ({', '.join(fingerprint)})"
+        )
+    for key in shape:
+        if key not in fingerprint:
+            raise StatsFileError(f"missing field 'fingerprint.{key}'")
+    for key, value in fingerprint.items():
+        kind = FINGERPRINT_FIELDS[key]
+        if kind == "count" or (kind == "count or null" and value is not None):
+            _count(fingerprint, key, "fingerprint")
+        elif kind == "sha256" and not (isinstance(value, str) and _SHA256.fullmatch(value)):
+            raise StatsFileError(
+                f"field 'fingerprint.{key}': expected a SHA-256 (64 lowercase hex digits); got {short_repr(value)}"
+            )
+        elif kind == "text" and not (isinstance(value, str) and value):
+            raise StatsFileError(f"field 'fingerprint.{key}': expected a non-empty string; got {short_repr(value)}")
+    return fingerprint
+
+
+def _options(data: Mapping[str, Any], mode: str) -> str | None:
+    """``options``: ``mode`` (as ``source.mode``) and ``transform`` (a description, or null; absent
+    in files written before transforms were recorded); returns the transform."""
+    options = _field(data, "options", dict)
+    _no_unknown_keys(options, ("mode", "transform"), "options")
+    if options.get("mode") != mode:
+        raise StatsFileError(
+            f"field 'options.mode': expected {mode!r} (as source.mode); got {short_repr(options.get('mode'))}"
+        )
+    transform = options.get("transform")
+    if not isinstance(transform, str | None):
+        raise StatsFileError(f"field 'options.transform': expected a string or null; got {short_repr(transform)}")
+    return transform
+
+
+def _created(data: Mapping[str, Any]) -> str:
+    created = _field(data, "created", str)
+    try:
+        datetime.fromisoformat(created)
+    except ValueError:
+        raise StatsFileError(f"field 'created': expected an ISO 8601 time; got {short_repr(created)}") from None
+    return created
+
+
+def _state(data: Mapping[str, Any], channels: int) -> ChannelMoments:
+    """``state``: the accumulator, checked by :meth:`ChannelMoments.from_state_dict` and
+    :func:`check_state`, with a pixel in every channel and the file's channel count."""
+    try:
+        state = ChannelMoments.from_state_dict(_field(data, "state", dict))
+    except ValueError as exc:  # its messages repr values: an int of over 4300 digits (check_shape refuses those)
+        raise StatsFileError(f"field 'state': cannot be read ({type(exc).__name__})") from None
+    if state.channels != channels:
+        raise StatsFileError(f"field 'state.channels': expected {channels}; got {state.channels}")
+    check_state(state)
+    if min(state.count) == 0:
+        raise StatsFileError("field 'state.count': every channel needs at least one pixel")
+    if state.pixel_max <= 0:
+        raise StatsFileError(f"field 'state.pixel_max': must be positive; got {state.pixel_max}")
+    return state
+
+
+def check_state(state: ChannelMoments) -> None:
+    """What :meth:`ChannelMoments.from_state_dict` cannot check alone (stats files and checkpoints):
+    no more per-image stds than images, and with exact 8-bit sums kept, ``pixel_max`` 255 and
+    float64 ``mean``/``m2`` that agree with the sums (Chan's float64 merges drift from them by
+    about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
+    if max(state.image_std_count) > state.images:
+        raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
+    if state.exact_sum is None:
+        return
+    if max(state.count) > 0 and state.pixel_max != EIGHT_BIT_MAX:
+        raise StatsFileError(
+            f"field 'state.pixel_max': exact 8-bit sums are kept, so it must be {EIGHT_BIT_MAX}; got {state.pixel_max}"
+        )
+    _, means, m2s = _exact_moments(state.count.tolist(), state.exact_sum, state.exact_sumsq, EIGHT_BIT_MAX)
+    for name, stored, exact in (("mean", state.mean, means), ("m2", state.m2, m2s)):
+        if not all(math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0) for a, b in zip(stored, exact)):
+            raise StatsFileError(
+                f"field 'state.{name}': {stored.tolist()} does not match state.exact_sum and state.exact_sumsq "
+                f"({exact.tolist()}); was the file edited?"
+            )
+
+
+def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
+    """The top-level field ``name`` (a number, or one per channel) is what the stored state gives."""
+    pairs = zip(value, want) if isinstance(value, list) else [(value, want)]
+    same = all(
+        got == expected if exact else math.isclose(got, expected, rel_tol=REL_TOL, abs_tol=1e-15)
+        for got, expected in pairs
+    )
+    if not same:
+        expected = list(want) if isinstance(value, list) else want
+        raise StatsFileError(
+            f"field '{name}': {value} does not match the stored state ({expected}); was the file edited?"
+        )
 
 
 def _parse(data: Any) -> Stats:
     if not isinstance(data, dict):
         raise StatsFileError("expected a JSON object at the top level")
+    check_shape(data)
     version = _field(data, "schema_version", int)
     if version != SCHEMA_VERSION:
         raise StatsFileError(
-            f"field 'schema_version': unknown schema version {version} "
+            f"field 'schema_version': unknown schema version {short_repr(version)} "
             f"(this prep {__version__} reads version {SCHEMA_VERSION})"
         )
+    _no_unknown_keys(data, TOP_LEVEL_FIELDS)
     prep_version = _field(data, "prep_version", str)
-    created = _field(data, "created", str)
-    source = _field(data, "source", dict)
-    for key in ("kind", "mode"):
-        if not isinstance(source.get(key), str):
-            raise StatsFileError(f"field 'source.{key}': expected a string")
+    created = _created(data)
+    source = _source(data)
     mode = source["mode"]
-    if mode not in MODES:
-        raise StatsFileError(f"field 'source.mode': expected one of {', '.join(MODES)}; got {mode!r}")
-    fingerprint = _field(data, "fingerprint", (dict, type(None)))
+    fingerprint = _fingerprint(data)
+    transform = _options(data, mode)
     channels = _field(data, "channels", int)
     if channels != CHANNELS[mode]:
-        raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {channels}")
-    vectors = {name: _vector(data, name, channels) for name in ("mean", "std", "min", "max")}
+        raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {short_repr(channels)}")
+    names = ("mean", "std", "min", "max", "per_image_std_mean")
+    vectors = {name: _vector(data, name, channels) for name in names}
     if any(v < 0 for v in vectors["std"]):
         raise StatsFileError(f"field 'std': must be non-negative; got {vectors['std']}")
     if any(lo > hi for lo, hi in zip(vectors["min"], vectors["max"])):
         raise StatsFileError("field 'min': exceeds 'max'")
-    skipped = _field(data, "skipped", dict)
-    files = skipped.get("files")
-    if not isinstance(files, list) or not all(
-        isinstance(x, dict) and isinstance(x.get("path"), str) and isinstance(x.get("reason"), str) for x in files
-    ):
-        raise StatsFileError("field 'skipped.files': expected a list of {path, reason} objects")
-    state = ChannelMoments.from_state_dict(_field(data, "state", dict))
-    if state.channels != channels:
-        raise StatsFileError(f"field 'state.channels': expected {channels}; got {state.channels}")
-    if min(state.count) == 0:
-        raise StatsFileError("field 'state.count': every channel needs at least one pixel")
+    integers = {name: _int_vector(data, name, channels) for name in ("count", "nonfinite")}
+    pixel_max = _field(data, "pixel_max", (int, float))
+    skipped = SkippedFiles.from_json(_field(data, "skipped", dict))
+    state = _state(data, channels)
     stats = Stats(
         source={k: v for k, v in source.items() if k not in ("mode", "images")},
         fingerprint=fingerprint,
         mode=mode,
         state=state,
-        skipped=files,
+        skipped=skipped,
         created=created,
         prep_version=prep_version,
+        transform=transform,
     )
     measured = stats.summary
     for name, values in vectors.items():
-        for got, want in zip(values, getattr(measured, name)):
-            if not math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-15):
-                raise StatsFileError(
-                    f"field '{name}': {values} does not match the stored state "
-                    f"({list(getattr(measured, name))}); was the file edited?"
-                )
+        _matches(name, values, getattr(measured, name))
+    for name, values in integers.items():
+        _matches(name, values, getattr(measured, name), exact=True)
+    _matches("pixel_max", pixel_max, measured.pixel_max, exact=True)
+    _matches("source.images", source["images"], measured.images, exact=True)
     return stats

@@ -52,6 +52,8 @@ def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder) -> ChunkResult:
         try:
             with chunk.reader.open(name) as fp:
                 pixels = decoder(fp, mode)
+        except PrepError:  # not the file's fault (a transform that fails): ends the pass
+            raise
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
             continue

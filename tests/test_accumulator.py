@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 import prep
 from common import assert_close, exact_stats, reference_stats
+from prep import accumulator
 from prep.accumulator import ChannelMoments, uint8_image_sums
 from prep.errors import StatsFileError
 
@@ -203,3 +205,69 @@ def test_sixteen_bit_data_is_reduced_from_exact_integer_sums():
     n, s, q = len(x), sum(x), sum(v * v for v in x)
     assert got.mean == (s / (n * 65535),)  # the exact fraction, rounded once
     assert got.std[0] == pytest.approx(((n * q - s * s) / (n * n * 65535**2)) ** 0.5, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "high", "pixel_max"),
+    [(np.uint8, 256, None), (np.int32, 65536, 65535.0), (np.float32, None, 1.0)],
+)
+def test_large_images_reduced_in_slices_give_the_unsliced_numbers(monkeypatch, dtype, high, pixel_max, device):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, high, (2, 3, 37, 41)) if high else rng.random((2, 3, 37, 41))
+    images = images.astype(dtype)
+    if high is None:
+        images[0, 1, 3, 4] = np.nan  # non-finite values are counted in every slice
+    batch = torch.from_numpy(images).to(device)
+    whole = ChannelMoments(3).update(batch, pixel_max)
+    monkeypatch.setattr(accumulator, "SLICE_ELEMENTS", 300)  # many slices, widths not dividing 37 * 41
+    sliced = ChannelMoments(3).update(batch, pixel_max)
+    a, b = whole.compute(), sliced.compute()
+    assert a.count == b.count and a.min == b.min and a.max == b.max and a.nonfinite == b.nonfinite
+    rel = 0 if high else 1e-12  # integer sums are exact in any order
+    assert_close(b.mean, a.mean, rel=rel)
+    assert_close(b.std, a.std, rel=rel)
+    assert_close(b.per_image_std_mean, a.per_image_std_mean, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_grey_broadcast_to_rgb_is_reduced_once_and_equals_the_copied_image(dtype):
+    grey = np.random.default_rng(2).integers(0, 250, (1, 23, 19)).astype(dtype)
+    pixel_max = {np.uint8: 255.0, np.int32: 65535.0, np.float32: 255.0}[dtype]
+    copied = ChannelMoments(3).update_image(np.repeat(grey, 3, axis=0), pixel_max)
+    broadcast = ChannelMoments(3).update_image(grey, pixel_max)  # (1, H, W) read as RGB
+    assert broadcast == copied
+    assert broadcast.compute().images == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc peak-RSS reset")
+def test_a_large_sixteen_bit_grey_image_in_rgb_needs_a_few_bytes_per_pixel(tmp_path):
+    """Peak resident memory of decoding and reducing one 16-bit 4000x4000 PNG in RGB mode."""
+    path = tmp_path / "big.png"
+    side = 4000
+    ramp = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)
+    Image.fromarray(ramp).save(path, compress_level=1)
+    Image.fromarray(ramp[:64, :64]).save(tmp_path / "small.png")
+    code = f"""
+from prep.decode import DECODERS
+from prep.sources.base import FileChunk, FolderReader
+from prep.workers import reduce_chunk
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+reader = FolderReader({str(tmp_path)!r})
+reduce_chunk(FileChunk(reader, ("small.png",)), "RGB", DECODERS["pil"])  # imports and first allocations
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak resident size to the current one
+before = status("VmRSS")
+state = reduce_chunk(FileChunk(reader, ("big.png",)), "RGB", DECODERS["pil"]).state
+print((status("VmHWM") - before) / {side * side}, state.compute().mean[0])
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    per_pixel, mean = map(float, out.stdout.split())
+    assert mean == pytest.approx(ramp.astype(np.float64).mean() / 65535, rel=1e-12)
+    assert per_pixel < 16, f"{per_pixel:.1f} bytes per pixel"  # 60 when RGB was an int64 copy

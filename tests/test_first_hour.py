@@ -133,6 +133,58 @@ def test_split_selects_the_folder_of_that_split(tmp_path):
     assert result.exit_code == 2 and "no 'test' split" in result.stderr
 
 
+def test_split_all_writes_one_file_per_split_folder(tmp_path):
+    root = _split_folder(tmp_path / "data")
+    result = run("stats", root, "--split", "all", "-o", tmp_path / "s-{split}.json", "--workers", 0)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("s-*.json")) == ["s-test.json", "s-train.json", "s-val.json"]
+    for split, images in (("train", 3), ("val", 2), ("test", 1)):
+        saved = prep.load_stats(tmp_path / f"s-{split}.json")
+        alone = prep.compute_stats(root, split=split, workers=0)
+        assert (saved.source["split"], saved.images, saved.mean, saved.std) == (split, images, alone.mean, alone.std)
+        assert f"== split {split} ==" in result.stdout
+    again = run("stats", root, "--split", "val,test", "-o", tmp_path / "s-{split}.json", "-q", "--workers", 0)
+    assert again.exit_code == 0
+    assert [line.split(":")[0] for line in again.stdout.splitlines()] == ["val", "test"]
+
+
+def test_split_list_of_a_named_dataset(tmp_path):
+    make_mnist(tmp_path)
+    out = tmp_path / "m-{split}.json"
+    assert run("stats", "mnist", "--root", tmp_path, "--split", "train,test", "-o", out, "-q").exit_code == 0
+    for split in ("train", "test"):
+        assert prep.load_stats(tmp_path / f"m-{split}.json").mean == (
+            prep.compute_stats("mnist", root=tmp_path, split=split).mean
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--split", "train,test", "-o", "one.json"), "several splits need '{split}'"),
+        (("--split", "train,test", "--checkpoint", "ck.json"), "several splits need '{split}'"),
+        (("--split", "train,,test"), "empty split name"),
+        (("--split", "all,test"), "'all' cannot be combined"),
+    ],
+)
+def test_bad_split_lists_are_refused_before_any_work(tmp_path, args, message):
+    root = _split_folder(tmp_path / "data")
+    result = run("stats", root, *[str(tmp_path / a) if a.endswith(".json") else a for a in args])
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_split_all_needs_splits(tmp_path):
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(folder / "a.png")
+    result = run("stats", folder, "--split", "all")
+    assert result.exit_code == 2 and "--split all: no splits found" in result.stderr
+    assert prep.sources.available_splits(folder) == ()
+    assert prep.sources.available_splits("mnist") == ("train", "test")
+
+
 def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path):
     result = run("stats", "sample", "--checkpoint", tmp_path / "ck.json", "--resume", "--workers", 0)
     assert result.exit_code == 0
@@ -162,3 +214,29 @@ def test_show_prints_provenance_and_skipped_files_and_repr_names_the_numbers(tmp
         f"Stats(source={str(folder)!r}, mode='RGB', images=1, mean=(0.1961, 0.1961, 0.1961), "
         "std=(0.0000, 0.0000, 0.0000))"
     )
+
+
+def test_cifar_progress_has_a_total_from_the_start_and_ends_exact(tmp_path):
+    from common import make_cifar10
+
+    make_cifar10(tmp_path)
+    seen = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.n = total, 0
+            seen.append(("start", total))
+
+        def update(self, n):
+            self.n += n
+            seen.append(("update", self.total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append(("end", self.total, self.n))
+
+    prep.compute_stats("cifar10", root=tmp_path, progress=Bar)
+    assert seen[0][0] == "start" and seen[0][1] is not None and seen[0][1] > 0  # an estimate from file sizes
+    assert seen[-1] == ("end", 200, 200)  # refined to the exact count as files are read

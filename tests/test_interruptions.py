@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import prep
 from common import make_mnist
@@ -149,3 +150,63 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
         whole.count,
         whole.images,
     )
+
+
+class _Interrupting(torch.utils.data.Dataset):
+    """A dataset of constant images that raises once item ``stop_at`` is read (a crash)."""
+
+    def __init__(self, value, n=12, stop_at=None):
+        self.value, self.n, self.stop_at = value, n, stop_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        return torch.full((1, 4, 4), self.value + (i % 3), dtype=torch.uint8)
+
+
+def _checkpointed_dataset_run(ck, dataset, **kwargs):
+    return prep.compute_stats(dataset, batch_size=2, checkpoint=ck, checkpoint_every=2, **kwargs)
+
+
+def test_dataset_resume_continues_the_same_dataset(tmp_path):
+    ck = tmp_path / "ck.json"
+    with pytest.raises(KeyboardInterrupt):
+        _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7))
+    resumed = _checkpointed_dataset_run(ck, _Interrupting(10), resume=True)
+    whole = prep.compute_stats(_Interrupting(10))
+    assert (resumed.mean, resumed.std, resumed.images) == (whole.mean, whole.std, whole.images)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [_Interrupting(200), _Interrupting(10, n=13)],  # other pixels; same first items but another length
+    ids=["other-pixels", "other-length"],
+)
+def test_dataset_resume_refuses_a_checkpoint_of_another_dataset(tmp_path, other):
+    ck = tmp_path / "ck.json"
+    with pytest.raises(KeyboardInterrupt):
+        _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7))
+    with pytest.raises(StatsFileError, match="checkpoint field 'resume_key' does not match"):
+        _checkpointed_dataset_run(ck, other, resume=True)
+
+
+def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
+    from prep.compute import load_or_compute
+
+    ck = tmp_path / "ck.json"
+    with pytest.raises(KeyboardInterrupt):
+        _checkpointed_dataset_run(ck, prep.DatasetSource(_Interrupting(10, stop_at=7), dataset_id="pets-v1"))
+    with pytest.raises(StatsFileError, match="does not match this run"):
+        _checkpointed_dataset_run(ck, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v2"), resume=True)
+    resumed = _checkpointed_dataset_run(ck, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v1"), resume=True)
+    assert resumed.mean == prep.compute_stats(_Interrupting(10)).mean
+    out = tmp_path / "pets.json"
+    _, reused = load_or_compute(out, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v1"))
+    assert not reused
+    _, reused = load_or_compute(out, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v1"))
+    assert reused  # the caller's id stands for the contents
+    _, reused = load_or_compute(out, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v2"))
+    assert not reused

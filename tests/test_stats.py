@@ -39,11 +39,11 @@ def test_documented_fields_are_present(saved):
     assert set(data["source"]) == {"kind", "path", "split", "mode", "images"}
     assert data["source"]["images"] == 300 and data["source"]["split"] == "train"
     assert set(data["fingerprint"]) == {"files", "bytes", "sha256"}
-    assert data["options"] == {"mode": "L"}
+    assert data["options"] == {"mode": "L", "transform": None}
     assert data["channels"] == 1 and data["pixel_max"] == 255
     for key in ("count", "mean", "std", "min", "max", "per_image_std_mean", "nonfinite"):
         assert len(data[key]) == 1, key
-    assert data["skipped"] == {"count": 0, "files": []}
+    assert data["skipped"] == {"count": 0, "reasons": {}, "files": []}
     assert all(isinstance(v, int) for v in data["state"]["exact_sum"] + data["state"]["exact_sumsq"])
 
 

@@ -26,7 +26,8 @@ class ArraySource(BatchSource):
     """The uint8 images of ``files`` under ``root``, in order, read by ``reader``.
 
     ``reader(path)`` returns ``(N, H, W)`` or ``(N, C, H, W)`` uint8; ``counter(path)``, when
-    given, tells the image count from a file's header without reading its data.
+    given, tells the image count from a file's header without reading its data; ``estimator(path)``
+    guesses it (from the file size) for the progress bar of formats without such a header.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class ArraySource(BatchSource):
         reader: Callable[[str], np.ndarray],
         native_mode: str,
         counter: Callable[[str], int] | None = None,
+        estimator: Callable[[str], int] | None = None,
     ) -> None:
         super().__init__(path, split)
         self.kind = kind
@@ -47,6 +49,8 @@ class ArraySource(BatchSource):
         self.native_mode = native_mode
         self._reader = reader
         self._counter = counter
+        self._estimator = estimator
+        self._read_counts: dict[str, int] = {}  # images of the files read so far
         self._scan: tuple[int, dict] | None = None
 
     def read(self, name: str) -> np.ndarray:
@@ -58,6 +62,16 @@ class ArraySource(BatchSource):
         if self._counter is not None:
             return sum(self._counter(os.path.join(self.root, f)) for f in self.files)
         return None if self._scan is None else self._scan[0]
+
+    def estimated_images(self) -> int | None:
+        """The exact count when known, else the files read so far plus an estimate for the rest."""
+        exact = self.num_images()
+        if exact is not None or self._estimator is None:
+            return exact
+        return sum(
+            self._read_counts[f] if f in self._read_counts else self._estimator(os.path.join(self.root, f))
+            for f in self.files
+        )
 
     def fingerprint(self) -> dict:
         """``{"files", "bytes", "sha256"}`` of the decoded images: file count, image bytes, and a
@@ -82,6 +96,7 @@ class ArraySource(BatchSource):
         hasher = _ContentHash() if start == 0 and self._scan is None else None  # the pass reads it all anyway
         for name in self.files:
             array = self.read(name)
+            self._read_counts[name] = len(array)
             if hasher is not None:
                 hasher.add(array)
             size = batch_size or max(1, pixels_per_batch // max(1, int(np.prod(array.shape[1:]))))

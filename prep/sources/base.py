@@ -18,11 +18,13 @@ line in :mod:`prep.sources.resolve`.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +52,16 @@ class Source:
         """The number of images, when known without reading them."""
         return None
 
+    def estimated_images(self) -> int | None:
+        """The number of images for a progress bar: :meth:`num_images`, or a guess the source
+        refines as it is read (CIFAR pickles have no header to count from)."""
+        return self.num_images()
+
+    def resume_key(self) -> dict | None:
+        """What a checkpoint must match besides the fingerprint, for sources that have none that
+        proves identity (a Python dataset); None for the rest."""
+        return None
+
     def listed_skipped(self) -> list[tuple[str, str]]:
         """``(name, reason)`` of entries passed over before any image is read (not images, loops)."""
         return []
@@ -65,6 +77,10 @@ class Source:
     def where(self) -> str:
         """What messages name: the path, or the kind when there is none."""
         return self.path or self.kind
+
+    def display(self, name: str) -> str:
+        """How messages name the entry ``name`` of this source (a skipped file, say)."""
+        return os.path.join(self.where(), name)
 
 
 class BatchSource(Source):
@@ -95,14 +111,57 @@ class FileReader(ABC):
         """How messages name the file ``name`` (a path users can find)."""
 
 
+def open_regular(path: str, *, follow_symlinks: bool = True) -> BinaryIO:
+    """``path`` opened for binary reading, or ``OSError`` when it is not a regular file.
+
+    The file is opened non-blocking, so a FIFO or device that took an image's place after the
+    listing is refused after ``fstat`` (strerror ``not a regular file``) instead of waiting for
+    a writer; a regular file is then read normally. With ``follow_symlinks=False`` a symlink as
+    the last component is refused (strerror ``symlink (not followed)``). The descriptor is closed
+    on every error; the file object's ``name`` is ``path``, as with :func:`open`.
+    """
+    return open(path, "rb", opener=lambda name, flags: _open_regular_fd(name, flags, follow_symlinks))
+
+
+def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> int:
+    """A blocking descriptor of the regular file ``path`` (the opener of :func:`open_regular`)."""
+    flags |= os.O_RDONLY | _flag("O_NONBLOCK") | _flag("O_CLOEXEC") | _flag("O_NOCTTY") | _flag("O_BINARY")
+    if not follow_symlinks:
+        flags |= _flag("O_NOFOLLOW")
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
+            raise OSError(errno.ELOOP, "symlink (not followed)", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if _flag("O_NONBLOCK"):
+            os.set_blocking(fd, True)  # fcntl(F_SETFL) clearing O_NONBLOCK: regular reads from here on
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _flag(name: str) -> int:
+    """The ``os.O_*`` flag ``name``, or 0 where the platform has none."""
+    return getattr(os, name, 0)
+
+
 @dataclass(frozen=True)
 class FolderReader(FileReader):
-    """Files below a directory, named by relative POSIX path."""
+    """Files below a directory, named by relative POSIX path, opened by :func:`open_regular`.
+
+    With ``follow_symlinks=False`` a file that became a symlink after the listing is refused.
+    """
 
     root: str
+    follow_symlinks: bool = True
 
     def open(self, name: str) -> IO[bytes]:
-        return open(os.path.join(self.root, name), "rb")
+        return open_regular(os.path.join(self.root, name), follow_symlinks=self.follow_symlinks)
 
     def display(self, name: str) -> str:
         return os.path.join(self.root, name)

@@ -1,7 +1,10 @@
 """Python datasets: a ``torch.utils.data.Dataset`` or any iterable of images.
 
-Items are PIL images, image tensors ``(C, H, W)`` (or ``(N, C, H, W)`` batches), or tuples and
-lists whose first element is one (``(image, target)`` pairs, as torchvision datasets return).
+Items are PIL images, image tensors ``(C, H, W)`` (or ``(N, C, H, W)`` batches), tuples and
+lists whose first element is one (``(image, target)`` pairs, as torchvision datasets return), or
+dicts holding one (``{"image": PIL.Image, "label": 3}``, as Hugging Face ``datasets`` return):
+under ``image_key``, by default ``"image"`` or else ``"img"``; a dict with neither is a one-line
+error listing its keys.
 They are read in order in the main process; runs of equal-shaped items are stacked into one
 batch of about ``pixels_per_batch`` pixels.
 """
@@ -9,7 +12,7 @@ batch of about ``pixels_per_batch`` pixels.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SourceError
@@ -20,21 +23,67 @@ if TYPE_CHECKING:
     import torch
 
 
-def image_of(item: Any) -> Any:
-    """The image of a dataset item: the item itself, or the first element of a tuple/list."""
+IMAGE_KEYS = ("image", "img")  # where a dict item's image is looked for when no image_key is given
+
+
+def image_of(item: Any, image_key: str | None = None) -> Any:
+    """The image of a dataset item: the item itself, the first element of a tuple/list, or a dict's
+    ``image_key`` entry (default ``image``, else ``img``); raises ``KeyError`` naming the keys."""
+    if isinstance(item, Mapping):
+        keys = (image_key,) if image_key is not None else IMAGE_KEYS
+        for key in keys:
+            if key in item:
+                return item[key]
+        wanted = f"'{image_key}'" if image_key is not None else "'image' or 'img'"
+        raise KeyError(f"is a dict without {wanted} (keys: {', '.join(map(str, item))}); pass image_key=")
     return item[0] if isinstance(item, tuple | list) and item else item
 
 
+HEAD_ITEMS = 4  # items whose pixels identify a dataset for --resume when it has no dataset_id
+
+
 class DatasetSource(BatchSource):
-    """A ``torch.utils.data.Dataset`` or any iterable of PIL images / image tensors."""
+    """A ``torch.utils.data.Dataset`` or any iterable of PIL images / image tensors.
+
+    A Python object has no files to fingerprint, so stats of a dataset are recomputed each time
+    unless ``dataset_id`` names its contents (a string the caller promises changes whenever the
+    data does, e.g. ``"pets-v3-train"``); then the id and the length are its fingerprint. A
+    checkpoint is resumed only for the same ``dataset_id``, or, without one, for a dataset of the
+    same length whose first items have the same pixels.
+
+    ``image_key``: where the image is in dict items (default ``"image"``, else ``"img"``).
+    """
 
     kind = "dataset"
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, dataset_id: str | None = None, image_key: str | None = None) -> None:
         super().__init__(path=None)
+        if dataset_id is not None and (not isinstance(dataset_id, str) or not dataset_id):
+            raise SourceError(f"dataset_id must be a non-empty string; got {dataset_id!r}")
+        if image_key is not None and (not isinstance(image_key, str) or not image_key):
+            raise SourceError(f"image_key must be a non-empty string; got {image_key!r}")
         self.dataset = dataset
+        self.dataset_id = dataset_id
+        self.image_key = image_key
         self.name = type(dataset).__name__
         self._native_mode: str | None = None
+        self._head: list[Any] | None = None
+
+    def fingerprint(self) -> dict | None:
+        if self.dataset_id is None:
+            return None
+        return {"dataset_id": self.dataset_id, "images": self.num_images()}
+
+    def resume_key(self) -> dict[str, Any]:
+        """What a checkpoint of this dataset must match: its id, or its length and first items."""
+        if self.dataset_id is not None:
+            return {"dataset_id": self.dataset_id}
+        import hashlib
+
+        digest = hashlib.sha256()
+        for index, item in enumerate(self._first_items(HEAD_ITEMS)):
+            digest.update(_item_bytes(self._image(item, index)))
+        return {"images": self.num_images(), "head_sha256": digest.hexdigest()}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.name}
@@ -55,7 +104,7 @@ class DatasetSource(BatchSource):
     def native_mode(self) -> str:
         """From the first item: grey PIL modes and 1-channel tensors give ``L``, the rest ``RGB``."""
         if self._native_mode is None:
-            first = image_of(self._first_item())
+            first = self._image(self._first_item(), 0)
             from PIL import Image
 
             if isinstance(first, Image.Image):
@@ -68,18 +117,28 @@ class DatasetSource(BatchSource):
                 )
         return self._native_mode
 
-    def _first_item(self) -> Any:
-        if self._indexable():
-            if not len(self.dataset):
-                raise SourceError(f"{self.name}: {self.empty_message()}")
-            return self.dataset[0]
-        iterator = iter(self.dataset)
+    def _image(self, item: Any, index: int) -> Any:
+        """The image of item ``index`` (:func:`image_of`), or a one-line error naming the item."""
         try:
-            head = next(iterator)
-        except StopIteration:
-            raise SourceError(f"{self.name}: {self.empty_message()}") from None
-        self.dataset = itertools.chain([head], iterator)  # a one-shot iterable keeps its first item
-        return head
+            return image_of(item, self.image_key)
+        except KeyError as exc:
+            raise SourceError(f"{self.name}: item {index} {exc.args[0]}") from None
+
+    def _first_item(self) -> Any:
+        head = self._first_items(1)
+        if not head:
+            raise SourceError(f"{self.name}: {self.empty_message()}")
+        return head[0]
+
+    def _first_items(self, count: int) -> list[Any]:
+        """Up to ``count`` first items; a one-shot iterable keeps them (it is re-chained)."""
+        if self._indexable():
+            return [self.dataset[i] for i in range(min(count, len(self.dataset)))]
+        if self._head is None or len(self._head) < count:
+            iterator = iter(self.dataset)
+            self._head = list(itertools.islice(iterator, count))
+            self.dataset = itertools.chain(list(self._head), iterator)
+        return self._head[:count]
 
     def _indexable(self) -> bool:
         return hasattr(self.dataset, "__getitem__") and self.num_images() is not None
@@ -113,7 +172,7 @@ class DatasetSource(BatchSource):
 
         for index, item in self._items(start):
             count += 1
-            image = image_of(item)
+            image = self._image(item, index)
             if isinstance(image, Image.Image):
                 image = tensor_view(to_array(image, mode)[0])
             elif not _is_tensor(image):
@@ -137,6 +196,20 @@ class DatasetSource(BatchSource):
         yield from flush()
         if count == 0 and start == 0:
             raise SourceError(f"{self.name}: {self.empty_message()}")
+
+
+def _item_bytes(image: Any) -> bytes:
+    """The bytes that identify one image: its type, shape and dtype or mode, and its pixels."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return f"PIL {image.mode} {image.size}".encode() + image.tobytes()
+    if _is_tensor(image):
+        import torch
+
+        values = image.detach().cpu().contiguous().reshape(-1)
+        return f"tensor {values.dtype} {tuple(image.shape)}".encode() + values.view(torch.uint8).numpy().tobytes()
+    return type(image).__name__.encode()
 
 
 def _is_tensor(value: Any) -> bool:

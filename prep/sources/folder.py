@@ -1,8 +1,10 @@
 """Image folders: a sorted recursive listing, decoded by workers in chunks of files.
 
 A folder is listed once, deterministically (sorted relative POSIX paths, symlinks followed,
-loops detected, as torchvision's ``ImageFolder`` walks it). Its files are decoded and reduced by
-worker processes (:mod:`prep.workers`), which open them through a :class:`FolderReader`.
+loops detected, as torchvision's ``ImageFolder`` walks it; ``follow_symlinks=False`` passes over
+symlinks instead). Its files are decoded and reduced by worker processes (:mod:`prep.workers`),
+which open them through a :class:`FolderReader`: a file that became a FIFO or a device after the
+listing is skipped as ``cannot read: not a regular file``, never waited on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ..errors import SourceError, os_reason
 from .base import FileChunk, FolderReader, TaskSource
-from .fingerprint import fingerprint_listing
+from .fingerprint import checksum_files, fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -23,6 +25,9 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 def has_image_extension(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
+
+
+NOT_FOLLOWED = "symlink (not followed)"  # the reason of a symlink listed under follow_symlinks=False
 
 
 @dataclass
@@ -33,14 +38,24 @@ class FolderListing:
     images: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, os.stat_result] = field(default_factory=dict, repr=False)
+    follow_symlinks: bool = True
 
-    def fingerprint(self) -> dict:
-        """The dataset fingerprint, from the ``stat`` results the listing already made."""
-        return fingerprint_listing((rel, self.stats[rel]) for rel in self.images)
+    def fingerprint(self, checksum: bool = False) -> dict:
+        """The dataset fingerprint, from the ``stat`` results the listing already made; with
+        ``checksum``, also ``"checksum"`` over the images' contents (reads every file)."""
+        fingerprint = fingerprint_listing((rel, self.stats[rel]) for rel in self.images)
+        if checksum:
+            fingerprint["checksum"] = checksum_files(self.root, self.images, follow_symlinks=self.follow_symlinks)
+        return fingerprint
 
 
-def list_images(root: str | os.PathLike) -> FolderListing:
-    """List the image files under ``root`` recursively, following symlinks, detecting loops."""
+def list_images(root: str | os.PathLike, follow_symlinks: bool = True) -> FolderListing:
+    """List the image files under ``root`` recursively, detecting loops.
+
+    Symlinks below ``root``, to files or directories, inside ``root`` or outside it, are followed
+    as torchvision's ``ImageFolder`` follows them; with ``follow_symlinks=False`` each is listed
+    as skipped with the reason ``symlink (not followed)``. ``root`` itself is always followed.
+    """
     root = Path(root)
     try:
         top = root.stat()
@@ -48,7 +63,7 @@ def list_images(root: str | os.PathLike) -> FolderListing:
         raise SourceError(f"{root}: {os_reason(exc)}") from None
     if not stat.S_ISDIR(top.st_mode):
         raise SourceError(f"{root}: not a directory")
-    listing = FolderListing(root)
+    listing = FolderListing(root, follow_symlinks=follow_symlinks)
     visited = {(top.st_dev, top.st_ino)}
     stack = [""]
     while stack:
@@ -61,10 +76,13 @@ def list_images(root: str | os.PathLike) -> FolderListing:
         subdirs = []
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if not follow_symlinks and _is_symlink(entry):
+                listing.skipped.append((rel, NOT_FOLLOWED))
+                continue
             try:
-                st = entry.stat()  # follows symlinks
+                st = entry.stat(follow_symlinks=follow_symlinks)
             except OSError as exc:
-                reason = "symlink loop" if entry.is_symlink() else "cannot stat"
+                reason = "symlink loop" if _is_symlink(entry) else "cannot stat"
                 listing.skipped.append((rel, f"{reason}: {os_reason(exc)}"))
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -87,6 +105,14 @@ def list_images(root: str | os.PathLike) -> FolderListing:
     return listing
 
 
+def _is_symlink(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a symlink; an entry that vanished or cannot be inspected is not."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
 # subfolder names of each split, in the order they are looked for (ImageFolder's per-split layout)
 SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 
@@ -103,27 +129,48 @@ def split_folder(root: str | os.PathLike, split: str) -> Path:
 
 
 class FolderSource(TaskSource):
-    """A directory of image files, listed on first use; with ``split``, its split subfolder."""
+    """A directory of image files, listed on first use; with ``split``, its split subfolder.
+
+    ``follow_symlinks`` (default True, as torchvision's ``ImageFolder``): follow symlinks below
+    the folder; when False they are listed as skipped (``symlink (not followed)``) and never
+    opened. ``checksum`` (default False): the fingerprint also holds a SHA-256 of every image's
+    bytes, so an edit that keeps a file's size and modification time makes stored statistics
+    stale too; it reads the whole folder once per source object, and a stats file written
+    without it does not match one checked with it (nor the reverse).
+    """
 
     kind = "folder"
 
-    def __init__(self, path: str, kind: str = "folder", split: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        kind: str = "folder",
+        split: str | None = None,
+        follow_symlinks: bool = True,
+        checksum: bool = False,
+    ) -> None:
         super().__init__(path, split)
         self.kind = kind
         self.root = str(split_folder(path, split)) if split else path
+        self.follow_symlinks = follow_symlinks
+        self.checksum = checksum
         self._listing: FolderListing | None = None
+        self._fingerprint: dict | None = None
 
     @property
     def listing(self) -> FolderListing:
         if self._listing is None:
-            self._listing = list_images(self.root)
+            self._listing = list_images(self.root, follow_symlinks=self.follow_symlinks)
         return self._listing
 
     def num_images(self) -> int:
         return len(self.listing.images)
 
     def fingerprint(self) -> dict:
-        return self.listing.fingerprint()
+        """The listing's fingerprint (with the contents' checksum under ``checksum``), made once."""
+        if self._fingerprint is None:
+            self._fingerprint = self.listing.fingerprint(checksum=self.checksum)
+        return dict(self._fingerprint)
 
     def listed_skipped(self) -> list[tuple[str, str]]:
         return list(self.listing.skipped)
@@ -136,7 +183,7 @@ class FolderSource(TaskSource):
         return f"{name} {self.split}" if self.split else name
 
     def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
-        reader = FolderReader(str(self.listing.root))
+        reader = FolderReader(str(self.listing.root), follow_symlinks=self.follow_symlinks)
         images = self.listing.images
         for i in range(start, len(images), size):
             yield FileChunk(reader, tuple(images[i : i + size]))

@@ -2,7 +2,15 @@
 
 An existing path wins over a dataset name. Paths are matched against :data:`PATH_KINDS` in
 order, names against :data:`~prep.sources.named.PRESETS` and ``sample``; anything iterable is a
-Python dataset. A new kind of source is one more line here.
+Python dataset. A new kind of source is one more line here. The folder options
+(``follow_symlinks``, ``checksum``) reach folder sources, ``sample`` included; ``key`` reaches
+archives (a WebDataset sample's image extension) and ``.npz`` files (the array), ``layout``
+``.npy``/``.npz`` arrays, ``image_key`` Python datasets; other sources ignore them.
+
+Several archives are one source (WebDataset shards): a list or tuple of paths, a brace pattern
+(``shards/train-{000000..000127}.tar``) that is not itself an existing path, or a directory with
+``archives=True`` (its ``.tar``/``.tar.gz``/``.tgz``/``.zip`` files, sorted). ``hf:NAME`` is a
+Hugging Face dataset from the local cache (:mod:`.hf`).
 """
 
 from __future__ import annotations
@@ -14,21 +22,43 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
+from .archive import ArchiveSource
 from .base import Source
 from .dataset import DatasetSource
 from .folder import FolderSource
 from .idx import idx_source
+from .members import is_archive_name
 from .named import PRESETS, open_named
+from .npy import NumpySource, is_numpy_name
+from .shards import expand_braces, has_braces, shard_paths, shards_in
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
-# (does this existing path hold this kind?, open it); the first match wins
-# (does this existing path hold this kind?, open it with a split or None); the first match wins
-PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[[str, str | None], Source]], ...] = (
-    (Path.is_dir, lambda path, split: FolderSource(path, split=split)),
-    (lambda p: "idx3-ubyte" in p.name, lambda path, split: idx_source(path, split=_no_split(path, split))),
+# (does this existing path hold this kind?, open it with a split or None and the options
+# (follow_symlinks, checksum, key, layout, archives), each kind taking its own); the first match wins
+PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[..., Source]], ...] = (
+    (Path.is_dir, lambda path, split, **o: _open_dir(path, split, **o)),
+    (lambda p: "idx3-ubyte" in p.name, lambda path, split, **o: idx_source(path, split=_no_split(path, split))),
+    (lambda p: is_archive_name(p.name), lambda path, split, **o: _open_archives([path], split, path, **o)),
+    (lambda p: is_numpy_name(p.name), lambda path, split, **o: NumpySource(path, split, o["key"], o["layout"])),
 )
-PATH_KIND_NAMES = "a directory or an *-idx3-ubyte[.gz] file"
+PATH_KIND_NAMES = (
+    "a directory, an *-idx3-ubyte[.gz] file, an archive (.zip, .tar, .tar.gz, .tgz) or a NumPy file (.npy, .npz)"
+)
+
+
+def _open_dir(path: str, split: str | None, *, follow_symlinks, checksum, archives, key, **_) -> Source:
+    if archives:
+        return _open_archives(shards_in(path), split, path, samples=True, key=key)
+    return FolderSource(path, split=split, follow_symlinks=follow_symlinks, checksum=checksum)
+
+
+def _open_archives(
+    paths: list[str], split: str | None, where: str, *, samples: bool = False, key: str | None = None, **_
+) -> Source:
+    if split:
+        raise SourceError(f"{where}: archives have no splits; got --split {split}")
+    return ArchiveSource(paths, samples=samples, key=key, path=where)
 
 
 def _no_split(path: str, split: str | None) -> None:
@@ -41,26 +71,63 @@ def dataset_names() -> list[str]:
 
 
 def resolve_source(
-    source: Any, root: str | os.PathLike = "data", split: str | None = None, download: bool = False
+    source: Any,
+    root: str | os.PathLike = "data",
+    split: str | None = None,
+    download: bool = False,
+    *,
+    follow_symlinks: bool = True,
+    checksum: bool = False,
+    key: str | None = None,
+    layout: str | None = None,
+    archives: bool = False,
+    image_key: str | None = None,
 ) -> Source:
     """Turn a path, a dataset name, a Dataset/iterable or a Source into a :class:`Source`.
 
     ``split``: for named datasets ``train`` (the default) or ``test``; for folders, the split
-    subfolder to measure (default: the whole folder); refused for single files.
+    subfolder to measure (default: the whole folder); for ``.npz`` files MedMNIST's
+    ``<split>_images`` array; for ``hf:NAME`` the dataset's split (default ``train``); refused
+    for other single files and archives.
+    ``follow_symlinks``, ``checksum``: for folders and ``sample``, see
+    :class:`~prep.sources.folder.FolderSource`.
+    ``key``: for archives, the extension of each WebDataset sample's image (``"jpg"``; implies
+    sample rules, :mod:`.archive`); for ``.npz`` files, the array to read.
+    ``layout``: ``"NHWC"`` or ``"NCHW"`` for NumPy arrays whose shape fits both (:mod:`.npy`).
+    ``archives``: a directory is a set of WebDataset shards (its archive files), not a folder.
+    ``image_key``: the image's key in dict items of Python datasets (:class:`DatasetSource`).
+    Sources of other kinds, and Source objects (already made), ignore the options not theirs.
     """
+    options = {
+        "follow_symlinks": follow_symlinks,
+        "checksum": checksum,
+        "key": key,
+        "layout": layout,
+        "archives": archives,
+    }
     if isinstance(source, Source):
         return source
+    if isinstance(source, list | tuple) and source and all(isinstance(p, str | os.PathLike) for p in source):
+        paths = shard_paths(source)
+        where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+        return _open_archives(paths, split, where, samples=True, key=key)
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         path = Path(text)
         if path.exists():
             for matches, opener in PATH_KINDS:
                 if matches(path):
-                    return opener(text, split)
+                    return opener(text, split, **options)
             raise SourceError(f"{text}: not {PATH_KIND_NAMES}")
+        if has_braces(text):
+            return _open_archives(shard_paths(expand_braces(text)), split, text, samples=True, key=key)
+        if text.startswith("hf:"):
+            from .hf import hf_source
+
+            return hf_source(text, split, download=download, image_key=image_key)
         name = text.lower()
         if name == "sample":
-            return FolderSource(str(SAMPLE_DIR), kind="sample")
+            return FolderSource(str(SAMPLE_DIR), kind="sample", follow_symlinks=follow_symlinks, checksum=checksum)
         if name in PRESETS:
             return open_named(name, root, split or "train", download=download)
         raise SourceError(
@@ -68,7 +135,7 @@ def resolve_source(
             f"({', '.join(dataset_names())}){_did_you_mean(name)}"
         )
     if hasattr(source, "__getitem__") or hasattr(source, "__iter__"):
-        return DatasetSource(source)
+        return DatasetSource(source, image_key=image_key)
     raise SourceError(f"cannot read images from a {type(source).__name__}")
 
 

@@ -1,0 +1,55 @@
+"""Which splits a source has, and the list that ``--split train,test`` or ``--split all`` asks for.
+
+Named datasets have torchvision's ``train`` and ``test``; a folder has the split subfolders it
+holds (:data:`~prep.sources.folder.SPLIT_FOLDERS`: ``train``, ``val``/``valid``/``validation``,
+``test``); other sources have none.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import OptionError
+from .folder import SPLIT_FOLDERS
+from .named import PRESETS, SPLITS
+
+ALL = "all"
+
+
+def available_splits(source: Any) -> tuple[str, ...]:
+    """The splits of ``source`` in their usual order (train, val, test); ``()`` when it has none."""
+    if not isinstance(source, str | os.PathLike):
+        return ()
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        from .npy import npz_splits
+
+        return npz_splits(path)
+    if path.is_dir():
+        return tuple(split for split, names in SPLIT_FOLDERS.items() if any((path / n).is_dir() for n in names))
+    if not path.exists() and os.fspath(source).lower() in PRESETS:
+        return SPLITS
+    return ()
+
+
+def parse_splits(text: str | None, source: Any) -> list[str | None]:
+    """The splits that ``--split`` names: ``None`` (the source's default), one split, a comma list,
+    or ``all`` (every split :func:`available_splits` finds). Repeats are dropped, order kept."""
+    if text is None:
+        return [None]
+    names = [part.strip() for part in text.split(",")]
+    if any(not name for name in names):
+        raise OptionError(f"--split {text!r}: empty split name (write e.g. 'train,test' or 'all')")
+    if ALL in names:
+        if len(names) > 1:
+            raise OptionError(f"--split {text!r}: 'all' cannot be combined with other splits")
+        found = available_splits(source)
+        if not found:
+            raise OptionError(
+                f"{os.fspath(source) if isinstance(source, str | os.PathLike) else type(source).__name__}: "
+                "--split all: no splits found (a named dataset, or a folder with train/val/test subfolders)"
+            )
+        return list(found)
+    return list(dict.fromkeys(names))
