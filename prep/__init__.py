@@ -14,7 +14,10 @@ Names are imported on first use, so ``import prep`` (and ``prep --help``) does n
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 from ._version import __version__
 

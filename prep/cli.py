@@ -7,7 +7,9 @@ Only click and the light modules are imported at start-up; a command imports wha
 from __future__ import annotations
 
 import functools
+import io
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -17,10 +19,9 @@ import click
 
 from ._version import __version__
 from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, output_for, resolve_options
-from .errors import PrepError
+from .errors import PrepError, os_reason
 from .pixels import MODES
-
-INTERRUPTED = 130
+from .signals import INTERRUPTED, deferred_sigint, restore_sigint
 
 
 def _fail(message: str, code: int) -> None:
@@ -49,6 +50,30 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             warnings.showwarning = previous
 
     return wrapper
+
+
+def _print(text: str) -> None:
+    """Write ``text`` to stdout; a stdout that cannot take it (a full disk) is a one-line error, a
+    reader that went away (``prep show f | head -1``) ends prep quietly with exit 1."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _detach_stdout()
+        sys.exit(1)
+    except OSError as exc:
+        _detach_stdout()
+        raise PrepError(f"cannot write to standard output ({os_reason(exc)})") from None
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real stdout (tests)
+        pass
 
 
 class _OneLineErrors(click.Group):
@@ -169,6 +194,9 @@ def stats_command(config_path: str | None, **given: Any) -> None:
 
     Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
+    with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
     from .sources.splits import parse_splits
 
     sources = given.pop("source")
@@ -206,13 +234,13 @@ def _stats_of_split(opts: dict[str, Any], several: bool) -> None:
     else:
         result, reused = compute_stats(opts["source"], **options), False
     if quiet:
-        click.echo(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())
+        _print(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())
         return
     if several:
-        click.echo(f"== split {opts['split']} ==")
+        _print(f"== split {opts['split']} ==")
     if reused:
-        click.echo(f"{out} is up to date")
-    click.echo(format_summary(result))
+        _print(f"{out} is up to date")
+    _print(format_summary(result))
     if out and not reused:
         click.echo(f"wrote {out}", err=True)
 
@@ -239,11 +267,12 @@ def show_command(file: str) -> None:
     from .report import format_summary
     from .stats import load_stats
 
-    click.echo(format_summary(load_stats(file), details=True))
+    _print(format_summary(load_stats(file), details=True))
 
 
 def run() -> None:
-    """The ``prep`` console script: :func:`main`, with a Ctrl-C at any moment ending in exit 130."""
+    """The command line (:func:`main`), with a Ctrl-C at any moment ending in exit 130."""
+    restore_sigint()
     try:
         main()
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ instead of a hang.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -29,6 +28,7 @@ from .accumulator import ChannelMoments
 from .decode import Decoder, EightBitHistogram
 from .errors import PrepError
 from .pixels import CHANNELS, LEVELS
+from .signals import deferred_sigint
 from .sources.base import FileChunk
 
 MAX_WORKERS_PER_CPU = 4  # more processes than this per CPU only add memory and start-up time
@@ -90,8 +90,36 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+PARENT_POLL_SECONDS = 0.5  # how often a worker checks that prep is still there (without prctl)
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(parent: int) -> None:
+    """Set up a decoding process: Ctrl-C is the parent's to handle (it stops the pool), and the
+    worker ends when the parent does (SIGTERM, kill -9), never lingering as an orphan: its
+    siblings hold the task pipe open, so it would otherwise wait for tasks forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to send SIGKILL to this process when its parent exits; False where it cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        threading.Event().wait(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def map_ordered(
@@ -113,8 +141,8 @@ def map_ordered(
     pending: deque[tuple[Any, Future]] = deque()
     source = iter(tasks)
     finished = False
-    with _deferred_sigint() as interrupted:
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    with deferred_sigint() as interrupted:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
         try:
             while True:
                 while len(pending) < workers * IN_FLIGHT_PER_WORKER:
@@ -148,23 +176,6 @@ def _wait(future: Future, interrupted: Callable[[], bool], held: list, describe:
         except BrokenProcessPool:
             names = "; ".join(describe(t) for t in held)
             raise PrepError(f"a decoding worker died (killed, or out of memory) while reading {names}") from None
-
-
-@contextlib.contextmanager
-def _deferred_sigint() -> Iterator[Callable[[], bool]]:
-    """Turn Ctrl-C into a flag while the pool starts and runs, so it never lands inside ``fork`` or a
-    lock (where Python would swallow it) and is acted on at the next safe point."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    hits: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
-    try:
-        yield lambda: bool(hits)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if hits:
-        raise KeyboardInterrupt
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

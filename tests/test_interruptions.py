@@ -210,3 +210,17 @@ def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
     assert reused  # the caller's id stands for the contents
     _, reused = load_or_compute(out, prep.DatasetSource(_Interrupting(10), dataset_id="pets-v2"))
     assert not reused
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.45, 0.6, 0.8])
+def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
+    """Ctrl-C during the imports (click, torch's C++ extensions), the listing or the pool start."""
+    proc = _prep("stats", "sample", "-q", "--workers", "2")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # finished before the signal: nothing to check
+        return
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "terminate called" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("prep: interrupted")

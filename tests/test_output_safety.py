@@ -200,3 +200,49 @@ def test_ctrl_c_never_leaves_a_traceback_when_workers_are_signalled(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130) and "Traceback" not in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [("stats", "sample", "-q", "--workers", "0"), ("show", "STATS")])
+def test_a_full_stdout_is_a_one_line_error(tmp_path, args):
+    stats_file = tmp_path / "s.json"
+    prep.compute_stats("sample", workers=0).save(stats_file)
+    args = [str(stats_file) if a == "STATS" else a for a in args]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "prep", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "prep: error: cannot write to standard output (No space left on device)"
+    )
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_sigterm_of_the_parent_leaves_no_worker_tracebacks(tmp_path):
+    folder = tmp_path / "many"
+    good_images(folder, 300)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prep", "stats", str(folder), "--workers", "2", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)  # orphaned workers notice the parent is gone and exit
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"]
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
