@@ -24,6 +24,9 @@ from ._version import __version__
 _EXPORTS = {
     "ChannelMoments": "accumulator",
     "ChannelSummary": "accumulator",
+    "check_stats": "checks",
+    "compare_stats": "checks",
+    "KNOWN": "known",
     "compute_stats": "compute",
     "load_or_compute": "compute",
     "BadImageError": "errors",
@@ -48,6 +51,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "KNOWN",
     "SCHEMA_VERSION",
     "BadImageError",
     "ChannelMismatchError",
@@ -65,6 +69,8 @@ __all__ = [
     "Stats",
     "StatsFileError",
     "__version__",
+    "check_stats",
+    "compare_stats",
     "compute_stats",
     "denormalize_pipeline",
     "load_or_compute",

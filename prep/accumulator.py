@@ -58,7 +58,8 @@ class StateField:
     ``merge``: ``sum``, ``min``, ``max``, or ``moments`` (count/mean/m2, merged together by
     Chan's formula). ``empty``: the value of an empty state, and the identity of the merge;
     ``min``/``max`` store it as JSON ``null`` (they are infinite until a pixel arrives).
-    ``optional``: the whole field may be None (exact sums, once non-8-bit data is mixed in).
+    ``optional``: the whole field may be None (exact sums and the histogram, once non-8-bit data
+    is mixed in). ``width``: a row of values per channel instead of one (the histogram).
     """
 
     name: str
@@ -68,11 +69,14 @@ class StateField:
     empty: float = 0
     minimum: float | None = None
     optional: bool = False
+    width: int = 0  # values per channel: 0 for one, else a row of ``width`` (a histogram)
 
     def default(self, channels: int) -> Any:
         if self.kind == "exact":
             return [0] * channels
         dtype = np.int64 if self.kind == "int" else np.float64
+        if self.width:
+            return np.full((channels, self.width), self.empty, dtype)
         if self.per_channel:
             return np.full(channels, self.empty, dtype)
         return dtype(self.empty).item()
@@ -86,6 +90,7 @@ STATE_FIELDS: tuple[StateField, ...] = (
     StateField("max", "float", "max", empty=-math.inf),
     StateField("exact_sum", "exact", "sum", minimum=0, optional=True),
     StateField("exact_sumsq", "exact", "sum", minimum=0, optional=True),
+    StateField("histogram", "int", "sum", minimum=0, optional=True, width=LEVELS),  # raw 8-bit value counts
     StateField("images", "int", "sum", per_channel=False, minimum=0),
     StateField("image_std_sum", "float", "sum", minimum=0),
     StateField("image_std_count", "int", "sum", minimum=0),
@@ -150,8 +155,9 @@ class ChannelMoments:
             part = ChannelMoments(1).update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
-            n, total, total_sq, vmin, vmax = uint8_image_sums(batch, self._workspace)
-            return self._fold_integers(n, total, total_sq, vmin, vmax)
+            n, total, total_sq = _uint8_sums(batch, self._workspace)
+            hist = uint8_histogram(batch)
+            return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         if pixel_max is None:
             batch = checked_sixteen_bit(batch)
@@ -161,7 +167,7 @@ class ChannelMoments:
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
-        self.exact_sum = self.exact_sumsq = None
+        self.exact_sum = self.exact_sumsq = self.histogram = None
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
@@ -188,14 +194,17 @@ class ChannelMoments:
         present = hist.sum(0) > 0
         vmin = np.where(present.any(1), present.argmax(1), LEVELS)
         vmax = np.where(present.any(1), LEVELS - 1 - present[:, ::-1].argmax(1), -1)
-        return self._fold_integers(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax)
+        return self._fold_integers(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax, hist=hist.sum(0))
 
-    def _fold_integers(self, n_img, s_img, q_img, vmin, vmax, scale: int = EIGHT_BIT_MAX) -> ChannelMoments:
+    def _fold_integers(
+        self, n_img, s_img, q_img, vmin, vmax, scale: int = EIGHT_BIT_MAX, hist: np.ndarray | None = None
+    ) -> ChannelMoments:
         """Fold in integer images from exact per-image ``(N, C)`` pixel counts, sums and sums of
         squares of raw values, and the batch's raw per-channel min/max (empty: above/below any value).
 
         The batch's mean and m2 come from its exact integer totals, each rounded once, so constant
-        data has m2 exactly 0. The exact totals are kept in the state for 8-bit data (``scale`` 255).
+        data has m2 exactly 0. The exact totals, and the batch's ``(C, 256)`` histogram ``hist``, are
+        kept in the state for 8-bit data (``scale`` 255).
         """
         n_img = np.asarray(n_img, np.int64)
         s_img = np.asarray(s_img).astype(np.int64)
@@ -217,6 +226,10 @@ class ChannelMoments:
             np.where(n > 0, np.asarray(vmin) / scale, np.inf),
             np.where(n > 0, np.asarray(vmax) / scale, -np.inf),
         )
+        if scale != EIGHT_BIT_MAX or hist is None:
+            self.histogram = None
+        elif self.histogram is not None:
+            self.histogram = self.histogram + np.asarray(hist, np.int64)
         if scale != EIGHT_BIT_MAX:
             self.exact_sum = self.exact_sumsq = None
         elif self.exact_sum is not None:
@@ -268,8 +281,10 @@ class ChannelMoments:
             mine, theirs = getattr(out, f.name), getattr(other, f.name)
             if f.merge == "max":
                 value = max(mine, theirs)
+            elif mine is None or theirs is None:  # an optional field one side no longer has
+                value = None
             elif f.kind == "exact":
-                value = None if mine is None or theirs is None else [a + b for a, b in zip(mine, theirs)]
+                value = [a + b for a, b in zip(mine, theirs)]
             else:
                 value = mine + theirs
             setattr(out, f.name, value)
@@ -302,7 +317,7 @@ class ChannelMoments:
         for f in STATE_FIELDS:
             value = getattr(self, f.name)
             if f.per_channel and value is not None:
-                value = value * channels if f.kind == "exact" else np.repeat(value, channels)
+                value = value * channels if f.kind == "exact" else np.repeat(value, channels, axis=0)
             setattr(out, f.name, value)
         return out
 
@@ -373,11 +388,30 @@ class ChannelMoments:
             raise StatsFileError(f"{where}.min: exceeds {where}.max")
         if (self.exact_sum is None) != (self.exact_sumsq is None):
             raise StatsFileError(f"{where}.exact_sum: exact_sum and exact_sumsq must both be null or both be set")
+        if self.histogram is not None:
+            self._check_histogram(where)
         if self.exact_sum is not None:
             for n, total, total_sq in zip(self.count.tolist(), self.exact_sum, self.exact_sumsq):
                 # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
                 if total > EIGHT_BIT_MAX * n or total * total > n * total_sq or total_sq > EIGHT_BIT_MAX * total:
                     raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
+
+    def _check_histogram(self, where: str) -> None:
+        """The histogram must count every pixel, span exactly min..max, and give the exact sums."""
+        if self.exact_sum is None:
+            raise StatsFileError(f"{where}.histogram: must be null when exact_sum is")
+        if self.histogram.sum(1).tolist() != self.count.tolist():
+            raise StatsFileError(f"{where}.histogram: its counts do not add up to {where}.count")
+        low, high = histogram_range(self.histogram)
+        empty = self.count == 0
+        if np.any(~empty & ((low / EIGHT_BIT_MAX != self.min) | (high / EIGHT_BIT_MAX != self.max))):
+            raise StatsFileError(f"{where}.histogram: does not span {where}.min..{where}.max")
+        levels = list(range(LEVELS))
+        for c, row in enumerate(self.histogram.tolist()):
+            total = sum(v * h for v, h in zip(levels, row))
+            total_sq = sum(v * v * h for v, h in zip(levels, row))
+            if (total, total_sq) != (self.exact_sum[c], self.exact_sumsq[c]):
+                raise StatsFileError(f"{where}.histogram: inconsistent with {where}.exact_sum and exact_sumsq")
 
     def __getstate__(self) -> dict:  # what crosses process boundaries: the state, not the scratch
         return {**self.__dict__, "_workspace": {}}
@@ -393,6 +427,8 @@ class ChannelMoments:
 def _to_json(f: StateField, value: Any) -> Any:
     if value is None or f.kind == "exact":
         return value
+    if f.width:
+        return value.tolist()
     if not f.per_channel:
         return int(value) if f.kind == "int" else float(value)
     if f.kind == "int":
@@ -407,6 +443,15 @@ def _from_json(f: StateField, value: Any, channels: int, where: str) -> Any:
     kind_name = "integer" if f.kind in ("int", "exact") else "number"
     if not f.per_channel:
         return _check_number(value, numbers, kind_name, f, where)
+    if f.width:
+        if not isinstance(value, list) or len(value) != channels:
+            raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+        for row in value:
+            if not isinstance(row, list) or len(row) != f.width:
+                raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+            for v in row:
+                _check_number(v, numbers, kind_name, f, where)
+        return np.array(value, np.int64)
     if not isinstance(value, list) or len(value) != channels:
         raise StatsFileError(f"{where}: expected a list of {channels} {kind_name}s")
     values = [
@@ -431,8 +476,33 @@ def _check_number(v: Any, numbers: tuple[type, ...], kind_name: str, f: StateFie
 
 # ---------------------------------------------------------------------- reductions
 def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
-    """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus
-    the batch's per-channel min and max, reduced on the batch's own device.
+    """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus the
+    batch's per-channel raw min and max (from :func:`uint8_histogram`); see :func:`_uint8_sums`."""
+    n, total, total_sq = _uint8_sums(batch, workspace, method)
+    return (n, total, total_sq, *histogram_range(uint8_histogram(batch)))
+
+
+def uint8_histogram(batch: torch.Tensor) -> np.ndarray:
+    """The ``(C, 256)`` counts of each raw value per channel of a uint8 batch ``(N, C, H, W)``, by
+    ``torch.bincount`` on the batch's own device (exact integers)."""
+    import torch
+
+    rows = [torch.bincount(batch[:, c].reshape(-1), minlength=LEVELS) for c in range(batch.shape[1])]
+    return torch.stack(rows).cpu().numpy().astype(np.int64)
+
+
+def histogram_range(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel raw min and max of ``(C, 256)`` counts; 256 and -1 for an empty channel."""
+    present = np.asarray(hist) > 0
+    any_present = present.any(1)
+    vmin = np.where(any_present, present.argmax(1), LEVELS)
+    vmax = np.where(any_present, LEVELS - 1 - present[:, ::-1].argmax(1), -1)
+    return vmin.astype(np.int64), vmax.astype(np.int64)
+
+
+def _uint8_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
+    """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, reduced
+    on the batch's own device.
 
     ``method="float32-groups"`` (the CPU's choice under ``auto``) sums pixels through float32 in
     groups of at most 256, where every product and partial sum is an integer below 2**24 and
@@ -472,15 +542,7 @@ def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method:
             x = part.to(torch.float64)
             total += x.sum(1)
             total_sq += (x * x).sum(1)
-    vmin = batch.amin(dim=(0, 2, 3)) if pixels else torch.full((c,), LEVELS, device=batch.device)
-    vmax = batch.amax(dim=(0, 2, 3)) if pixels else torch.full((c,), -1, device=batch.device)
-    return (
-        np.full((n, c), pixels, np.int64),
-        total.view(n, c).cpu().numpy(),
-        total_sq.view(n, c).cpu().numpy(),
-        vmin.cpu().numpy().astype(np.int64),
-        vmax.cpu().numpy().astype(np.int64),
-    )
+    return np.full((n, c), pixels, np.int64), total.view(n, c).cpu().numpy(), total_sq.view(n, c).cpu().numpy()
 
 
 def _pixel_slices(rows: torch.Tensor, multiple: int = 1):

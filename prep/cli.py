@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import os
 import sys
@@ -99,6 +100,91 @@ def main() -> None:
     """Per-channel dataset statistics and the torchvision transforms that use them."""
 
 
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Apply click option decorators in the order they are listed (as they read in ``--help``)."""
+
+    def apply(command: Any) -> Any:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+# what the source is: shared by `prep stats` and `prep check`
+_SOURCE_OPTIONS = _options(
+    click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}"),
+    click.option(
+        "--split",
+        help="train or test for named datasets; for a folder, its train/val/test subfolder; several as "
+        f"train,test or all (one file each: write {{split}} in -o).  {describe_default('split')}",
+    ),
+    click.option(
+        "--key",
+        help="WebDataset shards: the image extension of a sample (jpg, png, ...); .npz: the array to read.",
+    ),
+    click.option(
+        "--layout",
+        type=click.Choice(("NHWC", "NCHW")),
+        help="NumPy arrays: the axis order when the shape is ambiguous.",
+    ),
+    click.option("--archives", is_flag=True, default=None, help="SOURCE is a directory of tar shards (WebDataset)."),
+    click.option("--image-key", help="Dict items (hf:NAME): the image field.  [default: image or img]"),
+    click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first."),
+    click.option(
+        "--follow-symlinks/--no-follow-symlinks",
+        default=None,
+        help="Follow symlinks in folders, as ImageFolder does; --no-follow-symlinks lists them as skipped.  "
+        "[default: follow]",
+    ),
+)
+# how the pass runs and what it measures: shared by `prep stats` and `prep check`
+_PASS_OPTIONS = _options(
+    click.option(
+        "--device", type=click.Choice(DEVICE_CHOICES), help=f"Where batches are reduced.  {describe_default('device')}"
+    ),
+    click.option(
+        "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        help=f"Images per batch for idx/CIFAR.  {describe_default('batch_size')}",
+    ),
+    click.option(
+        "--resize",
+        help="Measure after v2.Resize(SIZE, antialias=True): N (shorter side) or HxW.  [default: no resize]",
+    ),
+    click.option(
+        "--center-crop", help="Measure after v2.CenterCrop(SIZE) (after --resize): N or HxW.  [default: no crop]"
+    ),
+    click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1)."),
+    click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        default=None,
+        help="No progress bar or notes; prep stats prints only the Normalize line.",
+    ),
+)
+
+
+def _pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`prep.compute_stats` for resolved options ``opts``."""
+    from .preprocess import measurement_transform
+
+    options = {name: opts[name] for name in PASS_OPTIONS}
+    options["progress"] = not opts["quiet"]
+    options["transform"] = measurement_transform(opts["resize"], opts["center_crop"])
+    return options
+
+
+def _source_argument(given: dict[str, Any]) -> None:
+    """SOURCE given several times (WebDataset shards) as a list, once as a string, never as None."""
+    sources = given.pop("source")
+    given["source"] = None if not sources else sources[0] if len(sources) == 1 else list(sources)
+
+
 @main.command("stats")
 @click.argument("source", nargs=-1)
 @click.option(
@@ -106,57 +192,19 @@ def main() -> None:
     "config_path",
     help="TOML preset (see configs/); command-line options override it.",
 )
-@click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}")
-@click.option(
-    "--split",
-    help="train or test for named datasets; for a folder, its train/val/test subfolder; several as "
-    f"train,test or all (one file each: write {{split}} in -o).  {describe_default('split')}",
-)
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
-@click.option(
-    "--device", type=click.Choice(DEVICE_CHOICES), help=f"Where batches are reduced.  {describe_default('device')}"
-)
-@click.option(
-    "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help=f"Images per batch for idx/CIFAR.  {describe_default('batch_size')}",
-)
+@_SOURCE_OPTIONS
+@_PASS_OPTIONS
 @click.option(
     "--mode",
     type=click.Choice(MODES),
     help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
 )
 @click.option(
-    "--resize",
-    help="Measure after v2.Resize(SIZE, antialias=True): N (shorter side) or HxW.  [default: no resize]",
+    "--percentiles",
+    help="Percentiles to list, e.g. 0.1,1,50,99,99.9 (exact, 8-bit data).  [default: 0.5,1,5,50,95,99,99.5]",
 )
-@click.option(
-    "--center-crop",
-    help="Measure after v2.CenterCrop(SIZE) (after --resize): N or HxW.  [default: no crop]",
-)
-@click.option(
-    "--key",
-    help="WebDataset shards: the image extension of a sample (jpg, png, ...); .npz: the array to read.",
-)
-@click.option(
-    "--layout",
-    type=click.Choice(("NHWC", "NCHW")),
-    help="NumPy arrays: the axis order when the shape is ambiguous.",
-)
-@click.option("--archives", is_flag=True, default=None, help="SOURCE is a directory of tar shards (WebDataset).")
-@click.option("--image-key", help="Dict items (hf:NAME): the image field.  [default: image or img]")
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
-@click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first.")
-@click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1).")
-@click.option(
-    "--follow-symlinks/--no-follow-symlinks",
-    default=None,
-    help="Follow symlinks in folders, as ImageFolder does; --no-follow-symlinks lists them as skipped.  "
-    "[default: follow]",
-)
 @click.option(
     "--checksum",
     is_flag=True,
@@ -171,7 +219,6 @@ def main() -> None:
     help=f"N for --checkpoint.  {describe_default('checkpoint_every')}",
 )
 @click.option("--resume", is_flag=True, default=None, help="Continue from --checkpoint after an interruption.")
-@click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar; print only the Normalize line.")
 @_reports_errors
 def stats_command(config_path: str | None, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.
@@ -199,8 +246,7 @@ def stats_command(config_path: str | None, **given: Any) -> None:
         import torchvision  # noqa: F401
     from .sources.splits import parse_splits
 
-    sources = given.pop("source")
-    given["source"] = None if not sources else sources[0] if len(sources) == 1 else list(sources)
+    _source_argument(given)
     opts = resolve_options(given, config_path)
     _log_to_stderr(quiet=opts["quiet"])
     if opts["source"] is None:
@@ -222,13 +268,10 @@ def stats_command(config_path: str | None, **given: Any) -> None:
 def _stats_of_split(opts: dict[str, Any], several: bool) -> None:
     """One split of ``prep stats``: measure (or reuse ``out``), then print the summary."""
     from .compute import compute_stats, load_or_compute
-    from .preprocess import measurement_transform
     from .report import format_summary
 
     out, quiet = opts["out"], opts["quiet"]
-    options = {name: opts[name] for name in PASS_OPTIONS}
-    options["progress"] = not quiet
-    options["transform"] = measurement_transform(opts["resize"], opts["center_crop"])
+    options = _pass_kwargs(opts)
     if out:
         result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
     else:
@@ -261,13 +304,112 @@ def _log_to_stderr(quiet: bool) -> None:
 
 @main.command("show")
 @click.argument("file")
+@click.option(
+    "--against",
+    help="Also compare the file's numbers with a published constant set (mnist, fashion-mnist, cifar10, "
+    "cifar10-copied, cifar100, imagenet, inception) or another stats file, without reading data.",
+)
 @_reports_errors
-def show_command(file: str) -> None:
+def show_command(file: str, against: str | None) -> None:
     """Pretty-print a stats file (and validate it)."""
+    from .checks import judge, resolve_reference
     from .report import format_summary
     from .stats import load_stats
 
-    _print(format_summary(load_stats(file), details=True))
+    stats = load_stats(file)
+    _print(format_summary(stats, details=True))
+    if against:
+        reference = resolve_reference(against)
+        name = getattr(reference, "name", against)
+        _print("\n" + judge(stats, reference, name, fingerprint="not read (prep show)").format())
+
+
+_FORMAT = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: one JSON object on stdout, for CI pipelines.",
+)
+
+
+@main.command("check")
+@click.argument("reference")
+@click.argument("source", nargs=-1, required=True)
+@_SOURCE_OPTIONS
+@_PASS_OPTIONS
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Largest |normalized mean| and |normalized std - 1| that pass.",
+)
+@_FORMAT
+@_reports_errors
+def check_command(reference: str, tol: float, output_format: str, **given: Any) -> None:
+    """Do REFERENCE's constants fit SOURCE? Exit 0 if they do, 1 if not, 2 for bad input.
+
+    REFERENCE is a stats file or a published constant set: mnist, fashion-mnist, cifar10,
+    cifar10-copied (the widely pasted per-image std), cifar100, imagenet, inception (0.5/0.5).
+    SOURCE and its options are those of prep stats; it is read in REFERENCE's mode (grey
+    constants read a colour folder as grey). Prints, per channel, the mean and std of the data
+    after REFERENCE's Normalize, whether the data is the one the file was made from, and a
+    verdict.
+
+    \b
+    Examples:
+      prep check cifar10-train.json cifar10 --root ./data --split test
+      prep check imagenet ./my_photos --resize 256 --center-crop 224
+    """
+    from .checks import check_stats
+
+    _source_argument(given)
+    opts = resolve_options(given)
+    _log_to_stderr(quiet=opts["quiet"])
+    if isinstance(opts["source"], str) and opts["split"] and "," in opts["split"]:
+        raise click.UsageError("prep check measures one split at a time")
+    result = check_stats(reference, opts["source"], tol=tol, **_pass_kwargs(opts))
+    _print(json.dumps(result.to_dict()) if output_format == "json" else result.format())
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--max-shift",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="Largest |mean_B - mean_A| in units of A's std that passes.",
+)
+@click.option(
+    "--max-std-ratio",
+    type=click.FloatRange(min=1),
+    default=1.1,
+    show_default=True,
+    help="std_B / std_A must lie in [1/R, R].",
+)
+@_FORMAT
+@_reports_errors
+def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, output_format: str) -> None:
+    """Does dataset B drift from dataset A? Compares two stats files; exit 0 same, 1 drift.
+
+    Per channel: the mean shift in units of A's std, the ratio of the stds, both ranges, and
+    where both files hold 8-bit histograms, the exact Wasserstein-1 distance (unit scale) and the
+    largest gap between the two CDFs (Kolmogorov-Smirnov).
+
+    \b
+    Example:
+      prep compare cifar10-train.json cifar10-test.json --format json
+    """
+    from .checks import compare_stats
+
+    result = compare_stats(a, b, max_shift=max_shift, max_std_ratio=max_std_ratio)
+    _print(json.dumps(result.to_dict()) if output_format == "json" else result.format())
+    sys.exit(0 if result.ok else 1)
 
 
 def run() -> None:

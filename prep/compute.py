@@ -10,18 +10,20 @@ With ``checkpoint`` the progress is saved every ``checkpoint_every`` images
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .accumulator import ChannelMoments
 from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
-from .config import DEFAULTS, PASS_OPTIONS, check_options, source_options
+from .config import DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
 from .decode import DECODERS, Decoder, TransformedDecoder
 from .errors import BadImageError, OutputError, PrepWarning, SourceError, StatsFileError
 from .files import output_target
+from .histogram import DEFAULT_PERCENTILES
 from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
 from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
@@ -52,6 +54,7 @@ def compute_stats(
     layout: str | None = DEFAULTS["layout"],
     archives: bool = DEFAULTS["archives"],
     image_key: str | None = DEFAULTS["image_key"],
+    percentiles: Sequence[float] | None = DEFAULTS["percentiles"],
     progress: bool | Callable[..., Any] = False,
     checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
     checkpoint_every: int = DEFAULTS["checkpoint_every"],
@@ -88,6 +91,9 @@ def compute_stats(
         layout: ``"NHWC"`` or ``"NCHW"`` for NumPy arrays whose shape is ambiguous.
         archives: a directory is a set of tar shards (WebDataset), not an image folder.
         image_key: the image field of dict items (default ``image`` or ``img``).
+        percentiles: the percentiles the stats file lists (default
+            :data:`prep.histogram.DEFAULT_PERCENTILES`); any other comes from
+            :meth:`Stats.percentile`. Exact, from the histogram, for 8-bit data.
         progress: True for a tqdm bar on stderr, or a tqdm-like factory ``f(total=..., ...)``.
         checkpoint, checkpoint_every, resume: save the progress every ``checkpoint_every``
             images to ``checkpoint``; with ``resume`` continue from it.
@@ -109,6 +115,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     checkpoint, transform, workers = o["checkpoint"], o["transform"], o["workers"]
     if checkpoint is not None:
         output_target(checkpoint, "checkpoint")  # before any work: a pass must not end unable to save
+    parse_percentiles(o["percentiles"])  # a bad list is refused before the pass
     check_options(
         workers=workers,
         batch_size=o["batch_size"],
@@ -158,6 +165,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         transform=describe_transform(transform),
         state=run.progress.state,
         skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
+        percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
     )
     _check_result(stats, src)
     return stats
@@ -184,6 +192,10 @@ def load_or_compute(
         if existing is not None:
             if options.get("strict"):
                 _refuse_undecodable(existing, src)
+            wanted = parse_percentiles(options.get("percentiles"))
+            if wanted is not None and wanted != existing.percentiles_q and existing.histogram is not None:
+                existing = dataclasses.replace(existing, percentiles_q=wanted)  # from the stored histogram
+                existing.save(out)
             return existing, True
     stats = _measure(src, {**_DEFAULT_OPTIONS, **options, "download": False})
     stats.save(out)

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "layout": None,  # NumPy arrays: NHWC or NCHW when the shape is ambiguous
     "archives": False,  # a directory of tar shards rather than an image folder
     "image_key": None,  # dict items: "image" or "img"
+    "percentiles": None,  # prep.histogram.DEFAULT_PERCENTILES
     "download": False,
     "strict": False,
     "force": False,
@@ -56,6 +57,7 @@ PASS_OPTIONS = (
     "layout",
     "archives",
     "image_key",
+    "percentiles",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -79,6 +81,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "layout": (str,),
     "archives": (bool,),
     "image_key": (str,),
+    "percentiles": (str, list),
     "download": (bool,),
     "strict": (bool,),
     "force": (bool,),
@@ -148,6 +151,22 @@ def output_for(out: str | None, split: str | None, splits: int = 1) -> str | Non
 def source_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`SOURCE_OPTIONS` of ``options`` (missing ones from :data:`DEFAULTS`)."""
     return {name: options.get(name, DEFAULTS[name]) for name in SOURCE_OPTIONS}
+
+
+def parse_percentiles(value: Any) -> tuple[float, ...] | None:
+    """``"0.5,1,99"`` or a list of numbers as a tuple of percentiles in [0, 100] (None: the default)."""
+    from .histogram import check_percentiles
+
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        numbers = [float(p) if isinstance(p, str) else p for p in parts]
+        if not numbers:
+            raise ValueError("no percentiles given")
+        return check_percentiles(numbers)
+    except ValueError as exc:
+        raise OptionError(f"percentiles {value!r}: {exc}") from None
 
 
 def check_options(

@@ -42,6 +42,10 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     ]
     if any(s.nonfinite):
         lines.append(row("NaN/inf left out", s.nonfinite, "{:>10d}"))
+    percentiles = stats.percentiles
+    if percentiles is not None:
+        for i, q in enumerate(percentiles["q"]):
+            lines.append(row(f"percentile {q:g}", [channel[i] for channel in percentiles["values"]]))
     if details:
         lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")
         lines.extend(_skipped_lines(stats))

@@ -20,10 +20,14 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary, _exact_moments
 from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
 from .files import read_bytes_bounded, write_json_atomic
+from .histogram import DEFAULT_PERCENTILES, check_percentiles
+from .histogram import percentiles as histogram_percentiles
 from .pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 
 SCHEMA_VERSION = 1
@@ -41,6 +45,7 @@ TOP_LEVEL_FIELDS = (
     "options",
     "channels",
     "pixel_max",
+    "percentiles",
     "count",
     "mean",
     "std",
@@ -191,6 +196,7 @@ class Stats:
     skipped_count: int | None = None
     skipped_reasons: Mapping[str, int] | None = None
     transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
+    percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
 
     def __post_init__(self) -> None:
         tally = _tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
@@ -259,13 +265,51 @@ class Stats:
 
         return normalize_pipeline(self.mean, self.std, self.mode, eps=eps)
 
-    def minmax(self, feature_range: tuple[float, float] = (0.0, 1.0), eps: float | None = None):
-        """``Compose`` mapping each channel's dataset ``[min, max]`` onto ``feature_range``."""
+    def minmax(
+        self,
+        feature_range: tuple[float, float] = (0.0, 1.0),
+        eps: float | None = None,
+        percentiles: tuple[float, float] | None = None,
+        clip: bool = False,
+    ):
+        """``Compose`` mapping each channel's dataset ``[min, max]`` onto ``feature_range``.
+
+        With ``percentiles=(lo, hi)``, robust scaling: each channel's ``lo``-th and ``hi``-th
+        percentiles (exact, from the histogram; 8-bit data) map onto the range instead, and
+        ``clip=True`` clamps what falls outside it.
+        """
         from .transforms import minmax_pipeline
 
+        low, high = self.min, self.max
+        if percentiles is not None:
+            q_low, q_high = percentiles
+            low, high = self.percentile(q_low), self.percentile(q_high)
         return minmax_pipeline(
-            self.min, self.max, self.mode, feature_range=feature_range, eps=eps, pixel_max=self.pixel_max
+            low, high, self.mode, feature_range=feature_range, eps=eps, pixel_max=self.pixel_max, clip=clip
         )
+
+    # -------------------------------------------------------------- histograms
+    @property
+    def histogram(self) -> np.ndarray | None:
+        """Per channel, the counts of each raw 8-bit value ``(C, 256)``; None for other data."""
+        return None if self.state.histogram is None else self.state.histogram.copy()
+
+    def percentile(self, q: float) -> tuple[float, ...]:
+        """Each channel's ``q``-th percentile in unit scale, exactly ``numpy.percentile(pixels /
+        255, q)`` (linear method) of the measured pixels; 8-bit data only (from the histogram)."""
+        (q,) = check_percentiles([q])
+        if self.state.histogram is None:
+            raise StatsFileError("percentiles need the 8-bit histogram; these statistics include 16-bit or float data")
+        return tuple(row[0] for row in histogram_percentiles(self.state.histogram, [q], EIGHT_BIT_MAX))
+
+    @property
+    def percentiles(self) -> dict[str, Any] | None:
+        """``{"q": [...], "values": [[...] per channel]}`` for :attr:`percentiles_q`; None without
+        a histogram."""
+        if self.state.histogram is None:
+            return None
+        q = list(self.percentiles_q)
+        return {"q": q, "values": histogram_percentiles(self.state.histogram, q, EIGHT_BIT_MAX)}
 
     def denormalize(self, eps: float | None = None):
         """The inverse of :meth:`normalize` on float tensors: ``x * std + mean``, unit scale."""
@@ -296,6 +340,7 @@ class Stats:
             "max": list(s.max),
             "per_image_std_mean": list(s.per_image_std_mean),
             "nonfinite": list(s.nonfinite),
+            "percentiles": self.percentiles,
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }
@@ -658,6 +703,32 @@ def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
         )
 
 
+MAX_PERCENTILES = 101
+
+
+def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[float, ...]:
+    """``percentiles``: null exactly when the state has no histogram, else ``{"q": [...], "values":
+    [...]}`` with up to :data:`MAX_PERCENTILES` values of q in [0, 100]; returns q (the values are
+    checked against the histogram by the caller)."""
+    percentiles = _field(data, "percentiles", (dict, type(None)))
+    if (percentiles is None) != (state.histogram is None):
+        raise StatsFileError(
+            "field 'percentiles': must be "
+            + ("null without state.histogram" if state.histogram is None else "an object when state.histogram is set")
+        )
+    if percentiles is None:
+        return DEFAULT_PERCENTILES
+    _no_unknown_keys(percentiles, ("q", "values"), "percentiles")
+    q = _field(percentiles, "q", list, "percentiles")
+    _field(percentiles, "values", list, "percentiles")
+    if len(q) > MAX_PERCENTILES:
+        raise StatsFileError(f"field 'percentiles.q': at most {MAX_PERCENTILES} values; got {len(q)}")
+    try:
+        return check_percentiles(q)
+    except ValueError as exc:
+        raise StatsFileError(f"field 'percentiles.q': {exc}") from None
+
+
 def _parse(data: Any) -> Stats:
     if not isinstance(data, dict):
         raise StatsFileError("expected a JSON object at the top level")
@@ -688,6 +759,7 @@ def _parse(data: Any) -> Stats:
     pixel_max = _field(data, "pixel_max", (int, float))
     skipped = SkippedFiles.from_json(_field(data, "skipped", dict))
     state = _state(data, channels)
+    percentiles_q = _percentiles_q(data, state)
     stats = Stats(
         source={k: v for k, v in source.items() if k not in ("mode", "images")},
         fingerprint=fingerprint,
@@ -697,7 +769,10 @@ def _parse(data: Any) -> Stats:
         created=created,
         prep_version=prep_version,
         transform=transform,
+        percentiles_q=percentiles_q,
     )
+    if data["percentiles"] != stats.percentiles:
+        raise StatsFileError("field 'percentiles': does not match state.histogram; was the file edited?")
     measured = stats.summary
     for name, values in vectors.items():
         _matches(name, values, getattr(measured, name))

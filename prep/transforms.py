@@ -100,6 +100,25 @@ class Rescale(v2.Transform):
         return f"scale={self.scale}, offset={self.offset}"
 
 
+class Clip(v2.Transform):
+    """``y = min(max(x, low), high)`` on float image tensors (robust min-max scaling)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = float(low), float(high)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, _NOT_IMAGES):
+            return inpt
+        out = inpt.as_subclass(torch.Tensor).clamp(self.low, self.high)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    _transform = transform
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
+
+
 def _checked_scale(values: Sequence[float], what: str, eps: float | None) -> list[float]:
     if eps is not None:
         if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
@@ -126,10 +145,10 @@ def normalize_pipeline(mean: Sequence[float], std: Sequence[float], mode: str, e
 def unit_float32(value: float, pixel_max: float) -> float:
     """The float32 value the pipeline's first steps give the unit-scale ``value`` of data with
     ``pixel_max``: computed by the same operations, so it equals what images turn into."""
-    if pixel_max == EIGHT_BIT_MAX:
+    if pixel_max == EIGHT_BIT_MAX and abs(value * EIGHT_BIT_MAX - round(value * EIGHT_BIT_MAX)) < 1e-9:
         raw = torch.tensor([round(value * EIGHT_BIT_MAX)], dtype=torch.uint8)
         return v2.functional.to_dtype(raw, torch.float32, scale=True).item()
-    if pixel_max == SIXTEEN_BIT_MAX:
+    if pixel_max == SIXTEEN_BIT_MAX and abs(value * SIXTEEN_BIT_MAX - round(value * SIXTEEN_BIT_MAX)) < 1e-9:
         return to_unit_float(torch.tensor([round(value * SIXTEEN_BIT_MAX)], dtype=torch.int32)).item()
     return torch.tensor([value], dtype=torch.float32).item()
 
@@ -141,13 +160,15 @@ def minmax_pipeline(
     feature_range: tuple[float, float] = (0.0, 1.0),
     eps: float | None = None,
     pixel_max: float = EIGHT_BIT_MAX,
+    clip: bool = False,
 ) -> v2.Compose:
     """Map each channel's ``[min, max]`` onto ``feature_range``, exactly at both ends.
 
     The offset and range are the float32 values the measured extremes become in this very
     pipeline (:func:`unit_float32`), so ``Normalize`` subtracts a value equal to the minimum
     (giving 0) and divides the maximum's difference by itself (giving 1); a range other than
-    ``(0, 1)`` is then ``y * (b - a) + a``, which is exact at 0 and 1.
+    ``(0, 1)`` is then ``y * (b - a) + a``, which is exact at 0 and 1. ``clip`` clamps values
+    outside ``[min, max]`` (robust scaling between percentiles) to the ends of the range.
     """
     low, high = (float(v) for v in feature_range)
     if not high > low:
@@ -156,6 +177,8 @@ def minmax_pipeline(
     hi32 = torch.tensor([unit_float32(v, pixel_max) for v in vmax], dtype=torch.float32)
     span = (hi32 - lo32).tolist()
     steps = [*_prefix(mode), v2.Normalize(mean=lo32.tolist(), std=_checked_scale(span, "max - min", eps))]
+    if clip:
+        steps.append(Clip(0.0, 1.0))
     if (low, high) != (0.0, 1.0):
         steps.append(Rescale(high - low, low))
     return v2.Compose(steps)

@@ -1,0 +1,264 @@
+"""Do constants fit the data, and does one dataset drift from another?
+
+:func:`check_stats` measures a source and says how the reference's normalization would leave
+it: per channel the mean and std of ``(x - mean_ref) / std_ref`` over every pixel, which for an
+affine map are exactly ``(mean - mean_ref) / std_ref`` and ``std / std_ref``, so they come from
+the source's statistics without a second pass. The reference is a stats file or a published
+constant set (:mod:`prep.known`). :func:`judge` does the same for statistics already at hand.
+
+:func:`compare_stats` compares two stats files per channel: the mean shift in units of A's
+std, the ratio of the stds, both ranges, and, where both hold 8-bit histograms, the exact
+Wasserstein-1 distance and largest CDF gap (Kolmogorov-Smirnov) between the two (see
+:mod:`prep.histogram`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import OptionError
+from .histogram import ks_statistic, wasserstein
+from .known import KNOWN, KnownConstants
+from .stats import Stats, load_stats
+
+DEFAULT_TOL = 0.05
+DEFAULT_MAX_SHIFT = 0.1
+DEFAULT_MAX_STD_RATIO = 1.1
+
+
+def resolve_reference(reference: Any) -> Stats | KnownConstants:
+    """A :class:`Stats`, a :class:`KnownConstants`, a stats file path, or a published set's name."""
+    if isinstance(reference, Stats | KnownConstants):
+        return reference
+    text = os.fspath(reference)
+    if not os.path.exists(text) and text.lower() in KNOWN:
+        return KNOWN[text.lower()]
+    if not os.path.exists(text):
+        raise OptionError(f"{text}: no such stats file, and not a published constant set ({', '.join(KNOWN)})")
+    return load_stats(text)
+
+
+def _name(reference: Stats | KnownConstants, given: Any) -> str:
+    return reference.name if isinstance(reference, KnownConstants) else os.fspath(given)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """How the reference's ``Normalize`` leaves the data, per channel, and the verdict."""
+
+    reference: str
+    mode: str
+    images: int
+    mean: tuple[float, ...]  # the data's own statistics
+    std: tuple[float, ...]
+    reference_mean: tuple[float, ...]
+    reference_std: tuple[float, ...]
+    normalized_mean: tuple[float, ...]  # mean of (x - reference_mean) / reference_std
+    normalized_std: tuple[float, ...]  # its std
+    tol: float
+    fingerprint: str  # "matches", "differs: why", or why it does not apply
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """Every channel's normalized mean within ``tol`` of 0 and std within ``tol`` of 1."""
+        return all(
+            abs(m) <= self.tol and abs(s - 1) <= self.tol for m, s in zip(self.normalized_mean, self.normalized_std)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "notes": list(self.notes), "ok": self.ok}
+
+    def format(self) -> str:
+        names = ["R", "G", "B"] if len(self.mean) == 3 else ["L"]
+
+        def row(label: str, values, fmt: str = "{:>10.4f}") -> str:
+            return f"{label:<26}" + "".join(fmt.format(v) for v in values)
+
+        lines = [
+            f"reference                 {self.reference}  mode={self.mode}",
+            f"images                    {self.images}",
+            f"fingerprint               {self.fingerprint}",
+            row("channel", names, "{:>10}"),
+            row("data mean", self.mean),
+            row("reference mean", self.reference_mean),
+            row("data std", self.std),
+            row("reference std", self.reference_std),
+            row("normalized mean", self.normalized_mean) + "   (want 0)",
+            row("normalized std", self.normalized_std) + "   (want 1)",
+            *(f"note: {note}" for note in self.notes),
+            f"verdict: {'ok' if self.ok else 'off'}: normalized mean within {self.tol:g} of 0 and std within "
+            f"{self.tol:g} of 1 {'in every channel' if self.ok else 'fails in channel(s) ' + self._failing()}",
+        ]
+        return "\n".join(lines)
+
+    def _failing(self) -> str:
+        bad = [
+            name
+            for name, m, s in zip(
+                ["R", "G", "B"] if len(self.mean) == 3 else ["L"], self.normalized_mean, self.normalized_std
+            )
+            if abs(m) > self.tol or abs(s - 1) > self.tol
+        ]
+        return ", ".join(bad)
+
+
+def judge(
+    data: Stats, reference: Stats | KnownConstants, name: str, tol: float = DEFAULT_TOL, fingerprint: str = ""
+) -> CheckResult:
+    """How ``reference``'s ``Normalize`` leaves the data that ``data`` describes."""
+    if data.channels != reference.channels:
+        raise OptionError(
+            f"{name} has {reference.channels} channel(s), the data {data.channels}; measure the data in mode "
+            f"{reference.mode}"
+        )
+    if not (isinstance(tol, int | float) and tol >= 0):
+        raise OptionError(f"tol must be a non-negative number; got {tol!r}")
+    normalized_mean = tuple(_ratio(m - rm, rs) for m, rm, rs in zip(data.mean, reference.mean, reference.std))
+    normalized_std = tuple(_ratio(s, rs) for s, rs in zip(data.std, reference.std))
+    return CheckResult(
+        reference=name,
+        mode=data.mode,
+        images=data.images,
+        mean=data.mean,
+        std=data.std,
+        reference_mean=tuple(reference.mean),
+        reference_std=tuple(reference.std),
+        normalized_mean=normalized_mean,
+        normalized_std=normalized_std,
+        tol=float(tol),
+        fingerprint=fingerprint,
+        notes=tuple(_notes(data, reference)),
+    )
+
+
+def _ratio(a: float, b: float) -> float:
+    if b == 0:
+        return 0.0 if a == 0 else math.copysign(math.inf, a)
+    return a / b
+
+
+def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
+    notes = []
+    if isinstance(reference, KnownConstants):
+        notes.append(f"{reference.name}: {reference.origin}")
+        if reference.per_image_std:
+            notes.append(
+                f"{reference.name}'s std is a mean of per-image stds; this data's pooled std is "
+                f"{_fmt(data.std)} and its mean per-image std {_fmt(data.per_image_std_mean)}: "
+                "Normalize needs the pooled one"
+            )
+    closer = [
+        abs(r - p) < abs(r - s)
+        for r, p, s in zip(reference.std, data.per_image_std_mean, data.std)
+        if abs(p - s) > 1e-3
+    ]
+    if closer and all(closer) and not getattr(reference, "per_image_std", False):
+        notes.append(
+            "the reference std is closer to this data's mean per-image std than to its pooled std: "
+            "it was probably computed per image (not what Normalize assumes)"
+        )
+    if isinstance(reference, Stats) and reference.transform and reference.transform != data.transform:
+        notes.append(f"the reference was measured after {reference.transform}; pass the same --resize/--center-crop")
+    return notes
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
+def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **options: Any) -> CheckResult:
+    """Measure ``source`` (``options`` as for :func:`prep.compute_stats`, in the reference's mode)
+    and judge how the reference's normalization leaves it."""
+    from .compute import compute_stats
+
+    ref = resolve_reference(reference)
+    data = compute_stats(source, **{**options, "mode": ref.mode})
+    if isinstance(ref, KnownConstants):
+        fingerprint = "not applicable (published constants)"
+    else:
+        why = ref.stale_reason(data.source, data.fingerprint, data.mode, data.transform)
+        fingerprint = "matches the file" if why is None else f"differs from the file: {why}"
+    return judge(data, ref, _name(ref, reference), tol, fingerprint)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How dataset B differs from dataset A, per channel, and the verdict."""
+
+    a: str
+    b: str
+    mean_shift: tuple[float, ...]  # (mean_B - mean_A) / std_A
+    std_ratio: tuple[float, ...]  # std_B / std_A
+    range_a: tuple[tuple[float, float], ...]
+    range_b: tuple[tuple[float, float], ...]
+    wasserstein: tuple[float, ...] | None  # in unit scale; None without both histograms
+    ks: tuple[float, ...] | None
+    max_shift: float
+    max_std_ratio: float
+
+    @property
+    def ok(self) -> bool:
+        return all(abs(d) <= self.max_shift for d in self.mean_shift) and all(
+            1 / self.max_std_ratio <= r <= self.max_std_ratio for r in self.std_ratio
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def format(self) -> str:
+        names = ["R", "G", "B"] if len(self.mean_shift) == 3 else ["L"]
+
+        def row(label: str, values, fmt: str = "{:>12.4f}") -> str:
+            return f"{label:<30}" + "".join(fmt.format(v) for v in values)
+
+        lines = [
+            f"A                             {self.a}",
+            f"B                             {self.b}",
+            row("channel", names, "{:>12}"),
+            row("mean shift (A std)", self.mean_shift) + f"   (limit {self.max_shift:g})",
+            row("std ratio B/A", self.std_ratio) + f"   (limit {1 / self.max_std_ratio:.3f}..{self.max_std_ratio:g})",
+            row("range A", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_a], "{:>12}"),
+            row("range B", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_b], "{:>12}"),
+        ]
+        if self.wasserstein is not None:
+            lines.append(row("Wasserstein-1 (unit scale)", self.wasserstein, "{:>12.6f}"))
+            lines.append(row("largest CDF gap (KS)", self.ks, "{:>12.6f}"))
+        else:
+            lines.append("Wasserstein-1, KS             need 8-bit histograms in both files")
+        lines.append(f"verdict: {'same' if self.ok else 'drift'}")
+        return "\n".join(lines)
+
+
+def compare_stats(
+    a: Any, b: Any, *, max_shift: float = DEFAULT_MAX_SHIFT, max_std_ratio: float = DEFAULT_MAX_STD_RATIO
+) -> Comparison:
+    """Compare dataset B's statistics with dataset A's (stats objects or files)."""
+    sa, sb = (x if isinstance(x, Stats) else load_stats(x) for x in (a, b))
+    if sa.channels != sb.channels:
+        raise OptionError(f"cannot compare {sa.channels}-channel with {sb.channels}-channel statistics")
+    if not (isinstance(max_shift, int | float) and max_shift >= 0):
+        raise OptionError(f"max_shift must be a non-negative number; got {max_shift!r}")
+    if not (isinstance(max_std_ratio, int | float) and max_std_ratio >= 1):
+        raise OptionError(f"max_std_ratio must be a number >= 1; got {max_std_ratio!r}")
+    both = sa.histogram is not None and sb.histogram is not None
+    return Comparison(
+        a=_label(a),
+        b=_label(b),
+        mean_shift=tuple(_ratio(mb - ma, s) for ma, mb, s in zip(sa.mean, sb.mean, sa.std)),
+        std_ratio=tuple(_ratio(s_b, s_a) if s_a or s_b else 1.0 for s_a, s_b in zip(sa.std, sb.std)),
+        range_a=tuple(zip(sa.min, sa.max)),
+        range_b=tuple(zip(sb.min, sb.max)),
+        wasserstein=tuple(wasserstein(x, y) for x, y in zip(sa.histogram, sb.histogram)) if both else None,
+        ks=tuple(ks_statistic(x, y) for x, y in zip(sa.histogram, sb.histogram)) if both else None,
+        max_shift=float(max_shift),
+        max_std_ratio=float(max_std_ratio),
+    )
+
+
+def _label(x: Any) -> str:
+    return repr(x) if isinstance(x, Stats) else os.fspath(x)
