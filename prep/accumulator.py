@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +45,8 @@ from .pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit,
 if TYPE_CHECKING:
     import torch
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: image_std_sum in fixed point (exact in any order), histogram; 1 is still read
+IMAGE_STD_SCALE = 2**48  # image_std_sum holds each image's std rounded to a multiple of 2**-48
 SLICE_ELEMENTS = 1 << 20  # values reduced at a time: bounds the scratch memory of any image size
 EXACT_GROUP = 256  # float32 sums of up to 258 squares of 0..255 stay integers below 2**24: exact
 _LEVEL_POWERS = np.stack([np.arange(LEVELS, dtype=np.float64), np.arange(LEVELS, dtype=np.float64) ** 2], axis=1)
@@ -92,7 +94,7 @@ STATE_FIELDS: tuple[StateField, ...] = (
     StateField("exact_sumsq", "exact", "sum", minimum=0, optional=True),
     StateField("histogram", "int", "sum", minimum=0, optional=True, width=LEVELS),  # raw 8-bit value counts
     StateField("images", "int", "sum", per_channel=False, minimum=0),
-    StateField("image_std_sum", "float", "sum", minimum=0),
+    StateField("image_std_sum", "exact", "sum", minimum=0),  # per-image stds in units of 2**-48
     StateField("image_std_count", "int", "sum", minimum=0),
     StateField("nonfinite", "int", "sum", minimum=0),
     StateField("pixel_max", "float", "max", per_channel=False, minimum=0),
@@ -265,7 +267,12 @@ class ChannelMoments:
 
     def _count_images(self, images: int, image_std: np.ndarray, valid: np.ndarray) -> None:
         self.images += int(images)
-        self.image_std_sum = self.image_std_sum + np.where(valid, image_std, 0.0).sum(0)
+        fixed = np.rint(np.where(valid, image_std, 0.0) * IMAGE_STD_SCALE)  # each image rounded once
+        if fixed.size and fixed.max() >= 2**62:  # stds beyond 2**14 (raw float data): Python integers
+            totals = [sum(int(v) for v in column) for column in fixed.T]
+        else:
+            totals = _column_totals(fixed.astype(np.int64))
+        self.image_std_sum = [a + b for a, b in zip(self.image_std_sum, totals)]
         self.image_std_count = self.image_std_count + valid.sum(0)
 
     # ------------------------------------------------------------------ merge
@@ -338,7 +345,8 @@ class ChannelMoments:
             with np.errstate(invalid="ignore", divide="ignore"):
                 var = self.m2 / n
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_image = self.image_std_sum / self.image_std_count
+            per_image = np.array([Fraction(t, IMAGE_STD_SCALE) for t in self.image_std_sum], np.float64)
+            per_image = per_image / self.image_std_count
 
         def floats(values) -> tuple[float, ...]:
             return tuple(float(v) if math.isfinite(v) else math.nan for v in values)
@@ -368,8 +376,11 @@ class ChannelMoments:
         """Rebuild a state, validating every field; errors name the field (``state.m2``...)."""
         if not isinstance(state, Mapping):
             raise StatsFileError(f"{where}: expected an object")
-        if state.get("version") != STATE_VERSION:
-            raise StatsFileError(f"{where}.version: expected {STATE_VERSION}; got {state.get('version')!r}")
+        version = state.get("version")
+        if isinstance(version, bool) or version not in (1, STATE_VERSION):
+            raise StatsFileError(f"{where}.version: expected 1 or {STATE_VERSION}; got {_short(version)}")
+        if version == 1:
+            state = _upgrade_v1(state, where)
         channels = state.get("channels")
         if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 4:
             raise StatsFileError(f"{where}.channels: expected 1 to 4; got {channels!r}")
@@ -424,6 +435,23 @@ class ChannelMoments:
 
 
 # ---------------------------------------------------------------------- serialisation
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str | float | bool | type(None)) else type(value).__name__
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**20:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A version-1 state (``image_std_sum`` as floats, no histogram) in version 2's form."""
+    sums = state.get("image_std_sum")
+    if not isinstance(sums, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 2**60 for v in sums
+    ):
+        raise StatsFileError(f"{where}.image_std_sum: expected non-negative numbers")
+    return {**state, "version": STATE_VERSION, "image_std_sum": [round(v * IMAGE_STD_SCALE) for v in sums]}
+
+
 def _to_json(f: StateField, value: Any) -> Any:
     if value is None or f.kind == "exact":
         return value

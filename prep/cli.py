@@ -204,6 +204,11 @@ def _source_argument(given: dict[str, Any]) -> None:
     "--percentiles",
     help="Percentiles to list, e.g. 0.1,1,50,99,99.9 (exact, 8-bit data).  [default: 0.5,1,5,50,95,99,99.5]",
 )
+@click.option(
+    "--shard",
+    help="Measure only shard I of N (I/N, zero-based; image i is in shard i mod N); "
+    "prep merge combines the parts.  [default: all images]",
+)
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option(
     "--checksum",
@@ -261,21 +266,42 @@ def stats_command(config_path: str | None, **given: Any) -> None:
         }
         for split in splits
     ]
-    for run_opts in runs:
-        _stats_of_split(run_opts, several=len(splits) > 1)
+    from .distributed import finish, init_from_env, launched_by_torchrun
+
+    distributed = launched_by_torchrun()
+    started = init_from_env(opts["device"]) if distributed else False
+    try:
+        speak = True
+        if distributed:
+            import torch.distributed as dist
+
+            speak = dist.get_rank() == 0  # rank 0 prints and writes for the job
+        for run_opts in runs:
+            _stats_of_split(
+                {**run_opts, "quiet": run_opts["quiet"] or not speak},
+                several=len(splits) > 1,
+                speak=speak,
+                distributed=distributed,
+            )
+    finally:
+        if started:
+            finish()
 
 
-def _stats_of_split(opts: dict[str, Any], several: bool) -> None:
-    """One split of ``prep stats``: measure (or reuse ``out``), then print the summary."""
+def _stats_of_split(opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False) -> None:
+    """One split of ``prep stats``: measure (or reuse ``out``), then print the summary (when this
+    process ``speak``s for the job: always, but rank 0 alone under torchrun)."""
     from .compute import compute_stats, load_or_compute
     from .report import format_summary
 
     out, quiet = opts["out"], opts["quiet"]
-    options = _pass_kwargs(opts)
+    options = {**_pass_kwargs(opts), "distributed": distributed}
     if out:
         result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
     else:
         result, reused = compute_stats(opts["source"], **options), False
+    if not speak:
+        return
     if quiet:
         _print(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())
         return
@@ -300,6 +326,37 @@ def _log_to_stderr(quiet: bool) -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+@main.command("merge")
+@click.argument("parts", nargs=-1, required=True)
+@click.option("-o", "--out", required=True, help="Write the merged stats JSON here.")
+@click.option("--partial", is_flag=True, help="Merge even if some shards are missing (and say which).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the Normalize line.")
+@_reports_errors
+def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) -> None:
+    """Combine the stats files of shards (prep stats --shard I/N) into those of the whole dataset.
+
+    The result equals one pass over the whole dataset: bit for bit for 8-bit data, to about
+    1e-12 relative otherwise, in any order of PARTS. Refused (exit 2): parts of other sources,
+    splits, data, modes or transforms; a shard given twice; missing shards without --partial.
+
+    \b
+    Example:
+      prep stats ./imagenet/train --shard 3/8 -o part-3.json     (on 8 machines, I = 0..7)
+      prep merge part-*.json -o imagenet-train.json
+    """
+    from .files import output_target
+    from .merge import merge_stats
+    from .report import format_summary
+
+    output_target(out, "stats file")
+    _log_to_stderr(quiet=quiet)
+    result = merge_stats(list(parts), partial=partial)
+    result.save(out)
+    _print(result.normalize_line() if quiet else format_summary(result))
+    if not quiet:
+        click.echo(f"wrote {out}", err=True)
 
 
 @main.command("show")

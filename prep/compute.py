@@ -21,18 +21,23 @@ from .accumulator import ChannelMoments
 from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
 from .config import DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
 from .decode import DECODERS, Decoder, TransformedDecoder
-from .errors import BadImageError, OutputError, PrepWarning, SourceError, StatsFileError
+from .errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from .files import output_target
 from .histogram import DEFAULT_PERCENTILES
 from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
 from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
 from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
+from .sources.shard import parse_shard, shard_source
 from .stats import Stats, load_stats
 from .workers import MAX_WORKERS_PER_CPU, UNDECODABLE_REASONS, cpu_count, map_ordered, reduce_chunk, worker_limit
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
-_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {"progress": False, "transform": None}
+_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {
+    "progress": False,
+    "transform": None,
+    "distributed": False,
+}
 log = logging.getLogger("prep")
 
 
@@ -55,6 +60,8 @@ def compute_stats(
     archives: bool = DEFAULTS["archives"],
     image_key: str | None = DEFAULTS["image_key"],
     percentiles: Sequence[float] | None = DEFAULTS["percentiles"],
+    shard: str | tuple[int, int] | None = DEFAULTS["shard"],
+    distributed: bool = False,
     progress: bool | Callable[..., Any] = False,
     checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
     checkpoint_every: int = DEFAULTS["checkpoint_every"],
@@ -94,6 +101,11 @@ def compute_stats(
         percentiles: the percentiles the stats file lists (default
             :data:`prep.histogram.DEFAULT_PERCENTILES`); any other comes from
             :meth:`Stats.percentile`. Exact, from the histogram, for 8-bit data.
+        shard: ``"I/N"`` or ``(I, N)``: measure only shard I of N (image i is in shard i mod N;
+            :mod:`prep.sources.shard`); :func:`prep.merge_stats` combines the N results.
+        distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
+            rank measures shard ``rank/world_size`` and every rank returns the statistics of the
+            whole dataset (:mod:`prep.distributed`).
         progress: True for a tqdm bar on stderr, or a tqdm-like factory ``f(total=..., ...)``.
         checkpoint, checkpoint_every, resume: save the progress every ``checkpoint_every``
             images to ``checkpoint``; with ``resume`` continue from it.
@@ -103,7 +115,8 @@ def compute_stats(
         its purpose once the statistics are returned and is removed.
     """
     options = dict(locals())  # every argument, as given
-    stats = _measure(options.pop("source"), options)
+    source = options.pop("source")
+    stats = _measure_distributed(source, options) if distributed else _measure(source, options)
     if checkpoint is not None:
         remove_checkpoint(os.fspath(checkpoint))
     return stats
@@ -126,7 +139,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     from .devices import resolve_device
 
     dev = resolve_device(o["device"])
-    src = resolve_source(source, **source_options(o))
+    src = shard_source(resolve_source(source, **source_options(o)), parse_shard(o["shard"]))
     total = src.num_images()
     if total == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
@@ -171,6 +184,34 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     return stats
 
 
+def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
+    """:func:`_measure` of this rank's shard, then the whole dataset's statistics on every rank."""
+    from .distributed import gather, raise_first_error, rank_and_world
+    from .merge import merge_stats
+
+    rank, world = rank_and_world()
+    if options["shard"] is not None:
+        raise OptionError("a distributed run shards by rank; drop shard")
+    if options["checkpoint"] is not None and world > 1:
+        raise OptionError("checkpoints are per process; a distributed run cannot use one")
+    if world == 1:
+        return _measure(source, {**options, "distributed": False})
+    local = {**options, "shard": (rank, world), "progress": options["progress"] if rank == 0 else False}
+    try:
+        with warnings.catch_warnings(record=True):  # a shard's warnings: the whole job's come below
+            item: tuple = ("ok", _measure(source, local).to_dict())
+    except PrepError as exc:
+        item = ("error", str(exc), exc.exit_code)
+    except Exception as exc:  # never leave the other ranks waiting in the collective
+        item = ("error", f"{type(exc).__name__}: {exc}", 2)
+    items = gather(item)
+    raise_first_error(items)
+    stats = merge_stats([Stats.from_dict(data) for _, data in items])
+    with warnings.catch_warnings(record=rank != 0):  # rank 0 speaks for the job
+        _check_result(stats, resolve_source(source, **source_options(options)))
+    return stats
+
+
 def load_or_compute(
     out: str | os.PathLike, source: Any, *, force: bool = DEFAULTS["force"], **options: Any
 ) -> tuple[Stats, bool]:
@@ -178,29 +219,65 @@ def load_or_compute(
 
     Returns ``(stats, reused)``. ``options`` are those of :func:`compute_stats`; why a file is
     not reused (stale data, another mode, damage) is logged on the ``prep`` logger. The
-    checkpoint, if any, is removed only once ``out`` is written.
+    checkpoint, if any, is removed only once ``out`` is written. With ``distributed=True``
+    rank 0 alone reads and writes ``out``, and every rank returns the same statistics.
     """
     out = os.fspath(out)
+    options = {**_DEFAULT_OPTIONS, **options, "download": options.get("download", False)}
+    src = shard_source(resolve_source(source, **source_options(options)), parse_shard(options["shard"]))
+    options["shard"] = None  # src is the shard already
+    if options["distributed"]:
+        return _load_or_compute_distributed(out, src, force, options)
+    existing = _reusable_or_none(out, src, force, options)
+    if existing is not None:
+        return existing, True
+    stats = _measure(src, {**options, "download": False})
+    stats.save(out)
+    if options["checkpoint"] is not None:
+        remove_checkpoint(os.fspath(options["checkpoint"]))
+    return stats, False
+
+
+def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any]) -> Stats | None:
+    """After checking ``out`` (and the checkpoint) can be written: the reusable stats in ``out``."""
     target = output_target(out, "stats file")
-    checkpoint = options.get("checkpoint")
+    checkpoint = options["checkpoint"]
     if checkpoint is not None and output_target(checkpoint, "checkpoint") == target:
         raise OutputError(f"{out}: the checkpoint and the stats file must be different files")
-    src = resolve_source(source, **source_options({**_DEFAULT_OPTIONS, **options}))
-    if not force:
-        mode = options.get("mode") or src.native_mode
-        existing = reusable_stats(out, src, mode, describe_transform(options.get("transform")))
-        if existing is not None:
-            if options.get("strict"):
-                _refuse_undecodable(existing, src)
-            wanted = parse_percentiles(options.get("percentiles"))
-            if wanted is not None and wanted != existing.percentiles_q and existing.histogram is not None:
-                existing = dataclasses.replace(existing, percentiles_q=wanted)  # from the stored histogram
-                existing.save(out)
-            return existing, True
-    stats = _measure(src, {**_DEFAULT_OPTIONS, **options, "download": False})
-    stats.save(out)
-    if options.get("checkpoint") is not None:
-        remove_checkpoint(os.fspath(options["checkpoint"]))
+    if force:
+        return None
+    existing = reusable_stats(out, src, options["mode"] or src.native_mode, describe_transform(options["transform"]))
+    if existing is None:
+        return None
+    if options["strict"]:
+        _refuse_undecodable(existing, src)
+    wanted = parse_percentiles(options["percentiles"])
+    if wanted is not None and wanted != existing.percentiles_q and existing.histogram is not None:
+        existing = dataclasses.replace(existing, percentiles_q=wanted)  # from the stored histogram
+        existing.save(out)
+    return existing
+
+
+def _load_or_compute_distributed(out: str, src: Source, force: bool, options: dict[str, Any]) -> tuple[Stats, bool]:
+    """:func:`load_or_compute` in a process group: rank 0 decides about ``out`` and writes it."""
+    from .distributed import broadcast, raise_first_error, rank_and_world
+
+    rank, _ = rank_and_world()
+    decision: tuple = ("compute", None)
+    if rank == 0:
+        try:
+            existing = _reusable_or_none(out, src, force, options)
+            if existing is not None:
+                decision = ("reuse", existing.to_dict())
+        except PrepError as exc:
+            decision = ("error", str(exc), exc.exit_code)
+    decision = broadcast(decision)
+    raise_first_error([decision])
+    if decision[0] == "reuse":
+        return Stats.from_dict(decision[1]), True
+    stats = _measure_distributed(src, options)
+    if rank == 0:
+        stats.save(out)
     return stats, False
 
 

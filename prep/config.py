@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "archives": False,  # a directory of tar shards rather than an image folder
     "image_key": None,  # dict items: "image" or "img"
     "percentiles": None,  # prep.histogram.DEFAULT_PERCENTILES
+    "shard": None,  # the whole dataset
     "download": False,
     "strict": False,
     "force": False,
@@ -58,6 +59,7 @@ PASS_OPTIONS = (
     "archives",
     "image_key",
     "percentiles",
+    "shard",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -82,6 +84,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "archives": (bool,),
     "image_key": (str,),
     "percentiles": (str, list),
+    "shard": (str,),
     "download": (bool,),
     "strict": (bool,),
     "force": (bool,),

@@ -371,7 +371,7 @@ class Stats:
     ) -> str | None:
         """Why these stats do not describe ``source`` as it is now (in ``mode``, after the
         transform described by ``transform``), or None when they do."""
-        for key in ("kind", "split"):
+        for key in ("kind", "split", "shard"):
             if self.source.get(key) != source.get(key):
                 return f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
         if self.mode != mode:
