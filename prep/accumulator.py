@@ -45,6 +45,7 @@ from .pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit,
 if TYPE_CHECKING:
     import torch
 
+IMAGE_MOMENTS = ("n", "s", "q", "nn", "ns", "ss", "nq", "sq", "qq")  # the sums of image_moments
 STATE_VERSION = 2  # 2: image_std_sum in fixed point (exact in any order), histogram; 1 is still read
 IMAGE_STD_SCALE = 2**48  # image_std_sum holds each image's std rounded to a multiple of 2**-48
 SLICE_ELEMENTS = 1 << 20  # values reduced at a time: bounds the scratch memory of any image size
@@ -75,7 +76,7 @@ class StateField:
 
     def default(self, channels: int) -> Any:
         if self.kind == "exact":
-            return [0] * channels
+            return [[0] * self.width for _ in range(channels)] if self.width else [0] * channels
         dtype = np.int64 if self.kind == "int" else np.float64
         if self.width:
             return np.full((channels, self.width), self.empty, dtype)
@@ -93,6 +94,9 @@ STATE_FIELDS: tuple[StateField, ...] = (
     StateField("exact_sum", "exact", "sum", minimum=0, optional=True),
     StateField("exact_sumsq", "exact", "sum", minimum=0, optional=True),
     StateField("histogram", "int", "sum", minimum=0, optional=True, width=LEVELS),  # raw 8-bit value counts
+    # per channel, sums over images of n, s, q, n*n, n*s, s*s, n*q, s*q, q*q (n pixels, s and q the
+    # raw sum and sum of squares of the image; integer data): what a sample's intervals need
+    StateField("image_moments", "exact", "sum", minimum=0, optional=True, width=len(IMAGE_MOMENTS)),
     StateField("images", "int", "sum", per_channel=False, minimum=0),
     StateField("image_std_sum", "exact", "sum", minimum=0),  # per-image stds in units of 2**-48
     StateField("image_std_count", "int", "sum", minimum=0),
@@ -130,12 +134,14 @@ class ChannelMoments:
         ((0.5,), (0.5,))
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, track_images: bool = False) -> None:
         if channels < 1:
             raise ValueError(f"channels must be positive; got {channels}")
         self.channels = channels
         for f in STATE_FIELDS:
             setattr(self, f.name, f.default(channels))
+        if not track_images:  # the per-image products cost a little; sampled passes want them
+            self.image_moments = None
         self._workspace: dict = {}  # scratch buffers reused across updates; not part of the state
 
     # ------------------------------------------------------------------ update
@@ -169,7 +175,7 @@ class ChannelMoments:
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
-        self.exact_sum = self.exact_sumsq = self.histogram = None
+        self.exact_sum = self.exact_sumsq = self.histogram = self.image_moments = None
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
@@ -232,6 +238,11 @@ class ChannelMoments:
             self.histogram = None
         elif self.histogram is not None:
             self.histogram = self.histogram + np.asarray(hist, np.int64)
+        if self.image_moments is not None:
+            self.image_moments = [
+                [a + b for a, b in zip(mine, theirs)]
+                for mine, theirs in zip(self.image_moments, _image_products(n_img, s_img, q_img))
+            ]
         if scale != EIGHT_BIT_MAX:
             self.exact_sum = self.exact_sumsq = None
         elif self.exact_sum is not None:
@@ -290,6 +301,8 @@ class ChannelMoments:
                 value = max(mine, theirs)
             elif mine is None or theirs is None:  # an optional field one side no longer has
                 value = None
+            elif f.kind == "exact" and f.width:
+                value = [[a + b for a, b in zip(row_a, row_b)] for row_a, row_b in zip(mine, theirs)]
             elif f.kind == "exact":
                 value = [a + b for a, b in zip(mine, theirs)]
             else:
@@ -471,6 +484,15 @@ def _from_json(f: StateField, value: Any, channels: int, where: str) -> Any:
     kind_name = "integer" if f.kind in ("int", "exact") else "number"
     if not f.per_channel:
         return _check_number(value, numbers, kind_name, f, where)
+    if f.width and f.kind == "exact":
+        if not isinstance(value, list) or len(value) != channels:
+            raise StatsFileError(f"{where}: expected {channels} rows of {f.width} integers")
+        for row in value:
+            if not isinstance(row, list) or len(row) != f.width:
+                raise StatsFileError(f"{where}: expected {channels} rows of {f.width} integers")
+            for v in row:
+                _check_number(v, numbers, kind_name, f, where)
+        return [list(row) for row in value]
     if f.width:
         if not isinstance(value, list) or len(value) != channels:
             raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
@@ -628,6 +650,50 @@ def _integer_image_sums(batch: torch.Tensor):
         vmin.cpu().numpy(),
         vmax.cpu().numpy(),
     )
+
+
+def _image_products(n_img, s_img, q_img) -> list[list[int]]:
+    """Per channel, exact sums over images of :data:`IMAGE_MOMENTS` (Python integers)."""
+    n, s, q = (np.asarray(a).astype(np.int64).astype(object) for a in (n_img, s_img, q_img))
+    columns = (n, s, q, n * n, n * s, s * s, n * q, s * q, q * q)
+    return [[int(v) for v in row] for row in zip(*(c.sum(0) for c in columns))]
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def sample_intervals(moments: list[list[int]], sampled: int, total: int, pixel_max: float) -> dict[str, list[float]]:
+    """Half-widths of 95% confidence intervals of each channel's mean and std (unit scale) from a
+    simple random sample of ``sampled`` of ``total`` images, by the ratio estimator over images.
+
+    With per-image pixel counts ``n_i``, raw sums ``s_i`` and sums of squares ``q_i``, the
+    estimates are ``mu = S / N``, ``nu = Q / N`` and ``sigma = sqrt(nu - mu**2)``. Linearized,
+    image i's residual is ``b_i = s_i - mu n_i`` for the mean and ``(a_i - 2 mu b_i) / (2 sigma)``
+    with ``a_i = q_i - nu n_i`` for the std; an estimate's variance is
+    ``(1 - m/M) / (m (m - 1) nbar**2) * sum(residual_i**2)`` with ``nbar = N / m``, and the
+    half-width is 1.96 standard errors. The sums of products are exact integers from the state
+    and are combined as exact fractions, so no cancellation loses digits.
+    """
+    from fractions import Fraction
+
+    out: dict[str, list[float]] = {"mean": [], "std": []}
+    m = sampled
+    for big_n, big_s, big_q, nn, ns, ss, nq, sq, qq in moments:
+        if m < 2 or big_n == 0:
+            out["mean"].append(math.nan)
+            out["std"].append(math.nan)
+            continue
+        mu, nu = Fraction(big_s, big_n), Fraction(big_q, big_n)
+        var = nu - mu * mu
+        sum_b2 = ss - 2 * mu * ns + mu * mu * nn
+        sum_a2 = qq - 2 * nu * nq + nu * nu * nn
+        sum_ab = sq - nu * ns - mu * nq + mu * nu * nn
+        factor = (1 - Fraction(m, total)) / (m * (m - 1) * Fraction(big_n, m) ** 2)
+        var_mean = factor * sum_b2
+        var_std = factor * (sum_a2 - 4 * mu * sum_ab + 4 * mu * mu * sum_b2) / (4 * var) if var else Fraction(0)
+        out["mean"].append(Z95 * math.sqrt(max(float(var_mean), 0.0)) / pixel_max)
+        out["std"].append(Z95 * math.sqrt(max(float(var_std), 0.0)) / pixel_max)
+    return out
 
 
 def _exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:

@@ -209,6 +209,14 @@ def _source_argument(given: dict[str, Any]) -> None:
     help="Measure only shard I of N (I/N, zero-based; image i is in shard i mod N); "
     "prep merge combines the parts.  [default: all images]",
 )
+@click.option(
+    "--sample",
+    help="Measure a uniformly random subset: N images, or a fraction such as 0.05; the stats get 95% "
+    "confidence intervals.  [default: every image]",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), help="Seed of --sample (the same seed, the same images).  [default: 0]"
+)
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option(
     "--checksum",

@@ -28,6 +28,7 @@ from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
 from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
 from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
+from .sources.sample import Sampled, parse_sample, sample_report, sample_source
 from .sources.shard import parse_shard, shard_source
 from .stats import Stats, load_stats
 from .workers import MAX_WORKERS_PER_CPU, UNDECODABLE_REASONS, cpu_count, map_ordered, reduce_chunk, worker_limit
@@ -61,6 +62,8 @@ def compute_stats(
     image_key: str | None = DEFAULTS["image_key"],
     percentiles: Sequence[float] | None = DEFAULTS["percentiles"],
     shard: str | tuple[int, int] | None = DEFAULTS["shard"],
+    sample: int | float | str | None = DEFAULTS["sample"],
+    seed: int = DEFAULTS["seed"],
     distributed: bool = False,
     progress: bool | Callable[..., Any] = False,
     checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
@@ -103,6 +106,9 @@ def compute_stats(
             :meth:`Stats.percentile`. Exact, from the histogram, for 8-bit data.
         shard: ``"I/N"`` or ``(I, N)``: measure only shard I of N (image i is in shard i mod N;
             :mod:`prep.sources.shard`); :func:`prep.merge_stats` combines the N results.
+        sample, seed: measure a uniformly random subset of ``sample`` images (or of that fraction
+            of them, for a float in (0, 1]), the same for the same ``seed``; the stats carry 95%
+            confidence intervals of each channel's mean and std (:mod:`prep.sources.sample`).
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
             whole dataset (:mod:`prep.distributed`).
@@ -139,7 +145,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     from .devices import resolve_device
 
     dev = resolve_device(o["device"])
-    src = shard_source(resolve_source(source, **source_options(o)), parse_shard(o["shard"]))
+    src = _subset(resolve_source(source, **source_options(o)), o)
     total = src.num_images()
     if total == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
@@ -179,9 +185,20 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         state=run.progress.state,
         skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
         percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
+        sample=sample_report(src, run.progress.state),
     )
     _check_result(stats, src)
     return stats
+
+
+def _subset(src: Source, options: dict[str, Any]) -> Source:
+    """``src``, or the shard or the random sample of it that ``options`` ask for."""
+    shard, sample = parse_shard(options["shard"]), parse_sample(options["sample"])
+    if shard is not None and sample is not None:
+        raise OptionError("sample and shard cannot be combined (sample the whole dataset)")
+    if sample is not None and options["distributed"]:
+        raise OptionError("a sample is measured by one process; drop distributed")
+    return sample_source(shard_source(src, shard), sample, options["seed"])
 
 
 def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
@@ -224,8 +241,8 @@ def load_or_compute(
     """
     out = os.fspath(out)
     options = {**_DEFAULT_OPTIONS, **options, "download": options.get("download", False)}
-    src = shard_source(resolve_source(source, **source_options(options)), parse_shard(options["shard"]))
-    options["shard"] = None  # src is the shard already
+    src = _subset(resolve_source(source, **source_options(options)), options)
+    options["shard"] = options["sample"] = None  # src is the shard or sample already
     if options["distributed"]:
         return _load_or_compute_distributed(out, src, force, options)
     existing = _reusable_or_none(out, src, force, options)
@@ -317,7 +334,7 @@ class _Pass:
         self.source = source
         self.mode = mode
         self.transform = transform
-        self.progress = Progress(ChannelMoments(CHANNELS[mode]))
+        self.progress = Progress(ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled)))
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.bar: Any = None
@@ -394,7 +411,8 @@ def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder:
     remaining = max(0, total - run.progress.position)
     size = max(1, min(FOLDER_CHUNK, remaining // max(1, 4 * workers)))
     tasks = src.iter_tasks(run.progress.position, size)
-    for chunk, result in map_ordered(reduce_chunk, tasks, workers, run.mode, decoder, describe=_describe_chunk):
+    track = run.progress.state.image_moments is not None
+    for chunk, result in map_ordered(reduce_chunk, tasks, workers, run.mode, decoder, track, describe=_describe_chunk):
         if strict and result.skipped:
             name, reason = result.skipped[0]
             raise BadImageError(f"{chunk.reader.display(name)}: {reason}")

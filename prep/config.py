@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "image_key": None,  # dict items: "image" or "img"
     "percentiles": None,  # prep.histogram.DEFAULT_PERCENTILES
     "shard": None,  # the whole dataset
+    "sample": None,  # every image
+    "seed": 0,  # of --sample
     "download": False,
     "strict": False,
     "force": False,
@@ -60,6 +62,8 @@ PASS_OPTIONS = (
     "image_key",
     "percentiles",
     "shard",
+    "sample",
+    "seed",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -85,6 +89,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "image_key": (str,),
     "percentiles": (str, list),
     "shard": (str,),
+    "sample": (int, float, str),
+    "seed": (int,),
     "download": (bool,),
     "strict": (bool,),
     "force": (bool,),

@@ -34,8 +34,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
-        row("mean", s.mean),
-        row("std", s.std),
+        *_estimate_rows(stats, s, row),
         row("min", s.min),
         row("max", s.max),
         row("per-image std mean", s.per_image_std_mean) + "   (mean of per-image stds; not for Normalize)",
@@ -51,6 +50,22 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         lines.extend(_skipped_lines(stats))
     lines.append(stats.normalize_line())
     return "\n".join(lines)
+
+
+def _estimate_rows(stats: Stats, s, row) -> list[str]:
+    """``mean`` and ``std`` rows; for a sample, with their 95% intervals (``0.4914 ± 0.0006``)."""
+    ci95 = (stats.sample or {}).get("ci95")
+    if not ci95:
+        return [row("mean", s.mean), row("std", s.std)]
+
+    def with_ci(values, halves) -> list[str]:
+        return [f"{v:.4f} ± {h:.4f}" if h is not None else f"{v:.4f}" for v, h in zip(values, halves)]
+
+    note = f"   (95%; sample of {stats.sample['images']} of {stats.sample['of']} images, seed {stats.sample['seed']})"
+    return [
+        row("mean", with_ci(s.mean, ci95["mean"]), "{:>18}") + note,
+        row("std", with_ci(s.std, ci95["std"]), "{:>18}"),
+    ]
 
 
 def _fingerprint(fp) -> str:

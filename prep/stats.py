@@ -46,6 +46,7 @@ TOP_LEVEL_FIELDS = (
     "channels",
     "pixel_max",
     "percentiles",
+    "sample",
     "count",
     "mean",
     "std",
@@ -197,6 +198,7 @@ class Stats:
     skipped_reasons: Mapping[str, int] | None = None
     transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
     percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
+    sample: Mapping[str, Any] | None = None  # a sampled pass: its size, seed and 95% intervals
 
     def __post_init__(self) -> None:
         tally = _tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
@@ -341,6 +343,7 @@ class Stats:
             "per_image_std_mean": list(s.per_image_std_mean),
             "nonfinite": list(s.nonfinite),
             "percentiles": self.percentiles,
+            "sample": None if self.sample is None else dict(self.sample),
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }
@@ -371,7 +374,7 @@ class Stats:
     ) -> str | None:
         """Why these stats do not describe ``source`` as it is now (in ``mode``, after the
         transform described by ``transform``), or None when they do."""
-        for key in ("kind", "split", "shard"):
+        for key in ("kind", "split", "shard", "sample"):
             if self.source.get(key) != source.get(key):
                 return f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
         if self.mode != mode:
@@ -703,6 +706,28 @@ def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
         )
 
 
+def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | None:
+    """``sample``: null, or ``{"images", "of", "seed", "ci95"}`` whose intervals are those the
+    state's ``image_moments`` give (recomputed, so an edit is refused)."""
+    from .accumulator import sample_intervals
+
+    sample = _field(data, "sample", (dict, type(None))) if "sample" in data else None
+    if sample is None:
+        return None
+    _no_unknown_keys(sample, ("images", "of", "seed", "ci95"), "sample")
+    images, total, seed = (_count(sample, key, "sample") for key in ("images", "of", "seed"))
+    if images != state.images or images > total:
+        raise StatsFileError(f"field 'sample.images': {images} is not state.images ({state.images}) or exceeds 'of'")
+    ci95 = sample.get("ci95")
+    expected = None
+    if state.image_moments is not None:
+        expected = sample_intervals(state.image_moments, images, total, state.pixel_max)
+        expected = {k: [v if v == v else None for v in values] for k, values in expected.items()}
+    if ci95 != expected:
+        raise StatsFileError("field 'sample.ci95': does not match state.image_moments; was the file edited?")
+    return {"images": images, "of": total, "seed": seed, "ci95": ci95}
+
+
 MAX_PERCENTILES = 101
 
 
@@ -770,6 +795,7 @@ def _parse(data: Any) -> Stats:
         prep_version=prep_version,
         transform=transform,
         percentiles_q=percentiles_q,
+        sample=_sample(data, state),
     )
     if data["percentiles"] != stats.percentiles:
         raise StatsFileError("field 'percentiles': does not match state.histogram; was the file edited?")

@@ -44,9 +44,10 @@ class ChunkResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder) -> ChunkResult:
-    """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process)."""
-    result = ChunkResult(ChannelMoments(CHANNELS[mode]))
+def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder, track_images: bool = False) -> ChunkResult:
+    """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
+    ``track_images`` keeps the per-image products a sample's confidence intervals need."""
+    result = ChunkResult(ChannelMoments(CHANNELS[mode], track_images))
     histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
     for name in chunk.names:
         try:

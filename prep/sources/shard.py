@@ -106,13 +106,21 @@ class _Sharded:
 class ShardedTaskSource(_Sharded, TaskSource):
     """The files of shard ``(I, N)`` of a :class:`TaskSource`, in chunks of the same readers."""
 
+    def _mine(self, position: int) -> bool:
+        """Whether image ``position`` of the whole source is in this part."""
+        return position % self.count == self.index
+
+    def _spread(self) -> int:
+        """About how many images of the whole source make one of this part (for chunk sizes)."""
+        return self.count
+
     def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
         position = selected = 0
         names: list[str] = []
         reader = None
-        for chunk in self.inner.iter_tasks(0, size * self.count):
+        for chunk in self.inner.iter_tasks(0, size * self._spread()):
             for name in chunk.names:
-                mine = position % self.count == self.index
+                mine = self._mine(position)
                 position += 1
                 if not mine:
                     continue
@@ -131,22 +139,32 @@ class ShardedTaskSource(_Sharded, TaskSource):
 class ShardedBatchSource(_Sharded, BatchSource):
     """The images of shard ``(I, N)`` of a :class:`BatchSource`, as row selections of its batches."""
 
+    def _mine(self, position: int) -> bool:
+        return position % self.count == self.index
+
+    def _spread(self) -> int:
+        return self.count
+
+    def _rows(self, batch: torch.Tensor, position: int) -> torch.Tensor:
+        """The rows of ``batch`` (images ``position``, ``position + 1``, ...) in this part."""
+        return batch[(self.index - position) % self.count :: self.count]
+
     def iter_batches(
         self, start: int, mode: str, pixels_per_batch: int, batch_size: int | None = None
     ) -> Iterator[tuple[torch.Tensor, int]]:
         position = selected = 0
-        wider = None if batch_size is None else batch_size * self.count
-        for batch, images in self.inner.iter_batches(0, mode, pixels_per_batch * self.count, wider):
+        spread = self._spread()
+        wider = None if batch_size is None else batch_size * spread
+        for batch, images in self.inner.iter_batches(0, mode, pixels_per_batch * spread, wider):
             if images != len(batch):  # an item that is itself a batch: one image of the source
-                mine = position % self.count == self.index
+                mine = self._mine(position)
                 position += 1
                 if mine:
                     selected += 1
                     if selected > start:
                         yield batch, images
                 continue
-            first = (self.index - position) % self.count
-            rows = batch[first :: self.count]
+            rows = self._rows(batch, position)
             position += len(batch)
             skip = min(len(rows), max(0, start - selected))
             selected += len(rows)
