@@ -217,6 +217,16 @@ def _source_argument(given: dict[str, Any]) -> None:
 @click.option(
     "--seed", type=click.IntRange(min=0), help="Seed of --sample (the same seed, the same images).  [default: 0]"
 )
+@click.option(
+    "--per-image",
+    help="Write a CSV row per image (size, per-channel mean/std/min/max, digest) here, and name "
+    "suspicious images (constant, near black/white, brightness outliers, duplicates) in the summary.",
+)
+@click.option(
+    "--outlier-k",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Brightness outliers lie beyond this many stds of the images' brightness.  [default: 4]",
+)
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option(
     "--checksum",

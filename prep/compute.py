@@ -24,6 +24,7 @@ from .decode import DECODERS, Decoder, TransformedDecoder
 from .errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from .files import output_target
 from .histogram import DEFAULT_PERCENTILES
+from .image_report import PerImageReport, rows_from_batch
 from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
 from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
@@ -64,6 +65,8 @@ def compute_stats(
     shard: str | tuple[int, int] | None = DEFAULTS["shard"],
     sample: int | float | str | None = DEFAULTS["sample"],
     seed: int = DEFAULTS["seed"],
+    per_image: str | os.PathLike | None = DEFAULTS["per_image"],
+    outlier_k: float = DEFAULTS["outlier_k"],
     distributed: bool = False,
     progress: bool | Callable[..., Any] = False,
     checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
@@ -109,6 +112,9 @@ def compute_stats(
         sample, seed: measure a uniformly random subset of ``sample`` images (or of that fraction
             of them, for a float in (0, 1]), the same for the same ``seed``; the stats carry 95%
             confidence intervals of each channel's mean and std (:mod:`prep.sources.sample`).
+        per_image: write a CSV row per image here during the pass (:mod:`prep.image_report`),
+            and name the suspicious images (constant, near black/white, brightness beyond
+            ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
             whole dataset (:mod:`prep.distributed`).
@@ -153,6 +159,27 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     if transform is not None:
         check_transform(transform, CHANNELS[mode])
     run = _Pass(src, mode, transform, None if checkpoint is None else os.fspath(checkpoint), o["checkpoint_every"])
+    if o["per_image"] is not None:
+        if o["resume"]:
+            raise OptionError("a per-image report is written in one go; it cannot resume (drop resume)")
+        run.report = PerImageReport(o["per_image"], CHANNELS[mode], _outlier_k(o["outlier_k"]))
+    try:
+        return _run(src, run, dev, mode, total, o)
+    except BaseException:
+        if run.report is not None:
+            run.report.abort()
+        raise
+
+
+def _outlier_k(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise OptionError(f"outlier_k must be a positive number; got {value!r}")
+    return float(value)
+
+
+def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dict[str, Any]) -> Stats:
+    """The pass itself, once everything is checked."""
+    transform, workers = o["transform"], o["workers"]
     with progress_bar(o["progress"], total if total is not None else src.estimated_images(), src.label()) as bar:
         run.bar = bar
         run.refine_total = total is None
@@ -186,6 +213,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
         percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
         sample=sample_report(src, run.progress.state),
+        outliers=None if run.report is None else run.report.finish(),
     )
     _check_result(stats, src)
     return stats
@@ -211,6 +239,8 @@ def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
         raise OptionError("a distributed run shards by rank; drop shard")
     if options["checkpoint"] is not None and world > 1:
         raise OptionError("checkpoints are per process; a distributed run cannot use one")
+    if options["per_image"] is not None and world > 1:
+        raise OptionError("a per-image report is written by one process; a distributed run cannot write one")
     if world == 1:
         return _measure(source, {**options, "distributed": False})
     local = {**options, "shard": (rank, world), "progress": options["progress"] if rank == 0 else False}
@@ -339,6 +369,7 @@ class _Pass:
         self.checkpoint_every = checkpoint_every
         self.bar: Any = None
         self.refine_total = False  # the bar's total is an estimate the source refines as it is read
+        self.report: PerImageReport | None = None
         self._fingerprint: dict | None = None
         self._last_saved = 0
         self.resumed = False
@@ -400,6 +431,8 @@ def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None)
             pixel_max = pixel_max_of(pixels.dtype)  # 16-bit data is transformed as float32 raw values
             pixels = apply_transform(run.transform, pixels)
         state.update(pixels, pixel_max)
+        if run.report is not None:
+            run.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), run.progress.position))
         run.advance(images)
 
 
@@ -412,10 +445,15 @@ def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder:
     size = max(1, min(FOLDER_CHUNK, remaining // max(1, 4 * workers)))
     tasks = src.iter_tasks(run.progress.position, size)
     track = run.progress.state.image_moments is not None
-    for chunk, result in map_ordered(reduce_chunk, tasks, workers, run.mode, decoder, track, describe=_describe_chunk):
+    per_image = run.report is not None
+    for chunk, result in map_ordered(
+        reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, describe=_describe_chunk
+    ):
         if strict and result.skipped:
             name, reason = result.skipped[0]
             raise BadImageError(f"{chunk.reader.display(name)}: {reason}")
+        if per_image:
+            run.report.add(result.rows)
         run.advance(len(chunk.names), result.state, result.skipped)
 
 

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "shard": None,  # the whole dataset
     "sample": None,  # every image
     "seed": 0,  # of --sample
+    "per_image": None,  # no per-image report
+    "outlier_k": 4.0,  # brightness outliers: beyond this many stds of the images' brightness
     "download": False,
     "strict": False,
     "force": False,
@@ -64,6 +66,8 @@ PASS_OPTIONS = (
     "shard",
     "sample",
     "seed",
+    "per_image",
+    "outlier_k",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -91,6 +95,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "shard": (str,),
     "sample": (int, float, str),
     "seed": (int,),
+    "per_image": (str,),
+    "outlier_k": (int, float),
     "download": (bool,),
     "strict": (bool,),
     "force": (bool,),

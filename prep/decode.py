@@ -19,9 +19,10 @@ from .pixels import eight_bit_histogram, is_eight_bit, to_array
 
 @dataclass(frozen=True)
 class EightBitHistogram:
-    """PIL's flat per-channel histogram of an 8-bit image: ``C * 256`` counts."""
+    """PIL's flat per-channel histogram of an 8-bit image: ``C * 256`` counts, and its size."""
 
     counts: list[int]
+    size: tuple[int, int] = (0, 0)  # width, height
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class PILDecoder:
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
         with Image.open(fp) as img:
             if is_eight_bit(img):
-                return EightBitHistogram(eight_bit_histogram(img, mode))
+                return EightBitHistogram(eight_bit_histogram(img, mode), img.size)
             return ImageArray(*to_array(img, mode, replicate=False))
 
     def __repr__(self) -> str:

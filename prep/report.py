@@ -45,6 +45,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     if percentiles is not None:
         for i, q in enumerate(percentiles["q"]):
             lines.append(row(f"percentile {q:g}", [channel[i] for channel in percentiles["values"]]))
+    lines.extend(_outlier_lines(stats))
     if details:
         lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")
         lines.extend(_skipped_lines(stats))
@@ -66,6 +67,23 @@ def _estimate_rows(stats: Stats, s, row) -> list[str]:
         row("mean", with_ci(s.mean, ci95["mean"]), "{:>18}") + note,
         row("std", with_ci(s.std, ci95["std"]), "{:>18}"),
     ]
+
+
+def _outlier_lines(stats: Stats) -> list[str]:
+    """One line per kind of suspicious image found by a per-image report."""
+    lines = []
+    for kind, entry in (stats.outliers or {}).items():
+        if not entry["count"]:
+            continue
+        pairs = kind == "duplicates"
+        named = [f"{a} = {b}" for a, b in entry["images"]] if pairs else list(entry["images"])
+        more = entry["count"] - len(named)
+        label = kind.replace("_", " ") + (f" (beyond {entry['k']:g} stds)" if kind == "brightness" else "")
+        lines.append(
+            f"suspicious            {entry['count']} {label}: {', '.join(named)}"
+            + (f", and {more} more" if more else "")
+        )
+    return lines
 
 
 def _fingerprint(fp) -> str:

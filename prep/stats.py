@@ -47,6 +47,7 @@ TOP_LEVEL_FIELDS = (
     "pixel_max",
     "percentiles",
     "sample",
+    "outliers",
     "count",
     "mean",
     "std",
@@ -199,6 +200,7 @@ class Stats:
     transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
     percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
     sample: Mapping[str, Any] | None = None  # a sampled pass: its size, seed and 95% intervals
+    outliers: Mapping[str, Any] | None = None  # suspicious images, from a per-image report
 
     def __post_init__(self) -> None:
         tally = _tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
@@ -344,6 +346,7 @@ class Stats:
             "nonfinite": list(s.nonfinite),
             "percentiles": self.percentiles,
             "sample": None if self.sample is None else dict(self.sample),
+            "outliers": None if self.outliers is None else dict(self.outliers),
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }
@@ -728,6 +731,38 @@ def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | 
     return {"images": images, "of": total, "seed": seed, "ci95": ci95}
 
 
+OUTLIER_KINDS = ("constant", "near_black", "near_white", "brightness", "duplicates")
+
+
+def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``outliers``: null, or per kind ``{"count", "images"}`` (``brightness`` also ``k``;
+    ``duplicates`` names pairs), with at most 10 images named and no more named than counted."""
+    outliers = _field(data, "outliers", (dict, type(None))) if "outliers" in data else None
+    if outliers is None:
+        return None
+    _no_unknown_keys(outliers, OUTLIER_KINDS, "outliers")
+    for kind in OUTLIER_KINDS:
+        entry = _field(outliers, kind, dict, "outliers")
+        where = f"outliers.{kind}"
+        _no_unknown_keys(entry, ("count", "images", "k"), where)
+        count = _count(entry, "count", where)
+        images = _field(entry, "images", list, where)
+        pair = kind == "duplicates"
+        if len(images) > min(count, 10) or not all(
+            (isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x)) if pair else isinstance(x, str)
+            for x in images
+        ):
+            raise StatsFileError(
+                f"field '{where}.images': expected at most min(count, 10) "
+                + ("[name, first] pairs" if pair else "names")
+            )
+        if kind == "brightness":
+            k = _field(entry, "k", (int, float), where)
+            if not (math.isfinite(k) and k > 0):
+                raise StatsFileError(f"field '{where}.k': expected a positive number; got {short_repr(k)}")
+    return dict(outliers)
+
+
 MAX_PERCENTILES = 101
 
 
@@ -796,6 +831,7 @@ def _parse(data: Any) -> Stats:
         transform=transform,
         percentiles_q=percentiles_q,
         sample=_sample(data, state),
+        outliers=_outliers(data),
     )
     if data["percentiles"] != stats.percentiles:
         raise StatsFileError("field 'percentiles': does not match state.histogram; was the file edited?")

@@ -10,6 +10,7 @@ instead of a hang.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,7 @@ import numpy as np
 from .accumulator import ChannelMoments
 from .decode import Decoder, EightBitHistogram
 from .errors import PrepError
+from .image_report import Row, digest_of, row_from_array, row_from_histogram
 from .pixels import CHANNELS, LEVELS
 from .signals import deferred_sigint
 from .sources.base import FileChunk
@@ -42,17 +44,27 @@ class ChunkResult:
 
     state: ChannelMoments
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # per-image rows, when asked for
 
 
-def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder, track_images: bool = False) -> ChunkResult:
+def reduce_chunk(
+    chunk: FileChunk, mode: str, decoder: Decoder, track_images: bool = False, per_image: bool = False
+) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
-    ``track_images`` keeps the per-image products a sample's confidence intervals need."""
-    result = ChunkResult(ChannelMoments(CHANNELS[mode], track_images))
+    ``track_images`` keeps the per-image products a sample's confidence intervals need;
+    ``per_image`` returns a row per image (:mod:`prep.image_report`) with its file's digest."""
+    channels = CHANNELS[mode]
+    result = ChunkResult(ChannelMoments(channels, track_images))
     histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
     for name in chunk.names:
         try:
             with chunk.reader.open(name) as fp:
-                pixels = decoder(fp, mode)
+                if per_image:
+                    data = fp.read()
+                    digest = digest_of(data)
+                    pixels = decoder(io.BytesIO(data), mode)
+                else:
+                    pixels = decoder(fp, mode)
         except PrepError:  # not the file's fault (a transform that fails): ends the pass
             raise
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
@@ -60,8 +72,12 @@ def reduce_chunk(chunk: FileChunk, mode: str, decoder: Decoder, track_images: bo
             continue
         if isinstance(pixels, EightBitHistogram):
             histograms.append(pixels.counts)
+            if per_image:
+                result.rows.append(row_from_histogram(name, pixels.counts, channels, pixels.size, digest))
         else:
             result.state.update_image(pixels.array, pixels.pixel_max)
+            if per_image:
+                result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
     if histograms:
         result.state.update_histograms(np.array(histograms, np.int64).reshape(-1, CHANNELS[mode], LEVELS))
     return result

@@ -1,0 +1,185 @@
+"""The per-image report: one CSV row per image, written during the pass, and the suspicious images.
+
+``prep stats SOURCE --per-image images.csv`` writes a header and then, in the source's order,
+one row per decoded image: ``index, name, width, height``, then per channel ``mean``, ``std``
+(population), ``min`` and ``max`` in unit scale, then ``digest`` (BLAKE2b, 64 bits, of the
+file's bytes, or of the pixels for sources without files). Rows are written as results arrive
+(the pool returns them in order), so memory holds 16 bytes per image, not the rows.
+
+The suspicious images, at most :data:`SHOWN` named per kind with the total of each, go to the
+stats file under ``outliers``:
+
+* ``constant``: std 0 in every channel (one colour);
+* ``near_black`` / ``near_white``: every channel's mean below :data:`NEAR_BLACK` / above
+  :data:`NEAR_WHITE` (unit scale);
+* ``brightness``: an image whose brightness (the mean of its channel means) lies more than
+  ``k`` (default 4) standard deviations of the images' brightness from their mean;
+* ``duplicates``: byte-identical files (equal digests), each named with the first image it
+  repeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import OutputError, os_reason
+from .files import output_target
+
+SHOWN = 10  # images named per kind of outlier
+NEAR_BLACK = 0.02  # every channel's mean below this: near black
+NEAR_WHITE = 0.98  # every channel's mean above this: near white
+DEFAULT_K = 4.0
+
+# one image: (name, width, height, means, stds, mins, maxs, digest)
+Row = tuple[str, int, int, Sequence[float], Sequence[float], Sequence[float], Sequence[float], int]
+
+
+def digest_of(data: bytes | memoryview) -> int:
+    """The 64-bit BLAKE2b digest that identifies byte-identical files."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def row_from_histogram(name: str, counts: Sequence[int], channels: int, size: tuple[int, int], digest: int) -> Row:
+    """A row from an 8-bit image's flat per-channel histogram (``channels * 256`` counts), exact."""
+    hist = np.asarray(counts, np.int64).reshape(channels, 256)
+    levels = np.arange(256, dtype=np.int64)
+    means, stds, mins, maxs = [], [], [], []
+    for row in hist:
+        n, s, q = int(row.sum()), int(row @ levels), int(row @ (levels * levels))
+        present = np.flatnonzero(row)
+        means.append(s / (255 * n))
+        stds.append(math.sqrt((n * q - s * s) / (n * n)) / 255)
+        mins.append(int(present[0]) / 255)
+        maxs.append(int(present[-1]) / 255)
+    return name, size[0], size[1], means, stds, mins, maxs, digest
+
+
+def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int, digest: int) -> Row:
+    """A row from an image ``(C, H, W)`` (a single channel stands for every channel), float64."""
+    x = np.asarray(array, np.float64).reshape(array.shape[0], -1) / pixel_max
+    finite = np.where(np.isfinite(x), x, np.nan)
+    stats = [np.nanmean(finite, 1), np.nanstd(finite, 1), np.nanmin(finite, 1), np.nanmax(finite, 1)]
+    if array.shape[0] == 1 and channels > 1:
+        stats = [np.repeat(v, channels) for v in stats]
+    return (name, int(array.shape[-1]), int(array.shape[-2]), *(v.tolist() for v in stats), digest)
+
+
+def rows_from_batch(batch: Any, pixel_max: float, first: int) -> list[Row]:
+    """Rows of a tensor batch ``(N, C, H, W)``, named by their index in the source."""
+    x = batch.detach().cpu()
+    rows = []
+    for i in range(len(x)):
+        image = x[i].contiguous().numpy()
+        rows.append(row_from_array(str(first + i), image, pixel_max, image.shape[0], digest_of(image.tobytes())))
+    return rows
+
+
+class PerImageReport:
+    """Writes the rows to ``path`` (a temp file beside it, renamed when the pass ends) and keeps
+    what finding the outliers needs: 16 bytes per image and the first named of each kind."""
+
+    def __init__(self, path: str | os.PathLike, channels: int, k: float = DEFAULT_K) -> None:
+        self.path = os.fspath(path)
+        self.target = output_target(self.path, "per-image report")
+        self.channels, self.k = channels, k
+        names = ["R", "G", "B"] if channels == 3 else ["L"]
+        fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
+        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        header = ["index", "name", "width", "height"]
+        for stat in ("mean", "std", "min", "max"):
+            header += [f"{stat}_{c}" for c in names]
+        self._csv.writerow([*header, "digest"])
+        self.index = 0
+        self._brightness: list[float] = []
+        self._digests: list[int] = []
+        self.found: dict[str, list[Any]] = {"constant": [], "near_black": [], "near_white": []}
+        self.counts = {"constant": 0, "near_black": 0, "near_white": 0}
+
+    def add(self, rows: Iterable[Row]) -> None:
+        for name, width, height, means, stds, mins, maxs, digest in rows:
+            values = [f"{v:.9g}" for group in (means, stds, mins, maxs) for v in group]
+            self._csv.writerow([self.index, name, width, height, *values, f"{digest:016x}"])
+            for kind, hit in (
+                ("constant", all(s == 0 for s in stds)),
+                ("near_black", all(m < NEAR_BLACK for m in means)),
+                ("near_white", all(m > NEAR_WHITE for m in means)),
+            ):
+                if hit:
+                    self.counts[kind] += 1
+                    if len(self.found[kind]) < SHOWN:
+                        self.found[kind].append(name)
+            self._brightness.append(float(np.mean(means)))
+            self._digests.append(digest)
+            self.index += 1
+
+    def finish(self) -> dict[str, Any]:
+        """Close and rename the CSV into place; return the ``outliers`` of the stats file."""
+        self._file.close()
+        brightness = np.array(self._brightness)
+        far: list[int] = []
+        if len(brightness) > 1 and brightness.std() > 0:
+            z = np.abs(brightness - brightness.mean()) / brightness.std()
+            far = [int(i) for i in np.argsort(-z) if z[i] > self.k]
+        duplicates = _duplicates(np.array(self._digests, np.uint64))
+        wanted = set(far[:SHOWN]) | {i for pair in duplicates[:SHOWN] for i in pair}
+        names = _names_at(self._tmp, wanted)
+        try:
+            os.replace(self._tmp, self.target)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot write the per-image report ({os_reason(exc)})") from None
+        outliers = {kind: {"count": self.counts[kind], "images": names_} for kind, names_ in self.found.items()}
+        outliers["brightness"] = {"count": len(far), "k": self.k, "images": [names[i] for i in far[:SHOWN]]}
+        outliers["duplicates"] = {
+            "count": len(duplicates),
+            "images": [[names[i], names[j]] for i, j in duplicates[:SHOWN]],
+        }
+        return outliers
+
+    def abort(self) -> None:
+        """Remove the unfinished CSV (a failed or interrupted pass leaves no partial report)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+def _duplicates(digests: np.ndarray) -> list[tuple[int, int]]:
+    """``(index, index of the first image with the same digest)`` of every repeated image."""
+    if len(digests) < 2:
+        return []
+    order = np.argsort(digests, kind="stable")
+    ordered = digests[order]
+    pairs = []
+    start = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[start]:
+            first = int(order[start])
+            pairs.extend((int(j), first) for j in order[start + 1 : i])
+            start = i
+    return sorted(pairs)
+
+
+def _names_at(path: str, indices: set[int]) -> dict[int, str]:
+    """The names of the rows ``indices`` of the CSV at ``path`` (one streaming read)."""
+    if not indices:
+        return {}
+    found = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            index = int(row[0])
+            if index in indices:
+                found[index] = row[1]
+    return found
