@@ -49,6 +49,10 @@ _EXPORTS = {
     "denormalize_pipeline": "transforms",
     "minmax_pipeline": "transforms",
     "normalize_pipeline": "transforms",
+    "update_preprocessor_config": "exports",
+    "PerImageNormalize": "per_image",
+    "per_image_normalize": "per_image",
+    "plot_stats": "plots",
 }
 
 __all__ = [
@@ -63,6 +67,7 @@ __all__ = [
     "DegenerateStatsError",
     "DownloadError",
     "OptionError",
+    "PerImageNormalize",
     "PrepError",
     "PrepWarning",
     "SourceError",
@@ -79,7 +84,10 @@ __all__ = [
     "merge_stats",
     "minmax_pipeline",
     "normalize_pipeline",
+    "per_image_normalize",
+    "plot_stats",
     "resolve_source",
+    "update_preprocessor_config",
 ]
 
 

@@ -21,6 +21,7 @@ import click
 from ._version import __version__
 from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, output_for, resolve_options
 from .errors import PrepError, os_reason
+from .exports import TARGETS
 from .pixels import MODES
 from .signals import INTERRUPTED, deferred_sigint, restore_sigint
 
@@ -485,6 +486,99 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     result = compare_stats(a, b, max_shift=max_shift, max_std_ratio=max_std_ratio)
     _print(json.dumps(result.to_dict()) if output_format == "json" else result.format())
     sys.exit(0 if result.ok else 1)
+
+
+@main.command("export")
+@click.argument("file")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(TARGETS),
+    help="The library whose units and field names to print.",
+)
+@click.option(
+    "--units",
+    type=click.Choice(("raw", "unit")),
+    help="monai and keras only: the units of their input, raw (0..255 for 8-bit data; the default) or unit "
+    "(after a Rescaling(1/255) / ScaleIntensity step). Other libraries have fixed units.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help='json: {"target", "mean", "std", "units", ...} on stdout, for scripts.',
+)
+@click.option("-o", "--out", help="Write it to this file (atomically) instead of stdout; JSON for --to hf.")
+@click.option(
+    "--into",
+    type=click.Path(dir_okay=False),
+    help="--to hf: update do_rescale, rescale_factor, do_normalize, image_mean and image_std of this existing "
+    "preprocessor_config.json, keeping every other key.",
+)
+@_reports_errors
+def export_command(
+    file: str, target: str, units: str | None, output_format: str, out: str | None, into: str | None
+) -> None:
+    """Print a stats file's mean and std in another library's units and field names.
+
+    Each line says its units (unit scale, or 0..255 for 8-bit data): albumentations takes unit
+    scale with max_pixel_value=255, DALI and FFCV take 0..255, keras takes variance = std².
+
+    \b
+    Examples:
+      prep export cifar10.json --to albumentations
+      prep export cifar10.json --to hf --into my-model/preprocessor_config.json
+      prep export cifar10.json --to dali --format json
+    """
+    from .exports import export, render, save_export, update_preprocessor_config
+    from .files import output_target
+    from .stats import load_stats
+
+    if into and target != "hf":
+        raise PrepError(f"--into is for --to hf (a preprocessor_config.json); got --to {target}")
+    if into and out:
+        raise PrepError("--into and -o/--out: give one (--into updates a file in place)")
+    if out:
+        output_target(out, "export")
+    stats = load_stats(file)
+    if into:
+        update_preprocessor_config(into, stats)
+        click.echo(f"updated {into}", err=True)
+        return
+    exported = export(stats, target, units=units)
+    if out:
+        save_export(exported, out, output_format)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        _print(render(exported, output_format))
+
+
+@main.command("plot")
+@click.argument("files", nargs=-1, required=True)
+@click.option("-o", "--out", required=True, help="The image to write (.png, .pdf or .svg), atomically.")
+@click.option("--label", "labels", multiple=True, help="Legend name of each FILE, in order (default: its source).")
+@_reports_errors
+def plot_command(files: tuple[str, ...], out: str, labels: tuple[str, ...]) -> None:
+    """Per-channel histograms of one or more stats files, overlaid (e.g. train and test).
+
+    Marks each file's mean, mean ± 1 std, stored percentiles and min..max range. 16-bit and
+    float data have no stored histogram: their panels show these marks only. Needs matplotlib:
+    pip install 'prep[plot]'.
+
+    \b
+    Example:
+      prep plot cifar10-train.json cifar10-test.json -o shift.png --label train --label test
+    """
+    from .plots import plot_stats
+    from .stats import load_stats
+
+    if labels and len(labels) != len(files):
+        raise PrepError(f"--label: give one per FILE ({len(files)}); got {len(labels)}")
+    plot_stats([load_stats(f) for f in files], out, labels=list(labels) or None)
+    click.echo(f"wrote {out}", err=True)
 
 
 def run() -> None:

@@ -325,6 +325,13 @@ class Stats:
         """The ``transforms.Normalize(...)`` line to paste into training code."""
         return f"transforms.Normalize(mean={_fmt(self.mean)}, std={_fmt(self.std)})"
 
+    def export(self, target: str, units: str | None = None) -> dict[str, Any]:
+        """This file's mean and std for another library (torchvision, albumentations, hf, timm, kornia,
+        monai, dali, ffcv, keras) in its own units and field names: :func:`prep.exports.export`."""
+        from .exports import export
+
+        return export(self, target, units=units)
+
     # -------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         s = self.summary

@@ -1,0 +1,240 @@
+"""One stats file for every library: the measured constants in each library's own units and names.
+
+:func:`export` turns a :class:`~prep.stats.Stats` into the numbers (and the line to paste) that a
+library's normalization takes; :func:`render` prints it as text or JSON. Every library applies
+the same per-channel map, ``y = (x - mean[c]) / std[c]``; they differ in the units ``x`` has when
+it arrives, so each export names its units (``units``):
+
+=================  =========================================================  =====================
+target             what it gives                                              units of mean / std
+=================  =========================================================  =====================
+``torchvision``    ``transforms.Normalize(mean, std)``                        unit scale
+``albumentations`` ``A.Normalize(mean, std, max_pixel_value=P)``              unit scale; the input
+                                                                              in 0..P is divided by P
+``hf``             ``preprocessor_config.json`` keys ``do_rescale``,          unit scale, after
+                   ``rescale_factor`` (1/P), ``do_normalize``,                ``rescale_factor``
+                   ``image_mean``, ``image_std``
+``timm``           ``pretrained_cfg`` fields ``mean``, ``std``                unit scale
+``kornia``         ``kornia.enhance.Normalize(mean=tensor, std=tensor)``      unit scale
+``monai``          ``NormalizeIntensity(subtrahend, divisor,                  0..P (what ``LoadImage``
+                   channel_wise=True)``                                       gives); ``units="unit"``
+                                                                              after ``ScaleIntensity``
+``dali``           ``fn.crop_mirror_normalize(mean, std)``                    0..P (decoded pixels)
+``ffcv``           ``NormalizeImage(mean, std, type=np.float32)``             0..P (decoded pixels)
+``keras``          ``keras.layers.Normalization(axis=-1, mean, variance)``,   0..P (what
+                   ``variance = std ** 2``                                    ``image_dataset_from_directory``
+                                                                              gives); ``units="unit"``
+                                                                              after ``Rescaling(1/P)``
+=================  =========================================================  =====================
+
+``P`` is the data's pixel max (255 for 8-bit data, 65535 for 16-bit, 1 for float data), so
+raw-unit numbers are ``mean * P`` and ``std * P`` (and ``variance = (std * P) ** 2``), computed
+in float64 from the stats file: exact constants instead of an ``adapt()`` pass in float32.
+Numbers are printed with ``repr`` (the shortest text that reads back as the same float64).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import OptionError, PrepError, os_reason
+from .files import read_bytes_bounded, write_json_atomic, write_text_atomic
+
+TARGETS = ("torchvision", "albumentations", "hf", "timm", "kornia", "monai", "dali", "ffcv", "keras")
+FORMATS = ("text", "json")
+UNIT = "unit scale"
+# targets whose input units are the user's choice, and their default; every other target has fixed units
+FREE_UNITS = {"monai": "raw", "keras": "raw"}
+HF_KEYS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
+def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
+    """The constants of ``stats`` for ``target`` (one of :data:`TARGETS`), as a JSON-able dict.
+
+    Keys: ``target``, ``mode`` (channel order, ``RGB`` or ``L``), ``mean``, ``std`` (lists of
+    floats in ``units``), ``units`` (``"unit scale"`` or ``"0..255"``/``"0..65535"``),
+    ``snippet`` (the code or JSON to paste) and the target's own fields: ``max_pixel_value``
+    (albumentations), ``preprocessor_config`` (hf), ``pretrained_cfg`` (timm),
+    ``subtrahend``/``divisor`` (monai), ``variance`` (keras).
+
+    ``units`` (``"raw"`` or ``"unit"``) chooses the input units of ``monai`` and ``keras``, which
+    take whatever the pipeline feeds them (default ``"raw"``); other targets have fixed units.
+    """
+    if target not in TARGETS:
+        raise OptionError(f"--to: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    units = _check_units(target, units)
+    pixel_max = float(stats.pixel_max)
+    scale = pixel_max if units == "raw" else 1.0
+    mean = [float(m) * scale for m in stats.mean]
+    std = [float(s) * scale for s in stats.std]
+    out: dict[str, Any] = {
+        "target": target,
+        "mode": stats.mode,
+        "mean": mean,
+        "std": std,
+        "units": _units_label(scale),
+    }
+    out.update(_BUILDERS[target](mean, std, pixel_max))
+    return out
+
+
+def _check_units(target: str, units: str | None) -> str:
+    fixed = "raw" if target in ("dali", "ffcv") else "unit"
+    if units is None:
+        return FREE_UNITS.get(target, fixed)
+    if units not in ("raw", "unit"):
+        raise OptionError(f"--units must be 'raw' or 'unit'; got {units!r}")
+    if target not in FREE_UNITS and units != fixed:
+        raise OptionError(f"--units: {target} takes {'0..pixel max' if fixed == 'raw' else UNIT} only")
+    return units
+
+
+def _units_label(scale: float) -> str:
+    return UNIT if scale == 1.0 else f"0..{scale:g}"
+
+
+def _seq(values: Sequence[float]) -> str:
+    return "[" + ", ".join(repr(float(v)) for v in values) + "]"
+
+
+def _tuple(values: Sequence[float]) -> str:
+    inner = ", ".join(repr(float(v)) for v in values)
+    return f"({inner},)" if len(values) == 1 else f"({inner})"
+
+
+def _torchvision(mean, std, pixel_max):
+    return {"snippet": f"transforms.Normalize(mean={_tuple(mean)}, std={_tuple(std)})"}
+
+
+def _albumentations(mean, std, pixel_max):
+    snippet = f"A.Normalize(mean={_tuple(mean)}, std={_tuple(std)}, max_pixel_value={pixel_max!r})"
+    return {"max_pixel_value": pixel_max, "snippet": snippet}
+
+
+def _hf(mean, std, pixel_max):
+    fragment = preprocessor_fragment(mean, std, pixel_max)
+    return {"preprocessor_config": fragment, "snippet": json.dumps(fragment, indent=2)}
+
+
+def preprocessor_fragment(mean: Sequence[float], std: Sequence[float], pixel_max: float) -> dict[str, Any]:
+    """The :data:`HF_KEYS` of a Hugging Face ``preprocessor_config.json``: the processor computes
+    ``(x * rescale_factor - image_mean) / image_std`` with ``rescale_factor = 1 / pixel_max``
+    (no rescaling for float data, already unit scale)."""
+    return {
+        "do_rescale": pixel_max != 1.0,
+        "rescale_factor": 1.0 / pixel_max,
+        "do_normalize": True,
+        "image_mean": list(mean),
+        "image_std": list(std),
+    }
+
+
+def _timm(mean, std, pixel_max):
+    cfg = {"mean": _tuple(mean), "std": _tuple(std)}
+    snippet = (
+        f'model = timm.create_model("MODEL", pretrained_cfg_overlay=dict(mean={cfg["mean"]}, std={cfg["std"]}))\n'
+        "config = timm.data.resolve_data_config({}, model=model)  # or resolve_data_config("
+        f'{{"mean": {cfg["mean"]}, "std": {cfg["std"]}}})\n'
+        "transform = timm.data.create_transform(**config)"
+    )
+    return {"pretrained_cfg": {"mean": list(mean), "std": list(std)}, "snippet": snippet}
+
+
+def _kornia(mean, std, pixel_max):
+    return {"snippet": f"kornia.enhance.Normalize(mean=torch.tensor({_seq(mean)}), std=torch.tensor({_seq(std)}))"}
+
+
+def _monai(mean, std, pixel_max):
+    snippet = f"NormalizeIntensity(subtrahend={_seq(mean)}, divisor={_seq(std)}, channel_wise=True)"
+    return {"subtrahend": list(mean), "divisor": list(std), "channel_wise": True, "snippet": snippet}
+
+
+def _dali(mean, std, pixel_max):
+    return {"snippet": f"fn.crop_mirror_normalize(images, mean={_seq(mean)}, std={_seq(std)})"}
+
+
+def _ffcv(mean, std, pixel_max):
+    return {"snippet": f"NormalizeImage(mean=np.array({_seq(mean)}), std=np.array({_seq(std)}), type=np.float32)"}
+
+
+def _keras(mean, std, pixel_max):
+    variance = [s * s for s in std]
+    return {
+        "variance": variance,
+        "snippet": f"keras.layers.Normalization(axis=-1, mean={_seq(mean)}, variance={_seq(variance)})",
+    }
+
+
+_BUILDERS = {
+    "torchvision": _torchvision,
+    "albumentations": _albumentations,
+    "hf": _hf,
+    "timm": _timm,
+    "kornia": _kornia,
+    "monai": _monai,
+    "dali": _dali,
+    "ffcv": _ffcv,
+    "keras": _keras,
+}
+
+_INPUT = {
+    "torchvision": "input: float tensor in unit scale, after ToDtype(scale=True) or ToTensor",
+    "albumentations": "input: HWC image in 0..{P}, channels {mode}; cv2.imread gives BGR",
+    "hf": "preprocessor_config.json keys; the processor multiplies by rescale_factor, then normalizes",
+    "timm": "input: float tensor in unit scale, as timm's transforms give",
+    "kornia": "input: float tensor (B, C, H, W) in unit scale",
+    "monai": "input: channel-first image in {units}",
+    "dali": "input: decoded pixels in {units}, channels {mode}",
+    "ffcv": "input: decoded pixels in {units}, channels {mode}",
+    "keras": "input: channels-last float images in {units}; variance = std ** 2",
+}
+
+
+def render(exported: dict[str, Any], fmt: str = "text") -> str:
+    """``exported`` as text (a comment naming the units, then the snippet) or as JSON."""
+    if fmt not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "json":
+        return json.dumps(exported, indent=2, allow_nan=False)
+    target = exported["target"]
+    raw_max = exported.get("max_pixel_value", 255.0)
+    note = _INPUT[target].format(P=f"{raw_max:g}", units=exported["units"], mode=exported["mode"])
+    return f"# {target}: mean/std in {exported['units']} ({note})\n{exported['snippet']}"
+
+
+def file_text(exported: dict[str, Any], fmt: str = "text") -> str:
+    """What ``prep export -o FILE`` writes: the JSON fragment for ``hf`` (a JSON target), else
+    :func:`render`'s text, with a final newline."""
+    if exported["target"] == "hf" and fmt == "text":
+        return json.dumps(exported["preprocessor_config"], indent=2) + "\n"
+    return render(exported, fmt) + "\n"
+
+
+def save_export(exported: dict[str, Any], path: str | os.PathLike, fmt: str = "text") -> None:
+    """Write :func:`file_text` to ``path`` atomically."""
+    try:
+        write_text_atomic(path, file_text(exported, fmt))
+    except OSError as exc:
+        raise PrepError(f"{os.fspath(path)}: cannot write the export ({os_reason(exc)})") from None
+
+
+def update_preprocessor_config(path: str | os.PathLike, stats: Any) -> dict[str, Any]:
+    """Set the :data:`HF_KEYS` of an existing ``preprocessor_config.json`` from ``stats``, keep
+    every other key (and the key order), and write it back atomically; returns the new config."""
+    text = os.fspath(path)
+    raw = read_bytes_bounded(text, "preprocessor config", error=PrepError)
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise PrepError(f"{text}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise PrepError(f"{text}: not a preprocessor config (expected a JSON object)")
+    config.update(export(stats, "hf")["preprocessor_config"])
+    try:
+        write_json_atomic(text, config)
+    except OSError as exc:
+        raise PrepError(f"{text}: cannot write the preprocessor config ({os_reason(exc)})") from None
+    return config
