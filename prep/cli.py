@@ -488,6 +488,91 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     sys.exit(0 if result.ok else 1)
 
 
+_WHITEN_PASS_OPTIONS = (  # keyword arguments of prep.compute_whitening taken from the resolved options
+    "root",
+    "split",
+    "mode",
+    "batch_size",
+    "device",
+    "workers",
+    "strict",
+    "download",
+    "follow_symlinks",
+    "checksum",
+    "key",
+    "layout",
+    "archives",
+    "image_key",
+)
+
+
+@main.command("whiten")
+@click.argument("source", nargs=-1, required=True)
+@click.option("-o", "--out", help="Write the whitening file here (.pt, written atomically).")
+@_SOURCE_OPTIONS
+@_PASS_OPTIONS
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0),
+    default=1e-5,
+    show_default=True,
+    help="Added to every eigenvalue of the covariance (unit scale squared).",
+)
+@click.option("--pca-whiten", is_flag=True, help="PCA whitening diag(1/sqrt(lambda+eps)) U^T instead of ZCA.")
+@_reports_errors
+def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
+    """Compute the ZCA whitening matrix of SOURCE in one pass.
+
+    SOURCE is what prep stats reads; its images must all have one size (use --resize HxW
+    otherwise) with D = C*H*W <= 16384 (MNIST 784, CIFAR 3072). The mean image and the D x D
+    covariance come from exact integer sums for 8- and 16-bit data; W = U diag(1/sqrt(lambda +
+    eps)) U^T. Load the file with prep.load_whitening(FILE).transform().
+
+    \b
+    Examples:
+      prep whiten mnist --root ./data -o mnist-zca.pt
+      prep whiten cifar10 --root ./data --eps 1e-3 -o cifar10-zca.pt
+      prep whiten ./photos --resize 32x32 --pca-whiten -o photos-pca.pt
+
+    Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
+    """
+    with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    from .files import output_target
+    from .preprocess import measurement_transform
+    from .whitening import compute_whitening
+
+    _source_argument(given)
+    opts = resolve_options(given)
+    _log_to_stderr(quiet=opts["quiet"])
+    if opts["split"] and ("," in opts["split"] or opts["split"] == "all"):
+        raise click.UsageError("prep whiten measures one split at a time")
+    out = opts["out"]
+    if out:
+        output_target(out, "whitening file")  # refused before the pass, not after it
+    result = compute_whitening(
+        opts["source"],
+        eps=eps,
+        pca=pca_whiten,
+        transform=measurement_transform(opts["resize"], opts["center_crop"]),
+        progress=not opts["quiet"],
+        **{name: opts[name] for name in _WHITEN_PASS_OPTIONS},
+    )
+    if out:
+        result.save(out)
+    if not opts["quiet"]:
+        _print(result.summary())
+    if out:
+        click.echo(f"wrote {out}", err=True)
+        _print(f'transform = prep.load_whitening("{out}").transform()')
+
+
 @main.command("export")
 @click.argument("file")
 @click.option(
