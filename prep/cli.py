@@ -285,6 +285,8 @@ def stats_command(config_path: str | None, **given: Any) -> None:
         }
         for split in splits
     ]
+    if len(splits) > 1:
+        _check_splits(opts, splits)
     from .distributed import finish, init_from_env, launched_by_torchrun
 
     distributed = launched_by_torchrun()
@@ -305,6 +307,19 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     finally:
         if started:
             finish()
+
+
+def _check_splits(opts: dict[str, Any], splits: list[str | None]) -> None:
+    """Every split exists and holds images, before the first one is measured (nothing is written
+    when one of them cannot be)."""
+    from .config import source_options
+    from .errors import SourceError
+    from .sources import resolve_source
+
+    for split in splits:
+        src = resolve_source(opts["source"], **source_options({**opts, "split": split}))
+        if src.num_images() == 0:
+            raise SourceError(f"{src.where()}: split {split}: {src.empty_message()}")
 
 
 def _stats_of_split(opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False) -> None:

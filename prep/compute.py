@@ -429,8 +429,14 @@ def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None)
         pixel_max = None
         if run.transform is not None:
             pixel_max = pixel_max_of(pixels.dtype)  # 16-bit data is transformed as float32 raw values
-            pixels = apply_transform(run.transform, pixels)
-        state.update(pixels, pixel_max)
+            try:
+                pixels = apply_transform(run.transform, pixels)
+            except PrepError as exc:
+                raise type(exc)(f"{src.where()}: the batch from image {run.progress.position}: {exc}") from None
+        try:
+            state.update(pixels, pixel_max)
+        except (ValueError, TypeError) as exc:  # values the pixel rule cannot read (int64 beyond 16 bits, ...)
+            raise SourceError(f"{src.where()}: {exc}") from None
         if run.report is not None:
             run.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), run.progress.position))
         run.advance(images)

@@ -13,11 +13,14 @@ is recorded in the stats file under ``options.transform`` and is part of the reu
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptionError
+from torchvision.transforms import v2
+
+from .errors import OptionError, PrepError
 from .pixels import checked_sixteen_bit
 
 if TYPE_CHECKING:
@@ -47,14 +50,40 @@ def measurement_transform(resize: Any = None, center_crop: Any = None):
     given, or None when neither is."""
     if resize is None and center_crop is None:
         return None
-    from torchvision.transforms import v2
-
     steps = []
     if resize is not None:
-        steps.append(v2.Resize(parse_size(resize, "resize"), antialias=True))
+        steps.append(v2.Resize(parse_size(resize, "resize (--resize)"), antialias=True))
     if center_crop is not None:
-        steps.append(v2.CenterCrop(parse_size(center_crop, "center_crop")))
+        size = parse_size(center_crop, "center_crop (--center-crop)")
+        steps += [NoPadding(size), v2.CenterCrop(size)]
     return v2.Compose(steps)
+
+
+class SmallImageError(OptionError):
+    """An image smaller than the center crop it is given to."""
+
+
+class NoPadding(v2.Transform):
+    """Refuse an image smaller than the crop that follows: ``CenterCrop`` would pad it with zeros
+    and the statistics would count the padding as pixels."""
+
+    def __init__(self, size: list[int]) -> None:
+        super().__init__()
+        self.size = list(size)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        height, width = (self.size * 2)[:2]
+        if inpt.shape[-2] < height or inpt.shape[-1] < width:
+            raise SmallImageError(
+                f"an image of {inpt.shape[-2]}x{inpt.shape[-1]} is smaller than the center crop "
+                f"{height}x{width} (CenterCrop would pad it with zeros); resize (--resize) it first"
+            )
+        return inpt
+
+    _transform = transform
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
 
 
 def describe_transform(transform: Any) -> str | None:
@@ -77,7 +106,8 @@ def check_transform(transform: Any, channels: int) -> None:
 
     if not callable(transform):
         raise OptionError(f"transform must be callable; got a {type(transform).__name__}")
-    apply_transform(transform, torch.zeros((channels, 300, 300), dtype=torch.uint8))
+    with contextlib.suppress(SmallImageError):  # a crop larger than the probe: the real images decide
+        apply_transform(transform, torch.zeros((channels, 300, 300), dtype=torch.uint8))
 
 
 def apply_transform(transform: Any, pixels: torch.Tensor) -> torch.Tensor:
@@ -89,6 +119,8 @@ def apply_transform(transform: Any, pixels: torch.Tensor) -> torch.Tensor:
         pixels = checked_sixteen_bit(pixels).to(torch.float32)  # exact: 16-bit values fit float32
     try:
         out = transform(pixels)
+    except PrepError:
+        raise
     except Exception as exc:  # a user's transform may raise anything; name it, not a traceback
         raise OptionError(f"transform {describe_transform(transform)} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(out, torch.Tensor) or out.dtype != pixels.dtype or out.shape[-3] != pixels.shape[-3]:

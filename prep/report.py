@@ -31,6 +31,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         f"images                {s.images}"
         + (f"  (skipped {stats.skipped_count} files)" if stats.skipped_count else ""),
         f"fingerprint           {_fingerprint(stats.fingerprint)}",
+        *([f"measured after        {stats.transform}"] if stats.transform else []),
         f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),

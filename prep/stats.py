@@ -393,8 +393,14 @@ class Stats:
             return f"transform changed ({self.transform} -> {transform})"
         if fingerprint is None or self.fingerprint is None:
             return "the source has no fingerprint"
-        if dict(self.fingerprint) != dict(fingerprint):
-            old, new = self.fingerprint, fingerprint
+        old, new = dict(self.fingerprint), dict(fingerprint)
+        if "checksum" in old and "checksum" not in new:
+            old.pop("checksum")  # the file was checked more strictly than this run asks
+        if "checksum" in new and "checksum" not in old:
+            new.pop("checksum")
+            if old == new:
+                return "written without --checksum (file contents never hashed)"
+        if old != new:
             if old.get("files") != new.get("files"):
                 return f"data changed ({old.get('files')} -> {new.get('files')} files)"
             return "data changed (contents, sizes or modification times differ)"
@@ -600,6 +606,7 @@ def _source(data: Mapping[str, Any]) -> dict[str, Any]:
             f"field 'source.mode': expected one of {', '.join(MODES)}; got {short_repr(source['mode'])}"
         )
     for key in ("path", "split"):
+        _field(source, key, (str, type(None)), "source")
         if not isinstance(source.get(key), str | None):
             raise StatsFileError(f"field 'source.{key}': expected a string or null; got {short_repr(source[key])}")
     _count(source, "images", "source")
@@ -640,9 +647,11 @@ def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _options(data: Mapping[str, Any], mode: str) -> str | None:
-    """``options``: ``mode`` (as ``source.mode``) and ``transform`` (a description, or null; absent
-    in files written before transforms were recorded); returns the transform."""
+    """``options``: ``mode`` (as ``source.mode``) and ``transform`` (a description, or null);
+    returns the transform. Both are required: a file without its transform could be reused for
+    data measured without one."""
     options = _field(data, "options", dict)
+    _field(options, "transform", (str, type(None)), "options")
     _no_unknown_keys(options, ("mode", "transform"), "options")
     if options.get("mode") != mode:
         raise StatsFileError(
@@ -687,6 +696,12 @@ def check_state(state: ChannelMoments) -> None:
     about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
     if max(state.image_std_count) > state.images:
         raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
+    present = state.count > 0
+    slack = 1e-12 * np.maximum(1.0, np.abs(state.mean))
+    if np.any(present & ((state.mean < state.min - slack) | (state.mean > state.max + slack))):
+        raise StatsFileError("field 'state.mean': outside state.min..state.max")
+    if state.exact_sum is not None and np.any(present & ((state.min < 0) | (state.max > 1))):
+        raise StatsFileError("field 'state.min': 8-bit data lies in 0..1 in unit scale")
     if state.exact_sum is None:
         return
     if max(state.count) > 0 and state.pixel_max != EIGHT_BIT_MAX:

@@ -14,6 +14,7 @@ import io
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -65,8 +66,8 @@ def reduce_chunk(
                     pixels = decoder(io.BytesIO(data), mode)
                 else:
                     pixels = decoder(fp, mode)
-        except PrepError:  # not the file's fault (a transform that fails): ends the pass
-            raise
+        except PrepError as exc:  # not the file's fault (a transform that fails): ends the pass
+            raise type(exc)(f"{chunk.reader.display(name)}: {exc}") from None
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
             continue
@@ -116,6 +117,9 @@ def _init_worker(parent: int) -> None:
     worker ends when the parent does (SIGTERM, kill -9), never lingering as an orphan: its
     siblings hold the task pipe open, so it would otherwise wait for tasks forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # forked after the parent used OpenMP: a thread pool would deadlock here
+        torch.set_num_threads(1)
     if not _die_with_parent():
         threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     if os.getppid() != parent:  # the parent died before the line above

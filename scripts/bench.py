@@ -11,10 +11,12 @@ Measures, as the median of --reps runs each, in one process tree on this machine
   * floor: PIL open + convert("RGB") only, in the same number of processes (folders);
     one NumPy pass (bincount) over the raw bytes (arrays),
   * prep: prep.compute_stats on the same data (device as given, default auto),
-and the peak memory (main process + the largest worker, times workers) of prep on the folder
-at 1x and 4x the images. Prints one table with times and ratios.
+the same folder read other ways (as an uncompressed tar and a stored zip, with --per-image, a
+1% --sample) against the plain folder pass, and the peak memory (main process + the largest
+worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
+and ratios.
 
-    python scripts/bench.py                   # everything, about 5 minutes on 2 cores
+    python scripts/bench.py                   # everything, about 6 minutes on 2 cores
     python scripts/bench.py --only arrays --reps 5
 """
 
@@ -197,6 +199,24 @@ def floor_cifar(root: Path) -> list[np.ndarray]:
     return [np.bincount(np.concatenate([a[:, c].ravel() for a in arrays]), minlength=256) for c in range(3)]
 
 
+def make_archives(root: Path, folder: Path) -> tuple[Path, Path]:
+    """The folder's files as an uncompressed tar and a stored (uncompressed) zip, same names."""
+    import tarfile
+    import zipfile
+
+    tar, zip_ = root / f"{folder.name}.tar", root / f"{folder.name}.zip"
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not tar.exists():
+        with tarfile.open(tar, "w") as t:
+            for p in files:
+                t.add(p, p.relative_to(folder).as_posix())
+    if not zip_.exists():
+        with zipfile.ZipFile(zip_, "w", zipfile.ZIP_STORED) as z:
+            for p in files:
+                z.write(p, p.relative_to(folder).as_posix())
+    return tar, zip_
+
+
 def timed(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -239,9 +259,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", choices=["folder", "arrays", "memory"], action="append")
+    parser.add_argument("--only", choices=["folder", "arrays", "memory", "variants"], action="append")
     args = parser.parse_args()
-    parts = set(args.only or ["folder", "arrays", "memory"])
+    parts = set(args.only or ["folder", "arrays", "memory", "variants"])
     args.data.mkdir(parents=True, exist_ok=True)
     w, reps, dev = args.workers, args.reps, args.device
     import torch
@@ -290,6 +310,28 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for name, naive, floor, mine in rows:
             print(f"| {name} | {naive:.3f} | {floor:.3f} | {mine:.3f} | {naive / mine:.1f}x | {mine / floor:.2f} |")
+    if "variants" in parts:  # the same folder read other ways, against the plain folder pass
+        import tempfile
+
+        folder = make_folder(args.data, args.images)
+        tar, zip_ = make_archives(args.data, folder)
+        with tempfile.TemporaryDirectory() as tmp:
+            base = timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)
+            variants = [
+                ("uncompressed tar of the folder", lambda: prep.compute_stats(tar, workers=w, device=dev)),
+                ("stored zip of the folder", lambda: prep.compute_stats(zip_, workers=w, device=dev)),
+                (
+                    "folder with --per-image",
+                    lambda: prep.compute_stats(folder, workers=w, device=dev, per_image=os.path.join(tmp, "r.csv")),
+                ),
+                ("folder, --sample 1%", lambda: prep.compute_stats(folder, workers=w, device=dev, sample=0.01)),
+            ]
+            print(f"\n| {args.images} JPEG 300-500px | prep (s) | / plain folder |")
+            print("|---|---|---|")
+            print(f"| plain folder | {base:.3f} | 1.00 |")
+            for name, fn in variants:
+                t = timed(fn, reps)
+                print(f"| {name} | {t:.3f} | {t / base:.2f} |", flush=True)
     if "memory" in parts:
         folder = make_folder(args.data, args.images)
         big = make_folder_4x(args.data, folder)

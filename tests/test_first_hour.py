@@ -240,3 +240,80 @@ def test_cifar_progress_has_a_total_from_the_start_and_ends_exact(tmp_path):
     prep.compute_stats("cifar10", root=tmp_path, progress=Bar)
     assert seen[0][0] == "start" and seen[0][1] is not None and seen[0][1] > 0  # an estimate from file sizes
     assert seen[-1] == ("end", 200, 200)  # refined to the exact count as files are read
+
+
+def test_a_transform_in_forked_workers_on_large_images_does_not_hang(tmp_path):
+    """Forked workers running torch ops after the parent used its OpenMP pool used to deadlock."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "prep", "stats", str(tmp_path), "--resize", "256", "--center-crop", "224", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    inline = prep.compute_stats(
+        tmp_path, workers=0, transform=prep.preprocess.measurement_transform(resize=256, center_crop=224)
+    )
+    assert proc.stdout.strip() == inline.normalize_line()
+
+
+def test_several_splits_are_all_checked_before_any_file_is_written(tmp_path):
+    root = _split_folder(tmp_path / "data")
+    result = run("stats", root, "--split", "train,bogus", "-o", tmp_path / "x-{split}.json")
+    assert result.exit_code == 2 and "no 'bogus' split" in result.stderr
+    (root / "test" / "cls" / "0.png").unlink()
+    (root / "test" / "cls" / "notes.txt").write_text("not an image")
+    empty = run("stats", root, "--split", "all", "-o", tmp_path / "x-{split}.json")
+    assert empty.exit_code == 2 and "split test: no image files found" in empty.stderr
+    assert not list(tmp_path.glob("x-*.json"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--key", "jpg"), "key (--key) is for WebDataset shards and .npz files"),
+        (("--layout", "NHWC"), "layout (--layout) is for NumPy arrays"),
+        (("--archives",), "no archives (.zip, .tar"),
+        (("--image-key", "img"), "image_key (--image-key) is for datasets of dict items"),
+    ],
+)
+def test_options_for_other_kinds_of_source_are_refused(tmp_path, args, message):
+    root = _split_folder(tmp_path / "data")
+    result = run("stats", root, *args)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_npz_key_and_split_together_are_refused(tmp_path):
+    arrays = {f"{s}_images": np.zeros((2, 4, 4), np.uint8) for s in ("train", "val")}
+    np.savez(tmp_path / "m.npz", **arrays)
+    result = run("stats", tmp_path / "m.npz", "--split", "val", "--key", "train_images")
+    assert result.exit_code == 2 and "give key (--key) or split (--split), not both" in result.stderr
+
+
+def test_integer_arrays_outside_16_bits_are_one_line_errors(tmp_path):
+    np.save(tmp_path / "big.npy", np.full((2, 4, 4), 70000, np.int64))
+    result = run("stats", tmp_path / "big.npy")
+    assert result.exit_code == 2 and "outside 0..65535" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_center_crop_larger_than_the_image_is_refused_not_padded(tmp_path):
+    make_mnist(tmp_path)
+    result = run("stats", "mnist", "--root", tmp_path, "--center-crop", 40)
+    assert result.exit_code == 2 and "smaller than the center crop 40x40" in result.stderr
+    assert run("stats", "mnist", "--root", tmp_path, "--resize", 48, "--center-crop", 40, "-q").exit_code == 0
+
+
+def test_checksum_is_stronger_not_different(tmp_path):
+    root = _split_folder(tmp_path / "data")
+    out = tmp_path / "s.json"
+    run("stats", root, "-o", out, "--checksum")
+    assert "is up to date" in run("stats", root, "-o", out).stdout  # hashed contents satisfy the default check
+    run("stats", root, "-o", out, "--force")
+    weaker = run("stats", root, "-o", out, "--checksum")
+    assert "written without --checksum" in weaker.stderr

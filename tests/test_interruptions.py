@@ -212,7 +212,7 @@ def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
     assert not reused
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.45, 0.6, 0.8])
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45, 0.6, 0.8])  # before ~0.1 s Python itself is starting
 def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
     """Ctrl-C during the imports (click, torch's C++ extensions), the listing or the pool start."""
     proc = _prep("stats", "sample", "-q", "--workers", "2")

@@ -9,6 +9,7 @@ listing is skipped as ``cannot read: not a regular file``, never waited on.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -82,7 +83,10 @@ def list_images(root: str | os.PathLike, follow_symlinks: bool = True) -> Folder
             try:
                 st = entry.stat(follow_symlinks=follow_symlinks)
             except OSError as exc:
-                reason = "symlink loop" if _is_symlink(entry) else "cannot stat"
+                if _is_symlink(entry):
+                    reason = "broken symlink" if exc.errno == errno.ENOENT else "symlink loop"
+                else:
+                    reason = "cannot stat"
                 listing.skipped.append((rel, f"{reason}: {os_reason(exc)}"))
                 continue
             if stat.S_ISDIR(st.st_mode):

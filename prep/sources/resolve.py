@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import SourceError
+from ..errors import OptionError, SourceError
 from .archive import ArchiveSource
 from .base import Source
 from .dataset import DatasetSource
@@ -96,8 +96,32 @@ def resolve_source(
     ``layout``: ``"NHWC"`` or ``"NCHW"`` for NumPy arrays whose shape fits both (:mod:`.npy`).
     ``archives``: a directory is a set of WebDataset shards (its archive files), not a folder.
     ``image_key``: the image's key in dict items of Python datasets (:class:`DatasetSource`).
-    Sources of other kinds, and Source objects (already made), ignore the options not theirs.
+    An option given for a source of a kind it does not apply to is an :class:`OptionError`
+    (``key`` for a folder, say); Source objects (already made) ignore them.
     """
+    src = _resolve(source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key)
+    if not isinstance(source, Source):
+        _check_options_apply(src, key=key, layout=layout, archives=archives, image_key=image_key)
+    return src
+
+
+def _check_options_apply(src: Source, *, key, layout, archives, image_key) -> None:
+    """Refuse the source options that ``src``'s kind does not use, rather than ignore them."""
+    where = src.where()
+    if key is not None and not (isinstance(src, ArchiveSource) or getattr(src, "kind", "") == "npz"):
+        raise OptionError(f"{where}: key (--key) is for WebDataset shards and .npz files, not a {src.kind} source")
+    if key is not None and getattr(src, "kind", "") == "npz" and src.split and isinstance(src, NumpySource):
+        raise OptionError(f"{where}: give key (--key) or split (--split), not both: split picks <split>_images")
+    if layout is not None and not isinstance(src, NumpySource):
+        raise OptionError(f"{where}: layout (--layout) is for NumPy arrays, not a {src.kind} source")
+    if archives and not isinstance(src, ArchiveSource):
+        raise OptionError(f"{where}: archives (--archives) is for a directory of tar shards")
+    if image_key is not None and not (isinstance(src, DatasetSource) or src.kind.startswith("hf")):
+        raise OptionError(f"{where}: image_key (--image-key) is for datasets of dict items, not a {src.kind} source")
+
+
+def _resolve(source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key) -> Source:
+    """:func:`resolve_source` before its check of the options."""
     options = {
         "follow_symlinks": follow_symlinks,
         "checksum": checksum,
