@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -48,19 +47,20 @@ def digest_of(data: bytes | memoryview) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def row_from_histogram(name: str, counts: Sequence[int], channels: int, size: tuple[int, int], digest: int) -> Row:
-    """A row from an 8-bit image's flat per-channel histogram (``channels * 256`` counts), exact."""
-    hist = np.asarray(counts, np.int64).reshape(channels, 256)
-    levels = np.arange(256, dtype=np.int64)
-    means, stds, mins, maxs = [], [], [], []
-    for row in hist:
-        n, s, q = int(row.sum()), int(row @ levels), int(row @ (levels * levels))
-        present = np.flatnonzero(row)
-        means.append(s / (255 * n))
-        stds.append(math.sqrt((n * q - s * s) / (n * n)) / 255)
-        mins.append(int(present[0]) / 255)
-        maxs.append(int(present[-1]) / 255)
-    return name, size[0], size[1], means, stds, mins, maxs, digest
+_POWERS = np.stack([np.ones(256), np.arange(256.0), np.arange(256.0) ** 2], axis=1)
+
+
+def rows_from_histograms(hist: np.ndarray) -> list[tuple[list[float], ...]]:
+    """``(means, stds, mins, maxs)`` per image of 8-bit images given as histograms ``(N, C, 256)``,
+    in unit scale, computed for all images at once (float64 sums of integers below 2**53 are exact)."""
+    n, s, q = np.moveaxis(hist.astype(np.float64) @ _POWERS, -1, 0)
+    safe = np.maximum(n, 1)
+    means = s / (255 * safe)
+    stds = np.sqrt(np.maximum(n * q - s * s, 0) / (safe * safe)) / 255
+    present = hist > 0
+    mins = present.argmax(-1) / 255
+    maxs = (255 - present[..., ::-1].argmax(-1)) / 255
+    return list(zip(means.tolist(), stds.tolist(), mins.tolist(), maxs.tolist()))
 
 
 def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int, digest: int) -> Row:

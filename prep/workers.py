@@ -29,7 +29,7 @@ import numpy as np
 from .accumulator import ChannelMoments
 from .decode import Decoder, EightBitHistogram
 from .errors import PrepError
-from .image_report import Row, digest_of, row_from_array, row_from_histogram
+from .image_report import Row, digest_of, row_from_array, rows_from_histograms
 from .pixels import CHANNELS, LEVELS
 from .signals import deferred_sigint
 from .sources.base import FileChunk
@@ -57,6 +57,7 @@ def reduce_chunk(
     channels = CHANNELS[mode]
     result = ChunkResult(ChannelMoments(channels, track_images))
     histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
+    pending: list[tuple[int, str, tuple[int, int], int]] = []  # rows still to make from histograms
     for name in chunk.names:
         try:
             with chunk.reader.open(name) as fp:
@@ -73,14 +74,18 @@ def reduce_chunk(
             continue
         if isinstance(pixels, EightBitHistogram):
             histograms.append(pixels.counts)
-            if per_image:
-                result.rows.append(row_from_histogram(name, pixels.counts, channels, pixels.size, digest))
+            if per_image:  # the row is made below, with the chunk's other histograms at once
+                pending.append((len(result.rows), name, pixels.size, digest))
+                result.rows.append(None)
         else:
             result.state.update_image(pixels.array, pixels.pixel_max)
             if per_image:
                 result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
     if histograms:
-        result.state.update_histograms(np.array(histograms, np.int64).reshape(-1, CHANNELS[mode], LEVELS))
+        hist = np.array(histograms, np.int64).reshape(-1, channels, LEVELS)
+        result.state.update_histograms(hist)
+        for (slot, name, size, digest), row in zip(pending, rows_from_histograms(hist)):
+            result.rows[slot] = (name, *size, *row, digest)
     return result
 
 
