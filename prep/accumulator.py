@@ -45,7 +45,8 @@ from .pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit,
 if TYPE_CHECKING:
     import torch
 
-IMAGE_MOMENTS = ("n", "s", "q", "nn", "ns", "ss", "nq", "sq", "qq")  # the sums of image_moments
+IMAGE_MOMENTS = ("n", "s", "q", "nn", "ns", "ss", "nq", "sq", "qq")
+MAX_CHANNELS = 4  # the sums of image_moments
 STATE_VERSION = 2  # 2: image_std_sum in fixed point (exact in any order), histogram; 1 is still read
 IMAGE_STD_SCALE = 2**48  # image_std_sum holds each image's std rounded to a multiple of 2**-48
 SLICE_ELEMENTS = 1 << 20  # values reduced at a time: bounds the scratch memory of any image size
@@ -97,6 +98,9 @@ STATE_FIELDS: tuple[StateField, ...] = (
     # per channel, sums over images of n, s, q, n*n, n*s, s*s, n*q, s*q, q*q (n pixels, s and q the
     # raw sum and sum of squares of the image; integer data): what a sample's intervals need
     StateField("image_moments", "exact", "sum", minimum=0, optional=True, width=len(IMAGE_MOMENTS)),
+    # raw sums of x_i * x_j over every pixel, row i holding channel i's products with channels
+    # 0..3 (zero beyond the channel count); integer data, when asked for (the colour covariance)
+    StateField("cross", "exact", "sum", minimum=0, optional=True, width=MAX_CHANNELS),
     StateField("images", "int", "sum", per_channel=False, minimum=0),
     StateField("image_std_sum", "exact", "sum", minimum=0),  # per-image stds in units of 2**-48
     StateField("image_std_count", "int", "sum", minimum=0),
@@ -134,14 +138,16 @@ class ChannelMoments:
         ((0.5,), (0.5,))
     """
 
-    def __init__(self, channels: int, track_images: bool = False) -> None:
-        if channels < 1:
-            raise ValueError(f"channels must be positive; got {channels}")
+    def __init__(self, channels: int, track_images: bool = False, covariance: bool = False) -> None:
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise ValueError(f"channels must be 1 to {MAX_CHANNELS}; got {channels}")
         self.channels = channels
         for f in STATE_FIELDS:
             setattr(self, f.name, f.default(channels))
         if not track_images:  # the per-image products cost a little; sampled passes want them
             self.image_moments = None
+        if not covariance:  # the cross sums cost a pass over the pixels; asked for with covariance
+            self.cross = None
         self._workspace: dict = {}  # scratch buffers reused across updates; not part of the state
 
     # ------------------------------------------------------------------ update
@@ -160,22 +166,25 @@ class ChannelMoments:
         if batch.shape[0] == 0:
             return self
         if batch.shape[1] > 1 and batch.stride(1) == 0:  # one channel broadcast (grey measured as RGB)
-            part = ChannelMoments(1).update(batch[:, :1], pixel_max)
+            part = ChannelMoments(1, self.image_moments is not None, self.cross is not None)
+            part.update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
             n, total, total_sq = _uint8_sums(batch, self._workspace)
             hist = uint8_histogram(batch)
-            return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist)
+            cross = None if self.cross is None else _cross_sums(batch)
+            return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist, cross=cross)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         if pixel_max is None:
             batch = checked_sixteen_bit(batch)
         if not batch.dtype.is_floating_point and scale == SIXTEEN_BIT_MAX:  # 16-bit: exact integer sums
-            self._fold_integers(*_integer_image_sums(batch), scale=SIXTEEN_BIT_MAX)
+            cross = None if self.cross is None else _cross_sums(batch)
+            self._fold_integers(*_integer_image_sums(batch), scale=SIXTEEN_BIT_MAX, cross=cross)
             return self
         n, mean, m2, vmin, vmax, nonfinite = _float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
-        self.exact_sum = self.exact_sumsq = self.histogram = self.image_moments = None
+        self.exact_sum = self.exact_sumsq = self.histogram = self.image_moments = self.cross = None
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
@@ -189,8 +198,9 @@ class ChannelMoments:
             image = image.expand(self.channels, *image.shape[1:])
         return self.update(image, pixel_max)
 
-    def update_histograms(self, hist: np.ndarray) -> ChannelMoments:
-        """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts."""
+    def update_histograms(self, hist: np.ndarray, cross: Any = None) -> ChannelMoments:
+        """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts, with their
+        summed ``(C, C)`` raw cross sums when the state keeps them."""
         hist = np.asarray(hist, dtype=np.int64)
         if hist.ndim == 2:
             hist = hist[None]
@@ -202,10 +212,18 @@ class ChannelMoments:
         present = hist.sum(0) > 0
         vmin = np.where(present.any(1), present.argmax(1), LEVELS)
         vmax = np.where(present.any(1), LEVELS - 1 - present[:, ::-1].argmax(1), -1)
-        return self._fold_integers(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax, hist=hist.sum(0))
+        return self._fold_integers(hist.sum(-1), sums[..., 0], sums[..., 1], vmin, vmax, hist=hist.sum(0), cross=cross)
 
     def _fold_integers(
-        self, n_img, s_img, q_img, vmin, vmax, scale: int = EIGHT_BIT_MAX, hist: np.ndarray | None = None
+        self,
+        n_img,
+        s_img,
+        q_img,
+        vmin,
+        vmax,
+        scale: int = EIGHT_BIT_MAX,
+        hist: np.ndarray | None = None,
+        cross: Any = None,
     ) -> ChannelMoments:
         """Fold in integer images from exact per-image ``(N, C)`` pixel counts, sums and sums of
         squares of raw values, and the batch's raw per-channel min/max (empty: above/below any value).
@@ -238,6 +256,12 @@ class ChannelMoments:
             self.histogram = None
         elif self.histogram is not None:
             self.histogram = self.histogram + np.asarray(hist, np.int64)
+        if self.cross is not None:
+            if cross is None:
+                self.cross = None  # data that came without its cross sums: no covariance
+            else:
+                pad = [[int(v) for v in row] + [0] * (MAX_CHANNELS - len(row)) for row in cross]
+                self.cross = [[a + b for a, b in zip(mine, theirs)] for mine, theirs in zip(self.cross, pad)]
         if self.image_moments is not None:
             self.image_moments = [
                 [a + b for a, b in zip(mine, theirs)]
@@ -336,7 +360,9 @@ class ChannelMoments:
         out = ChannelMoments(channels)
         for f in STATE_FIELDS:
             value = getattr(self, f.name)
-            if f.per_channel and value is not None:
+            if f.name == "cross" and value is not None:  # every pair of identical channels: sum of x*x
+                value = [[value[0][0]] * channels + [0] * (MAX_CHANNELS - channels) for _ in range(channels)]
+            elif f.per_channel and value is not None:
                 value = value * channels if f.kind == "exact" else np.repeat(value, channels, axis=0)
             setattr(out, f.name, value)
         return out
@@ -414,6 +440,19 @@ class ChannelMoments:
             raise StatsFileError(f"{where}.exact_sum: exact_sum and exact_sumsq must both be null or both be set")
         if self.histogram is not None:
             self._check_histogram(where)
+        if self.cross is not None:
+            c = self.channels
+            square = [row[:c] for row in self.cross[:c]]
+            if any(v for row in self.cross for v in row[c:]) or any(
+                square[i][j] != square[j][i] for i in range(c) for j in range(c)
+            ):
+                raise StatsFileError(f"{where}.cross: must be symmetric, with zeros beyond the channels")
+            if self.exact_sumsq is not None and [square[i][i] for i in range(c)] != list(self.exact_sumsq):
+                raise StatsFileError(f"{where}.cross: its diagonal must equal {where}.exact_sumsq")
+            for i in range(c):
+                for j in range(c):  # Cauchy-Schwarz
+                    if square[i][j] ** 2 > square[i][i] * square[j][j]:
+                        raise StatsFileError(f"{where}.cross: inconsistent with its diagonal")
         if self.exact_sum is not None:
             for n, total, total_sq in zip(self.count.tolist(), self.exact_sum, self.exact_sumsq):
                 # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
@@ -650,6 +689,27 @@ def _integer_image_sums(batch: torch.Tensor):
         vmin.cpu().numpy(),
         vmax.cpu().numpy(),
     )
+
+
+def _cross_sums(batch: torch.Tensor) -> list[list[int]]:
+    """Raw ``sum(x_i * x_j)`` over every pixel of an integer batch, per channel pair ``(C, C)``.
+
+    One float64 GEMM of the pixel matrix with itself per slice of pixels: every product and
+    partial sum of 8-bit data is an integer below 2**53, so any summation order is exact; 16-bit
+    values go through int64 (exact below 2**63, about 2 billion pixels per slice).
+    """
+    import torch
+
+    c = batch.shape[1]
+    x = batch.transpose(0, 1).reshape(c, -1)
+    dtype = torch.float64 if batch.dtype == torch.uint8 else torch.int64
+    total = [[0] * c for _ in range(c)]
+    for part in _pixel_slices(x):
+        values = part.to(dtype)
+        gram = (values @ values.T) if dtype == torch.float64 else (values.unsqueeze(1) * values.unsqueeze(0)).sum(-1)
+        gram = gram.cpu().tolist()
+        total = [[a + int(b) for a, b in zip(row_t, row_g)] for row_t, row_g in zip(total, gram)]
+    return total
 
 
 def _image_products(n_img, s_img, q_img) -> list[list[int]]:

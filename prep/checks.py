@@ -162,6 +162,12 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
             "the reference std is closer to this data's mean per-image std than to its pooled std: "
             "it was probably computed per image (not what Normalize assumes)"
         )
+    if isinstance(reference, KnownConstants) and reference.name == "imagenet" and data.pca is not None:
+        eigval = ", ".join(f"{v:.4f}" for v in data.pca["eigval"])
+        notes.append(
+            f"PCA eigenvalues of this data: {eigval}; ImageNet's pasted lighting eigval: 0.2175, 0.0188, 0.0045 "
+            "(on another scale: their squares sum to 0.048)"
+        )
     if isinstance(reference, Stats) and reference.transform and reference.transform != data.transform:
         notes.append(f"the reference was measured after {reference.transform}; pass the same --resize/--center-crop")
     return notes
@@ -177,7 +183,8 @@ def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **opti
     from .compute import compute_stats
 
     ref = resolve_reference(reference)
-    data = compute_stats(source, **{**options, "mode": ref.mode})
+    with_pca = isinstance(ref, KnownConstants) and ref.name == "imagenet"  # its eigenvalues go beside ImageNet's
+    data = compute_stats(source, **{**options, "mode": ref.mode, "covariance": with_pca or options.get("covariance")})
     if isinstance(ref, KnownConstants):
         fingerprint = "not applicable (published constants)"
     else:

@@ -228,6 +228,13 @@ def _source_argument(given: dict[str, Any]) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Brightness outliers lie beyond this many stds of the images' brightness.  [default: 4]",
 )
+@click.option(
+    "--covariance",
+    is_flag=True,
+    default=None,
+    help="Also measure the colour covariance (exact for 8/16-bit data) and its PCA: the constants of "
+    "AlexNet-style lighting noise (stats.lighting()).",
+)
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option(
     "--checksum",

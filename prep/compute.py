@@ -66,6 +66,7 @@ def compute_stats(
     sample: int | float | str | None = DEFAULTS["sample"],
     seed: int = DEFAULTS["seed"],
     per_image: str | os.PathLike | None = DEFAULTS["per_image"],
+    covariance: bool = DEFAULTS["covariance"],
     outlier_k: float = DEFAULTS["outlier_k"],
     distributed: bool = False,
     progress: bool | Callable[..., Any] = False,
@@ -115,6 +116,8 @@ def compute_stats(
         per_image: write a CSV row per image here during the pass (:mod:`prep.image_report`),
             and name the suspicious images (constant, near black/white, brightness beyond
             ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
+        covariance: also measure the colour covariance (C x C, exact for 8- and 16-bit data) and
+            its eigen decomposition (PCA lighting constants, :meth:`Stats.lighting`).
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
             whole dataset (:mod:`prep.distributed`).
@@ -158,7 +161,14 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     mode = check_mode(o["mode"] or src.native_mode)
     if transform is not None:
         check_transform(transform, CHANNELS[mode])
-    run = _Pass(src, mode, transform, None if checkpoint is None else os.fspath(checkpoint), o["checkpoint_every"])
+    run = _Pass(
+        src,
+        mode,
+        transform,
+        None if checkpoint is None else os.fspath(checkpoint),
+        o["checkpoint_every"],
+        covariance=bool(o["covariance"]),
+    )
     if o["per_image"] is not None:
         if o["resume"]:
             raise OptionError("a per-image report is written in one go; it cannot resume (drop resume)")
@@ -198,7 +208,9 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
             if transform is not None and workers > 0 and not is_picklable(transform):
                 log.warning("the transform cannot be sent to worker processes (not picklable); decoding in-process")
                 workers = 0
-            decoder = DECODERS["pil"] if transform is None else TransformedDecoder(transform)
+            decoder = DECODERS["pil+covariance" if o["covariance"] else "pil"]
+            if transform is not None:
+                decoder = TransformedDecoder(transform)
             _run_tasks(src, run, workers, o["strict"], decoder)
         elif isinstance(src, BatchSource):
             _run_batches(src, run, dev, o["batch_size"])
@@ -296,6 +308,9 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     existing = reusable_stats(out, src, options["mode"] or src.native_mode, describe_transform(options["transform"]))
     if existing is None:
         return None
+    if options["covariance"] and existing.covariance is None:
+        log.warning("%s has no covariance (made without --covariance); recomputing", out)
+        return None
     if options["strict"]:
         _refuse_undecodable(existing, src)
     wanted = parse_percentiles(options["percentiles"])
@@ -359,12 +374,20 @@ class _Pass:
     """The moving parts of one pass: progress, the progress bar and the checkpoint cadence."""
 
     def __init__(
-        self, source: Source, mode: str, transform: Any, checkpoint: str | None, checkpoint_every: int
+        self,
+        source: Source,
+        mode: str,
+        transform: Any,
+        checkpoint: str | None,
+        checkpoint_every: int,
+        covariance: bool = False,
     ) -> None:
         self.source = source
         self.mode = mode
         self.transform = transform
-        self.progress = Progress(ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled)))
+        self.progress = Progress(
+            ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled), covariance=covariance)
+        )
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.bar: Any = None
@@ -452,8 +475,9 @@ def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder:
     tasks = src.iter_tasks(run.progress.position, size)
     track = run.progress.state.image_moments is not None
     per_image = run.report is not None
+    covariance = run.progress.state.cross is not None
     for chunk, result in map_ordered(
-        reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, describe=_describe_chunk
+        reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, covariance, describe=_describe_chunk
     ):
         if strict and result.skipped:
             name, reason = result.skipped[0]

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "sample": None,  # every image
     "seed": 0,  # of --sample
     "per_image": None,  # no per-image report
+    "covariance": False,  # per-channel statistics only
     "outlier_k": 4.0,  # brightness outliers: beyond this many stds of the images' brightness
     "download": False,
     "strict": False,
@@ -68,6 +69,7 @@ PASS_OPTIONS = (
     "seed",
     "per_image",
     "outlier_k",
+    "covariance",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -96,6 +98,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "sample": (int, float, str),
     "seed": (int,),
     "per_image": (str,),
+    "covariance": (bool,),
     "outlier_k": (int, float),
     "download": (bool,),
     "strict": (bool,),

@@ -14,7 +14,7 @@ from typing import IO, Protocol
 import numpy as np
 from PIL import Image
 
-from .pixels import eight_bit_histogram, is_eight_bit, to_array
+from .pixels import is_eight_bit, to_array
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class EightBitHistogram:
 
     counts: list[int]
     size: tuple[int, int] = (0, 0)  # width, height
+    cross: list[list[int]] | None = None  # raw sums of x_i * x_j per channel pair, when asked for
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,46 @@ class PILDecoder:
     """``Image.open(fp)``, then ``convert(mode)`` (``ImageFolder``'s loader) for 8-bit images.
 
     8-bit images are returned as PIL's own ``histogram()`` of the converted image, which is
-    exact and costs a fraction of the decode; 16-bit and float images as arrays.
+    exact and costs a fraction of the decode; 16-bit and float images as arrays. With
+    ``covariance`` an 8-bit image also carries its raw cross sums, exactly, from PIL as well:
+    ``sum(x_i x_j) = (sum(x_i**2) + sum(x_j**2) - sum((x_i - x_j)**2)) / 2``, where the last sum
+    comes from the histogram of ``ImageChops.difference`` (``|x_i - x_j|``, 8-bit, exact).
     """
 
     name = "pil"
 
+    def __init__(self, covariance: bool = False) -> None:
+        self.covariance = covariance
+
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
         with Image.open(fp) as img:
             if is_eight_bit(img):
-                return EightBitHistogram(eight_bit_histogram(img, mode), img.size)
+                converted = img if img.mode == mode else img.convert(mode)
+                counts = converted.histogram()
+                cross = _cross_sums(converted, counts) if self.covariance else None
+                return EightBitHistogram(counts, img.size, cross)
             return ImageArray(*to_array(img, mode, replicate=False))
 
     def __repr__(self) -> str:
-        return "PILDecoder()"
+        return f"PILDecoder(covariance={self.covariance})"
+
+
+_SQUARES = np.arange(256, dtype=np.int64) ** 2
+
+
+def _cross_sums(img: Image.Image, counts: list[int]) -> list[list[int]]:
+    """Raw ``sum(x_i x_j)`` per channel pair of an 8-bit image, from histograms alone."""
+    from PIL import ImageChops
+
+    bands = img.split()
+    squares = [int(v) for v in np.asarray(counts, np.int64).reshape(len(bands), 256) @ _SQUARES]
+    out = [[0] * len(bands) for _ in bands]
+    for i in range(len(bands)):
+        out[i][i] = squares[i]
+        for j in range(i + 1, len(bands)):
+            diff = int(np.asarray(ImageChops.difference(bands[i], bands[j]).histogram(), np.int64) @ _SQUARES)
+            out[i][j] = out[j][i] = (squares[i] + squares[j] - diff) // 2
+    return out
 
 
 class TransformedDecoder:
@@ -81,4 +109,4 @@ class TransformedDecoder:
         return f"TransformedDecoder({self.transform!r})"
 
 
-DECODERS: dict[str, Decoder] = {"pil": PILDecoder()}
+DECODERS: dict[str, Decoder] = {"pil": PILDecoder(), "pil+covariance": PILDecoder(covariance=True)}

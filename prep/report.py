@@ -46,6 +46,13 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     if percentiles is not None:
         for i, q in enumerate(percentiles["q"]):
             lines.append(row(f"percentile {q:g}", [channel[i] for channel in percentiles["values"]]))
+    pca = stats.pca
+    if pca is not None:
+        if details:
+            for name, row_values in zip(names, stats.covariance):
+                lines.append(row(f"covariance {name}", row_values))
+        imagenet = "   (ImageNet's pasted eigval: 0.2175 0.0188 0.0045)" if stats.channels == 3 else ""
+        lines.append(row("pca eigval", pca["eigval"]) + imagenet)
     lines.extend(_outlier_lines(stats))
     if details:
         lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -46,6 +47,8 @@ TOP_LEVEL_FIELDS = (
     "channels",
     "pixel_max",
     "percentiles",
+    "covariance",
+    "pca",
     "sample",
     "outliers",
     "count",
@@ -298,6 +301,56 @@ class Stats:
         """Per channel, the counts of each raw 8-bit value ``(C, 256)``; None for other data."""
         return None if self.state.histogram is None else self.state.histogram.copy()
 
+    # -------------------------------------------------------------- colour covariance
+    @property
+    def covariance(self) -> list[list[float]] | None:
+        """The ``C x C`` covariance of the channels over all pixels (ddof=0, unit scale squared),
+        when measured with ``covariance=True`` (integer data); else None.
+
+        ``cov_ij = (n sum(x_i x_j) - S_i S_j) / (n * pixel_max)**2`` from the exact raw sums: for
+        8-bit data an exact fraction rounded once; for 16-bit data in float64.
+        """
+        cross, state = self.state.cross, self.state
+        if cross is None:
+            return None
+        c, n, scale = self.channels, int(state.count[0]), state.pixel_max
+        if state.exact_sum is not None:
+            s = state.exact_sum
+            return [
+                [float(Fraction(n * cross[i][j] - s[i] * s[j], n * n * int(scale) ** 2)) for j in range(c)]
+                for i in range(c)
+            ]
+        mean = state.mean
+        return [[cross[i][j] / n / scale**2 - mean[i] * mean[j] for j in range(c)] for i in range(c)]
+
+    @property
+    def pca(self) -> dict[str, list] | None:
+        """``{"eigval": [...], "eigvec": [[...]]}`` of :attr:`covariance`: eigenvalues (variances
+        along the principal axes, unit scale squared) by decreasing size, and the eigenvectors as
+        the *columns* of ``eigvec`` (AlexNet's and fb.resnet.torch's layout), each signed so that
+        its largest-magnitude component is positive."""
+        cov = self.covariance
+        if cov is None:
+            return None
+        values, vectors = np.linalg.eigh(np.array(cov))
+        order = np.argsort(values)[::-1]
+        values, vectors = values[order], vectors[:, order]
+        for k in range(vectors.shape[1]):
+            if vectors[np.argmax(np.abs(vectors[:, k])), k] < 0:
+                vectors[:, k] = -vectors[:, k]
+        return {"eigval": [max(float(v), 0.0) for v in values], "eigvec": vectors.tolist()}
+
+    def lighting(self, alphastd: float = 0.1):
+        """AlexNet-style PCA lighting noise as a torchvision v2 transform, for float images in unit
+        scale (after ``ToDtype(scale=True)``): each call draws ``alpha ~ N(0, alphastd)`` per
+        principal axis and adds ``eigvec @ (alpha * eigval)`` to every pixel."""
+        from .transforms import Lighting
+
+        pca = self.pca
+        if pca is None:
+            raise StatsFileError("lighting needs the covariance: measure with covariance=True (--covariance)")
+        return Lighting(pca["eigval"], pca["eigvec"], alphastd)
+
     def percentile(self, q: float) -> tuple[float, ...]:
         """Each channel's ``q``-th percentile in unit scale, exactly ``numpy.percentile(pixels /
         255, q)`` (linear method) of the measured pixels; 8-bit data only (from the histogram)."""
@@ -352,6 +405,8 @@ class Stats:
             "per_image_std_mean": list(s.per_image_std_mean),
             "nonfinite": list(s.nonfinite),
             "percentiles": self.percentiles,
+            "covariance": self.covariance,
+            "pca": self.pca,
             "sample": None if self.sample is None else dict(self.sample),
             "outliers": None if self.outliers is None else dict(self.outliers),
             "skipped": self.skipped_files().to_json(),
@@ -785,6 +840,26 @@ def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(outliers)
 
 
+def _check_pca(data: Mapping[str, Any], stats: Stats) -> None:
+    """``covariance`` (exact from ``state.cross``) and ``pca`` (an eigen decomposition, equal to
+    1e-9: LAPACK builds differ in the last bits) must be what the state gives; null without it."""
+    if data.get("covariance") != stats.covariance:
+        raise StatsFileError("field 'covariance': does not match state.cross; was the file edited?")
+    pca, want = data.get("pca"), stats.pca
+    if (pca is None) != (want is None):
+        raise StatsFileError("field 'pca': must be null exactly when covariance is")
+    if pca is None:
+        return
+    if not isinstance(pca, dict) or set(pca) != {"eigval", "eigvec"}:
+        raise StatsFileError("field 'pca': expected an object with eigval and eigvec")
+    try:
+        same = all(np.allclose(np.array(pca[k], np.float64), np.array(want[k]), rtol=1e-9, atol=1e-12) for k in want)
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise StatsFileError("field 'pca': not the eigen decomposition of the covariance; was the file edited?")
+
+
 MAX_PERCENTILES = 101
 
 
@@ -857,6 +932,7 @@ def _parse(data: Any) -> Stats:
     )
     if data["percentiles"] != stats.percentiles:
         raise StatsFileError("field 'percentiles': does not match state.histogram; was the file edited?")
+    _check_pca(data, stats)
     measured = stats.summary
     for name, values in vectors.items():
         _matches(name, values, getattr(measured, name))

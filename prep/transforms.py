@@ -100,6 +100,48 @@ class Rescale(v2.Transform):
         return f"scale={self.scale}, offset={self.offset}"
 
 
+class Lighting(v2.Transform):
+    """AlexNet's PCA lighting noise (Krizhevsky et al., 2012) on float images in unit scale.
+
+    Each call draws ``alpha ~ N(0, alphastd)`` for each principal axis and adds the same colour
+    shift to every pixel::
+
+        x + eigvec @ (alpha * eigval)
+
+    with ``eigval`` the covariance's eigenvalues and ``eigvec`` its eigenvectors as columns
+    (:attr:`prep.Stats.pca`). ``alphastd=0`` leaves images unchanged.
+    """
+
+    def __init__(self, eigval, eigvec, alphastd: float = 0.1) -> None:
+        super().__init__()
+        self.eigval = torch.tensor(eigval, dtype=torch.float32)
+        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
+        self.alphastd = float(alphastd)
+        if self.alphastd < 0:
+            raise OptionError(f"alphastd must be >= 0; got {alphastd}")
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        alpha = torch.randn(len(self.eigval)) * self.alphastd
+        return {"shift": self.eigvec @ (alpha * self.eigval)}
+
+    _get_params = make_params
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, _NOT_IMAGES):
+            return inpt
+        image = inpt.as_subclass(torch.Tensor)
+        if not image.is_floating_point():
+            raise TypeError("Lighting works on float images in unit scale: put it after ToDtype(scale=True)")
+        shift = params["shift"].to(image.device, image.dtype).view(-1, 1, 1)
+        out = image + shift
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    _transform = transform
+
+    def extra_repr(self) -> str:
+        return f"eigval={self.eigval.tolist()}, alphastd={self.alphastd}"
+
+
 class Clip(v2.Transform):
     """``y = min(max(x, low), high)`` on float image tensors (robust min-max scaling)."""
 

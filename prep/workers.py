@@ -49,14 +49,20 @@ class ChunkResult:
 
 
 def reduce_chunk(
-    chunk: FileChunk, mode: str, decoder: Decoder, track_images: bool = False, per_image: bool = False
+    chunk: FileChunk,
+    mode: str,
+    decoder: Decoder,
+    track_images: bool = False,
+    per_image: bool = False,
+    covariance: bool = False,
 ) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
     ``track_images`` keeps the per-image products a sample's confidence intervals need;
     ``per_image`` returns a row per image (:mod:`prep.image_report`) with its file's digest."""
     channels = CHANNELS[mode]
-    result = ChunkResult(ChannelMoments(channels, track_images))
+    result = ChunkResult(ChannelMoments(channels, track_images, covariance))
     histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
+    cross = None if result.state.cross is None else [[0] * channels for _ in range(channels)]
     pending: list[tuple[int, str, tuple[int, int], int]] = []  # rows still to make from histograms
     for name in chunk.names:
         try:
@@ -74,6 +80,8 @@ def reduce_chunk(
             continue
         if isinstance(pixels, EightBitHistogram):
             histograms.append(pixels.counts)
+            if cross is not None:  # an image without its cross sums leaves the chunk without them
+                cross = None if pixels.cross is None else _added(cross, pixels.cross)
             if per_image:  # the row is made below, with the chunk's other histograms at once
                 pending.append((len(result.rows), name, pixels.size, digest))
                 result.rows.append(None)
@@ -83,10 +91,14 @@ def reduce_chunk(
                 result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
     if histograms:
         hist = np.array(histograms, np.int64).reshape(-1, channels, LEVELS)
-        result.state.update_histograms(hist)
+        result.state.update_histograms(hist, cross=cross)
         for (slot, name, size, digest), row in zip(pending, rows_from_histograms(hist)):
             result.rows[slot] = (name, *size, *row, digest)
     return result
+
+
+def _added(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+    return [[x + y for x, y in zip(row_a, row_b)] for row_a, row_b in zip(a, b)]
 
 
 UNDECODABLE_REASONS = ("cannot read", "cannot decode")  # how every reason of describe_failure starts

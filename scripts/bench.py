@@ -12,7 +12,7 @@ Measures, as the median of --reps runs each, in one process tree on this machine
     one NumPy pass (bincount) over the raw bytes (arrays),
   * prep: prep.compute_stats on the same data (device as given, default auto),
 the same folder read other ways (as an uncompressed tar and a stored zip, with --per-image, a
-1% --sample) against the plain folder pass, and the peak memory (main process + the largest
+1% --sample, with --covariance) against the plain folder pass, and the peak memory (main process + the largest
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
 and ratios.
 
@@ -325,6 +325,10 @@ def main() -> None:
                     lambda: prep.compute_stats(folder, workers=w, device=dev, per_image=os.path.join(tmp, "r.csv")),
                 ),
                 ("folder, --sample 1%", lambda: prep.compute_stats(folder, workers=w, device=dev, sample=0.01)),
+                (
+                    "folder with --covariance",
+                    lambda: prep.compute_stats(folder, workers=w, device=dev, covariance=True),
+                ),
             ]
             print(f"\n| {args.images} JPEG 300-500px | prep (s) | / plain folder |")
             print("|---|---|---|")
