@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .config import DEVICE_CHOICES, PASS_OPTIONS, describe_default, output_for, resolve_options
+from .config import DEVICE_CHOICES, PASS_OPTIONS, SOURCE_OPTIONS, describe_default, output_for, resolve_options
 from .errors import PrepError, os_reason
 from .exports import TARGETS
 from .pixels import MODES
@@ -170,6 +170,13 @@ _PASS_OPTIONS = _options(
 )
 
 
+_MODE_OPTION = click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
+)
+
+
 def _pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`prep.compute_stats` for resolved options ``opts``."""
     from .preprocess import measurement_transform
@@ -196,11 +203,7 @@ def _source_argument(given: dict[str, Any]) -> None:
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
 @_SOURCE_OPTIONS
 @_PASS_OPTIONS
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
-)
+@_MODE_OPTION
 @click.option(
     "--percentiles",
     help="Percentiles to list, e.g. 0.1,1,50,99,99.9 (exact, 8-bit data).  [default: 0.5,1,5,50,95,99,99.5]",
@@ -510,22 +513,8 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     sys.exit(0 if result.ok else 1)
 
 
-_WHITEN_PASS_OPTIONS = (  # keyword arguments of prep.compute_whitening taken from the resolved options
-    "root",
-    "split",
-    "mode",
-    "batch_size",
-    "device",
-    "workers",
-    "strict",
-    "download",
-    "follow_symlinks",
-    "checksum",
-    "key",
-    "layout",
-    "archives",
-    "image_key",
-)
+# keyword arguments of prep.compute_whitening taken from the resolved options
+_WHITEN_PASS_OPTIONS = (*SOURCE_OPTIONS, "mode", "batch_size", "device", "workers", "strict")
 
 
 @main.command("whiten")
@@ -533,11 +522,7 @@ _WHITEN_PASS_OPTIONS = (  # keyword arguments of prep.compute_whitening taken fr
 @click.option("-o", "--out", help="Write the whitening file here (.pt, written atomically).")
 @_SOURCE_OPTIONS
 @_PASS_OPTIONS
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
-)
+@_MODE_OPTION
 @click.option(
     "--eps",
     type=click.FloatRange(min=0),

@@ -17,8 +17,9 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import OutputError, StatsFileError, os_reason
 
@@ -56,8 +57,11 @@ def _umask() -> int:
     return mask
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside the target, fsync it, then rename it over the target."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temporary file beside the target, fsync it, then rename it over the
+    target: a reader sees the old file or the new one, never half of one. The target keeps its
+    mode (a new one gets what the umask allows), a symlink keeps pointing at the replaced file,
+    and a file with several hard links is replaced under this name only (with a warning)."""
     target = output_target(path)
     try:
         old = os.stat(target)
@@ -68,8 +72,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -87,6 +91,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -15,10 +15,7 @@ directory, then ``os.replace`` (a replaced file keeps its mode, a new one gets `
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionError, PrepError, os_reason
-from .files import _umask, output_target
+from .files import output_target, write_atomic
 
 MISSING_MATPLOTLIB = "matplotlib is needed for plots: pip install 'prep[plot]'"
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -152,20 +149,8 @@ def _draw_channel(ax: Any, stats: Any, c: int, label: str, colour: str, n_files:
 
 
 def _save_atomic(fig: Any, target: Path, fmt: str, shown: str) -> None:
-    """``fig`` to a temporary file beside ``target``, then renamed over it (never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{fmt}", dir=target.parent)
+    """``fig`` written to ``target`` atomically (:func:`prep.files.write_atomic`): never half a file."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=110)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode) if target.exists() else 0o666 & ~_umask())
-        os.replace(tmp, target)
+        write_atomic(target, lambda f: fig.savefig(f, format=fmt, dpi=110))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise PrepError(f"{shown}: cannot write the plot ({os_reason(exc)})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -48,12 +48,9 @@ and the decomposition takes minutes). :meth:`Whitening.save` writes a ``.pt`` fi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import stat
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +74,7 @@ from .errors import (
     StatsFileError,
     os_reason,
 )
-from .files import output_target
+from .files import output_target, write_atomic
 from .pixels import CHANNELS, MODES, check_mode, convert_channels, pixel_max_of, to_array
 from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
 from .report import progress_bar
@@ -336,46 +333,13 @@ class WhiteningTransformation(v2.LinearTransformation):
 
 
 def write_torch_atomic(path: str | os.PathLike, obj: Any, what: str) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace`` (see :meth:`Whitening.save`)."""
+    """``torch.save(obj)`` to ``path`` atomically (:func:`prep.files.write_atomic`)."""
     text = os.fspath(path)
-    target = output_target(text, what)
+    output_target(text, what)
     try:
-        old = os.stat(target)
-    except FileNotFoundError:
-        old = None
-    if old is not None and old.st_nlink > 1:
-        log.warning("%s has %d hard links; the new file replaces this name only", text, old.st_nlink)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        write_atomic(text, lambda f: torch.save(obj, f))
     except OSError as exc:
         raise OutputError(f"{text}: cannot write the {what} ({os_reason(exc)})") from None
-    try:
-        os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"{text}: cannot write the {what} ({os_reason(exc)})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_whitening(path: str | os.PathLike) -> Whitening:
