@@ -443,7 +443,21 @@ class _Pass:
 
 
 def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None) -> None:
-    """Read batches in this process; reduce each on ``dev``."""
+    """Read batches in this process; reduce each on ``dev`` (on the CPU with one torch thread:
+    the reductions are memory-bound, and with other processes busy on every core torch's thread
+    pool made them 3.8x slower, one thread 1.5x; see ``scripts/bench.py --only contention``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        _reduce_batches(src, run, dev, batch_size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reduce_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None) -> None:
     from .devices import pixels_per_batch, to_device
 
     state = run.progress.state

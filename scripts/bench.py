@@ -12,7 +12,8 @@ Measures, as the median of --reps runs each, in one process tree on this machine
     one NumPy pass (bincount) over the raw bytes (arrays),
   * prep: prep.compute_stats on the same data (device as given, default auto),
 the same folder read other ways (as an uncompressed tar and a stored zip, with --per-image, a
-1% --sample, with --covariance) against the plain folder pass, and the peak memory (main process + the largest
+1% --sample, with --covariance) against the plain folder pass, the MNIST-size pass while a
+spinning process keeps every core busy, and the peak memory (main process + the largest
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
 and ratios.
 
@@ -259,9 +260,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", choices=["folder", "arrays", "memory", "variants"], action="append")
+    parser.add_argument("--only", choices=["folder", "arrays", "memory", "variants", "contention"], action="append")
     args = parser.parse_args()
-    parts = set(args.only or ["folder", "arrays", "memory", "variants"])
+    parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention"])
     args.data.mkdir(parents=True, exist_ok=True)
     w, reps, dev = args.workers, args.reps, args.device
     import torch
@@ -336,6 +337,19 @@ def main() -> None:
             for name, fn in variants:
                 t = timed(fn, reps)
                 print(f"| {name} | {t:.3f} | {t / base:.2f} |", flush=True)
+    if "contention" in parts:  # the array pass while other processes keep every core busy
+        root = make_idx(args.data)
+        quiet = timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+        try:
+            time.sleep(0.5)
+            busy = timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)
+        finally:
+            for hog in hogs:
+                hog.kill()
+        print("\n| MNIST idx, 60000x28x28 | quiet (s) | every core busy (s) | busy/quiet |")
+        print("|---|---|---|---|")
+        print(f"| prep | {quiet:.3f} | {busy:.3f} | {busy / quiet:.2f} |", flush=True)
     if "memory" in parts:
         folder = make_folder(args.data, args.images)
         big = make_folder_4x(args.data, folder)

@@ -198,3 +198,29 @@ def test_tensor_datasets_of_mixed_shapes_and_batches(tmp_path):
     stats = prep.compute_stats(items)
     _check(stats, pixels)
     assert stats.images == 604
+
+
+def test_batches_are_reduced_with_one_torch_thread_and_the_count_is_restored(tmp_path, monkeypatch):
+    """One thread keeps the memory-bound reduction fast when other processes hold the cores."""
+    import torch
+
+    from common import make_mnist
+    from prep.accumulator import ChannelMoments
+
+    make_mnist(tmp_path)
+    seen = []
+    real = ChannelMoments.update
+
+    def spy(self, batch, pixel_max=None):
+        seen.append(torch.get_num_threads())
+        return real(self, batch, pixel_max)
+
+    monkeypatch.setattr(ChannelMoments, "update", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        prep.compute_stats("mnist", root=tmp_path, device="cpu", batch_size=50)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
