@@ -19,6 +19,7 @@ and ratios.
 
     python scripts/bench.py                   # everything, about 6 minutes on 2 cores
     python scripts/bench.py --only arrays --reps 5
+    python scripts/bench.py --only folder --profile   # and the cost of each stage per image
 """
 
 from __future__ import annotations
@@ -187,6 +188,76 @@ def floor_folder(folder: Path, workers: int) -> None:
             pass
 
 
+def _load_only(path: str) -> int:
+    """PIL's decode alone: no convert, no copy."""
+    with Image.open(path) as img:
+        img.load()
+        return img.size[0]
+
+
+def _decode_jpeg(path: str) -> int:
+    import torch
+    from torchvision.io import decode_jpeg
+
+    torch.set_num_threads(1)
+    with open(path, "rb") as f:
+        data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    return int(decode_jpeg(data).shape[-1])
+
+
+def true_floor_folder(folder: Path, workers: int, reps: int) -> tuple[float, str]:
+    """The faster of PIL's decode alone and torchvision.io's, in ``workers`` processes."""
+    files = [str(p) for p in sorted(folder.rglob("*.jpg"))]
+
+    def run(fn) -> None:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap(fn, files, chunksize=64):
+                pass
+
+    pil = timed(lambda: run(_load_only), reps)
+    tv = timed(lambda: run(_decode_jpeg), reps)
+    return (pil, "PIL load()") if pil <= tv else (tv, "torchvision.io.decode_jpeg")
+
+
+def profile_folder(folder: Path, images: int = 300) -> None:
+    """What each stage of the folder pass costs per image, in one process (ms per image)."""
+    import io
+
+    from prep.accumulator import ChannelMoments
+
+    files = [str(p) for p in sorted(folder.rglob("*.jpg"))][:images]
+    stages: dict[str, float] = {}
+
+    def stage(name: str, fn, inputs: list) -> list:
+        start = time.perf_counter()
+        out = [fn(x) for x in inputs]
+        stages[name] = (time.perf_counter() - start) / len(files) * 1000
+        return out
+
+    def read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    datas = stage("read (open + read bytes)", read, files)
+    decoded = stage("decode (PIL open + convert RGB)", lambda d: Image.open(io.BytesIO(d)).convert("RGB"), datas)
+    hists = stage("reduce (PIL histogram)", lambda im: im.histogram(), decoded)
+    state = ChannelMoments(3)
+    start = time.perf_counter()
+    for i in range(0, len(hists), 32):
+        state = state.merge(ChannelMoments(3).update_histograms(np.array(hists[i : i + 32]).reshape(-1, 3, 256)))
+    stages["fold + merge (accumulator, chunks of 32)"] = (time.perf_counter() - start) / len(files) * 1000
+    start = time.perf_counter()
+    prep.compute_stats(folder, workers=0)
+    whole = (time.perf_counter() - start) / len(list(folder.rglob("*.jpg"))) * 1000
+    print(f"\n| stage, {len(files)} benchmark JPEGs, one process | ms per image |")
+    print("|---|---|")
+    for name, ms in stages.items():
+        print(f"| {name} | {ms:.3f} |")
+    print(f"| sum of the stages | {sum(stages.values()):.3f} |")
+    print(f"| prep.compute_stats(workers=0), whole folder | {whole:.3f} |")
+    print(f"| the rest: listing, tasks, progress (whole - stages) | {whole - sum(stages.values()):.3f} |")
+
+
 def floor_idx(root: Path) -> np.ndarray:
     raw = np.memmap(root / "MNIST" / "raw" / "train-images-idx3-ubyte", np.uint8, mode="r", offset=16)
     return np.bincount(raw, minlength=256)
@@ -261,6 +332,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", choices=["folder", "arrays", "memory", "variants", "contention"], action="append")
+    parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention"])
     args.data.mkdir(parents=True, exist_ok=True)
@@ -311,6 +383,17 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for name, naive, floor, mine in rows:
             print(f"| {name} | {naive:.3f} | {floor:.3f} | {mine:.3f} | {naive / mine:.1f}x | {mine / floor:.2f} |")
+    if "folder" in parts:
+        folder = make_folder(args.data, args.images)
+        floor, how = true_floor_folder(folder, w, reps)
+        mine = next(r[3] for r in rows if r[0].startswith("folder"))
+        print(
+            f"\ntrue decode floor (the faster of PIL load() and decode_jpeg, {w} processes): {floor:.3f} s "
+            f"({how}); prep / true floor: {mine / floor:.2f}",
+            flush=True,
+        )
+    if args.profile:
+        profile_folder(make_folder(args.data, args.images))
     if "variants" in parts:  # the same folder read other ways, against the plain folder pass
         import tempfile
 
