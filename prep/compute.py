@@ -234,10 +234,12 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
 def _subset(src: Source, options: dict[str, Any]) -> Source:
     """``src``, or the shard or the random sample of it that ``options`` ask for."""
     shard, sample = parse_shard(options["shard"]), parse_sample(options["sample"])
+    if shard is not None and options["distributed"]:
+        raise OptionError("torchrun shards by rank: drop shard (--shard)")
     if shard is not None and sample is not None:
         raise OptionError("sample and shard cannot be combined (sample the whole dataset)")
     if sample is not None and options["distributed"]:
-        raise OptionError("a sample is measured by one process; drop distributed")
+        raise OptionError("a sample (--sample) is measured by one process, not under torchrun")
     return sample_source(shard_source(src, shard), sample, options["seed"])
 
 
@@ -255,7 +257,12 @@ def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
         raise OptionError("a per-image report is written by one process; a distributed run cannot write one")
     if world == 1:
         return _measure(source, {**options, "distributed": False})
-    local = {**options, "shard": (rank, world), "progress": options["progress"] if rank == 0 else False}
+    local = {
+        **options,
+        "distributed": False,
+        "shard": (rank, world),
+        "progress": options["progress"] if rank == 0 else False,
+    }
     try:
         with warnings.catch_warnings(record=True):  # a shard's warnings: the whole job's come below
             item: tuple = ("ok", _measure(source, local).to_dict())
@@ -298,12 +305,22 @@ def load_or_compute(
 
 
 def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any]) -> Stats | None:
-    """After checking ``out`` (and the checkpoint) can be written: the reusable stats in ``out``."""
+    """After checking ``out`` (and the checkpoint and per-image report) can be written: the
+    reusable stats in ``out``."""
     target = output_target(out, "stats file")
-    checkpoint = options["checkpoint"]
-    if checkpoint is not None and output_target(checkpoint, "checkpoint") == target:
-        raise OutputError(f"{out}: the checkpoint and the stats file must be different files")
+    others = {"checkpoint": options["checkpoint"], "per-image report": options["per_image"]}
+    seen = {target: "stats file"}
+    for what, path in others.items():
+        if path is not None:
+            other = output_target(path, what)
+            if other in seen:
+                raise OutputError(f"{path}: the {what} and the {seen[other]} must be different files")
+            seen[other] = what
+    _refuse_foreign(out, target)
     if force:
+        return None
+    if options["per_image"] is not None:
+        log.info("a per-image report needs a pass; measuring")
         return None
     existing = reusable_stats(out, src, options["mode"] or src.native_mode, describe_transform(options["transform"]))
     if existing is None:
@@ -351,6 +368,19 @@ def _refuse_undecodable(stats: Stats, src: Source) -> None:
     undecodable = sum(n for category, n in stats.skipped_reasons.items() if category.startswith(UNDECODABLE_REASONS))
     if undecodable:  # none of them among the files the stats file names
         raise BadImageError(f"{src.where()}: {undecodable} file(s) could not be read or decoded")
+
+
+def _refuse_foreign(out: str, target: Any) -> None:
+    """An existing ``out`` that is not a prep stats file (an image, a config) is never replaced."""
+    if not os.path.isfile(target):
+        return
+    try:
+        with open(target, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return
+    if head.strip() and not (head.lstrip().startswith(b"{") and b'"schema_version"' in head):
+        raise OutputError(f"{out}: exists and is not a prep stats file; delete it or choose another -o")
 
 
 def reusable_stats(out: str, source: Source, mode: str, transform: str | None = None) -> Stats | None:

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
 DEFAULTS: dict[str, Any] = {
     "source": None,
     "root": "data",
@@ -182,6 +183,8 @@ def parse_percentiles(value: Any) -> tuple[float, ...] | None:
         numbers = [float(p) if isinstance(p, str) else p for p in parts]
         if not numbers:
             raise ValueError("no percentiles given")
+        if len(numbers) > MAX_PERCENTILES:
+            raise ValueError(f"at most {MAX_PERCENTILES} percentiles; got {len(numbers)}")
         return check_percentiles(numbers)
     except ValueError as exc:
         raise OptionError(f"percentiles {value!r}: {exc}") from None

@@ -226,8 +226,12 @@ def update_preprocessor_config(path: str | os.PathLike, stats: Any) -> dict[str,
     every other key (and the key order), and write it back atomically; returns the new config."""
     text = os.fspath(path)
     raw = read_bytes_bounded(text, "preprocessor config", error=PrepError)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
     try:
-        config = json.loads(raw)
+        config = json.loads(raw, parse_constant=refuse)
     except (ValueError, RecursionError) as exc:
         raise PrepError(f"{text}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary, _exact_moments
+from .config import MAX_PERCENTILES
 from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
 from .files import read_bytes_bounded, write_json_atomic
 from .histogram import DEFAULT_PERCENTILES, check_percentiles
@@ -858,9 +859,6 @@ def _check_pca(data: Mapping[str, Any], stats: Stats) -> None:
         same = False
     if not same:
         raise StatsFileError("field 'pca': not the eigen decomposition of the covariance; was the file edited?")
-
-
-MAX_PERCENTILES = 101
 
 
 def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[float, ...]:

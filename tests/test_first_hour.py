@@ -43,7 +43,7 @@ def test_new_stats_files_and_checkpoints_get_the_umask_mode(tmp_path, umask_022)
 
 def test_replacing_a_stats_file_keeps_its_mode(tmp_path, umask_022):
     out = tmp_path / "s.json"
-    out.write_text("old")
+    out.write_text('{"schema_version": 1, "old": true}')  # an older, damaged stats file
     out.chmod(0o664)
     assert run("stats", "sample", "-o", out, "-q", "--workers", 0).exit_code == 0
     assert _mode(out) == 0o664 and prep.load_stats(out).images == 24

@@ -64,7 +64,8 @@ def _slow_run(root, out, ck, every: int) -> list:
 
 def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
     out = tmp_path / "out.json"
-    out.write_text("previous contents")
+    previous = '{"schema_version": 1, "previous": true}'
+    out.write_text(previous)
     ck = tmp_path / "ck.json"
     proc = _prep(*_slow_run(slow_mnist, out, ck, every=1000))
     _wait_for(ck.exists)  # mid-run
@@ -72,7 +73,7 @@ def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert out.read_text() == "previous contents"
+    assert out.read_text() == previous
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.json")] == []
 
 

@@ -27,7 +27,7 @@ def folder(tmp_path):
 
 def test_a_symlinked_output_updates_its_target_and_keeps_the_link(tmp_path, folder):
     target = tmp_path / "real.json"
-    target.write_text("old")
+    target.write_text('{"schema_version": 1, "old": true}')  # an older, damaged stats file
     link = tmp_path / "link.json"
     link.symlink_to(target)
     assert run("stats", folder, "-o", link, "-q", "--workers", 0).exit_code == 0
@@ -246,3 +246,27 @@ def _state(pid: int) -> str:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_an_existing_output_that_is_not_a_stats_file_is_never_replaced(tmp_path, folder):
+    image = folder / os.listdir(folder)[0]
+    before = image.read_bytes()
+    result = run("stats", folder, "-o", image, "--workers", 0)
+    assert result.exit_code == 2 and "exists and is not a prep stats file" in result.stderr
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("clash", ["out", "checkpoint"])
+def test_the_per_image_report_cannot_share_a_path_with_another_output(tmp_path, folder, clash):
+    out, ck = tmp_path / "s.json", tmp_path / "ck.json"
+    report = out if clash == "out" else ck
+    result = run("stats", folder, "-o", out, "--checkpoint", ck, "--per-image", report, "--workers", 0)
+    assert result.exit_code == 2 and "must be different files" in result.stderr
+    assert not out.exists()
+
+
+def test_a_per_image_report_is_written_even_when_out_is_up_to_date(tmp_path, folder):
+    out = tmp_path / "s.json"
+    run("stats", folder, "-o", out, "--workers", 0)
+    result = run("stats", folder, "-o", out, "--per-image", tmp_path / "r.csv", "--workers", 0)
+    assert result.exit_code == 0 and (tmp_path / "r.csv").exists()
