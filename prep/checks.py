@@ -71,7 +71,8 @@ class CheckResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "notes": list(self.notes), "ok": self.ok}
+        """JSON-ready: infinite values (a reference std of 0) become null."""
+        return _finite({**asdict(self), "notes": list(self.notes), "ok": self.ok})
 
     def format(self) -> str:
         names = ["R", "G", "B"] if len(self.mean) == 3 else ["L"]
@@ -112,10 +113,7 @@ def judge(
 ) -> CheckResult:
     """How ``reference``'s ``Normalize`` leaves the data that ``data`` describes."""
     if data.channels != reference.channels:
-        raise OptionError(
-            f"{name} has {reference.channels} channel(s), the data {data.channels}; measure the data in mode "
-            f"{reference.mode}"
-        )
+        raise OptionError(f"{name} has {reference.channels} channel(s), the data {data.channels}")
     if not (isinstance(tol, int | float) and tol >= 0):
         raise OptionError(f"tol must be a non-negative number; got {tol!r}")
     normalized_mean = tuple(_ratio(m - rm, rs) for m, rm, rs in zip(data.mean, reference.mean, reference.std))
@@ -134,6 +132,17 @@ def judge(
         fingerprint=fingerprint,
         notes=tuple(_notes(data, reference)),
     )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, so it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _ratio(a: float, b: float) -> float:
@@ -155,8 +164,10 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
     closer = [
         abs(r - p) < abs(r - s)
         for r, p, s in zip(reference.std, data.per_image_std_mean, data.std)
-        if abs(p - s) > 1e-3
+        if abs(p - s) > 1e-3 and r > 0
     ]
+    if any(r == 0 for r in reference.std):
+        notes.append("the reference has a channel with std 0: its Normalize divides by zero")
     if closer and all(closer) and not getattr(reference, "per_image_std", False):
         notes.append(
             "the reference std is closer to this data's mean per-image std than to its pooled std: "
@@ -215,13 +226,14 @@ class Comparison:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        """JSON-ready: infinite values (a std of 0 in A) become null."""
+        return _finite({**asdict(self), "ok": self.ok})
 
     def format(self) -> str:
         names = ["R", "G", "B"] if len(self.mean_shift) == 3 else ["L"]
 
         def row(label: str, values, fmt: str = "{:>12.4f}") -> str:
-            return f"{label:<30}" + "".join(fmt.format(v) for v in values)
+            return f"{label:<30}" + " ".join(fmt.format(v) for v in values)
 
         lines = [
             f"A                             {self.a}",
@@ -229,8 +241,8 @@ class Comparison:
             row("channel", names, "{:>12}"),
             row("mean shift (A std)", self.mean_shift) + f"   (limit {self.max_shift:g})",
             row("std ratio B/A", self.std_ratio) + f"   (limit {1 / self.max_std_ratio:.3f}..{self.max_std_ratio:g})",
-            row("range A", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_a], "{:>12}"),
-            row("range B", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_b], "{:>12}"),
+            row("range A", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_a], "{:>14}"),
+            row("range B", [f"{lo:.3f}..{hi:.3f}" for lo, hi in self.range_b], "{:>14}"),
         ]
         if self.wasserstein is not None:
             lines.append(row("Wasserstein-1 (unit scale)", self.wasserstein, "{:>12.6f}"))
@@ -247,7 +259,9 @@ def compare_stats(
     """Compare dataset B's statistics with dataset A's (stats objects or files)."""
     sa, sb = (x if isinstance(x, Stats) else load_stats(x) for x in (a, b))
     if sa.channels != sb.channels:
-        raise OptionError(f"cannot compare {sa.channels}-channel with {sb.channels}-channel statistics")
+        raise OptionError(
+            f"{_label(b)}: {sb.channels}-channel statistics cannot be compared with {_label(a)}'s {sa.channels}"
+        )
     if not (isinstance(max_shift, int | float) and max_shift >= 0):
         raise OptionError(f"max_shift must be a non-negative number; got {max_shift!r}")
     if not (isinstance(max_std_ratio, int | float) and max_std_ratio >= 1):

@@ -117,8 +117,8 @@ _SOURCE_OPTIONS = _options(
     click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}"),
     click.option(
         "--split",
-        help="train or test for named datasets; for a folder, its train/val/test subfolder; several as "
-        f"train,test or all (one file each: write {{split}} in -o).  {describe_default('split')}",
+        help="train or test for named datasets; for a folder, its train/val/test subfolder; prep stats "
+        f"also takes several, train,test or all (one file each: {{split}} in -o).  {describe_default('split')}",
     ),
     click.option(
         "--key",
@@ -165,7 +165,7 @@ _PASS_OPTIONS = _options(
         "--quiet",
         is_flag=True,
         default=None,
-        help="No progress bar or notes; prep stats prints only the Normalize line.",
+        help="No progress bar or info lines; prep stats prints only the Normalize line.",
     ),
 )
 
@@ -394,7 +394,10 @@ def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) 
     from .merge import merge_stats
     from .report import format_summary
 
-    output_target(out, "stats file")
+    target = output_target(out, "stats file")
+    for part in parts:
+        if os.path.exists(part) and os.path.exists(target) and os.path.samefile(part, target):
+            raise PrepError(f"{out}: is also one of the parts; write the merged file elsewhere")
     _log_to_stderr(quiet=quiet)
     result = merge_stats(list(parts), partial=partial)
     result.save(out)
@@ -418,11 +421,14 @@ def show_command(file: str, against: str | None) -> None:
     from .stats import load_stats
 
     stats = load_stats(file)
-    _print(format_summary(stats, details=True))
-    if against:
+    verdict = None
+    if against:  # checked before anything is printed
         reference = resolve_reference(against)
         name = getattr(reference, "name", against)
-        _print("\n" + judge(stats, reference, name, fingerprint="not read (prep show)").format())
+        verdict = judge(stats, reference, name, fingerprint="not read (prep show)").format()
+    _print(format_summary(stats, details=True))
+    if verdict:
+        _print("\n" + verdict)
 
 
 _FORMAT = click.option(

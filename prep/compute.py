@@ -505,7 +505,8 @@ def _reduce_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | No
         except (ValueError, TypeError) as exc:  # values the pixel rule cannot read (int64 beyond 16 bits, ...)
             raise SourceError(f"{src.where()}: {exc}") from None
         if run.report is not None:
-            run.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), run.progress.position))
+            names = [str(src.index_of(run.progress.position + i)) for i in range(len(pixels))]
+            run.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), names))
         run.advance(images)
 
 

@@ -24,6 +24,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OutputError, os_reason
-from .files import output_target
+from .files import _umask, output_target
 
 SHOWN = 10  # images named per kind of outlier
 NEAR_BLACK = 0.02  # every channel's mean below this: near black
@@ -73,13 +74,13 @@ def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int
     return (name, int(array.shape[-1]), int(array.shape[-2]), *(v.tolist() for v in stats), digest)
 
 
-def rows_from_batch(batch: Any, pixel_max: float, first: int) -> list[Row]:
-    """Rows of a tensor batch ``(N, C, H, W)``, named by their index in the source."""
+def rows_from_batch(batch: Any, pixel_max: float, names: Sequence[str]) -> list[Row]:
+    """Rows of a tensor batch ``(N, C, H, W)``, named ``names`` (their indices in the source)."""
     x = batch.detach().cpu()
     rows = []
-    for i in range(len(x)):
+    for i, name in enumerate(names):
         image = x[i].contiguous().numpy()
-        rows.append(row_from_array(str(first + i), image, pixel_max, image.shape[0], digest_of(image.tobytes())))
+        rows.append(row_from_array(name, image, pixel_max, image.shape[0], digest_of(image.tobytes())))
     return rows
 
 
@@ -93,11 +94,16 @@ class PerImageReport:
         self.channels, self.k = channels, k
         names = ["R", "G", "B"] if channels == 3 else ["L"]
         fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
+        try:  # the mode a new file gets from the umask, or the replaced file's
+            old = os.stat(self.target)
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        except FileNotFoundError:
+            os.fchmod(fd, 0o666 & ~_umask())
         self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
         header = ["index", "name", "width", "height"]
-        for stat in ("mean", "std", "min", "max"):
-            header += [f"{stat}_{c}" for c in names]
+        for field in ("mean", "std", "min", "max"):
+            header += [f"{field}_{c}" for c in names]
         self._csv.writerow([*header, "digest"])
         self.index = 0
         self._brightness: list[float] = []

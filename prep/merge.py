@@ -54,6 +54,7 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         if k != order[0]:
             state = state.merge(stats.state)
         _add_skipped(skipped, stats)
+    _warn_dropped(loaded)
     source = {key: value for key, value in first.source.items() if key != "shard"}
     if missing:
         source["shard"] = f"{','.join(str(i) for i in sorted(seen))}/{count}"
@@ -64,8 +65,17 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         state=state,
         skipped=skipped,
         transform=first.transform,
-        percentiles_q=first.percentiles_q,
+        percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
     )
+
+
+def _warn_dropped(loaded: list[tuple[Stats, str]]) -> None:
+    """Say what a merge cannot carry over: a covariance some parts lack, the parts' outliers."""
+    lacking = [name for stats, name in loaded if stats.state.cross is None]
+    if lacking and len(lacking) < len(loaded):
+        log.warning("merged without covariance: %s made without --covariance", ", ".join(lacking))
+    if any(stats.outliers for stats, _ in loaded):
+        log.warning("the parts' per-image outliers are not merged (they name images of each part alone)")
 
 
 def _name(part: Any) -> str:
@@ -84,7 +94,8 @@ def _shard_of(stats: Stats, name: str) -> tuple[int, int]:
 
 def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:
     """Refuse parts of different datasets or measurements, naming the first difference."""
-    for key in ("kind", "path", "split"):
+    keys = ("kind", "split") if a.fingerprint else ("kind", "path", "split")  # the same data, from any cwd
+    for key in keys:
         if a.source.get(key) != b.source.get(key):
             raise OptionError(
                 f"{b_name}: source {key} {b.source.get(key)!r} differs from {a_name}'s {a.source.get(key)!r}"

@@ -26,7 +26,7 @@ import numpy as np
 from ._version import __version__
 from .accumulator import ChannelMoments, ChannelSummary, _exact_moments
 from .config import MAX_PERCENTILES
-from .errors import PrepError, StaleStatsError, StatsFileError, os_reason
+from .errors import OptionError, PrepError, StaleStatsError, StatsFileError, os_reason
 from .files import read_bytes_bounded, write_json_atomic
 from .histogram import DEFAULT_PERCENTILES, check_percentiles
 from .histogram import percentiles as histogram_percentiles
@@ -291,6 +291,8 @@ class Stats:
         low, high = self.min, self.max
         if percentiles is not None:
             q_low, q_high = percentiles
+            if not q_low < q_high:
+                raise OptionError(f"percentiles must be (low, high) with low < high; got {percentiles}")
             low, high = self.percentile(q_low), self.percentile(q_high)
         return minmax_pipeline(
             low, high, self.mode, feature_range=feature_range, eps=eps, pixel_max=self.pixel_max, clip=clip

@@ -17,6 +17,7 @@ clamped up to it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,8 +118,8 @@ class Lighting(v2.Transform):
         self.eigval = torch.tensor(eigval, dtype=torch.float32)
         self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
         self.alphastd = float(alphastd)
-        if self.alphastd < 0:
-            raise OptionError(f"alphastd must be >= 0; got {alphastd}")
+        if not (math.isfinite(self.alphastd) and self.alphastd >= 0):
+            raise OptionError(f"alphastd must be a finite number >= 0; got {alphastd}")
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         alpha = torch.randn(len(self.eigval)) * self.alphastd
@@ -129,6 +130,11 @@ class Lighting(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, _NOT_IMAGES):
             return inpt
+        if not isinstance(inpt, torch.Tensor) or not inpt.is_floating_point():
+            raise TypeError(
+                f"Lighting works on float image tensors in unit scale; got {type(inpt).__name__}: "
+                "put it after ToDtype(scale=True)"
+            )
         image = inpt.as_subclass(torch.Tensor)
         if not image.is_floating_point():
             raise TypeError("Lighting works on float images in unit scale: put it after ToDtype(scale=True)")

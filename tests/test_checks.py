@@ -110,7 +110,7 @@ def test_compare_refuses_different_channel_counts_and_unknown_references(tmp_pat
     make_mnist(tmp_path)
     run("stats", "mnist", "--root", tmp_path, "-o", tmp_path / "m.json")
     result = run("compare", folders[2], tmp_path / "m.json")
-    assert result.exit_code == 2 and "cannot compare 3-channel with 1-channel" in result.stderr
+    assert result.exit_code == 2 and "m.json: 1-channel statistics cannot be compared with" in result.stderr
     unknown = run("check", "imagenett", folders[0])
     assert unknown.exit_code == 2 and "not a published constant set" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
@@ -120,3 +120,17 @@ def test_known_constants_are_the_published_ones():
     assert KNOWN["cifar10"].std == (0.2470, 0.2435, 0.2616)
     assert KNOWN["cifar10-copied"].std == (0.2023, 0.1994, 0.2010) and KNOWN["cifar10-copied"].per_image_std
     assert KNOWN["imagenet"].mean == (0.485, 0.456, 0.406) and KNOWN["mnist"].mode == "L"
+
+
+def test_json_reports_are_strict_json_when_a_std_is_zero(tmp_path, folders):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((5, 5, 3), 90, np.uint8)).save(flat / f"{i}.png")
+    run("stats", flat, "-o", tmp_path / "flat.json", "--workers", 0)
+    result = run("compare", tmp_path / "flat.json", folders[2], "--format", "json")
+    report = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert report["mean_shift"] == [None, None, None] and report["ok"] is False
+    checked = run("check", tmp_path / "flat.json", folders[0], "--format", "json", "--workers", 0)
+    report = json.loads(checked.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert any("std 0" in note for note in report["notes"])

@@ -101,3 +101,14 @@ def test_a_failed_pass_leaves_no_partial_report(tmp_path):
     assert not (tmp_path / "r.csv").exists() and not list(tmp_path.glob(".prep-*"))
     refused = run("stats", folder, "--per-image", tmp_path, "--workers", 0)
     assert refused.exit_code == 2 and "per-image report" in refused.stderr
+
+
+def test_the_report_gets_the_mode_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        prep.compute_stats("sample", per_image=tmp_path / "r.csv", workers=0)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644

@@ -205,3 +205,30 @@ def test_torchrun_runs_prep_stats_and_rank_0_writes(tmp_path):
         timeout=300,
     )
     assert again.returncode == 0 and again.stdout.count("is up to date") == 1
+
+
+def test_merge_accepts_parts_made_from_other_working_directories_and_never_overwrites_one(data, tmp_path):
+    _, folder = data
+    run("stats", folder, "--shard", "0/2", "-o", tmp_path / "a.json", "--workers", 0)
+    run("stats", str(folder) + "/", "--shard", "1/2", "-o", tmp_path / "b.json", "--workers", 0)
+    merged = run("merge", tmp_path / "a.json", tmp_path / "b.json", "-o", tmp_path / "all.json")
+    assert merged.exit_code == 0, merged.stderr  # the same data (fingerprint) under another path spelling
+    before = (tmp_path / "a.json").read_bytes()
+    clash = run("merge", tmp_path / "a.json", tmp_path / "b.json", "-o", tmp_path / "a.json")
+    assert clash.exit_code == 2 and "is also one of the parts" in clash.stderr
+    assert (tmp_path / "a.json").read_bytes() == before
+
+
+def test_per_image_rows_of_a_shard_or_sample_are_named_by_dataset_index(tmp_path):
+    import csv
+
+    images = [torch.full((1, 2, 2), i, dtype=torch.uint8) for i in range(10)]
+    prep.compute_stats(images, shard="1/4", per_image=tmp_path / "s.csv")
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["1", "5", "9"]
+    assert [round(float(r["mean_L"]) * 255) for r in rows] == [1, 5, 9]
+    prep.compute_stats(images, sample=3, seed=4, per_image=tmp_path / "p.csv")
+    with open(tmp_path / "p.csv") as f:
+        names = [r["name"] for r in csv.DictReader(f)]
+    assert names == [str(i) for i in np.sort(np.random.default_rng(4).choice(10, 3, replace=False))]

@@ -52,6 +52,11 @@ class Source:
         """The number of images, when known without reading them."""
         return None
 
+    def index_of(self, position: int) -> int:
+        """The index in the whole source of this source's image ``position`` (a shard or a sample
+        maps its positions back; every other source is the whole)."""
+        return position
+
     def estimated_images(self) -> int | None:
         """The number of images for a progress bar: :meth:`num_images`, or a guess the source
         refines as it is read (CIFAR pickles have no header to count from)."""

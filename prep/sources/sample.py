@@ -106,6 +106,9 @@ class Sampled:
     def _mine(self, position: int) -> bool:
         return position in self._set
 
+    def index_of(self, position: int) -> int:
+        return self.inner.index_of(int(self._chosen[position]))
+
     def _spread(self) -> int:
         return max(1, round(self.total / max(1, len(self._chosen))))
 

@@ -78,6 +78,9 @@ class _Sharded:
     def resume_key(self) -> dict | None:
         return self.inner.resume_key()
 
+    def index_of(self, position: int) -> int:
+        return self.inner.index_of(self.index + position * self.count)
+
     def _share(self, total: int | None) -> int | None:
         return None if total is None else max(0, (total - self.index + self.count - 1) // self.count)
 
