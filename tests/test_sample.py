@@ -90,3 +90,8 @@ def test_bad_samples_are_one_line_errors(value):
 def test_sample_and_shard_do_not_combine():
     with pytest.raises(OptionError, match="sample and shard cannot be combined"):
         prep.compute_stats("sample", sample=5, shard="0/2")
+
+
+def test_a_sample_larger_than_the_data_measures_everything_and_says_so(caplog):
+    stats = prep.compute_stats("sample", sample=1000, workers=0)
+    assert stats.images == 24 and "holds 24 images; measuring all of them" in caplog.text

@@ -9,6 +9,7 @@ intervals (:func:`prep.accumulator.ChannelMoments.sample_intervals`).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_SEED = 0
+log = logging.getLogger("prep")
 
 
 def parse_sample(value: Any) -> int | float | None:
@@ -53,6 +55,8 @@ def sample_source(source: Source, sample: int | float | None, seed: int = DEFAUL
     if total is None:
         raise OptionError(f"{source.where()}: sampling needs a source whose images can be counted")
     size = min(total, max(1, round(sample * total)) if isinstance(sample, float) else sample)
+    if isinstance(sample, int) and sample > total:
+        log.warning("--sample %d: %s holds %d images; measuring all of them", sample, source.where(), total)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
     if isinstance(source, TaskSource):
         return SampledTaskSource(source, chosen, total, seed)
