@@ -415,6 +415,7 @@ class _Pass:
         self.source = source
         self.mode = mode
         self.transform = transform
+        self.covariance = covariance
         self.progress = Progress(
             ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled), covariance=covariance)
         )
@@ -441,7 +442,11 @@ class _Pass:
             "source": self.source.describe(),
             "fingerprint": self.fingerprint,
             "resume_key": self.source.resume_key(),
-            "options": {"mode": self.mode, "transform": describe_transform(self.transform)},
+            "options": {
+                "mode": self.mode,
+                "transform": describe_transform(self.transform),
+                "covariance": self.covariance,
+            },
         }
 
     def resume(self) -> None:

@@ -225,3 +225,11 @@ def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "terminate called" not in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("prep: interrupted")
+
+
+def test_a_checkpoint_without_covariance_is_not_resumed_with_it(tmp_path):
+    ck = tmp_path / "ck.json"
+    with pytest.raises(KeyboardInterrupt):
+        _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7))
+    with pytest.raises(StatsFileError, match="checkpoint field 'options' does not match"):
+        _checkpointed_dataset_run(ck, _Interrupting(10), resume=True, covariance=True)
