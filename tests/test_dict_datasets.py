@@ -108,6 +108,7 @@ def test_hf_name_loads_offline_through_load_dataset(monkeypatch):
     assert src.describe() == {"kind": "huggingface", "path": "hf:user/set", "split": "test"}
     assert src.fingerprint() == {"dataset_id": "hf:user/set:test:abc123", "images": len(IMAGES)}
     check(prep.compute_stats(src))
+    check(prep.compute_stats(resolve_source("hf:user/set", image_key="img")))  # --image-key applies to hf:
     with pytest.raises(SourceError) as info:
         resolve_source("hf:missing")
     assert str(info.value) == (

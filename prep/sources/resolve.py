@@ -116,7 +116,7 @@ def _check_options_apply(src: Source, *, key, layout, archives, image_key) -> No
         raise OptionError(f"{where}: layout (--layout) is for NumPy arrays, not a {src.kind} source")
     if archives and not isinstance(src, ArchiveSource):
         raise OptionError(f"{where}: archives (--archives) is for a directory of tar shards")
-    if image_key is not None and not (isinstance(src, DatasetSource) or src.kind.startswith("hf")):
+    if image_key is not None and not (isinstance(src, DatasetSource) or src.kind == "huggingface"):
         raise OptionError(f"{where}: image_key (--image-key) is for datasets of dict items, not a {src.kind} source")
 
 
