@@ -342,6 +342,23 @@ def write_torch_atomic(path: str | os.PathLike, obj: Any, what: str) -> None:
         raise OutputError(f"{text}: cannot write the {what} ({os_reason(exc)})") from None
 
 
+def _check_matrix(w: torch.Tensor, eigenvalues: torch.Tensor, eps: float, kind: str, bad) -> None:
+    """``W`` must be the whitening matrix of these eigenvalues and eps, in O(D**2): with
+    ``g = 1/sqrt(lambda + eps)``, ZCA's ``W`` is symmetric with trace ``sum(g)``, PCA's rows have
+    squared norms ``g**2`` in order, and both have ``|W|_F**2 = sum(g**2)`` (U is orthogonal)."""
+    gains = 1.0 / torch.sqrt(eigenvalues + eps)
+    scale = float(gains.max()) if len(gains) else 1.0
+    if not math.isclose(float((w * w).sum()), float((gains * gains).sum()), rel_tol=1e-6):
+        raise bad("W", "is not the whitening matrix of the eigenvalues and eps (its norm differs); was it edited?")
+    if kind == "zca":
+        if float((w - w.T).abs().max()) > 1e-9 * scale:
+            raise bad("W", "must be symmetric for ZCA whitening; was it edited?")
+        if not math.isclose(float(w.trace()), float(gains.sum()), rel_tol=1e-6):
+            raise bad("W", "is not the ZCA matrix of the eigenvalues and eps (its trace differs); was it edited?")
+    elif not torch.allclose((w * w).sum(1), gains * gains, rtol=1e-6, atol=0):
+        raise bad("W", "is not the PCA whitening matrix of the eigenvalues and eps (row norms differ)")
+
+
 def load_whitening(path: str | os.PathLike) -> Whitening:
     """Read and validate a file written by :meth:`Whitening.save`.
 
@@ -390,6 +407,7 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
     eps = data["eps"]
     if isinstance(eps, bool) or not isinstance(eps, float | int) or not math.isfinite(eps) or eps < 0:
         raise bad("eps", f"must be a finite number >= 0; got {eps!r}")
+    _check_matrix(data["W"], data["eigenvalues"], float(eps), data["kind"], bad)
     if not _is_int(data["count"]) or data["count"] < 1:
         raise bad("count", f"must be a positive integer; got {data['count']!r}")
     if not isinstance(data["exact"], bool):

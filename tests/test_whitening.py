@@ -474,3 +474,26 @@ def test_transform_refuses_images_of_another_shape(tmp_path):
         tf(torch.zeros((1, 3, 2), dtype=torch.uint8))
     with pytest.raises(ShapeMismatchError, match="1x2x3"):
         tf(Image.new("L", (2, 3)))
+
+
+def _asymmetric(d):
+    w = d["W"].clone()
+    w[0, 1] += 5.0
+    return d | {"W": w}
+
+
+INCONSISTENT = {
+    "W doubled": lambda d: d | {"W": d["W"] * 2},
+    "W asymmetric": _asymmetric,
+    "eps changed": lambda d: d | {"eps": d["eps"] * 100 + 1e-2},
+    "eigenvalues doubled": lambda d: d | {"eigenvalues": d["eigenvalues"] * 2},
+    "kind flipped": lambda d: d | {"kind": "pca"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(INCONSISTENT))
+def test_a_matrix_that_does_not_fit_its_eigenvalues_is_refused(saved, name):
+    data = torch.load(saved, weights_only=True)
+    torch.save(INCONSISTENT[name](data), saved)
+    with pytest.raises(StatsFileError, match="field 'W'"):
+        load_whitening(saved)
