@@ -523,15 +523,6 @@ def _from_json(f: StateField, value: Any, channels: int, where: str) -> Any:
     kind_name = "integer" if f.kind in ("int", "exact") else "number"
     if not f.per_channel:
         return _check_number(value, numbers, kind_name, f, where)
-    if f.width and f.kind == "exact":
-        if not isinstance(value, list) or len(value) != channels:
-            raise StatsFileError(f"{where}: expected {channels} rows of {f.width} integers")
-        for row in value:
-            if not isinstance(row, list) or len(row) != f.width:
-                raise StatsFileError(f"{where}: expected {channels} rows of {f.width} integers")
-            for v in row:
-                _check_number(v, numbers, kind_name, f, where)
-        return [list(row) for row in value]
     if f.width:
         if not isinstance(value, list) or len(value) != channels:
             raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
@@ -540,7 +531,7 @@ def _from_json(f: StateField, value: Any, channels: int, where: str) -> Any:
                 raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
             for v in row:
                 _check_number(v, numbers, kind_name, f, where)
-        return np.array(value, np.int64)
+        return [list(row) for row in value] if f.kind == "exact" else np.array(value, np.int64)
     if not isinstance(value, list) or len(value) != channels:
         raise StatsFileError(f"{where}: expected a list of {channels} {kind_name}s")
     values = [

@@ -23,6 +23,7 @@ from typing import Any
 from .errors import OptionError
 from .histogram import ks_statistic, wasserstein
 from .known import KNOWN, KnownConstants
+from .pixels import channel_names
 from .stats import Stats, load_stats
 
 DEFAULT_TOL = 0.05
@@ -75,7 +76,7 @@ class CheckResult:
         return _finite({**asdict(self), "notes": list(self.notes), "ok": self.ok})
 
     def format(self) -> str:
-        names = ["R", "G", "B"] if len(self.mean) == 3 else ["L"]
+        names = channel_names(len(self.mean))
 
         def row(label: str, values, fmt: str = "{:>10.4f}") -> str:
             return f"{label:<26}" + "".join(fmt.format(v) for v in values)
@@ -100,9 +101,7 @@ class CheckResult:
     def _failing(self) -> str:
         bad = [
             name
-            for name, m, s in zip(
-                ["R", "G", "B"] if len(self.mean) == 3 else ["L"], self.normalized_mean, self.normalized_std
-            )
+            for name, m, s in zip(channel_names(len(self.mean)), self.normalized_mean, self.normalized_std)
             if abs(m) > self.tol or abs(s - 1) > self.tol
         ]
         return ", ".join(bad)
@@ -230,7 +229,7 @@ class Comparison:
         return _finite({**asdict(self), "ok": self.ok})
 
     def format(self) -> str:
-        names = ["R", "G", "B"] if len(self.mean_shift) == 3 else ["L"]
+        names = channel_names(len(self.mean_shift))
 
         def row(label: str, values, fmt: str = "{:>12.4f}") -> str:
             return f"{label:<30}" + " ".join(fmt.format(v) for v in values)

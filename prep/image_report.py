@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import OutputError, os_reason
 from .files import _umask, output_target
+from .pixels import channel_names
 
 SHOWN = 10  # images named per kind of outlier
 NEAR_BLACK = 0.02  # every channel's mean below this: near black
@@ -92,7 +93,7 @@ class PerImageReport:
         self.path = os.fspath(path)
         self.target = output_target(self.path, "per-image report")
         self.channels, self.k = channels, k
-        names = ["R", "G", "B"] if channels == 3 else ["L"]
+        names = channel_names(channels)
         fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
         try:  # the mode a new file gets from the umask, or the replaced file's
             old = os.stat(self.target)

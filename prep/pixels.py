@@ -55,6 +55,11 @@ LUMA_WEIGHTS = (19595, 38470, 7471)  # PIL's ITU-R 601-2 luma, fixed point with 
 LUMA_SHIFT = 16
 
 
+def channel_names(channels: int) -> list[str]:
+    """What tables call the channels: R, G, B for three, L for one."""
+    return ["R", "G", "B"] if channels == 3 else ["L"]
+
+
 def check_mode(mode: str) -> str:
     """Return ``mode`` if prep supports it, else raise :class:`OptionError` naming the choices."""
     if mode not in MODES:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .pixels import channel_names
+
 if TYPE_CHECKING:
     from .stats import Stats
 
@@ -19,7 +21,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     """
     s = stats.summary
     src = stats.source
-    names = ["R", "G", "B"] if stats.channels == 3 else ["L"]
+    names = channel_names(stats.channels)
 
     def row(label: str, values, fmt: str = "{:>10.6f}") -> str:
         return f"{label:<22}" + "".join(fmt.format(v) for v in values)

@@ -305,7 +305,7 @@ class Stats:
         return None if self.state.histogram is None else self.state.histogram.copy()
 
     # -------------------------------------------------------------- colour covariance
-    @property
+    @cached_property
     def covariance(self) -> list[list[float]] | None:
         """The ``C x C`` covariance of the channels over all pixels (ddof=0, unit scale squared),
         when measured with ``covariance=True`` (integer data); else None.
@@ -326,7 +326,7 @@ class Stats:
         mean = state.mean
         return [[cross[i][j] / n / scale**2 - mean[i] * mean[j] for j in range(c)] for i in range(c)]
 
-    @property
+    @cached_property
     def pca(self) -> dict[str, list] | None:
         """``{"eigval": [...], "eigvec": [[...]]}`` of :attr:`covariance`: eigenvalues (variances
         along the principal axes, unit scale squared) by decreasing size, and the eigenvectors as
@@ -362,7 +362,7 @@ class Stats:
             raise StatsFileError("percentiles need the 8-bit histogram; these statistics include 16-bit or float data")
         return tuple(row[0] for row in histogram_percentiles(self.state.histogram, [q], EIGHT_BIT_MAX))
 
-    @property
+    @cached_property
     def percentiles(self) -> dict[str, Any] | None:
         """``{"q": [...], "values": [[...] per channel]}`` for :attr:`percentiles_q`; None without
         a histogram."""

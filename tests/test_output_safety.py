@@ -185,7 +185,8 @@ def _children(pid: int) -> list[str]:
         return []
 
 
-def test_ctrl_c_never_leaves_a_traceback_when_workers_are_signalled(tmp_path):
+def _running_with_workers(tmp_path):
+    """``prep stats`` on 300 images with 2 workers, returned once the workers run."""
     folder = tmp_path / "many"
     good_images(folder, 300)
     proc = subprocess.Popen(
@@ -196,7 +197,12 @@ def test_ctrl_c_never_leaves_a_traceback_when_workers_are_signalled(tmp_path):
     )
     deadline = time.monotonic() + 30
     while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the decoding workers run
+        time.sleep(0.01)
+    return proc
+
+
+def test_ctrl_c_never_leaves_a_traceback_when_workers_are_signalled(tmp_path):
+    proc = _running_with_workers(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130) and "Traceback" not in err
@@ -220,17 +226,7 @@ def test_a_full_stdout_is_a_one_line_error(tmp_path, args):
 
 
 def test_sigterm_of_the_parent_leaves_no_worker_tracebacks(tmp_path):
-    folder = tmp_path / "many"
-    good_images(folder, 300)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prep", "stats", str(folder), "--workers", "2", "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = _running_with_workers(tmp_path)
     workers = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
