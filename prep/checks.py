@@ -198,7 +198,7 @@ def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **opti
     if isinstance(ref, KnownConstants):
         fingerprint = "not applicable (published constants)"
     else:
-        why = ref.stale_reason(data.source, data.fingerprint, data.mode, data.transform)
+        why = ref.stale_reason(data.source, data.fingerprint, data.mode, data.transform, data.decoder)
         fingerprint = "matches the file" if why is None else f"differs from the file: {why}"
     return judge(data, ref, _name(ref, reference), tol, fingerprint)
 

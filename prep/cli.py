@@ -19,7 +19,15 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .config import DEVICE_CHOICES, PASS_OPTIONS, SOURCE_OPTIONS, describe_default, output_for, resolve_options
+from .config import (
+    DECODER_CHOICES,
+    DEVICE_CHOICES,
+    PASS_OPTIONS,
+    SOURCE_OPTIONS,
+    describe_default,
+    output_for,
+    resolve_options,
+)
 from .errors import PrepError, os_reason
 from .exports import TARGETS
 from .pixels import MODES
@@ -146,6 +154,14 @@ _PASS_OPTIONS = _options(
     ),
     click.option(
         "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
+    ),
+    click.option(
+        "--decoder",
+        type=click.Choice(DECODER_CHOICES),
+        help="How image files are decoded: pil (as ImageFolder); auto (torchvision.io for each JPEG/PNG "
+        "kind whose pixels it gives exactly as PIL's, checked on the kind's first file; PIL otherwise); "
+        "torchvision (torchvision.io's pixels; with --device cuda, JPEGs decode on the GPU by nvjpeg, "
+        "whose rounding may differ). Recorded in the stats file.  [default: pil]",
     ),
     click.option(
         "--batch-size",

@@ -19,8 +19,9 @@ from typing import Any
 
 from .accumulator import ChannelMoments
 from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
-from .config import DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
-from .decode import DECODERS, Decoder, TransformedDecoder
+from .config import DECODER_CHOICES, DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
+from .decode import Decoder, TransformedDecoder, make_decoder
+from .device_decode import PassJpegs
 from .errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from .files import output_target
 from .histogram import DEFAULT_PERCENTILES
@@ -32,9 +33,18 @@ from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
 from .sources.sample import Sampled, parse_sample, sample_report, sample_source
 from .sources.shard import parse_shard, shard_source
 from .stats import Stats, load_stats
-from .workers import MAX_WORKERS_PER_CPU, UNDECODABLE_REASONS, cpu_count, map_ordered, reduce_chunk, worker_limit
+from .workers import (
+    MAX_WORKERS_PER_CPU,
+    UNDECODABLE_REASONS,
+    cpu_count,
+    fold_encoded,
+    map_ordered,
+    reduce_chunk,
+    worker_limit,
+)
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
+DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
 _DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {
     "progress": False,
     "transform": None,
@@ -67,6 +77,7 @@ def compute_stats(
     seed: int = DEFAULTS["seed"],
     per_image: str | os.PathLike | None = DEFAULTS["per_image"],
     covariance: bool = DEFAULTS["covariance"],
+    decoder: str | None = DEFAULTS["decoder"],
     outlier_k: float = DEFAULTS["outlier_k"],
     distributed: bool = False,
     progress: bool | Callable[..., Any] = False,
@@ -118,6 +129,12 @@ def compute_stats(
             ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
         covariance: also measure the colour covariance (C x C, exact for 8- and 16-bit data) and
             its eigen decomposition (PCA lighting constants, :meth:`Stats.lighting`).
+        decoder: how image files (folders, archives, shards) are decoded: ``"pil"`` (None, as
+            torchvision's ``ImageFolder``), ``"auto"`` (torchvision.io for each JPEG/PNG kind
+            whose pixels it decodes exactly as PIL's ``convert(mode)``, checked on the first file
+            of the kind; PIL otherwise) or ``"torchvision"`` (torchvision.io's pixels for every JPEG and 8-bit PNG; with
+            ``device="cuda"``, JPEGs are decoded on the GPU by nvjpeg, whose rounding may differ
+            from libjpeg-turbo's). Recorded in the stats file; see :mod:`prep.decode`.
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
             whole dataset (:mod:`prep.distributed`).
@@ -168,6 +185,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         None if checkpoint is None else os.fspath(checkpoint),
         o["checkpoint_every"],
         covariance=bool(o["covariance"]),
+        decoder=recorded_decoder(src, o, dev),
     )
     if o["per_image"] is not None:
         if o["resume"]:
@@ -208,10 +226,14 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
             if transform is not None and workers > 0 and not is_picklable(transform):
                 log.warning("the transform cannot be sent to worker processes (not picklable); decoding in-process")
                 workers = 0
-            decoder = DECODERS["pil+covariance" if o["covariance"] else "pil"]
+            on_device = dev if o["decoder"] == "torchvision" and dev.type in DEVICE_DECODE else None
             if transform is not None:
-                decoder = TransformedDecoder(transform)
-            _run_tasks(src, run, workers, o["strict"], decoder)
+                decoder: Decoder = TransformedDecoder(transform)
+            elif on_device is not None:
+                decoder = PassJpegs(o["covariance"])
+            else:
+                decoder = make_decoder(o["decoder"] or "pil", o["covariance"])
+            _run_tasks(src, run, workers, o["strict"], decoder, on_device)
         elif isinstance(src, BatchSource):
             _run_batches(src, run, dev, o["batch_size"])
         else:
@@ -221,6 +243,7 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
         fingerprint=run.fingerprint,
         mode=mode,
         transform=describe_transform(transform),
+        decoder=run.decoder,
         state=run.progress.state,
         skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
         percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
@@ -322,7 +345,15 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     if options["per_image"] is not None:
         log.info("a per-image report needs a pass; measuring")
         return None
-    existing = reusable_stats(out, src, options["mode"] or src.native_mode, describe_transform(options["transform"]))
+    from .devices import resolve_device
+
+    existing = reusable_stats(
+        out,
+        src,
+        options["mode"] or src.native_mode,
+        describe_transform(options["transform"]),
+        recorded_decoder(src, options, resolve_device(options["device"])),
+    )
     if existing is None:
         return None
     if options["covariance"] and existing.covariance is None:
@@ -383,9 +414,11 @@ def _refuse_foreign(out: str, target: Any) -> None:
         raise OutputError(f"{out}: exists and is not a prep stats file; delete it or choose another -o")
 
 
-def reusable_stats(out: str, source: Source, mode: str, transform: str | None = None) -> Stats | None:
+def reusable_stats(
+    out: str, source: Source, mode: str, transform: str | None = None, decoder: str | None = None
+) -> Stats | None:
     """The stats in ``out`` when they still describe ``source`` in ``mode`` after ``transform``
-    (its description); else None, logging why."""
+    (its description), decoded by ``decoder`` (:func:`recorded_decoder`); else None, logging why."""
     if not os.path.exists(out):
         return None
     try:
@@ -393,11 +426,36 @@ def reusable_stats(out: str, source: Source, mode: str, transform: str | None = 
     except StatsFileError as exc:
         log.warning("%s; recomputing", exc)
         return None
-    reason = existing.stale_reason(source.describe(), source.fingerprint(), mode, transform)
+    reason = existing.stale_reason(source.describe(), source.fingerprint(), mode, transform, decoder)
     if reason:
         log.warning("%s is stale: %s; recomputing", out, reason)
         return None
     return existing
+
+
+def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | None:
+    """What decodes ``src``'s image files under ``options`` on device ``dev``, as the stats file
+    records it (``options.decoder``): None for sources that hold no encoded images (arrays,
+    datasets), ``pil`` under a transform (it is applied to PIL's pixels), ``torchvision-cuda``
+    for nvjpeg, else the decoder asked for (``pil`` by default)."""
+    name = options["decoder"]
+    if not isinstance(src, TaskSource):
+        if name is not None:
+            raise OptionError(
+                f"{src.where()}: decoder (--decoder) is for image files (folders, archives, shards), "
+                f"not a {src.kind} source"
+            )
+        return None
+    name = "pil" if name is None else name
+    if name not in DECODER_CHOICES:
+        raise OptionError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {name!r}")
+    if options["transform"] is not None:
+        if name == "torchvision":
+            raise OptionError(
+                "a transform (--resize, --center-crop) is applied to PIL's pixels: use decoder auto or pil"
+            )
+        return "pil"
+    return "torchvision-cuda" if name == "torchvision" and dev.type == "cuda" else name
 
 
 class _Pass:
@@ -411,11 +469,13 @@ class _Pass:
         checkpoint: str | None,
         checkpoint_every: int,
         covariance: bool = False,
+        decoder: str | None = None,
     ) -> None:
         self.source = source
         self.mode = mode
         self.transform = transform
         self.covariance = covariance
+        self.decoder = decoder
         self.progress = Progress(
             ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled), covariance=covariance)
         )
@@ -446,6 +506,7 @@ class _Pass:
                 "mode": self.mode,
                 "transform": describe_transform(self.transform),
                 "covariance": self.covariance,
+                "decoder": self.decoder,
             },
         }
 
@@ -515,8 +576,12 @@ def _reduce_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | No
         run.advance(images)
 
 
-def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder: Decoder) -> None:
-    """Decode and reduce chunks of files in ``workers`` processes, merging results in order."""
+def _run_tasks(
+    src: TaskSource, run: _Pass, workers: int, strict: bool, decoder: Decoder, on_device: Any = None
+) -> None:
+    """Decode and reduce chunks of files in ``workers`` processes, merging results in order; with
+    ``on_device`` (a torch device) the JPEGs the workers pass through are decoded and reduced
+    there, chunk by chunk (:mod:`prep.device_decode`)."""
     if not run.resumed:  # after --resume the checkpoint counts them already
         run.progress.skipped.extend(src.listed_skipped())
     total = src.num_images() or 0
@@ -529,6 +594,8 @@ def _run_tasks(src: TaskSource, run: _Pass, workers: int, strict: bool, decoder:
     for chunk, result in map_ordered(
         reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, covariance, describe=_describe_chunk
     ):
+        if on_device is not None:
+            fold_encoded(result, run.mode, on_device, covariance)
         if strict and result.skipped:
             name, reason = result.skipped[0]
             raise BadImageError(f"{chunk.reader.display(name)}: {reason}")

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DECODER_CHOICES = ("pil", "auto", "torchvision")  # prep.decode
 MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
 DEFAULTS: dict[str, Any] = {
     "source": None,
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,  # of --sample
     "per_image": None,  # no per-image report
     "covariance": False,  # per-channel statistics only
+    "decoder": None,  # image files: pil (measured faster on the CPU than torchvision.io with prep's histograms)
     "outlier_k": 4.0,  # brightness outliers: beyond this many stds of the images' brightness
     "download": False,
     "strict": False,
@@ -71,6 +73,7 @@ PASS_OPTIONS = (
     "per_image",
     "outlier_k",
     "covariance",
+    "decoder",
     "checkpoint",
     "checkpoint_every",
     "resume",
@@ -100,6 +103,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "seed": (int,),
     "per_image": (str,),
     "covariance": (bool,),
+    "decoder": (str,),
     "outlier_k": (int, float),
     "download": (bool,),
     "strict": (bool,),
@@ -221,5 +225,6 @@ def describe_default(name: str) -> str:
         "split": "train for named datasets, the whole folder for folders",
         "workers": "CPU count",
         "batch_size": "~1M pixels on CPU, 32M on CUDA",
+        "decoder": "pil",
     }.get(name, value)
     return f"[default: {shown}]"

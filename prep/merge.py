@@ -4,7 +4,7 @@ Each part is a stats file written by ``prep stats SOURCE --shard I/N`` (or a :cl
 The accumulator states merge exactly (integer sums for 8-bit data, Chan's formula otherwise;
 see :mod:`prep.accumulator`), so the result equals one pass over the whole dataset: bit for bit
 for 8-bit data, to about 1e-12 relative otherwise, in any order of the parts. Parts must come
-from the same source (kind, path, split), the same data (fingerprint), mode and transform, and
+from the same source (kind, path, split), the same data (fingerprint), mode, transform and decoder, and
 cover each of the N shards exactly once; ``partial=True`` accepts missing shards and says which.
 """
 
@@ -65,6 +65,7 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         state=state,
         skipped=skipped,
         transform=first.transform,
+        decoder=first.decoder,
         percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
     )
 
@@ -106,6 +107,8 @@ def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:
         raise OptionError(f"{b_name}: mode {b.mode} differs from {a_name}'s {a.mode}")
     if a.transform != b.transform:
         raise OptionError(f"{b_name}: measured after another transform than {a_name}")
+    if a.decoder != b.decoder:
+        raise OptionError(f"{b_name}: decoded by {b.decoder} where {a_name} was decoded by {a.decoder}")
 
 
 def _add_skipped(total: SkippedFiles, stats: Stats) -> None:

@@ -33,6 +33,8 @@ from .histogram import percentiles as histogram_percentiles
 from .pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 
 SCHEMA_VERSION = 1
+DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode
+FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of image files, which a decoder reads
 REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
 SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
 INT64_MAX = 2**63 - 1
@@ -202,6 +204,7 @@ class Stats:
     skipped_count: int | None = None
     skipped_reasons: Mapping[str, int] | None = None
     transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
+    decoder: str | None = None  # what decoded image files (DECODERS_RECORDED); None: no files decoded
     percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
     sample: Mapping[str, Any] | None = None  # a sampled pass: its size, seed and 95% intervals
     outliers: Mapping[str, Any] | None = None  # suspicious images, from a per-image report
@@ -263,8 +266,9 @@ class Stats:
 
     @property
     def options(self) -> dict[str, Any]:
-        """The options that change the numbers (batch size, workers and device do not)."""
-        return {"mode": self.mode, "transform": self.transform}
+        """The options that change the numbers (batch size and workers do not; the device only
+        through the decoder: ``torchvision-cuda`` is nvjpeg's rounding)."""
+        return {"mode": self.mode, "transform": self.transform, "decoder": self.decoder}
 
     # -------------------------------------------------------------- transforms
     def normalize(self, eps: float | None = None):
@@ -439,9 +443,10 @@ class Stats:
         fingerprint: Mapping[str, Any] | None,
         mode: str,
         transform: str | None = None,
+        decoder: str | None = None,
     ) -> str | None:
         """Why these stats do not describe ``source`` as it is now (in ``mode``, after the
-        transform described by ``transform``), or None when they do."""
+        transform described by ``transform``, decoded by ``decoder``), or None when they do."""
         for key in ("kind", "split", "shard", "sample"):
             if self.source.get(key) != source.get(key):
                 return f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
@@ -449,6 +454,8 @@ class Stats:
             return f"mode changed ({self.mode} -> {mode})"
         if self.transform != transform:
             return f"transform changed ({self.transform} -> {transform})"
+        if self.decoder != decoder:
+            return f"decoder changed ({self.decoder or 'not recorded'} -> {decoder})"
         if fingerprint is None or self.fingerprint is None:
             return "the source has no fingerprint"
         old, new = dict(self.fingerprint), dict(fingerprint)
@@ -527,7 +534,7 @@ def load_stats(
                 **source_options,
             },
         )
-        reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode, stats.transform)
+        reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode, stats.transform, stats.decoder)
         if reason:
             raise StaleStatsError(f"{path}: stale: {reason}")
     return stats
@@ -704,13 +711,23 @@ def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return fingerprint
 
 
-def _options(data: Mapping[str, Any], mode: str) -> str | None:
-    """``options``: ``mode`` (as ``source.mode``) and ``transform`` (a description, or null);
-    returns the transform. Both are required: a file without its transform could be reused for
-    data measured without one."""
+def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None]:
+    """``options``: ``mode`` (as ``source.mode``), ``transform`` (a description, or null) and
+    ``decoder`` (one of :data:`DECODERS_RECORDED`, or null); returns the transform and the
+    decoder. ``mode`` and ``transform`` are required: a file without its transform could be
+    reused for data measured without one. ``decoder`` is absent from files of prep 0.2.0 and
+    earlier, when PIL decoded every image file: read as ``pil`` for sources of image files."""
     options = _field(data, "options", dict)
     _field(options, "transform", (str, type(None)), "options")
-    _no_unknown_keys(options, ("mode", "transform"), "options")
+    _no_unknown_keys(options, ("mode", "transform", "decoder"), "options")
+    decoder = options.get("decoder")
+    if "decoder" not in options and data["source"].get("kind") in FILE_SOURCE_KINDS:
+        decoder = "pil"
+    if decoder is not None and decoder not in DECODERS_RECORDED:
+        raise StatsFileError(
+            f"field 'options.decoder': expected one of {', '.join(DECODERS_RECORDED)} or null; "
+            f"got {short_repr(decoder)}"
+        )
     if options.get("mode") != mode:
         raise StatsFileError(
             f"field 'options.mode': expected {mode!r} (as source.mode); got {short_repr(options.get('mode'))}"
@@ -718,7 +735,7 @@ def _options(data: Mapping[str, Any], mode: str) -> str | None:
     transform = options.get("transform")
     if not isinstance(transform, str | None):
         raise StatsFileError(f"field 'options.transform': expected a string or null; got {short_repr(transform)}")
-    return transform
+    return transform, decoder
 
 
 def _created(data: Mapping[str, Any]) -> str:
@@ -902,7 +919,7 @@ def _parse(data: Any) -> Stats:
     source = _source(data)
     mode = source["mode"]
     fingerprint = _fingerprint(data)
-    transform = _options(data, mode)
+    transform, decoder = _options(data, mode)
     channels = _field(data, "channels", int)
     if channels != CHANNELS[mode]:
         raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {short_repr(channels)}")
@@ -926,6 +943,7 @@ def _parse(data: Any) -> Stats:
         created=created,
         prep_version=prep_version,
         transform=transform,
+        decoder=decoder,
         percentiles_q=percentiles_q,
         sample=_sample(data, state),
         outliers=_outliers(data),

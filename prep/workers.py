@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from .accumulator import ChannelMoments
-from .decode import Decoder, EightBitHistogram
+from .decode import Decoder, EightBitHistogram, ImageArray, TorchvisionDecoder
+from .device_decode import EncodedJpeg, decode_on_device
 from .errors import PrepError
 from .image_report import Row, digest_of, row_from_array, rows_from_histograms
 from .pixels import CHANNELS, LEVELS
@@ -46,6 +47,9 @@ class ChunkResult:
     state: ChannelMoments
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)  # per-image rows, when asked for
+    # JPEGs passed through to be decoded on the device (prep.device_decode): (row slot or -1, name,
+    # bytes, digest); their rows are None until the main process has reduced them
+    encoded: list[tuple[int, str, bytes, int]] = field(default_factory=list)
 
 
 def reduce_chunk(
@@ -78,7 +82,12 @@ def reduce_chunk(
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
             continue
-        if isinstance(pixels, EightBitHistogram):
+        if isinstance(pixels, EncodedJpeg):
+            slot = len(result.rows) if per_image else -1
+            result.encoded.append((slot, name, pixels.data, digest if per_image else 0))
+            if per_image:
+                result.rows.append(None)
+        elif isinstance(pixels, EightBitHistogram):
             histograms.append(pixels.counts)
             if cross is not None:  # an image without its cross sums leaves the chunk without them
                 cross = None if pixels.cross is None else _added(cross, pixels.cross)
@@ -94,6 +103,44 @@ def reduce_chunk(
         result.state.update_histograms(hist, cross=cross)
         for (slot, name, size, digest), row in zip(pending, rows_from_histograms(hist)):
             result.rows[slot] = (name, *size, *row, digest)
+    return result
+
+
+def fold_encoded(result: ChunkResult, mode: str, device: Any, covariance: bool = False) -> ChunkResult:
+    """Decode and reduce the JPEGs a worker passed through (``result.encoded``) on ``device``
+    (:func:`prep.device_decode.decode_on_device`), into ``result``'s state, rows and skipped
+    files, as :func:`reduce_chunk` would have; a JPEG the device refuses is decoded on the CPU."""
+    if not result.encoded:
+        return result
+    channels = CHANNELS[mode]
+    outcomes = decode_on_device([data for _, _, data, _ in result.encoded], mode, device, covariance)
+    fallback = TorchvisionDecoder(covariance, verify=False)
+    histograms, made = [], []
+    cross = [[0] * channels for _ in range(channels)] if covariance else None
+    for (slot, name, data, digest), pixels in zip(result.encoded, outcomes):
+        try:
+            if isinstance(pixels, Exception):
+                pixels = fallback(io.BytesIO(data), mode)
+        except Exception as exc:  # as in reduce_chunk: the file is skipped with its reason
+            result.skipped.append((name, describe_failure(exc)))
+            continue
+        if isinstance(pixels, ImageArray):
+            result.state.update_image(pixels.array, pixels.pixel_max)
+            if slot >= 0:
+                result.rows[slot] = row_from_array(name, pixels.array, pixels.pixel_max, channels, digest)
+            continue
+        histograms.append(pixels.counts)
+        made.append((slot, name, pixels.size, digest))
+        if cross is not None:
+            cross = None if pixels.cross is None else _added(cross, pixels.cross)
+    if histograms:
+        hist = np.array(histograms, np.int64).reshape(-1, channels, LEVELS)
+        result.state.update_histograms(hist, cross=cross)
+        for (slot, name, size, digest), row in zip(made, rows_from_histograms(hist)):
+            if slot >= 0:
+                result.rows[slot] = (name, *size, *row, digest)
+    result.rows = [row for row in result.rows if row is not None]
+    result.encoded = []
     return result
 
 

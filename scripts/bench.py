@@ -15,11 +15,14 @@ the same folder read other ways (as an uncompressed tar and a stored zip, with -
 1% --sample, with --covariance) against the plain folder pass, the MNIST-size pass while a
 spinning process keeps every core busy, and the peak memory (main process + the largest
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
-and ratios.
+and ratios. With --device cuda (or --only gpu) it also times --gpu-images ImageNet-size JPEGs
+(500x375, default 20,000) decoded by PIL in CPU workers and by nvjpeg, in images/s, and the
+array passes on CUDA in GB/s.
 
     python scripts/bench.py                   # everything, about 6 minutes on 2 cores
     python scripts/bench.py --only arrays --reps 5
     python scripts/bench.py --only folder --profile   # and the cost of each stage per image
+    python scripts/bench.py --device cuda             # on a GPU machine: the GPU table as well
 """
 
 from __future__ import annotations
@@ -91,10 +94,10 @@ def make_cifar(root: Path) -> Path:
     return root
 
 
-def _jpeg(args: tuple[Path, int]) -> None:
-    path, seed = args
+def _jpeg(args: tuple[Path, int, tuple[int, int] | None]) -> None:
+    path, seed, size = args
     rng = np.random.default_rng(seed)
-    h, w = (int(v) for v in rng.integers(300, 501, 2))
+    h, w = size if size is not None else (int(v) for v in rng.integers(300, 501, 2))
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.empty((h, w, 3), np.float32)
     for c in range(3):
@@ -107,13 +110,14 @@ def _jpeg(args: tuple[Path, int]) -> None:
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def make_folder(root: Path, images: int) -> Path:
-    folder = root / f"jpeg-{images}"
+def make_folder(root: Path, images: int, size: tuple[int, int] | None = None) -> Path:
+    """``images`` JPEGs in 10 class folders: 300-500 px a side, or all of ``size`` (H, W)."""
+    folder = root / (f"jpeg-{images}" if size is None else f"jpeg-{images}-{size[1]}x{size[0]}")
     marker = root / f".{folder.name}.complete"
     if not marker.exists():
         for cls in range(10):
             (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
-        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.jpg", i) for i in range(images)]
+        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.jpg", i, size) for i in range(images)]
         with multiprocessing.get_context("fork").Pool(default_workers()) as pool:
             pool.map(_jpeg, jobs, chunksize=32)
         marker.touch()
@@ -325,6 +329,42 @@ def peak_memory_mib(folder: Path, workers: int, device: str) -> tuple[float, flo
     return rss["main_kib"] / 1024, rss["worker_kib"] / 1024
 
 
+def gpu_table(data: Path, images: int, reps: int, workers: int) -> None:
+    """Images per second on ImageNet-size JPEGs (500x375), CPU decoding against nvjpeg, and the
+    array passes on CUDA in GB/s of pixels (with a 2 GiB uint8 tensor already on the GPU)."""
+    import torch
+
+    from prep.accumulator import ChannelMoments
+
+    if not torch.cuda.is_available():
+        print("\n(no CUDA GPU here: the GPU table needs one)", flush=True)
+        return
+    folder = make_folder(data, images, size=(375, 500))
+    print(f"\n| {images} JPEG 500x375, {torch.cuda.get_device_name()} | prep (s) | images/s |")
+    print("|---|---|---|")
+    for label, options in (
+        (f"PIL in {workers} CPU workers", {"decoder": "pil"}),
+        ("nvjpeg on the GPU (--decoder torchvision)", {"decoder": "torchvision"}),
+    ):
+        t = timed(lambda options=options: prep.compute_stats(folder, workers=workers, device="cuda", **options), reps)
+        print(f"| {label} | {t:.3f} | {images / t:,.0f} |", flush=True)
+    root = make_cifar(make_idx(data))
+    print("\n| arrays on CUDA | prep (s) | GB/s of pixels |")
+    print("|---|---|---|")
+    for name, nbytes in (("mnist", 60_000 * 784), ("cifar10", 50_000 * 3072)):
+        t = timed(lambda name=name: prep.compute_stats(name, root=root, device="cuda"), reps)
+        print(f"| {name} files | {t:.3f} | {nbytes / t / 1e9:.2f} |", flush=True)
+    batch = torch.randint(0, 256, (14_000, 3, 224, 224), dtype=torch.uint8, device="cuda")  # 2.0 GiB
+
+    def reduce_on_gpu() -> None:
+        ChannelMoments(3).update(batch)
+        torch.cuda.synchronize()
+
+    reduce_on_gpu()
+    t = timed(reduce_on_gpu, reps)
+    print(f"| uint8 tensor on the GPU, {batch.numel() / 2**30:.1f} GiB | {t:.3f} | {batch.numel() / t / 1e9:.1f} |")
+
+
 # ------------------------------------------------------------------ main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -333,14 +373,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", choices=["folder", "arrays", "memory", "variants", "contention"], action="append")
+    parser.add_argument("--decoder", default="pil", help="prep's --decoder for the folder passes (default pil)")
+    parser.add_argument(
+        "--gpu-images", type=int, default=20_000, help="ImageNet-size JPEGs for the GPU table (default 20,000)"
+    )
+    parser.add_argument(
+        "--only", choices=["folder", "arrays", "memory", "variants", "contention", "gpu"], action="append"
+    )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention"])
     args.data.mkdir(parents=True, exist_ok=True)
-    w, reps, dev = args.workers, args.reps, args.device
+    w, reps, dev, decoder = args.workers, args.reps, args.device, args.decoder
     import torch
 
+    if dev == "cuda" and not args.only:
+        parts.add("gpu")
     print(
         f"# prep {prep.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, workers={w}, "
         f"device={dev} (CUDA available: {torch.cuda.is_available()}), median of {reps}",
@@ -359,7 +407,7 @@ def main() -> None:
                 f"folder, {args.images} JPEG 300-500px",
                 timed(lambda: naive_folder(folder, w), reps),
                 timed(lambda: floor_folder(folder, w), reps),
-                timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps),
+                timed(lambda: prep.compute_stats(folder, workers=w, device=dev, decoder=decoder), reps),
             )
         )
     if "arrays" in parts:
@@ -404,6 +452,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             base = timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)
             variants = [
+                ("folder, --decoder auto", lambda: prep.compute_stats(folder, workers=w, device=dev, decoder="auto")),
                 ("uncompressed tar of the folder", lambda: prep.compute_stats(tar, workers=w, device=dev)),
                 ("stored zip of the folder", lambda: prep.compute_stats(zip_, workers=w, device=dev)),
                 (
@@ -435,6 +484,8 @@ def main() -> None:
         print("\n| MNIST idx, 60000x28x28 | quiet (s) | every core busy (s) | busy/quiet |")
         print("|---|---|---|---|")
         print(f"| prep | {quiet:.3f} | {busy:.3f} | {busy / quiet:.2f} |", flush=True)
+    if "gpu" in parts:
+        gpu_table(args.data, args.gpu_images, reps, w)
     if "memory" in parts:
         folder = make_folder(args.data, args.images)
         big = make_folder_4x(args.data, folder)

@@ -29,7 +29,7 @@ from PIL import Image
 
 _MEASURE = """
 import sys
-from prep.decode import DECODERS, TransformedDecoder
+from prep.decode import PILDecoder, TransformedDecoder
 from prep.preprocess import measurement_transform
 from prep.sources.base import FileChunk, FolderReader
 from prep.workers import reduce_chunk
@@ -39,7 +39,7 @@ def status(field):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 folder, name, small, mode, resize = sys.argv[1:6]
-decoder = TransformedDecoder(measurement_transform(resize=int(resize))) if resize != "0" else DECODERS["pil"]
+decoder = TransformedDecoder(measurement_transform(resize=int(resize))) if resize != "0" else PILDecoder()
 reader = FolderReader(folder)
 reduce_chunk(FileChunk(reader, (small,)), mode, decoder)
 with open("/proc/self/clear_refs", "w") as f:

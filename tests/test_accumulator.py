@@ -248,7 +248,7 @@ def test_a_large_sixteen_bit_grey_image_in_rgb_needs_a_few_bytes_per_pixel(tmp_p
     Image.fromarray(ramp).save(path, compress_level=1)
     Image.fromarray(ramp[:64, :64]).save(tmp_path / "small.png")
     code = f"""
-from prep.decode import DECODERS
+from prep.decode import PILDecoder
 from prep.sources.base import FileChunk, FolderReader
 from prep.workers import reduce_chunk
 
@@ -257,11 +257,11 @@ def status(field):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 reader = FolderReader({str(tmp_path)!r})
-reduce_chunk(FileChunk(reader, ("small.png",)), "RGB", DECODERS["pil"])  # imports and first allocations
+reduce_chunk(FileChunk(reader, ("small.png",)), "RGB", PILDecoder())  # imports and first allocations
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak resident size to the current one
 before = status("VmRSS")
-state = reduce_chunk(FileChunk(reader, ("big.png",)), "RGB", DECODERS["pil"]).state
+state = reduce_chunk(FileChunk(reader, ("big.png",)), "RGB", PILDecoder()).state
 print((status("VmHWM") - before) / {side * side}, state.compute().mean[0])
 """
     import subprocess

@@ -19,7 +19,7 @@ from PIL import Image
 import prep
 from common import good_images, make_folder, write_idx_images
 from prep.compute import load_or_compute
-from prep.decode import DECODERS
+from prep.decode import PILDecoder
 from prep.errors import BadImageError
 from prep.sources import FileChunk, FolderReader, resolve_source
 from prep.sources import folder as folder_module
@@ -116,7 +116,7 @@ def test_other_special_files_are_not_regular_files(tmp_path, special):
         (tmp_path / "x.png").mkdir()
     else:
         (tmp_path / "x.png").symlink_to(special)
-    result = reduce_chunk(FileChunk(FolderReader(str(tmp_path)), ("x.png",)), "RGB", DECODERS["pil"])
+    result = reduce_chunk(FileChunk(FolderReader(str(tmp_path)), ("x.png",)), "RGB", PILDecoder())
     assert result.skipped == [("x.png", "cannot read: not a regular file")]
 
 

@@ -39,7 +39,7 @@ def test_documented_fields_are_present(saved):
     assert set(data["source"]) == {"kind", "path", "split", "mode", "images"}
     assert data["source"]["images"] == 300 and data["source"]["split"] == "train"
     assert set(data["fingerprint"]) == {"files", "bytes", "sha256"}
-    assert data["options"] == {"mode": "L", "transform": None}
+    assert data["options"] == {"mode": "L", "transform": None, "decoder": None}  # idx: no files decoded
     assert data["channels"] == 1 and data["pixel_max"] == 255
     for key in ("count", "mean", "std", "min", "max", "per_image_std_mean", "nonfinite"):
         assert len(data[key]) == 1, key

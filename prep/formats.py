@@ -1,0 +1,91 @@
+"""What kind of image an encoded file holds, read from its header alone (no decoding).
+
+A *kind* is a hashable description of everything in a JPEG or PNG header that could make two
+decoders disagree about its pixels: for JPEG the frame type (baseline, extended, progressive,
+...), sample precision, components and their sampling factors, and the Adobe colour transform;
+for PNG the bit depth, colour type, interlacing and the ancillary chunks that describe colour or
+transparency. :mod:`prep.decode` uses kinds to decide, once per kind, whether torchvision.io's
+pixels equal PIL's. Files that are neither JPEG nor PNG, or whose header cannot be parsed, have
+no kind (``None``) and are always decoded by PIL.
+"""
+
+from __future__ import annotations
+
+import struct
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# SOF markers: C0 baseline, C1 extended sequential, C2 progressive, C3 lossless; C5-C7 and
+# CD-CF hierarchical; C9-CB arithmetic-coded. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_PNG_COLOUR_CHUNKS = (b"tRNS", b"gAMA", b"iCCP", b"sRGB", b"cHRM", b"sBIT", b"acTL")
+_MAX_SEGMENTS = 4096  # markers read before the frame header at most; a file with more has no kind
+
+
+def image_kind(data: bytes) -> tuple | None:
+    """The kind of the JPEG or PNG in ``data`` (see the module docstring), or None."""
+    header = read_header(data)
+    return None if header is None else header[0]
+
+
+def read_header(data: bytes) -> tuple[tuple, int, int] | None:
+    """``(kind, width, height)`` of the JPEG or PNG in ``data``, or None."""
+    try:
+        if data.startswith(JPEG_MAGIC):
+            return _jpeg_kind(data)
+        if data.startswith(PNG_MAGIC):
+            return _png_kind(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def jpeg_components(kind: tuple | None) -> int | None:
+    """The number of colour components of a JPEG kind (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK), else None."""
+    return kind[3] if kind is not None and kind[0] == "jpeg" else None
+
+
+def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
+    pos, adobe = 2, None
+    for _ in range(_MAX_SEGMENTS):
+        while pos < len(data) and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos >= len(data):
+            return None
+        marker = data[pos]
+        pos += 1
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            continue
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length < 2:
+            return None
+        if marker == 0xEE and data[pos + 2 : pos + 7] == b"Adobe" and length >= 12:
+            adobe = data[pos + 13]  # the transform flag: 0 none (RGB/CMYK), 1 YCbCr, 2 YCCK
+        if marker in _SOF_MARKERS:
+            precision, height, width, count = struct.unpack_from(">BHHB", data, pos + 2)
+            sampling = tuple(data[pos + 8 + 3 * i + 1] for i in range(count))
+            return ("jpeg", marker, precision, count, sampling, adobe), width, height
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        pos += length
+    return None
+
+
+def _png_kind(data: bytes) -> tuple[tuple, int, int] | None:
+    pos = len(PNG_MAGIC)
+    length, name = struct.unpack_from(">I4s", data, pos)
+    if name != b"IHDR" or length != 13:
+        return None
+    width, height = struct.unpack_from(">II", data, pos + 8)
+    depth, colour, _compression, _filter, interlace = struct.unpack_from(">5B", data, pos + 16)
+    pos += 12 + length
+    chunks = set()
+    for _ in range(_MAX_SEGMENTS):
+        length, name = struct.unpack_from(">I4s", data, pos)
+        if name in (b"IDAT", b"IEND"):
+            kind = ("png", depth, colour, interlace, tuple(c.decode() for c in _PNG_COLOUR_CHUNKS if c in chunks))
+            return kind, width, height
+        chunks.add(name)
+        pos += 12 + length
+    return None

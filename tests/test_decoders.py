@@ -1,0 +1,374 @@
+"""Decoders (--decoder pil|auto|torchvision) and the device decode path, against PIL's pixels.
+
+PIL's ``Image.open(p).convert(mode)`` (torchvision ``ImageFolder``'s loader) is the reference:
+``auto`` must give its statistics for every kind of file, ``torchvision`` must for the kinds
+where torchvision.io's pixels equal PIL's, and the device path (run here on the CPU, where its
+pixels are libjpeg-turbo's) must equal the in-worker path bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import prep
+import prep.compute
+import prep.decode
+from common import make_mnist, run
+from prep.decode import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
+from prep.device_decode import PassJpegs, decode_on_device, image_cross_sums, image_histograms
+from prep.errors import OptionError, StatsFileError
+from prep.formats import image_kind
+from prep.preprocess import measurement_transform
+
+
+def _picture(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth colour content with noise: what JPEG subsampling and IDCT rounding act on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w, 1), y * 255 / max(h, 1), (x + y) * 127 / max(h + w, 1)], -1)
+    return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+JPEG_KINDS = {  # name -> (PIL mode, save options)
+    "420": ("RGB", {"subsampling": 2, "quality": 90}),
+    "422": ("RGB", {"subsampling": 1, "quality": 85}),
+    "444": ("RGB", {"subsampling": 0, "quality": 95}),
+    "progressive": ("RGB", {"progressive": True, "quality": 80}),
+    "progressive444": ("RGB", {"progressive": True, "subsampling": 0}),
+    "optimized": ("RGB", {"optimize": True, "quality": 70}),
+    "grey": ("L", {"quality": 90}),
+    "grey-progressive": ("L", {"progressive": True}),
+    "cmyk": ("CMYK", {"quality": 90}),
+}
+PNG_KINDS = ("RGB", "L", "RGBA", "LA", "P", "P-transparent", "RGB-transparent", "1", "I;16")
+
+
+def write_kinds(folder: Path, sizes=((37, 23), (64, 48), (1, 1))) -> dict[str, Path]:
+    """One file per JPEG and PNG kind (and BMP, GIF, TIFF), in several sizes, odd ones included."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for k, (h, w) in enumerate(sizes):
+        rgb = Image.fromarray(_picture(h, w, k))
+        for name, (mode, options) in JPEG_KINDS.items():
+            path = folder / f"{name}-{k}.jpg"
+            rgb.convert(mode).save(path, "JPEG", **options)
+            paths[f"{name}-{k}"] = path
+        for name in PNG_KINDS:
+            path = folder / f"png-{name}-{k}.png"
+            if name == "RGBA":
+                alpha = Image.fromarray(np.random.default_rng(k).integers(0, 256, (h, w), dtype=np.uint8))
+                img = rgb.copy()
+                img.putalpha(alpha)
+                img.save(path)
+            elif name == "LA":
+                rgb.convert("LA").save(path)
+            elif name == "P-transparent":
+                rgb.convert("P").save(path, transparency=3)
+            elif name == "RGB-transparent":
+                rgb.save(path, transparency=(10, 20, 30))
+            elif name == "I;16":
+                Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(path)
+            else:
+                rgb.convert(name).save(path)
+            paths[f"png-{name}-{k}"] = path
+        for ext in ("bmp", "gif", "tiff"):
+            path = folder / f"other-{k}.{ext}"
+            rgb.save(path)
+            paths[f"{ext}-{k}"] = path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory) -> dict[str, Path]:
+    return write_kinds(tmp_path_factory.mktemp("kinds") / "files")
+
+
+def _decode(decoder, path: Path, mode: str):
+    """What ``decoder`` makes of ``path``, comparable with ``==`` (arrays as bytes)."""
+    with open(path, "rb") as f:
+        out = decoder(f, mode)
+    if isinstance(out, ImageArray):
+        return ("array", out.array.dtype.str, out.array.shape, out.array.tobytes(), out.pixel_max)
+    return out
+
+
+# ------------------------------------------------------------------ kinds
+def test_jpeg_and_png_headers_name_their_kind(kinds):
+    def kind(name):
+        return image_kind(kinds[name].read_bytes())
+
+    assert kind("420-1")[:5] == ("jpeg", 0xC0, 8, 3, (0x22, 0x11, 0x11))
+    assert kind("444-1")[4] == (0x11, 0x11, 0x11)
+    assert kind("422-1")[4] == (0x21, 0x11, 0x11)
+    assert kind("progressive-1")[1] == 0xC2
+    assert kind("grey-1")[3] == 1
+    assert kind("cmyk-1")[3] == 4 and kind("cmyk-1")[5] is not None  # PIL writes an Adobe marker
+    assert kind("png-RGB-1")[:4] == ("png", 8, 2, 0)
+    assert kind("png-P-transparent-1")[2] == 3 and "tRNS" in kind("png-P-transparent-1")[4]
+    assert kind("png-I;16-1")[1] == 16
+    assert kind("bmp-1") is None and kind("gif-1") is None and kind("tiff-1") is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"],
+)
+def test_truncated_headers_have_no_kind(data):
+    assert image_kind(data) is None
+
+
+# ------------------------------------------------------------------ decoders against PIL
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_auto_gives_pils_numbers_for_every_kind(kinds, mode):
+    pil, auto = PILDecoder(covariance=True), TorchvisionDecoder(covariance=True, verify=True)
+    for name, path in kinds.items():
+        assert _decode(auto, path, mode) == _decode(pil, path, mode), name
+    verdicts = {kind[:4]: same for kind, same in auto._same_as_pil.items()}
+    assert verdicts[("jpeg", 0xC0, 8, 3)] and verdicts[("jpeg", 0xC2, 8, 3)] and verdicts[("jpeg", 0xC0, 8, 1)]
+    assert verdicts[("png", 8, 2, 0)] and verdicts[("png", 8, 0, 0)]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_torchvision_equals_pil_on_grey_and_colour_jpegs_and_8_bit_pngs(kinds, mode):
+    """libjpeg-turbo in torchvision and in PIL: the same pixels for 4:2:0, 4:2:2, 4:4:4,
+    progressive and grey JPEGs; libpng and PIL for 8-bit PNGs with and without alpha."""
+    pil, tv = PILDecoder(covariance=True), TorchvisionDecoder(covariance=True, verify=False)
+    same = [n for n in kinds if not n.startswith(("cmyk", "png-P", "png-1", "png-I;16", "png-RGB-transparent"))]
+    assert len(same) > 30
+    for name in same:
+        assert _decode(tv, kinds[name], mode) == _decode(pil, kinds[name], mode), name
+
+
+def test_sixteen_bit_and_other_formats_go_to_pil_under_every_decoder(kinds):
+    pil, tv = PILDecoder(), TorchvisionDecoder(verify=False)
+    for name in ("png-I;16-1", "bmp-1", "gif-1", "tiff-1"):
+        assert _decode(tv, kinds[name], "L") == _decode(pil, kinds[name], "L")
+    assert _decode(tv, kinds["png-I;16-1"], "L")[-1] == 65535  # still 16-bit values by prep's pixel rule
+
+
+def test_auto_falls_back_to_pil_for_a_kind_whose_pixels_differ(kinds, monkeypatch):
+    real = prep.decode.torchvision_pixels
+
+    def off_by_one(data, kind, mode, device="cpu"):
+        pixels = real(data, kind, mode, device)
+        return (pixels.to(torch.int16) + 1).clamp(0, 255).to(torch.uint8) if kind[1] == 0xC2 else pixels
+
+    monkeypatch.setattr(prep.decode, "torchvision_pixels", off_by_one)
+    pil = PILDecoder()
+    auto, forced = TorchvisionDecoder(verify=True), TorchvisionDecoder(verify=False)
+    progressive = [p for n, p in kinds.items() if n.startswith("progressive-")]
+    for path in progressive:
+        assert _decode(auto, path, "RGB") == _decode(pil, path, "RGB")
+    assert _decode(forced, progressive[1], "RGB") != _decode(pil, progressive[1], "RGB")  # the check mattered
+    assert [same for kind, same in auto._same_as_pil.items() if kind[1] == 0xC2] == [False]
+    baseline = kinds["420-1"]
+    assert _decode(auto, baseline, "RGB") == _decode(pil, baseline, "RGB")
+    assert any(same for kind, same in auto._same_as_pil.items() if kind[1] == 0xC0)
+
+
+def test_damaged_jpegs_are_skipped_with_pils_reason_under_every_decoder(tmp_path, kinds, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    data = kinds["420-1"].read_bytes()
+    (folder / "good.jpg").write_bytes(data)
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "header-only.jpg").write_bytes(data[:30])
+    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    decoders = ("pil", "auto", "torchvision")
+    results = {d: prep.compute_stats(folder, decoder=d, device="cpu", workers=0) for d in decoders}
+    reasons = {d: sorted((x["path"], x["reason"]) for x in s.skipped) for d, s in results.items()}
+    assert len(reasons["pil"]) == 2
+    assert reasons["auto"] == reasons["torchvision"] == reasons["pil"]
+    assert results["auto"].state == results["torchvision"].state == results["pil"].state
+
+
+def test_images_over_pils_pixel_limit_meet_pils_bomb_check_under_every_decoder(kinds, monkeypatch):
+    """torchvision.io has no decompression-bomb check: large images go to PIL, which has one."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL errors at 2x: 64x48 = 3072 pixels
+    tv, device = TorchvisionDecoder(verify=False), PassJpegs()
+    for name in ("420-1", "png-RGB-1"):
+        for decoder in (tv, device, PILDecoder()):
+            with pytest.raises(Image.DecompressionBombError):
+                _decode(decoder, kinds[name], "RGB")
+    assert torchvision_kind(kinds["420-0"].read_bytes()) is not None  # 37x23: under the limit
+
+
+# ------------------------------------------------------------------ whole passes
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mixed") / "images"
+    write_kinds(root / "a", sizes=((37, 23), (16, 16)))
+    write_kinds(root / "b", sizes=((23, 41), (8, 9)))
+    return root
+
+
+def _image_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*.*") if p.suffix != ".gif")  # GIF: not an ImageFolder extension
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_decoder_gives_pils_statistics_on_a_mixed_folder(mixed_folder, monkeypatch, mode, workers):
+    base = prep.compute_stats(mixed_folder, decoder="pil", mode=mode, covariance=True, workers=workers)
+    auto = prep.compute_stats(mixed_folder, decoder="auto", mode=mode, covariance=True, workers=workers)
+    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    device = prep.compute_stats(
+        mixed_folder, decoder="torchvision", device="cpu", mode=mode, covariance=True, workers=workers
+    )
+    assert auto.state == base.state and base.images == _image_files(mixed_folder)
+    assert (base.decoder, auto.decoder, device.decoder) == ("pil", "auto", "torchvision")
+    # the device path read every grey and colour JPEG itself; CMYK, palettes and transparency are
+    # torchvision.io's on the CPU, so compare it with the forced CPU decoder
+    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cuda"}))
+    forced = prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", mode=mode, covariance=True)
+    assert _exact_state(device) == _exact_state(forced)
+    np.testing.assert_allclose(device.mean, forced.mean, rtol=1e-12)  # 16-bit PNGs: Chan's float merge
+    np.testing.assert_allclose(device.std, forced.std, rtol=1e-12)
+
+
+def _exact_state(stats) -> dict:
+    """The state's exact integer parts (the float mean and m2 beside them depend on the order in
+    which chunks were folded: the device path folds a chunk's JPEGs after its other files)."""
+    return {k: v for k, v in stats.state.state_dict().items() if k not in ("mean", "m2")}
+
+
+def test_device_path_writes_the_same_per_image_rows(mixed_folder, tmp_path, monkeypatch):
+    prep.compute_stats(mixed_folder, decoder="torchvision", per_image=tmp_path / "cpu.csv", workers=2)
+    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", per_image=tmp_path / "dev.csv", workers=2)
+    cpu, dev = (tmp_path / "cpu.csv").read_text(), (tmp_path / "dev.csv").read_text()
+    assert cpu == dev and cpu.count("\n") == _image_files(mixed_folder) + 1
+
+
+# ------------------------------------------------------------------ the device functions
+def _tensors(device: str):
+    rng = np.random.default_rng(5)
+    colour = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for h, w in ((5, 7), (1, 1), (30, 2))]
+    grey = torch.from_numpy(rng.integers(0, 256, (1, 6, 4), dtype=np.uint8))
+    colour[0][:, 0, 0] = 255
+    return [t.to(device) for t in colour] + [grey.to(device).expand(3, 6, 4)]
+
+
+def test_image_histograms_count_every_value_of_every_image(device):
+    images = _tensors(device)
+    hist = image_histograms(images, 3)
+    for i, image in enumerate(images):
+        x = image.cpu().numpy()
+        for c in range(3):
+            np.testing.assert_array_equal(hist[i, c], np.bincount(x[c].ravel(), minlength=256))
+
+
+def test_image_cross_sums_are_exact_integers(device):
+    images = _tensors(device)
+    for image, cross in zip(images, image_cross_sums(images)):
+        x = image.cpu().numpy().reshape(3, -1).astype(np.int64)
+        assert cross == (x @ x.T).tolist()
+
+
+def test_reduced_tensor_equals_pils_histogram_of_the_same_pixels():
+    for image in _tensors("cpu"):
+        got = reduced_tensor(image, covariance=True)
+        hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        want = PILDecoder(covariance=True)(_png(hwc), "RGB")
+        assert got == want
+
+
+def _png(hwc: np.ndarray) -> io.BytesIO:
+    buf = io.BytesIO()
+    Image.fromarray(hwc).save(buf, "PNG")
+    buf.seek(0)
+    return buf
+
+
+def test_decode_on_device_loses_only_the_damaged_file(kinds, device):
+    good = [kinds["420-1"].read_bytes(), kinds["grey-0"].read_bytes(), kinds["444-2"].read_bytes()]
+    datas = [good[0], good[1][:40], good[1], good[2]]
+    out = decode_on_device(datas, "RGB", device, covariance=True)
+    assert isinstance(out[1], Exception)
+    pil = PILDecoder(covariance=True)
+    if device == "cpu":  # libjpeg-turbo: PIL's pixels exactly
+        for got, data in zip([out[0], out[2], out[3]], good):
+            assert got == pil(io.BytesIO(data), "RGB")
+    else:
+        assert [o.size for o in (out[0], out[2], out[3])] == [pil(io.BytesIO(d), "RGB").size for d in good]
+
+
+# ------------------------------------------------------------------ recorded, reused, refused
+def test_the_decoder_is_recorded_and_a_change_recomputes(mixed_folder, tmp_path, caplog):
+    out = tmp_path / "s.json"
+    first, reused = prep.load_or_compute(out, mixed_folder, decoder="auto")
+    assert not reused and json.loads(out.read_text())["options"]["decoder"] == "auto"
+    assert prep.load_or_compute(out, mixed_folder, decoder="auto")[1]
+    with caplog.at_level(logging.WARNING, logger="prep"):
+        again, reused = prep.load_or_compute(out, mixed_folder, decoder="pil")
+    assert not reused and "decoder changed (auto -> pil)" in caplog.text
+    assert again.state == first.state and prep.load_stats(out).decoder == "pil"
+
+
+def test_files_of_earlier_versions_read_as_pil_for_image_files_only(mixed_folder, tmp_path):
+    out = tmp_path / "s.json"
+    prep.load_or_compute(out, mixed_folder)
+    data = json.loads(out.read_text())
+    del data["options"]["decoder"]
+    out.write_text(json.dumps(data))
+    assert prep.load_stats(out).decoder == "pil"
+    assert prep.load_or_compute(out, mixed_folder)[1]  # reused: PIL decoded it then, as it does now
+
+
+def test_an_unknown_decoder_in_a_file_is_refused(mixed_folder, tmp_path):
+    out = tmp_path / "s.json"
+    prep.load_or_compute(out, mixed_folder)
+    data = json.loads(out.read_text())
+    data["options"]["decoder"] = "magic"
+    out.write_text(json.dumps(data))
+    with pytest.raises(StatsFileError, match=r"options\.decoder"):
+        prep.load_stats(out)
+
+
+def test_merge_refuses_parts_of_other_decoders(mixed_folder):
+    a = prep.compute_stats(mixed_folder, shard="0/2", decoder="pil")
+    b = prep.compute_stats(mixed_folder, shard="1/2", decoder="auto")
+    with pytest.raises(OptionError, match="decoded by auto"):
+        prep.merge_stats([a, b])
+    whole = prep.merge_stats([a, prep.compute_stats(mixed_folder, shard="1/2", decoder="pil")])
+    assert whole.decoder == "pil"
+
+
+def test_decoder_options_that_do_not_apply_are_refused(tmp_path, mixed_folder):
+    make_mnist(tmp_path)
+    with pytest.raises(OptionError, match=r"decoder \(--decoder\) is for image files"):
+        prep.compute_stats("mnist", root=tmp_path, decoder="pil")
+    with pytest.raises(OptionError, match="decoder must be one of"):
+        prep.compute_stats(mixed_folder, decoder="nvjpeg")
+    with pytest.raises(OptionError, match="use decoder auto or pil"):
+        prep.compute_stats(mixed_folder, decoder="torchvision", transform=measurement_transform(resize=8))
+    assert prep.compute_stats("mnist", root=tmp_path).decoder is None
+
+
+def test_cli_decoder_choice_and_record(mixed_folder, tmp_path):
+    result = run("stats", mixed_folder, "--decoder", "auto", "-o", tmp_path / "s.json", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s.json").read_text())["options"]["decoder"] == "auto"
+    bad = run("stats", mixed_folder, "--decoder", "turbo")
+    assert bad.exit_code == 2 and "turbo" in bad.output
+
+
+# ------------------------------------------------------------------ CUDA only
+NVJPEG_MEAN_TOL = 2 / 255  # nvjpeg's IDCT and upsampling round differently from libjpeg-turbo
+
+
+@pytest.mark.cuda
+def test_nvjpeg_folder_path_agrees_with_the_cpu_path(mixed_folder):
+    cpu = prep.compute_stats(mixed_folder, decoder="pil", device="cpu")
+    gpu = prep.compute_stats(mixed_folder, decoder="torchvision", device="cuda")
+    assert gpu.decoder == "torchvision-cuda" and gpu.images == cpu.images and gpu.count == cpu.count
+    np.testing.assert_allclose(gpu.mean, cpu.mean, atol=NVJPEG_MEAN_TOL)
+    np.testing.assert_allclose(gpu.std, cpu.std, atol=NVJPEG_MEAN_TOL)
