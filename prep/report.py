@@ -14,6 +14,14 @@ if TYPE_CHECKING:
 SKIPPED_SHOWN = 10  # skipped files listed by `prep show`; the count says how many more
 
 
+DECODER_NOTES = {  # prep.decode: how the recorded decoder is described in the summary
+    "pil": "pil (PIL's convert, as ImageFolder)",
+    "auto": "auto (torchvision.io where its pixels equal PIL's, else PIL)",
+    "torchvision": "torchvision (torchvision.io's pixels for JPEG and 8-bit PNG)",
+    "torchvision-cuda": "torchvision-cuda (nvjpeg on the GPU; may differ from PIL by rounding)",
+}
+
+
 def format_summary(stats: Stats, details: bool = False) -> str:
     """A human-readable table of a Stats object, ending with the Normalize line to paste.
 
@@ -34,6 +42,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         + (f"  (skipped {stats.skipped_count} files)" if stats.skipped_count else ""),
         f"fingerprint           {_fingerprint(stats.fingerprint)}",
         *([f"measured after        {stats.transform}"] if stats.transform else []),
+        *([f"decoded by            {DECODER_NOTES.get(stats.decoder, stats.decoder)}"] if stats.decoder else []),
         f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
