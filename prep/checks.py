@@ -44,7 +44,11 @@ def resolve_reference(reference: Any) -> Stats | KnownConstants:
 
 
 def _name(reference: Stats | KnownConstants, given: Any) -> str:
-    return reference.name if isinstance(reference, KnownConstants) else os.fspath(given)
+    if isinstance(reference, KnownConstants):
+        return reference.name
+    if isinstance(given, Stats):
+        return f"stats of {given.source.get('path') or given.source.get('kind')}"
+    return os.fspath(given)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class CheckResult:
         lines = [
             f"reference                 {self.reference}  mode={self.mode}",
             f"images                    {self.images}",
-            f"fingerprint               {self.fingerprint}",
+            f"data and options          {self.fingerprint}",
             row("channel", names, "{:>10}"),
             row("data mean", self.mean),
             row("reference mean", self.reference_mean),
@@ -194,6 +198,8 @@ def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **opti
 
     ref = resolve_reference(reference)
     with_pca = isinstance(ref, KnownConstants) and ref.name == "imagenet"  # its eigenvalues go beside ImageNet's
+    if options.get("decoder") is None and isinstance(ref, Stats) and ref.decoder in ("torchvision", "torchvision-cuda"):
+        options = {**options, "decoder": "torchvision"}  # the data decoded as the reference was, where it can be
     data = compute_stats(source, **{**options, "mode": ref.mode, "covariance": with_pca or options.get("covariance")})
     if isinstance(ref, KnownConstants):
         fingerprint = "not applicable (published constants)"

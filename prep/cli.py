@@ -150,7 +150,10 @@ _SOURCE_OPTIONS = _options(
 # how the pass runs and what it measures: shared by `prep stats` and `prep check`
 _PASS_OPTIONS = _options(
     click.option(
-        "--device", type=click.Choice(DEVICE_CHOICES), help=f"Where batches are reduced.  {describe_default('device')}"
+        "--device",
+        type=click.Choice(DEVICE_CHOICES),
+        help="Where batches are reduced; with --decoder torchvision, --device cuda also decodes JPEGs "
+        f"on the GPU (nvjpeg).  {describe_default('device')}",
     ),
     click.option(
         "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
@@ -158,10 +161,11 @@ _PASS_OPTIONS = _options(
     click.option(
         "--decoder",
         type=click.Choice(DECODER_CHOICES),
-        help="How image files are decoded: pil (as ImageFolder); auto (torchvision.io for each JPEG/PNG "
-        "kind whose pixels it gives exactly as PIL's, checked on the kind's first file; PIL otherwise); "
-        "torchvision (torchvision.io's pixels; with --device cuda, JPEGs decode on the GPU by nvjpeg, "
-        "whose rounding may differ). Recorded in the stats file.  [default: pil]",
+        help="How image files are decoded: pil (as ImageFolder); auto (torchvision.io for each JPEG kind "
+        "whose pixels it gives exactly as PIL's, checked on the kind's first file; PIL otherwise: the "
+        "same numbers as pil); torchvision (torchvision.io's pixels for JPEGs, not with --resize; "
+        "with --device cuda, decoded on the GPU by nvjpeg, whose rounding may differ). Recorded in "
+        "the stats file.  [default: pil]",
     ),
     click.option(
         "--batch-size",

@@ -37,7 +37,7 @@ from .workers import (
     MAX_WORKERS_PER_CPU,
     UNDECODABLE_REASONS,
     cpu_count,
-    fold_encoded,
+    fold_pending,
     map_ordered,
     reduce_chunk,
     worker_limit,
@@ -226,7 +226,7 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
             if transform is not None and workers > 0 and not is_picklable(transform):
                 log.warning("the transform cannot be sent to worker processes (not picklable); decoding in-process")
                 workers = 0
-            on_device = dev if o["decoder"] == "torchvision" and dev.type in DEVICE_DECODE else None
+            on_device = decoding_device(o, dev)
             if transform is not None:
                 decoder: Decoder = TransformedDecoder(transform)
             elif on_device is not None:
@@ -436,26 +436,32 @@ def reusable_stats(
 def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | None:
     """What decodes ``src``'s image files under ``options`` on device ``dev``, as the stats file
     records it (``options.decoder``): None for sources that hold no encoded images (arrays,
-    datasets), ``pil`` under a transform (it is applied to PIL's pixels), ``torchvision-cuda``
-    for nvjpeg, else the decoder asked for (``pil`` by default)."""
+    datasets: ``pil`` and ``auto`` change nothing there, ``torchvision`` is refused),
+    ``torchvision-cuda`` for nvjpeg, else the decoder asked for (``pil`` by default)."""
     name = options["decoder"]
+    if name is not None and name not in DECODER_CHOICES:
+        raise OptionError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {name!r}")
     if not isinstance(src, TaskSource):
-        if name is not None:
+        if name == "torchvision":
             raise OptionError(
-                f"{src.where()}: decoder (--decoder) is for image files (folders, archives, shards), "
-                f"not a {src.kind} source"
+                f"{src.where()}: decoder torchvision (--decoder) is for image files (folders, archives, "
+                f"shards), not a {src.kind} source"
             )
         return None
     name = "pil" if name is None else name
-    if name not in DECODER_CHOICES:
-        raise OptionError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {name!r}")
-    if options["transform"] is not None:
-        if name == "torchvision":
-            raise OptionError(
-                "a transform (--resize, --center-crop) is applied to PIL's pixels: use decoder auto or pil"
-            )
-        return "pil"
-    return "torchvision-cuda" if name == "torchvision" and dev.type == "cuda" else name
+    if options["transform"] is not None and name == "torchvision":
+        raise OptionError("a transform (--resize, --center-crop) is applied to PIL's pixels: use decoder pil or auto")
+    return "torchvision-cuda" if decoding_device(options, dev) is not None and dev.type == "cuda" else name
+
+
+def decoding_device(options: dict[str, Any], dev: Any) -> Any:
+    """The device that decodes JPEGs, or None for the workers: ``--decoder torchvision`` with an
+    explicit ``--device cuda`` (nvjpeg; ``auto`` never changes the pixels), or a device type the
+    tests add to :data:`DEVICE_DECODE` to run the same path on the CPU."""
+    explicit = options["device"] not in (None, "auto")
+    if options["decoder"] == "torchvision" and explicit and options["transform"] is None and dev.type in DEVICE_DECODE:
+        return dev
+    return None
 
 
 class _Pass:
@@ -595,7 +601,7 @@ def _run_tasks(
         reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, covariance, describe=_describe_chunk
     ):
         if on_device is not None:
-            fold_encoded(result, run.mode, on_device, covariance)
+            fold_pending(result, chunk.names, run.mode, on_device, covariance)
         if strict and result.skipped:
             name, reason = result.skipped[0]
             raise BadImageError(f"{chunk.reader.display(name)}: {reason}")

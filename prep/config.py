@@ -115,6 +115,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_CHOICES: dict[str, tuple[str, ...]] = {"device": DEVICE_CHOICES, "decoder": DECODER_CHOICES, "mode": ("RGB", "L")}
+
+
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML preset; unknown keys and wrong types are errors naming the key and file."""
     path = os.fspath(path)
@@ -136,6 +139,8 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
             or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
         ):
             raise OptionError(f"{path}: key '{key}' must be a {_TYPES[name][0].__name__}; got {value!r}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise OptionError(f"{path}: key '{key}' must be one of {', '.join(_CHOICES[name])}; got {value!r}")
         config[name] = value
     return config
 

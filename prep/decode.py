@@ -101,16 +101,22 @@ def _cross_sums(img: Image.Image, counts: list[int]) -> list[list[int]]:
 
 
 class TorchvisionDecoder:
-    """JPEG and PNG files decoded by ``torchvision.io`` (libjpeg-turbo, libpng), every other file
-    by :class:`PILDecoder`; reduced by the same exact histograms.
+    """JPEGs decoded by ``torchvision.io`` (libjpeg-turbo), every other file by
+    :class:`PILDecoder`; reduced by the same exact histograms.
 
-    ``verify=True`` is ``--decoder auto``: the first file of each kind (:mod:`prep.formats`: JPEG
-    frame type, components and subsampling; PNG depth, colour type and colour chunks) that a
-    process meets is decoded both ways, and torchvision.io decodes that kind from then on only
-    if its pixels equal PIL's ``convert(mode)`` exactly; otherwise PIL does. ``verify=False`` is
-    ``--decoder torchvision``: torchvision.io's pixels for every JPEG and 8-bit PNG it reads
-    (CMYK JPEGs, for one, convert to RGB by its own rule). A file torchvision.io cannot decode
-    is given to PIL, so damaged files are skipped with PIL's reason under every decoder.
+    ``verify=True`` is ``--decoder auto``: the first JPEG of each kind (:mod:`prep.formats`:
+    frame type, components, their ids and subsampling, Adobe transform) that a process meets is
+    decoded both ways, and torchvision.io decodes that kind from then on only if its pixels equal
+    PIL's ``convert(mode)`` exactly; otherwise PIL does. ``verify=False`` is ``--decoder
+    torchvision``: torchvision.io's pixels for every JPEG it reads (CMYK JPEGs, for one, convert
+    to RGB by its own rule). Before torchvision.io sees a file, PIL's ``Image.open`` must accept
+    its header (:func:`torchvision_kind`), and a file torchvision.io cannot decode is given to PIL,
+    so damaged files are skipped with PIL's reason under every decoder. PNGs always go to PIL:
+    torchvision 0.29's ``decode_png`` ends the process (SIGSEGV) on damaged pixel data and reads
+    palette images as their indices.
+
+    Pickled (sent to a worker), a decoder arrives as that process's one instance of its
+    settings, so each worker checks each kind once, not once per task.
     """
 
     def __init__(self, covariance: bool = False, verify: bool = True) -> None:
@@ -118,22 +124,26 @@ class TorchvisionDecoder:
         self.verify = verify
         self.name = "auto" if verify else "torchvision"
         self._pil = PILDecoder(covariance)
-        self._same_as_pil: dict[tuple, bool] = {}  # kind -> verdict of the check, per process
+        self._same_as_pil: dict[tuple, bool] = {}  # (kind, mode) -> verdict of the check
+
+    def __reduce__(self):
+        return _process_decoder, (self.covariance, self.verify)
 
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
         data = fp.read()
         kind = torchvision_kind(data)
-        if kind is None or self._same_as_pil.get(kind) is False:
+        if kind is None or self._same_as_pil.get((kind, mode)) is False:
             return self._pil(io.BytesIO(data), mode)
         try:
             pixels = torchvision_pixels(data, kind, mode)
         except RuntimeError:  # damaged, or a variant torchvision.io does not read: PIL decides
             return self._pil(io.BytesIO(data), mode)
-        if self.verify and kind not in self._same_as_pil:
+        if self.verify and (kind, mode) not in self._same_as_pil:
             with Image.open(io.BytesIO(data)) as img:
                 expected = to_array(img, mode)[0] if is_eight_bit(img) else None
-            self._same_as_pil[kind] = expected is not None and np.array_equal(expected, pixels.numpy())
-            if not self._same_as_pil[kind]:
+            same = expected is not None and np.array_equal(expected, pixels.numpy())
+            self._same_as_pil[(kind, mode)] = same
+            if not same:
                 return self._pil(io.BytesIO(data), mode)
         return reduced_tensor(pixels, self.covariance)
 
@@ -141,55 +151,67 @@ class TorchvisionDecoder:
         return f"TorchvisionDecoder(covariance={self.covariance}, verify={self.verify})"
 
 
+_PROCESS_DECODERS: dict[tuple[bool, bool], TorchvisionDecoder] = {}
+
+
+def _process_decoder(covariance: bool, verify: bool) -> TorchvisionDecoder:
+    """This process's one :class:`TorchvisionDecoder` of these settings (what unpickling gives)."""
+    key = (covariance, verify)
+    if key not in _PROCESS_DECODERS:
+        _PROCESS_DECODERS[key] = TorchvisionDecoder(covariance, verify)
+    return _PROCESS_DECODERS[key]
+
+
+_PIL_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # what PIL opens a JPEG of so many components as
+
+
 def torchvision_kind(data: bytes) -> tuple | None:
-    """The kind (:mod:`prep.formats`) of ``data`` when torchvision.io is to decode it, else None:
-    the kinds :func:`torchvision_decodes`, at most ``Image.MAX_IMAGE_PIXELS`` large, since larger
-    images go to PIL, whose decompression-bomb check then applies as under ``--decoder pil``."""
+    """The kind (:mod:`prep.formats`) of ``data`` when torchvision.io is to decode it, else None.
+
+    That is a JPEG of a kind :func:`torchvision_decodes`, whose header PIL's ``Image.open`` reads
+    as the same image (so a file PIL refuses is refused under every decoder), at most
+    ``Image.MAX_IMAGE_PIXELS`` large: larger images go to PIL, whose decompression-bomb check
+    torchvision.io does not have.
+    """
     header = read_header(data)
-    if header is None:
+    if header is None or not torchvision_decodes(header[0]):
         return None
     kind, width, height = header
     limit = Image.MAX_IMAGE_PIXELS
-    if not torchvision_decodes(kind) or not width or not height or (limit is not None and width * height > limit):
+    if not width or not height or (limit is not None and width * height > limit):
         return None
-    return kind
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as probe:  # the header only: nothing is decoded
+                same = probe.format == "JPEG" and probe.size == (width, height)
+                same = same and probe.mode == _PIL_MODES[jpeg_components(kind)]
+    except Exception:  # PIL refuses it: PIL will say why
+        return None
+    return kind if same else None
 
 
 def torchvision_decodes(kind: tuple | None) -> bool:
     """True for the kinds torchvision.io is given: 8-bit baseline, extended and progressive JPEGs
-    (grey, colour, CMYK) and 8-bit PNGs of every colour type."""
-    if kind is None:
+    (grey, colour, CMYK)."""
+    if kind is None or kind[0] != "jpeg":
         return False
-    if kind[0] == "jpeg":
-        _, marker, precision, components, _, _ = kind
-        return marker in (0xC0, 0xC1, 0xC2) and precision == 8 and components in (1, 3, 4)
-    return kind[1] == 8
+    _, marker, precision, components, *_ = kind
+    return marker in (0xC0, 0xC1, 0xC2) and precision == 8 and components in (1, 3, 4)
 
 
 def torchvision_pixels(data: bytes, kind: tuple, mode: str, device: str = "cpu"):
-    """The ``(C, H, W)`` uint8 pixels of a JPEG or PNG in ``mode`` by torchvision.io: alpha
-    dropped and channels converted as PIL's ``convert(mode)`` does (:func:`prep.pixels.convert_channels`)."""
+    """The ``(C, H, W)`` uint8 pixels of a JPEG in ``mode`` by torchvision.io, channels converted
+    as PIL's ``convert(mode)`` does (:func:`prep.pixels.convert_channels`; CMYK read as RGB)."""
     import torch
 
     raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+        from torchvision.io import ImageReadMode, decode_jpeg
 
-        if kind[0] == "jpeg":
-            read = ImageReadMode.RGB if jpeg_components(kind) == 4 else ImageReadMode.UNCHANGED
-            image = decode_jpeg(raw, mode=read, device=device)
-        else:
-            image = decode_png(raw, mode=ImageReadMode.UNCHANGED)
-    return in_mode(image, mode)
-
-
-def in_mode(image, mode: str):
-    """A decoded ``(C, H, W)`` uint8 image with its alpha dropped (C 2 or 4) and its channels made
-    those of ``mode`` by PIL's rule; grey read as RGB is a stride-0 view, never copied."""
-    if image.shape[0] in (2, 4):
-        image = image[:-1]
-    return convert_channels(image, mode)
+        read = ImageReadMode.RGB if jpeg_components(kind) == 4 else ImageReadMode.UNCHANGED
+        return convert_channels(decode_jpeg(raw, mode=read, device=device), mode)
 
 
 def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:

@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from .decode import EightBitHistogram, ImageArray, TorchvisionDecoder, in_mode, torchvision_kind
+from .decode import EightBitHistogram, ImageArray, TorchvisionDecoder, torchvision_kind
 from .formats import jpeg_components
-from .pixels import CHANNELS, LEVELS
+from .pixels import CHANNELS, LEVELS, convert_channels
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def decode_on_device(datas: list[bytes], mode: str, device: Any, covariance: boo
     """
     images: list[Any] = _decode_all(datas, device)
     good = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
-    pixels = [in_mode(images[i], mode) for i in good]
+    pixels = [convert_channels(images[i], mode) for i in good]
     hist = image_histograms(pixels, CHANNELS[mode]) if pixels else np.zeros((0, CHANNELS[mode], LEVELS), np.int64)
     cross = image_cross_sums(pixels) if covariance and pixels else None
     out: list[Any] = list(images)

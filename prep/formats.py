@@ -2,10 +2,11 @@
 
 A *kind* is a hashable description of everything in a JPEG or PNG header that could make two
 decoders disagree about its pixels: for JPEG the frame type (baseline, extended, progressive,
-...), sample precision, components and their sampling factors, and the Adobe colour transform;
+...), sample precision, components and their sampling factors, the Adobe colour transform and
+the component ids (libjpeg guesses RGB from ids ``R``, ``G``, ``B`` when no marker says);
 for PNG the bit depth, colour type, interlacing and the ancillary chunks that describe colour or
-transparency. :mod:`prep.decode` uses kinds to decide, once per kind, whether torchvision.io's
-pixels equal PIL's. Files that are neither JPEG nor PNG, or whose header cannot be parsed, have
+transparency. :mod:`prep.decode` uses JPEG kinds to decide, once per kind, whether
+torchvision.io's pixels equal PIL's. Files that are neither JPEG nor PNG, or whose header cannot be parsed, have
 no kind (``None``) and are always decoded by PIL.
 """
 
@@ -64,8 +65,9 @@ def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
             adobe = data[pos + 13]  # the transform flag: 0 none (RGB/CMYK), 1 YCbCr, 2 YCCK
         if marker in _SOF_MARKERS:
             precision, height, width, count = struct.unpack_from(">BHHB", data, pos + 2)
+            ids = tuple(data[pos + 8 + 3 * i] for i in range(count))
             sampling = tuple(data[pos + 8 + 3 * i + 1] for i in range(count))
-            return ("jpeg", marker, precision, count, sampling, adobe), width, height
+            return ("jpeg", marker, precision, count, sampling, adobe, ids), width, height
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
             return None
         pos += length

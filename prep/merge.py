@@ -4,8 +4,9 @@ Each part is a stats file written by ``prep stats SOURCE --shard I/N`` (or a :cl
 The accumulator states merge exactly (integer sums for 8-bit data, Chan's formula otherwise;
 see :mod:`prep.accumulator`), so the result equals one pass over the whole dataset: bit for bit
 for 8-bit data, to about 1e-12 relative otherwise, in any order of the parts. Parts must come
-from the same source (kind, path, split), the same data (fingerprint), mode, transform and decoder, and
-cover each of the N shards exactly once; ``partial=True`` accepts missing shards and says which.
+from the same source (kind, path, split), the same data (fingerprint), mode, transform and
+pixels (decoder; ``pil`` and ``auto`` agree), and cover each of the N shards exactly once;
+``partial=True`` accepts missing shards and says which.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from .errors import OptionError
 from .sources.shard import parse_shard
-from .stats import SkippedFiles, Stats, load_stats, reason_category
+from .stats import SkippedFiles, Stats, load_stats, reason_category, same_pixels
 
 log = logging.getLogger("prep")
 
@@ -65,7 +66,7 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         state=state,
         skipped=skipped,
         transform=first.transform,
-        decoder=first.decoder,
+        decoder=first.decoder if len({s.decoder for s, _ in loaded}) == 1 else "pil",  # else: pil and auto
         percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
     )
 
@@ -107,7 +108,7 @@ def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:
         raise OptionError(f"{b_name}: mode {b.mode} differs from {a_name}'s {a.mode}")
     if a.transform != b.transform:
         raise OptionError(f"{b_name}: measured after another transform than {a_name}")
-    if a.decoder != b.decoder:
+    if not same_pixels(a.decoder, b.decoder):
         raise OptionError(f"{b_name}: decoded by {b.decoder} where {a_name} was decoded by {a.decoder}")
 
 

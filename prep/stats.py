@@ -35,6 +35,14 @@ from .pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 SCHEMA_VERSION = 1
 DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode
 FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of image files, which a decoder reads
+_PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode)
+
+
+def same_pixels(a: str | None, b: str | None) -> bool:
+    """True when files decoded by ``a`` and by ``b`` have the same pixels (``auto`` is ``pil``)."""
+    return _PIXELS_OF.get(a, a) == _PIXELS_OF.get(b, b)
+
+
 REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
 SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
 INT64_MAX = 2**63 - 1
@@ -454,8 +462,8 @@ class Stats:
             return f"mode changed ({self.mode} -> {mode})"
         if self.transform != transform:
             return f"transform changed ({self.transform} -> {transform})"
-        if self.decoder != decoder:
-            return f"decoder changed ({self.decoder or 'not recorded'} -> {decoder})"
+        if not same_pixels(self.decoder, decoder):
+            return f"decoder changed ({self.decoder} -> {decoder})"
         if fingerprint is None or self.fingerprint is None:
             return "the source has no fingerprint"
         old, new = dict(self.fingerprint), dict(fingerprint)

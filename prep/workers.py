@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .accumulator import ChannelMoments
-from .decode import Decoder, EightBitHistogram, ImageArray, TorchvisionDecoder
+from .decode import Decoder, ImageArray, TorchvisionDecoder
 from .device_decode import EncodedJpeg, decode_on_device
 from .errors import PrepError
 from .image_report import Row, digest_of, row_from_array, rows_from_histograms
@@ -47,9 +48,9 @@ class ChunkResult:
     state: ChannelMoments
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)  # per-image rows, when asked for
-    # JPEGs passed through to be decoded on the device (prep.device_decode): (row slot or -1, name,
-    # bytes, digest); their rows are None until the main process has reduced them
-    encoded: list[tuple[int, str, bytes, int]] = field(default_factory=list)
+    # on the device path (prep.device_decode), the chunk's 8-bit images in file order, still to be
+    # folded: (row slot or -1, name, EightBitHistogram or EncodedJpeg, digest); rows of them are None
+    pending: list[tuple[int, str, Any, int]] = field(default_factory=list)
 
 
 def reduce_chunk(
@@ -62,13 +63,17 @@ def reduce_chunk(
 ) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
     ``track_images`` keeps the per-image products a sample's confidence intervals need;
-    ``per_image`` returns a row per image (:mod:`prep.image_report`) with its file's digest."""
+    ``per_image`` returns a row per image (:mod:`prep.image_report`) with its file's digest.
+
+    16-bit and float images are folded one by one, 8-bit ones at the end as one array of
+    histograms. When the decoder passed JPEGs through to be decoded on the device, the 8-bit
+    images are left in ``pending`` for :func:`fold_pending`, which folds them in the same order.
+    """
     channels = CHANNELS[mode]
     result = ChunkResult(ChannelMoments(channels, track_images, covariance))
-    histograms: list[list[int]] = []  # flat per-image histograms, converted to one array per chunk
-    cross = None if result.state.cross is None else [[0] * channels for _ in range(channels)]
-    pending: list[tuple[int, str, tuple[int, int], int]] = []  # rows still to make from histograms
+    eight_bit: list[tuple[int, str, Any, int]] = []
     for name in chunk.names:
+        digest = 0
         try:
             with chunk.reader.open(name) as fp:
                 if per_image:
@@ -82,65 +87,71 @@ def reduce_chunk(
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
             continue
-        if isinstance(pixels, EncodedJpeg):
-            slot = len(result.rows) if per_image else -1
-            result.encoded.append((slot, name, pixels.data, digest if per_image else 0))
-            if per_image:
-                result.rows.append(None)
-        elif isinstance(pixels, EightBitHistogram):
-            histograms.append(pixels.counts)
-            if cross is not None:  # an image without its cross sums leaves the chunk without them
-                cross = None if pixels.cross is None else _added(cross, pixels.cross)
-            if per_image:  # the row is made below, with the chunk's other histograms at once
-                pending.append((len(result.rows), name, pixels.size, digest))
-                result.rows.append(None)
-        else:
+        if isinstance(pixels, ImageArray):
             result.state.update_image(pixels.array, pixels.pixel_max)
             if per_image:
                 result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
-    if histograms:
-        hist = np.array(histograms, np.int64).reshape(-1, channels, LEVELS)
-        result.state.update_histograms(hist, cross=cross)
-        for (slot, name, size, digest), row in zip(pending, rows_from_histograms(hist)):
-            result.rows[slot] = (name, *size, *row, digest)
+            continue
+        eight_bit.append((len(result.rows) if per_image else -1, name, pixels, digest))
+        if per_image:  # the row is made with the chunk's other histograms at once
+            result.rows.append(None)
+    if any(isinstance(item[2], EncodedJpeg) for item in eight_bit):
+        result.pending = eight_bit
+    else:
+        _fold_histograms(result, eight_bit, channels)
     return result
 
 
-def fold_encoded(result: ChunkResult, mode: str, device: Any, covariance: bool = False) -> ChunkResult:
-    """Decode and reduce the JPEGs a worker passed through (``result.encoded``) on ``device``
-    (:func:`prep.device_decode.decode_on_device`), into ``result``'s state, rows and skipped
-    files, as :func:`reduce_chunk` would have; a JPEG the device refuses is decoded on the CPU."""
-    if not result.encoded:
+def _fold_histograms(result: ChunkResult, items: list[tuple[int, str, Any, int]], channels: int) -> None:
+    """Fold 8-bit images ``(row slot, name, EightBitHistogram, digest)`` into ``result`` at once."""
+    if not items:
+        return
+    hist = np.array([pixels.counts for _, _, pixels, _ in items], np.int64).reshape(-1, channels, LEVELS)
+    cross = None
+    if result.state.cross is not None:  # an image without its cross sums leaves the chunk without them
+        cross = [[0] * channels for _ in range(channels)]
+        for _, _, pixels, _ in items:
+            cross = None if cross is None or pixels.cross is None else _added(cross, pixels.cross)
+    result.state.update_histograms(hist, cross=cross)
+    for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
+        if slot >= 0:
+            result.rows[slot] = (name, *pixels.size, *row, digest)
+
+
+def fold_pending(
+    result: ChunkResult, names: list[str], mode: str, device: Any, covariance: bool = False
+) -> ChunkResult:
+    """Decode the JPEGs a worker passed through on ``device`` (:func:`prep.device_decode.decode_on_device`)
+    and fold the chunk's 8-bit images into ``result`` as :func:`reduce_chunk` would have, in the
+    same order; a JPEG the device refuses is decoded on the CPU, or skipped with its reason.
+    ``names`` are the chunk's files, which order the skipped ones."""
+    if not result.pending:
         return result
     channels = CHANNELS[mode]
-    outcomes = decode_on_device([data for _, _, data, _ in result.encoded], mode, device, covariance)
+    items = list(result.pending)
+    encoded = [k for k, item in enumerate(items) if isinstance(item[2], EncodedJpeg)]
+    outcomes = decode_on_device([items[k][2].data for k in encoded], mode, device, covariance)
     fallback = TorchvisionDecoder(covariance, verify=False)
-    histograms, made = [], []
-    cross = [[0] * channels for _ in range(channels)] if covariance else None
-    for (slot, name, data, digest), pixels in zip(result.encoded, outcomes):
+    for k, pixels in zip(encoded, outcomes):
+        slot, name, jpeg, digest = items[k]
+        items[k] = None
         try:
             if isinstance(pixels, Exception):
-                pixels = fallback(io.BytesIO(data), mode)
+                pixels = fallback(io.BytesIO(jpeg.data), mode)
         except Exception as exc:  # as in reduce_chunk: the file is skipped with its reason
             result.skipped.append((name, describe_failure(exc)))
             continue
-        if isinstance(pixels, ImageArray):
+        if isinstance(pixels, ImageArray):  # not for 8-bit JPEGs, but a decoder may say otherwise
             result.state.update_image(pixels.array, pixels.pixel_max)
             if slot >= 0:
                 result.rows[slot] = row_from_array(name, pixels.array, pixels.pixel_max, channels, digest)
             continue
-        histograms.append(pixels.counts)
-        made.append((slot, name, pixels.size, digest))
-        if cross is not None:
-            cross = None if pixels.cross is None else _added(cross, pixels.cross)
-    if histograms:
-        hist = np.array(histograms, np.int64).reshape(-1, channels, LEVELS)
-        result.state.update_histograms(hist, cross=cross)
-        for (slot, name, size, digest), row in zip(made, rows_from_histograms(hist)):
-            if slot >= 0:
-                result.rows[slot] = (name, *size, *row, digest)
+        items[k] = (slot, name, pixels, digest)
+    _fold_histograms(result, [item for item in items if item is not None], channels)
+    order = {name: i for i, name in enumerate(names)}
+    result.skipped.sort(key=lambda entry: order.get(entry[0], len(order)))
     result.rows = [row for row in result.rows if row is not None]
-    result.encoded = []
+    result.pending = []
     return result
 
 
@@ -156,7 +167,11 @@ def describe_failure(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot read: {exc.strerror}"
     text = str(exc).splitlines()[0] if str(exc) else ""
+    text = _FILE_OBJECT.sub("", text)  # PIL names the file object it read: the entry names the file
     return f"cannot decode: {type(exc).__name__}{': ' + text if text else ''}"
+
+
+_FILE_OBJECT = re.compile(r"\s*<_io\.\w+ (?:name=.*|object at 0x[0-9a-f]+)>$")
 
 
 def worker_limit(requested: int) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +133,35 @@ def test_auto_gives_pils_numbers_for_every_kind(kinds, mode):
     pil, auto = PILDecoder(covariance=True), TorchvisionDecoder(covariance=True, verify=True)
     for name, path in kinds.items():
         assert _decode(auto, path, mode) == _decode(pil, path, mode), name
-    verdicts = {kind[:4]: same for kind, same in auto._same_as_pil.items()}
+    verdicts = {kind[:4]: same for (kind, _), same in auto._same_as_pil.items()}
     assert verdicts[("jpeg", 0xC0, 8, 3)] and verdicts[("jpeg", 0xC2, 8, 3)] and verdicts[("jpeg", 0xC0, 8, 1)]
-    assert verdicts[("png", 8, 2, 0)] and verdicts[("png", 8, 0, 0)]
+    assert all(kind[0] == "jpeg" for kind in verdicts)  # PNGs always go to PIL
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_torchvision_equals_pil_on_grey_and_colour_jpegs_and_8_bit_pngs(kinds, mode):
+def test_torchvision_equals_pil_on_grey_and_colour_jpegs(kinds, mode):
     """libjpeg-turbo in torchvision and in PIL: the same pixels for 4:2:0, 4:2:2, 4:4:4,
-    progressive and grey JPEGs; libpng and PIL for 8-bit PNGs with and without alpha."""
+    progressive, optimized and grey JPEGs (colour ones in L by PIL's luma, not libjpeg's); every
+    PNG (palette ones included: torchvision.io would read their indices) is PIL's."""
     pil, tv = PILDecoder(covariance=True), TorchvisionDecoder(covariance=True, verify=False)
-    same = [n for n in kinds if not n.startswith(("cmyk", "png-P", "png-1", "png-I;16", "png-RGB-transparent"))]
-    assert len(same) > 30
+    same = [n for n in kinds if not n.startswith("cmyk")]
+    assert len(same) > 50
     for name in same:
         assert _decode(tv, kinds[name], mode) == _decode(pil, kinds[name], mode), name
+
+
+def test_palette_pngs_are_measured_by_their_colours_under_every_decoder(tmp_path):
+    """A palette PNG whose palette is not a grey ramp: its indices are not its pixels."""
+    indices = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), "P")
+    grey_ramp = [v for k in range(256) for v in (k, k, k)]
+    colours = [v for k in range(256) for v in (255 - k, 40, 200)]
+    for i, palette in enumerate((grey_ramp, colours)):
+        img = indices.copy()
+        img.putpalette(palette)
+        img.save(tmp_path / f"{i}.png")
+    stats = {d: prep.compute_stats(tmp_path, decoder=d, workers=0) for d in ("pil", "auto", "torchvision")}
+    assert stats["auto"].state == stats["torchvision"].state == stats["pil"].state
+    assert stats["pil"].mean[1] == (sum(range(64)) + 40 * 64) / (128 * 255)  # green: the ramp's, then 40
 
 
 def test_sixteen_bit_and_other_formats_go_to_pil_under_every_decoder(kinds):
@@ -168,26 +185,51 @@ def test_auto_falls_back_to_pil_for_a_kind_whose_pixels_differ(kinds, monkeypatc
     for path in progressive:
         assert _decode(auto, path, "RGB") == _decode(pil, path, "RGB")
     assert _decode(forced, progressive[1], "RGB") != _decode(pil, progressive[1], "RGB")  # the check mattered
-    assert [same for kind, same in auto._same_as_pil.items() if kind[1] == 0xC2] == [False]
+    assert [same for (kind, _), same in auto._same_as_pil.items() if kind[1] == 0xC2] == [False]
     baseline = kinds["420-1"]
     assert _decode(auto, baseline, "RGB") == _decode(pil, baseline, "RGB")
-    assert any(same for kind, same in auto._same_as_pil.items() if kind[1] == 0xC0)
+    assert any(same for (kind, _), same in auto._same_as_pil.items() if kind[1] == 0xC0)
 
 
-def test_damaged_jpegs_are_skipped_with_pils_reason_under_every_decoder(tmp_path, kinds, monkeypatch):
+def test_a_decoder_sent_to_a_worker_is_that_processs_one_instance():
+    """Each task pickles its decoder: the kinds a worker checked stay checked for its next tasks."""
+    a = pickle.loads(pickle.dumps(TorchvisionDecoder(covariance=True, verify=True)))
+    b = pickle.loads(pickle.dumps(TorchvisionDecoder(covariance=True, verify=True)))
+    c = pickle.loads(pickle.dumps(TorchvisionDecoder(covariance=False, verify=True)))
+    assert a is b and a is not c and (a.covariance, a.verify) == (True, True)
+
+
+def _damaged_png() -> bytes:
+    """A PNG whose IDAT checksum is wrong: PIL reads it; torchvision 0.29's decode_png crashes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    at = png.index(b"IDAT")
+    png[at + 4 + struct.unpack(">I", png[at - 4 : at])[0]] ^= 1
+    return bytes(png)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_damaged_files_are_read_or_skipped_as_pil_does_under_every_decoder(tmp_path, kinds, monkeypatch, workers):
     folder = tmp_path / "imgs"
     folder.mkdir()
     data = kinds["420-1"].read_bytes()
-    (folder / "good.jpg").write_bytes(data)
-    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
-    (folder / "header-only.jpg").write_bytes(data[:30])
+    (folder / "a-good.jpg").write_bytes(data)
+    (folder / "b-cut.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "c-header-only.jpg").write_bytes(data[:30])
+    (folder / "d-good.jpg").write_bytes(kinds["444-1"].read_bytes())
+    (folder / "e-bad-crc.png").write_bytes(_damaged_png())
+    jfif = data.index(b"JFIF")  # an APP0 segment too short for its JFIF header: PIL refuses the file
+    (folder / "f-short-app0.jpg").write_bytes(data[:4] + b"\x00\x08JFIF\x00\x01" + data[jfif + 14 :])
+    (folder / "g-good.jpg").write_bytes(kinds["grey-1"].read_bytes())
     monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
-    decoders = ("pil", "auto", "torchvision")
-    results = {d: prep.compute_stats(folder, decoder=d, device="cpu", workers=0) for d in decoders}
-    reasons = {d: sorted((x["path"], x["reason"]) for x in s.skipped) for d, s in results.items()}
-    assert len(reasons["pil"]) == 2
-    assert reasons["auto"] == reasons["torchvision"] == reasons["pil"]
-    assert results["auto"].state == results["torchvision"].state == results["pil"].state
+    results = {d: prep.compute_stats(folder, decoder=d, workers=workers) for d in ("pil", "auto", "torchvision")}
+    results["device"] = prep.compute_stats(folder, decoder="torchvision", device="cpu", workers=workers)
+    assert [x["path"] for x in results["pil"].skipped] == ["b-cut.jpg", "c-header-only.jpg", "f-short-app0.jpg"]
+    for name, stats in results.items():
+        assert stats.skipped == results["pil"].skipped, name  # the same files, reasons and order
+        assert stats.state == results["pil"].state, name  # bit for bit, the float fields too
+    assert results["pil"].images == 4  # the PNG with the bad checksum is read, as PIL reads it
 
 
 def test_images_over_pils_pixel_limit_meet_pils_bomb_check_under_every_decoder(kinds, monkeypatch):
@@ -302,15 +344,16 @@ def test_decode_on_device_loses_only_the_damaged_file(kinds, device):
 
 
 # ------------------------------------------------------------------ recorded, reused, refused
-def test_the_decoder_is_recorded_and_a_change_recomputes(mixed_folder, tmp_path, caplog):
+def test_the_decoder_is_recorded_and_a_change_of_pixels_recomputes(mixed_folder, tmp_path, caplog):
     out = tmp_path / "s.json"
     first, reused = prep.load_or_compute(out, mixed_folder, decoder="auto")
     assert not reused and json.loads(out.read_text())["options"]["decoder"] == "auto"
     assert prep.load_or_compute(out, mixed_folder, decoder="auto")[1]
+    assert prep.load_or_compute(out, mixed_folder, decoder="pil")[1]  # auto gives PIL's pixels: reused
     with caplog.at_level(logging.WARNING, logger="prep"):
-        again, reused = prep.load_or_compute(out, mixed_folder, decoder="pil")
-    assert not reused and "decoder changed (auto -> pil)" in caplog.text
-    assert again.state == first.state and prep.load_stats(out).decoder == "pil"
+        again, reused = prep.load_or_compute(out, mixed_folder, decoder="torchvision")
+    assert not reused and "decoder changed (auto -> torchvision)" in caplog.text
+    assert prep.load_stats(out).decoder == "torchvision" and again.images == first.images
 
 
 def test_files_of_earlier_versions_read_as_pil_for_image_files_only(mixed_folder, tmp_path):
@@ -333,24 +376,58 @@ def test_an_unknown_decoder_in_a_file_is_refused(mixed_folder, tmp_path):
         prep.load_stats(out)
 
 
-def test_merge_refuses_parts_of_other_decoders(mixed_folder):
+def test_merge_refuses_parts_of_other_pixels(mixed_folder):
     a = prep.compute_stats(mixed_folder, shard="0/2", decoder="pil")
-    b = prep.compute_stats(mixed_folder, shard="1/2", decoder="auto")
-    with pytest.raises(OptionError, match="decoded by auto"):
+    b = prep.compute_stats(mixed_folder, shard="1/2", decoder="torchvision")
+    with pytest.raises(OptionError, match="decoded by torchvision"):
         prep.merge_stats([a, b])
-    whole = prep.merge_stats([a, prep.compute_stats(mixed_folder, shard="1/2", decoder="pil")])
-    assert whole.decoder == "pil"
+    whole = prep.merge_stats([a, prep.compute_stats(mixed_folder, shard="1/2", decoder="auto")])
+    one_pass = prep.compute_stats(mixed_folder)
+    assert whole.decoder == "pil" and _exact_state(whole) == _exact_state(one_pass)
+    np.testing.assert_allclose(whole.mean, one_pass.mean, rtol=1e-12)  # 16-bit PNGs: Chan's float merge
+    assert prep.merge_stats([a, prep.compute_stats(mixed_folder, shard="1/2", decoder="pil")]).decoder == "pil"
 
 
 def test_decoder_options_that_do_not_apply_are_refused(tmp_path, mixed_folder):
     make_mnist(tmp_path)
-    with pytest.raises(OptionError, match=r"decoder \(--decoder\) is for image files"):
-        prep.compute_stats("mnist", root=tmp_path, decoder="pil")
+    with pytest.raises(OptionError, match=r"decoder torchvision \(--decoder\) is for image files"):
+        prep.compute_stats("mnist", root=tmp_path, decoder="torchvision")
+    for quiet in (None, "pil", "auto"):  # the default, given or not, changes nothing for arrays
+        assert prep.compute_stats("mnist", root=tmp_path, decoder=quiet).decoder is None
     with pytest.raises(OptionError, match="decoder must be one of"):
         prep.compute_stats(mixed_folder, decoder="nvjpeg")
-    with pytest.raises(OptionError, match="use decoder auto or pil"):
+    with pytest.raises(OptionError, match="use decoder pil or auto"):
         prep.compute_stats(mixed_folder, decoder="torchvision", transform=measurement_transform(resize=8))
-    assert prep.compute_stats("mnist", root=tmp_path).decoder is None
+    resized = prep.compute_stats(mixed_folder, decoder="auto", transform=measurement_transform(resize=8))
+    assert resized.decoder == "auto"
+
+
+def test_only_an_explicit_device_decodes_on_the_device(mixed_folder, monkeypatch):
+    """``--device auto`` never changes the pixels: nvjpeg needs ``--device cuda`` said."""
+    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    calls = []
+    real = prep.compute.fold_pending
+    monkeypatch.setattr(prep.compute, "fold_pending", lambda *a, **k: calls.append(1) or real(*a, **k))
+    prep.compute_stats(mixed_folder, decoder="torchvision", workers=0)
+    assert not calls
+    prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", workers=0)
+    assert calls
+
+
+def test_check_measures_the_data_as_the_reference_was_decoded(mixed_folder, tmp_path):
+    ref = prep.compute_stats(mixed_folder, decoder="torchvision")
+    result = prep.check_stats(ref, mixed_folder)
+    assert result.fingerprint == "matches the file" and result.ok
+    assert prep.check_stats(prep.compute_stats(mixed_folder), mixed_folder, decoder="auto").fingerprint == (
+        "matches the file"
+    )
+
+
+def test_a_config_files_bad_decoder_names_the_file(tmp_path, mixed_folder):
+    config = tmp_path / "c.toml"
+    config.write_text('decoder = "nvjpeg"\n')
+    result = run("stats", mixed_folder, "--config", config)
+    assert result.exit_code == 2 and "c.toml" in result.output and "decoder" in result.output
 
 
 def test_cli_decoder_choice_and_record(mixed_folder, tmp_path):
