@@ -191,6 +191,20 @@ def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
+def _decodes_as_reference(ref: Stats | KnownConstants, source: Any, options: dict[str, Any]) -> bool:
+    """True when ``source`` should be decoded by torchvision as the reference was: no decoder
+    asked for, a reference made with torchvision.io, image files to decode, and no transform
+    (transforms are applied to PIL's pixels)."""
+    if options.get("decoder") is not None or not isinstance(ref, Stats):
+        return False
+    if ref.decoder not in ("torchvision", "torchvision-cuda") or options.get("transform") is not None:
+        return False
+    from .config import source_options
+    from .sources import TaskSource, resolve_source
+
+    return isinstance(resolve_source(source, **source_options(options)), TaskSource)
+
+
 def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **options: Any) -> CheckResult:
     """Measure ``source`` (``options`` as for :func:`prep.compute_stats`, in the reference's mode)
     and judge how the reference's normalization leaves it."""
@@ -198,8 +212,8 @@ def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **opti
 
     ref = resolve_reference(reference)
     with_pca = isinstance(ref, KnownConstants) and ref.name == "imagenet"  # its eigenvalues go beside ImageNet's
-    if options.get("decoder") is None and isinstance(ref, Stats) and ref.decoder in ("torchvision", "torchvision-cuda"):
-        options = {**options, "decoder": "torchvision"}  # the data decoded as the reference was, where it can be
+    if _decodes_as_reference(ref, source, options):
+        options = {**options, "decoder": "torchvision"}
     data = compute_stats(source, **{**options, "mode": ref.mode, "covariance": with_pca or options.get("covariance")})
     if isinstance(ref, KnownConstants):
         fingerprint = "not applicable (published constants)"

@@ -586,6 +586,8 @@ def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
     _log_to_stderr(quiet=opts["quiet"])
     if opts["split"] and ("," in opts["split"] or opts["split"] == "all"):
         raise click.UsageError("prep whiten measures one split at a time")
+    if opts["decoder"] == "torchvision":
+        raise click.UsageError("prep whiten decodes image files with PIL: --decoder torchvision does not apply")
     out = opts["out"]
     if out:
         output_target(out, "whitening file")  # refused before the pass, not after it

@@ -32,7 +32,7 @@ from .report import progress_bar
 from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
 from .sources.sample import Sampled, parse_sample, sample_report, sample_source
 from .sources.shard import parse_shard, shard_source
-from .stats import Stats, load_stats
+from .stats import Stats, load_stats, pixels_of
 from .workers import (
     MAX_WORKERS_PER_CPU,
     UNDECODABLE_REASONS,
@@ -130,11 +130,12 @@ def compute_stats(
         covariance: also measure the colour covariance (C x C, exact for 8- and 16-bit data) and
             its eigen decomposition (PCA lighting constants, :meth:`Stats.lighting`).
         decoder: how image files (folders, archives, shards) are decoded: ``"pil"`` (None, as
-            torchvision's ``ImageFolder``), ``"auto"`` (torchvision.io for each JPEG/PNG kind
-            whose pixels it decodes exactly as PIL's ``convert(mode)``, checked on the first file
-            of the kind; PIL otherwise) or ``"torchvision"`` (torchvision.io's pixels for every JPEG and 8-bit PNG; with
-            ``device="cuda"``, JPEGs are decoded on the GPU by nvjpeg, whose rounding may differ
-            from libjpeg-turbo's). Recorded in the stats file; see :mod:`prep.decode`.
+            torchvision's ``ImageFolder``), ``"auto"`` (torchvision.io for each JPEG kind whose
+            pixels it decodes exactly as PIL's ``convert(mode)``, checked on the first file of
+            the kind; PIL otherwise: the same numbers as ``"pil"``) or ``"torchvision"``
+            (torchvision.io's pixels for JPEGs; with ``device="cuda"`` said explicitly, decoded
+            on the GPU by nvjpeg, whose rounding may differ from libjpeg-turbo's). Recorded in
+            the stats file; see :mod:`prep.decode`.
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
             whole dataset (:mod:`prep.distributed`).
@@ -512,7 +513,7 @@ class _Pass:
                 "mode": self.mode,
                 "transform": describe_transform(self.transform),
                 "covariance": self.covariance,
-                "decoder": self.decoder,
+                "decoder": pixels_of(self.decoder),  # auto resumes pil's checkpoints and back
             },
         }
 

@@ -16,6 +16,7 @@ from typing import IO, Protocol
 import numpy as np
 from PIL import Image
 
+from . import kernels
 from .config import DECODER_CHOICES
 from .errors import OptionError
 from .formats import jpeg_components, read_header
@@ -75,11 +76,28 @@ def _reduced(img: Image.Image, covariance: bool, replicate: int = 1) -> EightBit
     """The histogram (and cross sums) of an 8-bit ``RGB`` or ``L`` image; ``replicate`` 3 reads an
     ``L`` image as the same grey in three channels."""
     counts = img.histogram()
-    cross = _cross_sums(img, counts) if covariance else None
-    if replicate > 1:
-        counts = counts * replicate
-        cross = None if cross is None else [[cross[0][0]] * replicate for _ in range(replicate)]
-    return EightBitHistogram(counts, img.size, cross)
+    cross = None
+    if covariance:
+        cross = (
+            _with_squares(kernels.cross_interleaved(np.asarray(img)), counts)
+            if (kernels.AVAILABLE and img.mode == "RGB")
+            else _cross_sums(img, counts)
+        )
+    return _replicated(EightBitHistogram(counts, img.size, cross), replicate)
+
+
+def _replicated(reduced: EightBitHistogram, replicate: int) -> EightBitHistogram:
+    """A 1-channel reduction as that of ``replicate`` identical channels (grey read as RGB)."""
+    if replicate == 1:
+        return reduced
+    cross = None if reduced.cross is None else [[reduced.cross[0][0]] * replicate for _ in range(replicate)]
+    return EightBitHistogram(reduced.counts * replicate, reduced.size, cross)
+
+
+def _with_squares(cross: list[list[int]], counts: list[int]) -> list[list[int]]:
+    """Cross sums with their diagonal, the sums of squares, filled in from the histogram."""
+    squares = np.asarray(counts, np.int64).reshape(len(cross), 256) @ _SQUARES
+    return [[int(squares[i]) if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
 
 
 _SQUARES = np.arange(256, dtype=np.int64) ** 2
@@ -215,11 +233,21 @@ def torchvision_pixels(data: bytes, kind: tuple, mode: str, device: str = "cpu")
 
 
 def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
-    """The histogram (and cross sums) of ``(C, H, W)`` uint8 pixels, by PIL's histogram on a view
-    of them (``L``: shared memory; ``RGB``: one unpacking copy)."""
+    """The histogram (and cross sums) of ``(C, H, W)`` uint8 pixels: by :mod:`prep.kernels` in
+    place where they were built, else by PIL's histogram on a view of them (``L``: shared memory;
+    ``RGB``: one unpacking copy)."""
     if pixels.shape[0] > 1 and pixels.stride(0) == 0:  # grey read as RGB: reduced once
-        return _reduced(_pil_image(pixels[:1]), covariance, replicate=pixels.shape[0])
-    return _reduced(_pil_image(pixels), covariance)
+        return _replicated(reduced_tensor(pixels[:1], covariance), pixels.shape[0])
+    if not kernels.AVAILABLE:
+        return _reduced(_pil_image(pixels), covariance)
+    channels, height, width = pixels.shape
+    hwc = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())  # torchvision.io's layout: no copy
+    counts = kernels.histogram_interleaved(hwc).reshape(-1).tolist()
+    cross = None
+    if covariance:
+        cross = kernels.cross_interleaved(hwc) if channels == 3 else [[0]]
+        cross = _with_squares(cross, counts)
+    return EightBitHistogram(counts, (width, height), cross)
 
 
 def _pil_image(pixels) -> Image.Image:
@@ -245,15 +273,19 @@ class TransformedDecoder:
 
         with Image.open(fp) as img:
             array, pixel_max = to_array(img, mode, replicate=False)
-        return ImageArray(apply_transform(self.transform, torch.from_numpy(array)).numpy(), pixel_max)
+        writable = np.require(array, requirements=["C", "W"])  # a transform may write; PIL's bytes are read-only
+        return ImageArray(apply_transform(self.transform, torch.from_numpy(writable)).numpy(), pixel_max)
 
     def __repr__(self) -> str:
         return f"TransformedDecoder({self.transform!r})"
 
 
 def make_decoder(name: str, covariance: bool = False) -> Decoder:
-    """The decoder ``--decoder name`` asks for (see :data:`DECODER_CHOICES`)."""
-    if name == "pil":
+    """The decoder ``--decoder name`` asks for (see :data:`DECODER_CHOICES`). ``auto`` is the
+    fastest way to PIL's pixels: torchvision.io where it gives them and :mod:`prep.kernels` was
+    built to reduce them in place, else PIL alone (torchvision.io's pixels copied into PIL's
+    layout cost more than PIL's decode)."""
+    if name == "pil" or (name == "auto" and not kernels.AVAILABLE):
         return PILDecoder(covariance)
     if name in ("auto", "torchvision"):
         return TorchvisionDecoder(covariance, verify=name == "auto")

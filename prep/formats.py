@@ -50,7 +50,9 @@ def jpeg_components(kind: tuple | None) -> int | None:
 def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
     pos, adobe = 2, None
     for _ in range(_MAX_SEGMENTS):
-        while pos < len(data) and data[pos] == 0xFF:  # fill bytes before a marker
+        if data[pos] != 0xFF:  # every segment starts with a marker; anything else: no kind
+            return None
+        while pos < len(data) and data[pos] == 0xFF:  # the marker's 0xFF and fill bytes
             pos += 1
         if pos >= len(data):
             return None

@@ -38,9 +38,14 @@ FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of 
 _PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode)
 
 
+def pixels_of(decoder: str | None) -> str | None:
+    """Whose pixels ``decoder`` gives: ``auto`` gives PIL's; every other decoder its own."""
+    return _PIXELS_OF.get(decoder, decoder)
+
+
 def same_pixels(a: str | None, b: str | None) -> bool:
     """True when files decoded by ``a`` and by ``b`` have the same pixels (``auto`` is ``pil``)."""
-    return _PIXELS_OF.get(a, a) == _PIXELS_OF.get(b, b)
+    return pixels_of(a) == pixels_of(b)
 
 
 REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely

@@ -449,3 +449,44 @@ def test_nvjpeg_folder_path_agrees_with_the_cpu_path(mixed_folder):
     assert gpu.decoder == "torchvision-cuda" and gpu.images == cpu.images and gpu.count == cpu.count
     np.testing.assert_allclose(gpu.mean, cpu.mean, atol=NVJPEG_MEAN_TOL)
     np.testing.assert_allclose(gpu.std, cpu.std, atol=NVJPEG_MEAN_TOL)
+
+
+def test_check_of_arrays_or_resized_images_against_a_torchvision_reference(mixed_folder, tmp_path):
+    ref = prep.compute_stats(mixed_folder, decoder="torchvision")
+    arrays = tmp_path / "x.npy"
+    np.save(arrays, np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    assert prep.check_stats(ref, arrays).fingerprint.startswith("differs")  # measured, not refused
+    resized = prep.check_stats(ref, mixed_folder, transform=measurement_transform(resize=8))
+    assert "transform changed" in resized.fingerprint
+
+
+def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypatch):
+    checkpoint = tmp_path / "c.ckpt"
+    calls = []
+    real = prep.compute._Pass.advance
+
+    def interrupt(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep.compute._Pass, "advance", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prep.compute_stats(mixed_folder, decoder="pil", checkpoint=checkpoint, checkpoint_every=1, workers=0)
+    assert checkpoint.exists()  # written under pil ...
+    monkeypatch.setattr(prep.compute._Pass, "advance", real)
+    resumed = prep.compute_stats(mixed_folder, decoder="auto", checkpoint=checkpoint, resume=True, workers=0)
+    assert _exact_state(resumed) == _exact_state(prep.compute_stats(mixed_folder, decoder="pil"))
+
+
+def test_whiten_refuses_the_torchvision_decoder(mixed_folder):
+    result = run("whiten", mixed_folder, "--decoder", "torchvision", "--resize", "8x8")
+    assert result.exit_code == 2 and "decodes image files with PIL" in result.output
+
+
+def test_junk_between_jpeg_segments_gives_no_kind(kinds):
+    data = kinds["420-1"].read_bytes()
+    at = data.index(b"\xff\xdb")  # the first DQT segment
+    assert image_kind(data) is not None
+    assert image_kind(data[:at] + b"junk" + data[at:]) is None

@@ -1,0 +1,130 @@
+/* prep._kernels: exact per-channel histograms and cross sums of 8-bit pixels, in one pass.
+ *
+ * The one native part of prep, and an optional one: setup.py builds it when a C compiler is
+ * there, and prep.kernels falls back to PIL and torch when it is not. Every function reads
+ * pixels it is given and writes only the integer counters it is given; the Python side
+ * (prep/kernels.py) checks shapes and types and calls them through ctypes, without the GIL.
+ *
+ * All sums are exact: histograms count in uint32 blocks folded into int64, and cross sums of
+ * 8-bit values add at most 65,536 products (each below 2**16) in uint32 before folding into
+ * uint64.
+ */
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LEVELS 256
+#define BLOCK 65536 /* pixels per uint32 block: 65536 * 255 * 255 < 2**32 */
+
+#if defined(_WIN32)
+#define EXPORT __declspec(dllexport)
+#else
+#define EXPORT __attribute__((visibility("default")))
+#endif
+
+/* The cross sums vectorize only with SSSE3 or later (de-interleaving RGB, widening multiplies);
+ * where the compiler and loader support it, build them for AVX2 and SSE4.2 too and let the
+ * CPU pick at load time, so one build runs everywhere. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx2", "sse4.2", "default")))
+#else
+#define CLONES
+#endif
+
+/* Histograms of `channels` (1..4) interleaved 8-bit channels of `pixels` pixels (HWC order):
+ * hist[c * 256 + v] += count of value v in channel c. Four partial tables per channel break
+ * the store-to-load dependency of repeated values. */
+EXPORT void prep_histogram_interleaved(const uint8_t *p, size_t pixels, int channels, int64_t *hist) {
+    uint32_t part[4][4][LEVELS];
+    size_t done = 0;
+    while (done < pixels) {
+        size_t n = pixels - done < BLOCK ? pixels - done : BLOCK;
+        memset(part, 0, sizeof part);
+        const uint8_t *q = p + done * (size_t)channels;
+        size_t i = 0;
+        if (channels == 3) {
+            for (; i + 4 <= n; i += 4, q += 12) {
+                part[0][0][q[0]]++; part[0][1][q[1]]++; part[0][2][q[2]]++;
+                part[1][0][q[3]]++; part[1][1][q[4]]++; part[1][2][q[5]]++;
+                part[2][0][q[6]]++; part[2][1][q[7]]++; part[2][2][q[8]]++;
+                part[3][0][q[9]]++; part[3][1][q[10]]++; part[3][2][q[11]]++;
+            }
+        } else if (channels == 1) {
+            for (; i + 4 <= n; i += 4, q += 4) {
+                part[0][0][q[0]]++; part[1][0][q[1]]++; part[2][0][q[2]]++; part[3][0][q[3]]++;
+            }
+        }
+        for (; i < n; i++, q += channels)
+            for (int c = 0; c < channels; c++) part[0][c][q[c]]++;
+        for (int c = 0; c < channels; c++)
+            for (int v = 0; v < LEVELS; v++)
+                hist[c * LEVELS + v] += (int64_t)part[0][c][v] + part[1][c][v] + part[2][c][v] + part[3][c][v];
+        done += n;
+    }
+}
+
+/* Histograms of `planes` contiguous planes of `length` 8-bit values each (the channels of
+ * (N, C, H, W) uint8 data, in order): hist[k * 256 + v] += count of v in plane k. */
+EXPORT void prep_histogram_planes(const uint8_t *p, size_t planes, size_t length, int64_t *hist) {
+    uint32_t part[4][LEVELS];
+    for (size_t k = 0; k < planes; k++) {
+        const uint8_t *q = p + k * length;
+        int64_t *out = hist + k * LEVELS;
+        size_t done = 0;
+        while (done < length) {
+            size_t n = length - done < BLOCK ? length - done : BLOCK;
+            memset(part, 0, sizeof part);
+            size_t i = 0;
+            for (; i + 4 <= n; i += 4) {
+                part[0][q[done + i]]++; part[1][q[done + i + 1]]++;
+                part[2][q[done + i + 2]]++; part[3][q[done + i + 3]]++;
+            }
+            for (; i < n; i++) part[0][q[done + i]]++;
+            for (int v = 0; v < LEVELS; v++) out[v] += (int64_t)part[0][v] + part[1][v] + part[2][v] + part[3][v];
+            done += n;
+        }
+    }
+}
+
+/* Raw cross sums of 3 interleaved 8-bit channels: out[0] += sum(x0 x1), out[1] += sum(x0 x2),
+ * out[2] += sum(x1 x2). */
+CLONES EXPORT void prep_cross_interleaved3(const uint8_t *p, size_t pixels, uint64_t *out) {
+    size_t done = 0;
+    while (done < pixels) {
+        size_t n = pixels - done < BLOCK ? pixels - done : BLOCK;
+        const uint8_t *q = p + done * 3;
+        uint32_t a = 0, b = 0, c = 0;
+        for (size_t i = 0; i < n; i++, q += 3) {
+            a += (uint32_t)q[0] * q[1];
+            b += (uint32_t)q[0] * q[2];
+            c += (uint32_t)q[1] * q[2];
+        }
+        out[0] += a;
+        out[1] += b;
+        out[2] += c;
+        done += n;
+    }
+}
+
+/* Raw cross sum of two 8-bit planes of `length` values: *out += sum(x y). */
+CLONES EXPORT void prep_cross_planes(const uint8_t *x, const uint8_t *y, size_t length, uint64_t *out) {
+    size_t done = 0;
+    while (done < length) {
+        size_t n = length - done < BLOCK ? length - done : BLOCK;
+        uint32_t s = 0;
+        for (size_t i = 0; i < n; i++) s += (uint32_t)x[done + i] * y[done + i];
+        *out += s;
+        done += n;
+    }
+}
+
+static struct PyModuleDef kernels_module = {
+    PyModuleDef_HEAD_INIT,
+    "_kernels",
+    "Exact histograms and cross sums of 8-bit pixels; called through ctypes by prep.kernels.",
+    -1,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }

@@ -1,0 +1,89 @@
+"""Exact histograms and cross sums of 8-bit pixels in native code, when it was built.
+
+``prep/_kernels.c`` is compiled by ``setup.py`` when a C compiler is available at install time;
+without one, :data:`AVAILABLE` is False and prep reduces with PIL and torch instead (the same
+numbers). The functions here check what they are given and call the kernels through ctypes,
+which releases the GIL; every count is an exact integer (see the C file).
+
+``PREP_NO_KERNELS=1`` in the environment turns them off, to compare or to rule them out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+from .pixels import LEVELS
+
+_LIB: ctypes.CDLL | None = None
+if not os.environ.get("PREP_NO_KERNELS"):
+    try:
+        from . import _kernels  # type: ignore[attr-defined]
+
+        _LIB = ctypes.CDLL(_kernels.__file__)
+    except (ImportError, OSError):  # not built (no compiler at install time): PIL and torch do the work
+        _LIB = None
+if _LIB is not None:
+    _P, _N = ctypes.c_void_p, ctypes.c_size_t
+    _LIB.prep_histogram_interleaved.argtypes = [_P, _N, ctypes.c_int, _P]
+    _LIB.prep_histogram_planes.argtypes = [_P, _N, _N, _P]
+    _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
+    _LIB.prep_cross_planes.argtypes = [_P, _P, _N, _P]
+    for _fn in ("prep_histogram_interleaved", "prep_histogram_planes", "prep_cross_interleaved3", "prep_cross_planes"):
+        getattr(_LIB, _fn).restype = None
+
+AVAILABLE = _LIB is not None
+
+
+def _uint8(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype != np.uint8 or not array.flags.c_contiguous:
+        raise ValueError(f"{what}: expected a C-contiguous uint8 array; got {array.dtype}, shape {array.shape}")
+    return array
+
+
+def histogram_interleaved(hwc: np.ndarray) -> np.ndarray:
+    """``(C, 256)`` int64 counts of each value per channel of an ``(H, W, C)`` uint8 image (C 1 or 3)."""
+    hwc = _uint8(hwc, "image")
+    channels = hwc.shape[-1] if hwc.ndim == 3 else 1
+    if channels not in (1, 3):
+        raise ValueError(f"image: expected 1 or 3 channels; got {channels}")
+    hist = np.zeros((channels, LEVELS), np.int64)
+    _LIB.prep_histogram_interleaved(hwc.ctypes.data, hwc.size // channels, channels, hist.ctypes.data)
+    return hist
+
+
+def histogram_planes(planes: np.ndarray) -> np.ndarray:
+    """``(..., 256)`` int64 counts of each value per plane of uint8 data ``(..., H, W)``: for a
+    batch ``(N, C, H, W)``, one histogram per image and channel."""
+    planes = _uint8(planes, "planes")
+    lead = planes.shape[:-2]
+    count = int(np.prod(lead, dtype=np.int64))
+    length = planes.shape[-2] * planes.shape[-1]
+    hist = np.zeros((count, LEVELS), np.int64)
+    if count and length:
+        _LIB.prep_histogram_planes(planes.ctypes.data, count, length, hist.ctypes.data)
+    return hist.reshape(*lead, LEVELS)
+
+
+def cross_interleaved(hwc: np.ndarray) -> list[list[int]]:
+    """Raw ``sum(x_i x_j)`` per channel pair ``(3, 3)`` of an ``(H, W, 3)`` uint8 image; the
+    diagonal (sums of squares) is left 0 for the caller, who has it from the histogram."""
+    hwc = _uint8(hwc, "image")
+    if hwc.ndim != 3 or hwc.shape[-1] != 3:
+        raise ValueError(f"image: expected (H, W, 3); got shape {hwc.shape}")
+    out = np.zeros(3, np.uint64)
+    _LIB.prep_cross_interleaved3(hwc.ctypes.data, hwc.shape[0] * hwc.shape[1], out.ctypes.data)
+    rg, rb, gb = (int(v) for v in out)
+    return [[0, rg, rb], [rg, 0, gb], [rb, gb, 0]]
+
+
+def cross_planes(x: np.ndarray, y: np.ndarray) -> int:
+    """Raw ``sum(x * y)`` of two uint8 planes of the same size."""
+    x, y = _uint8(x, "plane"), _uint8(y, "plane")
+    if x.size != y.size:
+        raise ValueError(f"planes of {x.size} and {y.size} values")
+    out = np.zeros(1, np.uint64)
+    _LIB.prep_cross_planes(x.ctypes.data, y.ctypes.data, x.size, out.ctypes.data)
+    return int(out[0])

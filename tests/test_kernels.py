@@ -1,0 +1,94 @@
+"""prep.kernels (the optional native histograms and cross sums) against exact NumPy integers,
+and the same numbers through PIL and torch when the kernels are not there."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import prep
+import prep.decode
+from prep import kernels
+from prep.decode import PILDecoder, make_decoder, reduced_tensor
+
+needs_kernels = pytest.mark.skipif(not kernels.AVAILABLE, reason="prep._kernels was not built (no C compiler)")
+
+SIZES = [(1, 1), (3, 5), (7, 1), (255, 257), (300, 219)]  # 65,700 pixels: past one 65,536-pixel block
+
+
+def _image(h: int, w: int, c: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+    x.reshape(-1, c)[: min(x.size // c, 70_000)] = 255  # the largest products, across a block edge
+    x.reshape(-1, c)[-1] = np.arange(c, dtype=np.uint8)
+    return x
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", SIZES)
+def test_histogram_interleaved_counts_every_value_exactly(size, channels):
+    x = _image(*size, channels, seed=size[0])
+    hist = kernels.histogram_interleaved(x if channels == 3 else x[..., 0].copy())
+    for c in range(channels):
+        np.testing.assert_array_equal(hist[c], np.bincount(x[..., c].ravel(), minlength=256))
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", SIZES)
+def test_cross_sums_are_exact_integers(size):
+    x = _image(*size, 3, seed=size[1])
+    wide = x.reshape(-1, 3).astype(np.int64)
+    exact = wide.T @ wide
+    got = kernels.cross_interleaved(x)
+    assert [got[0][1], got[0][2], got[1][2]] == [exact[0, 1], exact[0, 2], exact[1, 2]]
+    planes = np.ascontiguousarray(x.transpose(2, 0, 1))
+    assert kernels.cross_planes(planes[0], planes[2]) == exact[0, 2]
+
+
+@needs_kernels
+def test_histogram_planes_is_one_histogram_per_image_and_channel():
+    batch = np.random.default_rng(3).integers(0, 256, (4, 3, 17, 9), dtype=np.uint8)
+    hist = kernels.histogram_planes(batch)
+    assert hist.shape == (4, 3, 256)
+    for n in range(4):
+        for c in range(3):
+            np.testing.assert_array_equal(hist[n, c], np.bincount(batch[n, c].ravel(), minlength=256))
+
+
+@needs_kernels
+def test_kernels_refuse_what_they_cannot_read():
+    with pytest.raises(ValueError, match="uint8"):
+        kernels.histogram_interleaved(np.zeros((2, 2, 3), np.int16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.histogram_interleaved(np.zeros((4, 4, 3), np.uint8)[:, ::2])
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        kernels.histogram_interleaved(np.zeros((2, 2, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        kernels.cross_interleaved(np.zeros((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("covariance", [False, True])
+def test_with_and_without_kernels_the_reductions_agree(monkeypatch, covariance):
+    """The kernels are an optimisation only: PIL and torch give the same integers."""
+    images = [torch.from_numpy(np.ascontiguousarray(_image(h, w, 3, h).transpose(2, 0, 1))) for h, w in SIZES]
+    images.append(torch.from_numpy(_image(6, 4, 1, 0).transpose(2, 0, 1).copy()).expand(3, 6, 4))
+    with_kernels = [reduced_tensor(x, covariance) for x in images]
+    jpeg = io.BytesIO()
+    Image.fromarray(_image(40, 30, 3, 9)).save(jpeg, "JPEG")
+    pil_with = PILDecoder(covariance)(io.BytesIO(jpeg.getvalue()), "RGB")
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert [reduced_tensor(x, covariance) for x in images] == with_kernels
+    assert PILDecoder(covariance)(io.BytesIO(jpeg.getvalue()), "RGB") == pil_with
+
+
+def test_auto_is_pil_where_the_kernels_are_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert isinstance(make_decoder("auto"), PILDecoder)
+    assert not isinstance(make_decoder("torchvision"), PILDecoder)
+    Image.fromarray(_image(20, 30, 3, 1)).save(tmp_path / "a.jpg")
+    stats = prep.compute_stats(tmp_path, decoder="auto", workers=0)
+    assert stats.decoder == "auto" and stats.state == prep.compute_stats(tmp_path, decoder="pil", workers=0).state
