@@ -107,15 +107,33 @@ CLONES EXPORT void prep_cross_interleaved3(const uint8_t *p, size_t pixels, uint
     }
 }
 
-/* Raw cross sum of two 8-bit planes of `length` values: *out += sum(x y). */
-CLONES EXPORT void prep_cross_planes(const uint8_t *x, const uint8_t *y, size_t length, uint64_t *out) {
+static inline uint64_t plane_dot(const uint8_t *x, const uint8_t *y, size_t length) {
+    uint64_t total = 0;
     size_t done = 0;
     while (done < length) {
         size_t n = length - done < BLOCK ? length - done : BLOCK;
         uint32_t s = 0;
         for (size_t i = 0; i < n; i++) s += (uint32_t)x[done + i] * y[done + i];
-        *out += s;
+        total += s;
         done += n;
+    }
+    return total;
+}
+
+/* Raw cross sum of two 8-bit planes of `length` values: *out += sum(x y). */
+CLONES EXPORT void prep_cross_planes(const uint8_t *x, const uint8_t *y, size_t length, uint64_t *out) {
+    *out += plane_dot(x, y, length);
+}
+
+/* Raw cross sums of a uint8 batch (images, channels, length) in planes, summed over the batch:
+ * out[i * channels + j] += sum over images and pixels of x_i x_j, for i < j (the caller has
+ * the diagonal, the sums of squares, already). */
+CLONES EXPORT void prep_cross_batch(const uint8_t *p, size_t images, int channels, size_t length, uint64_t *out) {
+    for (size_t n = 0; n < images; n++) {
+        const uint8_t *image = p + n * (size_t)channels * length;
+        for (int i = 0; i < channels; i++)
+            for (int j = i + 1; j < channels; j++)
+                out[i * channels + j] += plane_dot(image + (size_t)i * length, image + (size_t)j * length, length);
     }
 }
 

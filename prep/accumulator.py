@@ -172,7 +172,7 @@ class ChannelMoments:
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
             n, total, total_sq = _uint8_sums(batch, self._workspace)
             hist = uint8_histogram(batch)
-            cross = None if self.cross is None else _cross_sums(batch)
+            cross = None if self.cross is None else _uint8_cross_sums(batch, total_sq)
             return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist, cross=cross)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         if pixel_max is None:
@@ -701,6 +701,22 @@ def _cross_sums(batch: torch.Tensor) -> list[list[int]]:
         gram = gram.cpu().tolist()
         total = [[a + int(b) for a, b in zip(row_t, row_g)] for row_t, row_g in zip(total, gram)]
     return total
+
+
+def _uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int]]:
+    """:func:`_cross_sums` of a uint8 batch, whose sums of squares ``total_sq`` (per image and
+    channel) are known already: one channel needs nothing more; a contiguous CPU batch goes to
+    :mod:`prep.kernels` where they were built; anything else to the float64 GEMM."""
+    from . import kernels
+
+    c = batch.shape[1]
+    squares = [int(v) for v in np.asarray(total_sq).astype(np.int64).sum(0)]
+    if c == 1:
+        return [[squares[0]]]
+    if kernels.AVAILABLE and batch.device.type == "cpu" and batch.is_contiguous():
+        cross = kernels.cross_batch(batch.numpy())
+        return [[squares[i] if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
+    return _cross_sums(batch)
 
 
 def _image_products(n_img, s_img, q_img) -> list[list[int]]:

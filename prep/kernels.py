@@ -31,7 +31,14 @@ if _LIB is not None:
     _LIB.prep_histogram_planes.argtypes = [_P, _N, _N, _P]
     _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
     _LIB.prep_cross_planes.argtypes = [_P, _P, _N, _P]
-    for _fn in ("prep_histogram_interleaved", "prep_histogram_planes", "prep_cross_interleaved3", "prep_cross_planes"):
+    _LIB.prep_cross_batch.argtypes = [_P, _N, ctypes.c_int, _N, _P]
+    for _fn in (
+        "prep_histogram_interleaved",
+        "prep_histogram_planes",
+        "prep_cross_interleaved3",
+        "prep_cross_planes",
+        "prep_cross_batch",
+    ):
         getattr(_LIB, _fn).restype = None
 
 AVAILABLE = _LIB is not None
@@ -77,6 +84,20 @@ def cross_interleaved(hwc: np.ndarray) -> list[list[int]]:
     _LIB.prep_cross_interleaved3(hwc.ctypes.data, hwc.shape[0] * hwc.shape[1], out.ctypes.data)
     rg, rb, gb = (int(v) for v in out)
     return [[0, rg, rb], [rg, 0, gb], [rb, gb, 0]]
+
+
+def cross_batch(batch: np.ndarray) -> list[list[int]]:
+    """Raw ``sum(x_i x_j)`` per channel pair ``(C, C)`` over a whole uint8 batch ``(N, C, H, W)``;
+    the diagonal (sums of squares) is left 0 for the caller."""
+    batch = _uint8(batch, "batch")
+    if batch.ndim != 4:
+        raise ValueError(f"batch: expected (N, C, H, W); got shape {batch.shape}")
+    n, c = batch.shape[:2]
+    out = np.zeros((c, c), np.uint64)
+    if batch.size:
+        _LIB.prep_cross_batch(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
+    upper = [[int(v) for v in row] for row in out]
+    return [[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)]
 
 
 def cross_planes(x: np.ndarray, y: np.ndarray) -> int:

@@ -92,3 +92,25 @@ def test_auto_is_pil_where_the_kernels_are_missing(monkeypatch, tmp_path):
     Image.fromarray(_image(20, 30, 3, 1)).save(tmp_path / "a.jpg")
     stats = prep.compute_stats(tmp_path, decoder="auto", workers=0)
     assert stats.decoder == "auto" and stats.state == prep.compute_stats(tmp_path, decoder="pil", workers=0).state
+
+
+@needs_kernels
+def test_cross_batch_sums_every_pair_over_the_batch():
+    batch = np.random.default_rng(4).integers(0, 256, (6, 3, 300, 230), dtype=np.uint8)  # 69,000 px planes
+    batch[:, :, :100] = 255
+    wide = batch.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.int64)
+    exact = wide @ wide.T
+    got = np.array(kernels.cross_batch(batch))
+    np.testing.assert_array_equal(got - np.diag(np.diag(got)), exact - np.diag(np.diag(exact)))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_covariance_is_the_same_with_and_without_kernels(monkeypatch, channels):
+    from prep.accumulator import ChannelMoments
+
+    batch = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (9, channels, 31, 17), dtype=np.uint8))
+    with_kernels = ChannelMoments(channels, covariance=True).update(batch).cross
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert ChannelMoments(channels, covariance=True).update(batch).cross == with_kernels
+    wide = batch.numpy().transpose(1, 0, 2, 3).reshape(channels, -1).astype(np.int64)
+    assert [row[:channels] for row in with_kernels] == (wide @ wide.T).tolist()
