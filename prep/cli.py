@@ -161,11 +161,11 @@ _PASS_OPTIONS = _options(
     click.option(
         "--decoder",
         type=click.Choice(DECODER_CHOICES),
-        help="How image files are decoded: pil (as ImageFolder); auto (torchvision.io for each JPEG kind "
-        "whose pixels it gives exactly as PIL's, checked on the kind's first file; PIL otherwise: the "
-        "same numbers as pil); torchvision (torchvision.io's pixels for JPEGs, not with --resize; "
-        "with --device cuda, decoded on the GPU by nvjpeg, whose rounding may differ). Recorded in "
-        "the stats file.  [default: pil]",
+        help="How image files are decoded: auto (PIL's pixels: torchvision.io for each JPEG kind whose "
+        "pixels it gives exactly as PIL's, checked on the kind's first file, PIL otherwise); pil (PIL "
+        "for every file, as ImageFolder: the same numbers); torchvision (torchvision.io's pixels for "
+        "JPEGs, not with --resize; with --device cuda, decoded on the GPU by nvjpeg, whose rounding "
+        "may differ). Recorded in the stats file.  [default: auto]",
     ),
     click.option(
         "--batch-size",
@@ -252,11 +252,11 @@ def _source_argument(given: dict[str, Any]) -> None:
     help="Brightness outliers lie beyond this many stds of the images' brightness.  [default: 4]",
 )
 @click.option(
-    "--covariance",
-    is_flag=True,
+    "--covariance/--no-covariance",
     default=None,
-    help="Also measure the colour covariance (exact for 8/16-bit data) and its PCA: the constants of "
-    "AlexNet-style lighting noise (stats.lighting()).",
+    help="Measure the colour covariance (exact for 8/16-bit data) and its PCA: the constants of "
+    "AlexNet-style lighting noise (stats.lighting()). A file made without it is recomputed only "
+    "when --covariance is given.  [default: on]",
 )
 @click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
 @click.option(

@@ -76,7 +76,7 @@ def compute_stats(
     sample: int | float | str | None = DEFAULTS["sample"],
     seed: int = DEFAULTS["seed"],
     per_image: str | os.PathLike | None = DEFAULTS["per_image"],
-    covariance: bool = DEFAULTS["covariance"],
+    covariance: bool | None = DEFAULTS["covariance"],
     decoder: str | None = DEFAULTS["decoder"],
     outlier_k: float = DEFAULTS["outlier_k"],
     distributed: bool = False,
@@ -127,12 +127,14 @@ def compute_stats(
         per_image: write a CSV row per image here during the pass (:mod:`prep.image_report`),
             and name the suspicious images (constant, near black/white, brightness beyond
             ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
-        covariance: also measure the colour covariance (C x C, exact for 8- and 16-bit data) and
-            its eigen decomposition (PCA lighting constants, :meth:`Stats.lighting`).
-        decoder: how image files (folders, archives, shards) are decoded: ``"pil"`` (None, as
-            torchvision's ``ImageFolder``), ``"auto"`` (torchvision.io for each JPEG kind whose
-            pixels it decodes exactly as PIL's ``convert(mode)``, checked on the first file of
-            the kind; PIL otherwise: the same numbers as ``"pil"``) or ``"torchvision"``
+        covariance: measure the colour covariance (C x C, exact for 8- and 16-bit data) and its
+            eigen decomposition (PCA lighting constants, :meth:`Stats.lighting`); None (the
+            default) is on. ``False`` leaves it out.
+        decoder: how image files (folders, archives, shards) are decoded: ``"auto"`` (None:
+            PIL's pixels, by torchvision.io for each JPEG kind whose pixels it decodes exactly as
+            PIL's ``convert(mode)``, checked on the first file of the kind, where
+            :mod:`prep.kernels` was built; by PIL otherwise), ``"pil"`` (PIL for every file, as
+            torchvision's ``ImageFolder``) or ``"torchvision"``
             (torchvision.io's pixels for JPEGs; with ``device="cuda"`` said explicitly, decoded
             on the GPU by nvjpeg, whose rounding may differ from libjpeg-turbo's). Recorded in
             the stats file; see :mod:`prep.decode`.
@@ -172,6 +174,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     from .devices import resolve_device
 
     dev = resolve_device(o["device"])
+    o["covariance"] = True if o["covariance"] is None else bool(o["covariance"])  # None: the default, on
     src = _subset(resolve_source(source, **source_options(o)), o)
     total = src.num_images()
     if total == 0:
@@ -185,7 +188,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         transform,
         None if checkpoint is None else os.fspath(checkpoint),
         o["checkpoint_every"],
-        covariance=bool(o["covariance"]),
+        covariance=o["covariance"],
         decoder=recorded_decoder(src, o, dev),
     )
     if o["per_image"] is not None:
@@ -233,7 +236,7 @@ def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dic
             elif on_device is not None:
                 decoder = PassJpegs(o["covariance"])
             else:
-                decoder = make_decoder(o["decoder"] or "pil", o["covariance"])
+                decoder = make_decoder(o["decoder"] or "auto", o["covariance"])
             _run_tasks(src, run, workers, o["strict"], decoder, on_device)
         elif isinstance(src, BatchSource):
             _run_batches(src, run, dev, o["batch_size"])
@@ -357,8 +360,8 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     )
     if existing is None:
         return None
-    if options["covariance"] and existing.covariance is None:
-        log.warning("%s has no covariance (made without --covariance); recomputing", out)
+    if options["covariance"] and existing.covariance is None:  # asked for by name, not by default
+        log.warning("%s has no covariance (made without it); recomputing", out)
         return None
     if options["strict"]:
         _refuse_undecodable(existing, src)
@@ -438,7 +441,7 @@ def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | No
     """What decodes ``src``'s image files under ``options`` on device ``dev``, as the stats file
     records it (``options.decoder``): None for sources that hold no encoded images (arrays,
     datasets: ``pil`` and ``auto`` change nothing there, ``torchvision`` is refused),
-    ``torchvision-cuda`` for nvjpeg, else the decoder asked for (``pil`` by default)."""
+    ``torchvision-cuda`` for nvjpeg, else the decoder asked for (``auto`` by default)."""
     name = options["decoder"]
     if name is not None and name not in DECODER_CHOICES:
         raise OptionError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {name!r}")
@@ -449,7 +452,7 @@ def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | No
                 f"shards), not a {src.kind} source"
             )
         return None
-    name = "pil" if name is None else name
+    name = "auto" if name is None else name
     if options["transform"] is not None and name == "torchvision":
         raise OptionError("a transform (--resize, --center-crop) is applied to PIL's pixels: use decoder pil or auto")
     return "torchvision-cuda" if decoding_device(options, dev) is not None and dev.type == "cuda" else name

@@ -39,8 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "sample": None,  # every image
     "seed": 0,  # of --sample
     "per_image": None,  # no per-image report
-    "covariance": False,  # per-channel statistics only
-    "decoder": None,  # image files: pil (measured faster on the CPU than torchvision.io with prep's histograms)
+    "covariance": None,  # on: the colour covariance and its PCA, where exact (8- and 16-bit data)
+    "decoder": None,  # image files: auto (PIL's pixels, by torchvision.io where it gives them)
     "outlier_k": 4.0,  # brightness outliers: beyond this many stds of the images' brightness
     "download": False,
     "strict": False,
@@ -230,6 +230,6 @@ def describe_default(name: str) -> str:
         "split": "train for named datasets, the whole folder for folders",
         "workers": "CPU count",
         "batch_size": "~1M pixels on CPU, 32M on CUDA",
-        "decoder": "pil",
+        "decoder": "auto",
     }.get(name, value)
     return f"[default: {shown}]"

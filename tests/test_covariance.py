@@ -86,14 +86,16 @@ def test_lighting_adds_eigvec_times_alpha_eigval():
     with pytest.raises(TypeError, match="after ToDtype"):
         stats.lighting()(torch.zeros(3, 2, 2, dtype=torch.uint8))
     with pytest.raises(StatsFileError, match="measure with covariance=True"):
-        prep.compute_stats("sample", workers=0).lighting()
+        prep.compute_stats("sample", workers=0, covariance=False).lighting()
 
 
 def test_stats_file_covariance_round_trip_reuse_and_edits(tmp_path):
     out = tmp_path / "s.json"
-    run("stats", "sample", "-o", out, "--workers", 0)
+    run("stats", "sample", "-o", out, "--workers", 0, "--no-covariance")
+    assert prep.load_stats(out).covariance is None
+    assert "up to date" in run("stats", "sample", "-o", out, "--workers", 0).output  # the default does not ask
     asked = run("stats", "sample", "-o", out, "--covariance", "--workers", 0)
-    assert "made without --covariance" in asked.stderr and prep.load_stats(out).covariance is not None
+    assert "made without it" in asked.stderr and prep.load_stats(out).covariance is not None
     assert "is up to date" in run("stats", "sample", "-o", out, "--workers", 0).stdout
     shown = run("show", out)
     assert "covariance R" in shown.stdout and "pca eigval" in shown.stdout

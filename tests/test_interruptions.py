@@ -230,6 +230,6 @@ def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
 def test_a_checkpoint_without_covariance_is_not_resumed_with_it(tmp_path):
     ck = tmp_path / "ck.json"
     with pytest.raises(KeyboardInterrupt):
-        _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7))
+        _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7), covariance=False)
     with pytest.raises(StatsFileError, match="checkpoint field 'options' does not match"):
         _checkpointed_dataset_run(ck, _Interrupting(10), resume=True, covariance=True)

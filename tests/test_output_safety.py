@@ -150,7 +150,7 @@ def test_a_killed_worker_ends_the_run_with_an_error_naming_its_files(tmp_path):
         "    return real(self, fp, mode)\n"
         "d.PILDecoder.__call__ = dying\n"
         "from prep.cli import main\n"
-        f"main(['stats', {str(folder)!r}, '--workers', '2', '-q'])\n"
+        f"main(['stats', {str(folder)!r}, '--workers', '2', '-q', '--decoder', 'pil'])\n"
     )
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

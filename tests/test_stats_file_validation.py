@@ -94,6 +94,7 @@ def _empty_state(data):
     """The state of no pixels, consistent in itself."""
     data["state"].update(count=[0], mean=[0.0], m2=[0.0], min=[None], max=[None], exact_sum=[0], exact_sumsq=[0])
     data["state"]["histogram"] = [[0] * 256]
+    data["state"]["cross"] = [[0] * 4]
 
 
 @pytest.mark.parametrize(
