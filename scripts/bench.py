@@ -11,9 +11,10 @@ Measures, as the median of --reps runs each, in one process tree on this machine
   * floor: PIL open + convert("RGB") only, in the same number of processes (folders);
     one NumPy pass (bincount) over the raw bytes (arrays),
   * prep: prep.compute_stats on the same data (device as given, default auto),
-the same folder read other ways (as an uncompressed tar and a stored zip, with --per-image, a
-1% --sample, with --covariance) against the plain folder pass, the MNIST-size pass while a
-spinning process keeps every core busy, and the peak memory (main process + the largest
+the same folder read other ways (without the covariance, with the PIL decoder, as an
+uncompressed tar and a stored zip, with --per-image, a 1% --sample) against the default pass,
+what the covariance costs the array passes, the MNIST-size pass while a spinning process keeps
+every core busy, and the peak memory (main process + the largest
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
 and ratios. With --device cuda (or --only gpu) it also times --gpu-images ImageNet-size JPEGs
 (500x375, default 20,000) decoded by PIL in CPU workers and by nvjpeg, in images/s, and the
@@ -295,6 +296,16 @@ def make_archives(root: Path, folder: Path) -> tuple[Path, Path]:
     return tar, zip_
 
 
+def paired(base, other, reps: int) -> tuple[float, float]:
+    """Medians of ``base`` and ``other`` run alternately, so that the machine's drift between
+    runs (5-10% here) falls on both alike."""
+    a, b = [], []
+    for _ in range(reps):
+        a.append(timed(base, 1))
+        b.append(timed(other, 1))
+    return statistics.median(a), statistics.median(b)
+
+
 def timed(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -373,7 +384,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--decoder", default="pil", help="prep's --decoder for the folder passes (default pil)")
+    parser.add_argument("--decoder", default="auto", help="prep's --decoder for the folder passes (default auto)")
     parser.add_argument(
         "--gpu-images", type=int, default=20_000, help="ImageNet-size JPEGs for the GPU table (default 20,000)"
     )
@@ -433,6 +444,14 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for name, naive, floor, mine in rows:
             print(f"| {name} | {naive:.3f} | {floor:.3f} | {mine:.3f} | {naive / mine:.1f}x | {mine / floor:.2f} |")
+    if "arrays" in parts:  # what the covariance (on by default) costs the array passes
+        root = make_cifar(make_idx(args.data))
+        print("\n| arrays | prep (s) | --no-covariance (s) | ratio |")
+        print("|---|---|---|---|")
+        for name in ("mnist", "cifar10"):
+            with_cov = timed(lambda name=name: prep.compute_stats(name, root=root, device=dev), reps)
+            without = timed(lambda name=name: prep.compute_stats(name, root=root, device=dev, covariance=False), reps)
+            print(f"| {name} | {with_cov:.3f} | {without:.3f} | {with_cov / without:.2f} |", flush=True)
     if "folder" in parts:
         folder = make_folder(args.data, args.images)
         floor, how = true_floor_folder(folder, w, reps)
@@ -450,9 +469,20 @@ def main() -> None:
         folder = make_folder(args.data, args.images)
         tar, zip_ = make_archives(args.data, folder)
         with tempfile.TemporaryDirectory() as tmp:
-            base = timed(lambda: prep.compute_stats(folder, workers=w, device=dev), reps)
+
+            def base() -> None:
+                prep.compute_stats(folder, workers=w, device=dev)
+
             variants = [
-                ("folder, --decoder auto", lambda: prep.compute_stats(folder, workers=w, device=dev, decoder="auto")),
+                (
+                    "folder, --no-covariance",
+                    lambda: prep.compute_stats(folder, workers=w, device=dev, covariance=False),
+                ),
+                ("folder, --decoder pil", lambda: prep.compute_stats(folder, workers=w, device=dev, decoder="pil")),
+                (
+                    "folder, --decoder pil --no-covariance",
+                    lambda: prep.compute_stats(folder, workers=w, device=dev, decoder="pil", covariance=False),
+                ),
                 ("uncompressed tar of the folder", lambda: prep.compute_stats(tar, workers=w, device=dev)),
                 ("stored zip of the folder", lambda: prep.compute_stats(zip_, workers=w, device=dev)),
                 (
@@ -460,17 +490,12 @@ def main() -> None:
                     lambda: prep.compute_stats(folder, workers=w, device=dev, per_image=os.path.join(tmp, "r.csv")),
                 ),
                 ("folder, --sample 1%", lambda: prep.compute_stats(folder, workers=w, device=dev, sample=0.01)),
-                (
-                    "folder with --covariance",
-                    lambda: prep.compute_stats(folder, workers=w, device=dev, covariance=True),
-                ),
             ]
-            print(f"\n| {args.images} JPEG 300-500px | prep (s) | / plain folder |")
-            print("|---|---|---|")
-            print(f"| plain folder | {base:.3f} | 1.00 |")
+            print(f"\n| {args.images} JPEG, run alternately with the default | default (s) | this (s) | ratio |")
+            print("|---|---|---|---|")
             for name, fn in variants:
-                t = timed(fn, reps)
-                print(f"| {name} | {t:.3f} | {t / base:.2f} |", flush=True)
+                b, t = paired(base, fn, reps)
+                print(f"| {name} | {b:.3f} | {t:.3f} | {t / b:.2f} |", flush=True)
     if "contention" in parts:  # the array pass while other processes keep every core busy
         root = make_idx(args.data)
         quiet = timed(lambda: prep.compute_stats("mnist", root=root, device=dev), reps)
