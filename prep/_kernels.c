@@ -64,29 +64,6 @@ EXPORT void prep_histogram_interleaved(const uint8_t *p, size_t pixels, int chan
     }
 }
 
-/* Histograms of `planes` contiguous planes of `length` 8-bit values each (the channels of
- * (N, C, H, W) uint8 data, in order): hist[k * 256 + v] += count of v in plane k. */
-EXPORT void prep_histogram_planes(const uint8_t *p, size_t planes, size_t length, int64_t *hist) {
-    uint32_t part[4][LEVELS];
-    for (size_t k = 0; k < planes; k++) {
-        const uint8_t *q = p + k * length;
-        int64_t *out = hist + k * LEVELS;
-        size_t done = 0;
-        while (done < length) {
-            size_t n = length - done < BLOCK ? length - done : BLOCK;
-            memset(part, 0, sizeof part);
-            size_t i = 0;
-            for (; i + 4 <= n; i += 4) {
-                part[0][q[done + i]]++; part[1][q[done + i + 1]]++;
-                part[2][q[done + i + 2]]++; part[3][q[done + i + 3]]++;
-            }
-            for (; i < n; i++) part[0][q[done + i]]++;
-            for (int v = 0; v < LEVELS; v++) out[v] += (int64_t)part[0][v] + part[1][v] + part[2][v] + part[3][v];
-            done += n;
-        }
-    }
-}
-
 /* Raw cross sums of 3 interleaved 8-bit channels: out[0] += sum(x0 x1), out[1] += sum(x0 x2),
  * out[2] += sum(x1 x2). */
 CLONES EXPORT void prep_cross_interleaved3(const uint8_t *p, size_t pixels, uint64_t *out) {
@@ -118,11 +95,6 @@ static inline uint64_t plane_dot(const uint8_t *x, const uint8_t *y, size_t leng
         done += n;
     }
     return total;
-}
-
-/* Raw cross sum of two 8-bit planes of `length` values: *out += sum(x y). */
-CLONES EXPORT void prep_cross_planes(const uint8_t *x, const uint8_t *y, size_t length, uint64_t *out) {
-    *out += plane_dot(x, y, length);
 }
 
 /* Raw cross sums of a uint8 batch (images, channels, length) in planes, summed over the batch:

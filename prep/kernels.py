@@ -28,15 +28,11 @@ if not os.environ.get("PREP_NO_KERNELS"):
 if _LIB is not None:
     _P, _N = ctypes.c_void_p, ctypes.c_size_t
     _LIB.prep_histogram_interleaved.argtypes = [_P, _N, ctypes.c_int, _P]
-    _LIB.prep_histogram_planes.argtypes = [_P, _N, _N, _P]
     _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
-    _LIB.prep_cross_planes.argtypes = [_P, _P, _N, _P]
     _LIB.prep_cross_batch.argtypes = [_P, _N, ctypes.c_int, _N, _P]
     for _fn in (
         "prep_histogram_interleaved",
-        "prep_histogram_planes",
         "prep_cross_interleaved3",
-        "prep_cross_planes",
         "prep_cross_batch",
     ):
         getattr(_LIB, _fn).restype = None
@@ -59,19 +55,6 @@ def histogram_interleaved(hwc: np.ndarray) -> np.ndarray:
     hist = np.zeros((channels, LEVELS), np.int64)
     _LIB.prep_histogram_interleaved(hwc.ctypes.data, hwc.size // channels, channels, hist.ctypes.data)
     return hist
-
-
-def histogram_planes(planes: np.ndarray) -> np.ndarray:
-    """``(..., 256)`` int64 counts of each value per plane of uint8 data ``(..., H, W)``: for a
-    batch ``(N, C, H, W)``, one histogram per image and channel."""
-    planes = _uint8(planes, "planes")
-    lead = planes.shape[:-2]
-    count = int(np.prod(lead, dtype=np.int64))
-    length = planes.shape[-2] * planes.shape[-1]
-    hist = np.zeros((count, LEVELS), np.int64)
-    if count and length:
-        _LIB.prep_histogram_planes(planes.ctypes.data, count, length, hist.ctypes.data)
-    return hist.reshape(*lead, LEVELS)
 
 
 def cross_interleaved(hwc: np.ndarray) -> list[list[int]]:
@@ -98,13 +81,3 @@ def cross_batch(batch: np.ndarray) -> list[list[int]]:
         _LIB.prep_cross_batch(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
     upper = [[int(v) for v in row] for row in out]
     return [[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)]
-
-
-def cross_planes(x: np.ndarray, y: np.ndarray) -> int:
-    """Raw ``sum(x * y)`` of two uint8 planes of the same size."""
-    x, y = _uint8(x, "plane"), _uint8(y, "plane")
-    if x.size != y.size:
-        raise ValueError(f"planes of {x.size} and {y.size} values")
-    out = np.zeros(1, np.uint64)
-    _LIB.prep_cross_planes(x.ctypes.data, y.ctypes.data, x.size, out.ctypes.data)
-    return int(out[0])

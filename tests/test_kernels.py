@@ -45,18 +45,6 @@ def test_cross_sums_are_exact_integers(size):
     exact = wide.T @ wide
     got = kernels.cross_interleaved(x)
     assert [got[0][1], got[0][2], got[1][2]] == [exact[0, 1], exact[0, 2], exact[1, 2]]
-    planes = np.ascontiguousarray(x.transpose(2, 0, 1))
-    assert kernels.cross_planes(planes[0], planes[2]) == exact[0, 2]
-
-
-@needs_kernels
-def test_histogram_planes_is_one_histogram_per_image_and_channel():
-    batch = np.random.default_rng(3).integers(0, 256, (4, 3, 17, 9), dtype=np.uint8)
-    hist = kernels.histogram_planes(batch)
-    assert hist.shape == (4, 3, 256)
-    for n in range(4):
-        for c in range(3):
-            np.testing.assert_array_equal(hist[n, c], np.bincount(batch[n, c].ravel(), minlength=256))
 
 
 @needs_kernels
