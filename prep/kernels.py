@@ -5,7 +5,8 @@ without one, :data:`AVAILABLE` is False and prep reduces with PIL and torch inst
 numbers). The functions here check what they are given and call the kernels through ctypes,
 which releases the GIL; every count is an exact integer (see the C file).
 
-``PREP_NO_KERNELS=1`` in the environment turns them off, to compare or to rule them out.
+``PREP_NO_KERNELS=1`` (any value but ``0``) in the environment turns them off, to compare or
+to rule them out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from .pixels import LEVELS
 
 _LIB: ctypes.CDLL | None = None
-if not os.environ.get("PREP_NO_KERNELS"):
+if os.environ.get("PREP_NO_KERNELS", "") in ("", "0"):
     try:
         from . import _kernels  # type: ignore[attr-defined]
 

@@ -16,7 +16,7 @@ SKIPPED_SHOWN = 10  # skipped files listed by `prep show`; the count says how ma
 
 DECODER_NOTES = {  # prep.decode: how the recorded decoder is described in the summary
     "pil": "pil (PIL's convert, as ImageFolder)",
-    "auto": "auto (torchvision.io where its pixels equal PIL's, else PIL)",
+    "auto": "auto (PIL's pixels: by torchvision.io where it gives them, else by PIL)",
     "torchvision": "torchvision (torchvision.io's pixels for JPEGs)",
     "torchvision-cuda": "torchvision-cuda (nvjpeg on the GPU; may differ from PIL by rounding)",
 }
