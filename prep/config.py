@@ -15,7 +15,7 @@ from typing import Any
 from .errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DECODER_CHOICES = ("pil", "auto", "torchvision")  # prep.decode
+DECODER_CHOICES = ("auto", "pil", "torchvision")  # prep.decode; the default first
 MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
 DEFAULTS: dict[str, Any] = {
     "source": None,
