@@ -714,8 +714,7 @@ def _uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[in
     if c == 1:
         return [[squares[0]]]
     if kernels.AVAILABLE and batch.device.type == "cpu" and batch.is_contiguous():
-        cross = kernels.cross_batch(batch.numpy())
-        return [[squares[i] if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
+        return kernels.cross_batch(batch.numpy(), squares)
     return _cross_sums(batch)
 
 

@@ -79,7 +79,7 @@ def _reduced(img: Image.Image, covariance: bool, replicate: int = 1) -> EightBit
     cross = None
     if covariance:
         cross = (
-            _with_squares(kernels.cross_interleaved(np.asarray(img)), counts)
+            kernels.cross_interleaved(np.asarray(img), _squares(counts))
             if (kernels.AVAILABLE and img.mode == "RGB")
             else _cross_sums(img, counts)
         )
@@ -94,13 +94,12 @@ def _replicated(reduced: EightBitHistogram, replicate: int) -> EightBitHistogram
     return EightBitHistogram(reduced.counts * replicate, reduced.size, cross)
 
 
-def _with_squares(cross: list[list[int]], counts: list[int]) -> list[list[int]]:
-    """Cross sums with their diagonal, the sums of squares, filled in from the histogram."""
-    squares = np.asarray(counts, np.int64).reshape(len(cross), 256) @ _SQUARES
-    return [[int(squares[i]) if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
-
-
 _SQUARES = np.arange(256, dtype=np.int64) ** 2
+
+
+def _squares(counts: list[int]) -> list[int]:
+    """Per channel, the raw sum of squares of an 8-bit image from its flat histogram."""
+    return [int(v) for v in np.asarray(counts, np.int64).reshape(-1, 256) @ _SQUARES]
 
 
 def _cross_sums(img: Image.Image, counts: list[int]) -> list[list[int]]:
@@ -108,7 +107,7 @@ def _cross_sums(img: Image.Image, counts: list[int]) -> list[list[int]]:
     from PIL import ImageChops
 
     bands = img.split()
-    squares = [int(v) for v in np.asarray(counts, np.int64).reshape(len(bands), 256) @ _SQUARES]
+    squares = _squares(counts)
     out = [[0] * len(bands) for _ in bands]
     for i in range(len(bands)):
         out[i][i] = squares[i]
@@ -241,20 +240,25 @@ def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
     if not kernels.AVAILABLE:
         return _reduced(_pil_image(pixels), covariance)
     channels, height, width = pixels.shape
-    hwc = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())  # torchvision.io's layout: no copy
+    hwc = _hwc(pixels)
     counts = kernels.histogram_interleaved(hwc).reshape(-1).tolist()
     cross = None
     if covariance:
-        cross = kernels.cross_interleaved(hwc) if channels == 3 else [[0]]
-        cross = _with_squares(cross, counts)
+        squares = _squares(counts)
+        cross = kernels.cross_interleaved(hwc, squares) if channels == 3 else [squares]
     return EightBitHistogram(counts, (width, height), cross)
 
 
 def _pil_image(pixels) -> Image.Image:
     channels, height, width = pixels.shape
-    hwc = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
+    hwc = _hwc(pixels)
     mode = "RGB" if channels == 3 else "L"
     return Image.frombuffer(mode, (width, height), hwc, "raw", mode, 0, 1)
+
+
+def _hwc(pixels) -> np.ndarray:
+    """``(C, H, W)`` pixels as a contiguous ``(H, W, C)`` array: torchvision.io's layout, so no copy."""
+    return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
 
 
 class TransformedDecoder:

@@ -58,21 +58,21 @@ def histogram_interleaved(hwc: np.ndarray) -> np.ndarray:
     return hist
 
 
-def cross_interleaved(hwc: np.ndarray) -> list[list[int]]:
+def cross_interleaved(hwc: np.ndarray, squares=None) -> list[list[int]]:
     """Raw ``sum(x_i x_j)`` per channel pair ``(3, 3)`` of an ``(H, W, 3)`` uint8 image; the
-    diagonal (sums of squares) is left 0 for the caller, who has it from the histogram."""
+    diagonal is ``squares`` (the sums of squares, which the caller has from the histogram), or 0."""
     hwc = _uint8(hwc, "image")
     if hwc.ndim != 3 or hwc.shape[-1] != 3:
         raise ValueError(f"image: expected (H, W, 3); got shape {hwc.shape}")
     out = np.zeros(3, np.uint64)
     _LIB.prep_cross_interleaved3(hwc.ctypes.data, hwc.shape[0] * hwc.shape[1], out.ctypes.data)
     rg, rb, gb = (int(v) for v in out)
-    return [[0, rg, rb], [rg, 0, gb], [rb, gb, 0]]
+    return _with_diagonal([[0, rg, rb], [rg, 0, gb], [rb, gb, 0]], squares)
 
 
-def cross_batch(batch: np.ndarray) -> list[list[int]]:
+def cross_batch(batch: np.ndarray, squares=None) -> list[list[int]]:
     """Raw ``sum(x_i x_j)`` per channel pair ``(C, C)`` over a whole uint8 batch ``(N, C, H, W)``;
-    the diagonal (sums of squares) is left 0 for the caller."""
+    the diagonal is ``squares`` (per channel, known to the caller), or 0."""
     batch = _uint8(batch, "batch")
     if batch.ndim != 4:
         raise ValueError(f"batch: expected (N, C, H, W); got shape {batch.shape}")
@@ -81,4 +81,11 @@ def cross_batch(batch: np.ndarray) -> list[list[int]]:
     if batch.size:
         _LIB.prep_cross_batch(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
     upper = [[int(v) for v in row] for row in out]
-    return [[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)]
+    return _with_diagonal([[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)], squares)
+
+
+def _with_diagonal(cross: list[list[int]], squares) -> list[list[int]]:
+    """``cross`` with its diagonal set to ``squares`` (the kernels compute only i != j)."""
+    if squares is None:
+        return cross
+    return [[int(squares[i]) if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
