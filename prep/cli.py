@@ -18,8 +18,10 @@ from typing import Any
 
 import click
 
-from ._version import __version__
-from .config import (
+from prep._version import __version__
+from prep.errors import PrepError, os_reason
+from prep.insight.exports import TARGETS
+from prep.options import (
     DECODER_CHOICES,
     DEVICE_CHOICES,
     PASS_OPTIONS,
@@ -28,10 +30,8 @@ from .config import (
     output_for,
     resolve_options,
 )
-from .errors import PrepError, os_reason
-from .exports import TARGETS
-from .pixels import MODES
-from .signals import INTERRUPTED, deferred_sigint, restore_sigint
+from prep.pixels import MODES
+from prep.signals import INTERRUPTED, deferred_sigint, restore_sigint
 
 
 def _fail(message: str, code: int) -> None:
@@ -199,7 +199,7 @@ _MODE_OPTION = click.option(
 
 def _pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`prep.compute_stats` for resolved options ``opts``."""
-    from .preprocess import measurement_transform
+    from prep.transforms.measurement import measurement_transform
 
     options = {name: opts[name] for name in PASS_OPTIONS}
     options["progress"] = not opts["quiet"]
@@ -298,7 +298,7 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
         import torch  # noqa: F401
         import torchvision  # noqa: F401
-    from .sources.splits import parse_splits
+    from prep.sources.splits import parse_splits
 
     _source_argument(given)
     opts = resolve_options(given, config_path)
@@ -317,7 +317,7 @@ def stats_command(config_path: str | None, **given: Any) -> None:
     ]
     if len(splits) > 1:
         _check_splits(opts, splits)
-    from .distributed import finish, init_from_env, launched_by_torchrun
+    from prep.engine.distributed import finish, init_from_env, launched_by_torchrun
 
     distributed = launched_by_torchrun()
     started = init_from_env(opts["device"]) if distributed else False
@@ -342,9 +342,9 @@ def stats_command(config_path: str | None, **given: Any) -> None:
 def _check_splits(opts: dict[str, Any], splits: list[str | None]) -> None:
     """Every split exists and holds images, before the first one is measured (nothing is written
     when one of them cannot be)."""
-    from .config import source_options
-    from .errors import SourceError
-    from .sources import resolve_source
+    from prep.errors import SourceError
+    from prep.options import source_options
+    from prep.sources import resolve_source
 
     for split in splits:
         src = resolve_source(opts["source"], **source_options({**opts, "split": split}))
@@ -355,8 +355,8 @@ def _check_splits(opts: dict[str, Any], splits: list[str | None]) -> None:
 def _stats_of_split(opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False) -> None:
     """One split of ``prep stats``: measure (or reuse ``out``), then print the summary (when this
     process ``speak``s for the job: always, but rank 0 alone under torchrun)."""
-    from .compute import compute_stats, load_or_compute
-    from .report import format_summary
+    from prep.engine.measure import compute_stats, load_or_compute
+    from prep.insight.summary import format_summary
 
     out, quiet = opts["out"], opts["quiet"]
     options = {**_pass_kwargs(opts), "distributed": distributed}
@@ -410,9 +410,9 @@ def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) 
       prep stats ./imagenet/train --shard 3/8 -o part-3.json     (on 8 machines, I = 0..7)
       prep merge part-*.json -o imagenet-train.json
     """
-    from .files import output_target
-    from .merge import merge_stats
-    from .report import format_summary
+    from prep.files import output_target
+    from prep.insight.summary import format_summary
+    from prep.stats.merge import merge_stats
 
     target = output_target(out, "stats file")
     for part in parts:
@@ -436,9 +436,9 @@ def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) 
 @_reports_errors
 def show_command(file: str, against: str | None) -> None:
     """Pretty-print a stats file (and validate it)."""
-    from .checks import judge, resolve_reference
-    from .report import format_summary
-    from .stats import load_stats
+    from prep.insight.checks import judge, resolve_reference
+    from prep.insight.summary import format_summary
+    from prep.stats.file import load_stats
 
     stats = load_stats(file)
     verdict = None
@@ -490,7 +490,7 @@ def check_command(reference: str, tol: float, output_format: str, **given: Any) 
       prep check cifar10-train.json cifar10 --root ./data --split test
       prep check imagenet ./my_photos --resize 256 --center-crop 224
     """
-    from .checks import check_stats
+    from prep.insight.checks import check_stats
 
     _source_argument(given)
     opts = resolve_options(given)
@@ -532,7 +532,7 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     Example:
       prep compare cifar10-train.json cifar10-test.json --format json
     """
-    from .checks import compare_stats
+    from prep.insight.checks import compare_stats
 
     result = compare_stats(a, b, max_shift=max_shift, max_std_ratio=max_std_ratio)
     _print(json.dumps(result.to_dict()) if output_format == "json" else result.format())
@@ -577,9 +577,9 @@ def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
     with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
         import torch  # noqa: F401
         import torchvision  # noqa: F401
-    from .files import output_target
-    from .preprocess import measurement_transform
-    from .whitening import compute_whitening
+    from prep.files import output_target
+    from prep.transforms.measurement import measurement_transform
+    from prep.transforms.whitening import compute_whitening
 
     _source_argument(given)
     opts = resolve_options(given)
@@ -653,9 +653,9 @@ def export_command(
       prep export cifar10.json --to hf --into my-model/preprocessor_config.json
       prep export cifar10.json --to dali --format json
     """
-    from .exports import export, render, save_export, update_preprocessor_config
-    from .files import output_target
-    from .stats import load_stats
+    from prep.files import output_target
+    from prep.insight.exports import export, render, save_export, update_preprocessor_config
+    from prep.stats.file import load_stats
 
     if into and target != "hf":
         raise PrepError(f"--into is for --to hf (a preprocessor_config.json); got --to {target}")
@@ -692,8 +692,8 @@ def plot_command(files: tuple[str, ...], out: str, labels: tuple[str, ...]) -> N
     Example:
       prep plot cifar10-train.json cifar10-test.json -o shift.png --label train --label test
     """
-    from .plots import plot_stats
-    from .stats import load_stats
+    from prep.insight.plots import plot_stats
+    from prep.stats.file import load_stats
 
     if labels and len(labels) != len(files):
         raise PrepError(f"--label: give one per FILE ({len(files)}); got {len(labels)}")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import OutputError, StatsFileError, os_reason
+from prep.errors import OutputError, StatsFileError, os_reason
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # stats files and checkpoints are KB to a few MB; configs less
 log = logging.getLogger("prep")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ChannelMismatchError, OptionError
+from prep.errors import ChannelMismatchError, OptionError
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled, not to read a stats file
     import torch
@@ -97,7 +97,7 @@ def to_array(img: Image.Image, mode: str, replicate: bool = True) -> tuple[np.nd
     The array is uint8 (pixel max 255), int32 (16-bit data, pixel max 65535) or float32 (``F``
     images, already unit scale, pixel max 1); divide by the pixel max for unit scale. 16-bit and
     float images are single-channel; with ``replicate=False`` they stay ``(1, H, W)`` in RGB mode
-    (the reader repeats the channel: :meth:`prep.accumulator.ChannelMoments.update_image`).
+    (the reader repeats the channel: :meth:`prep.stats.moments.ChannelMoments.update_image`).
     """
     channels = CHANNELS[check_mode(mode)]
     if is_eight_bit(img):

@@ -228,7 +228,7 @@ def profile_folder(folder: Path, images: int = 300) -> None:
     """What each stage of the folder pass costs per image, in one process (ms per image)."""
     import io
 
-    from prep.accumulator import ChannelMoments
+    from prep.stats.moments import ChannelMoments
 
     files = [str(p) for p in sorted(folder.rglob("*.jpg"))][:images]
     stages: dict[str, float] = {}
@@ -345,7 +345,7 @@ def gpu_table(data: Path, images: int, reps: int, workers: int) -> None:
     array passes on CUDA in GB/s of pixels (with a 2 GiB uint8 tensor already on the GPU)."""
     import torch
 
-    from prep.accumulator import ChannelMoments
+    from prep.stats.moments import ChannelMoments
 
     if not torch.cuda.is_available():
         print("\n(no CUDA GPU here: the GPU table needs one)", flush=True)

@@ -70,7 +70,7 @@ def child(method: str, root: Path, device: str, out: Path) -> None:
     """Run one method in this (fresh) process and write its figures and W to ``out``."""
     import torch
 
-    from prep.whitening import Whitening, compute_cross_moments
+    from prep.transforms.whitening import Whitening, compute_cross_moments
 
     base = peak_mib()
     timings: dict[str, float] = {}

@@ -29,10 +29,10 @@ from PIL import Image
 
 _MEASURE = """
 import sys
-from prep.decode import PILDecoder, TransformedDecoder
-from prep.preprocess import measurement_transform
+from prep.decode.decoders import PILDecoder, TransformedDecoder
+from prep.transforms.measurement import measurement_transform
 from prep.sources.base import FileChunk, FolderReader
-from prep.workers import reduce_chunk
+from prep.engine.workers import reduce_chunk
 
 def status(field):
     with open("/proc/self/status") as f:

@@ -14,9 +14,9 @@ from PIL import Image
 
 import prep
 from common import assert_close, exact_stats, reference_stats
-from prep import accumulator
-from prep.accumulator import ChannelMoments, uint8_image_sums
 from prep.errors import StatsFileError
+from prep.stats import moments as accumulator
+from prep.stats.moments import ChannelMoments, uint8_image_sums
 
 
 def _images(seed=0, n=37, c=3, h=9, w=11, dtype=np.uint8, high=256):
@@ -248,9 +248,9 @@ def test_a_large_sixteen_bit_grey_image_in_rgb_needs_a_few_bytes_per_pixel(tmp_p
     Image.fromarray(ramp).save(path, compress_level=1)
     Image.fromarray(ramp[:64, :64]).save(tmp_path / "small.png")
     code = f"""
-from prep.decode import PILDecoder
+from prep.decode.decoders import PILDecoder
 from prep.sources.base import FileChunk, FolderReader
-from prep.workers import reduce_chunk
+from prep.engine.workers import reduce_chunk
 
 def status(field):
     with open("/proc/self/status") as f:

@@ -18,12 +18,12 @@ import pytest
 
 import prep
 from common import exact_stats, jpeg_bytes, make_folder, pil_pixels
-from prep.compute import load_or_compute
+from prep.engine.measure import load_or_compute
 from prep.errors import BadImageError, SourceError
 from prep.sources import resolve_source
 from prep.sources.archive import ArchiveSource
-from prep.sources.members import UNSAFE
-from prep.sources.shards import expand_braces
+from prep.sources.archive_members import UNSAFE
+from prep.sources.shard_patterns import expand_braces
 
 FIELDS = ("mean", "std", "count", "min", "max", "images")
 TAR_MODES = {".tar": "w", ".tar.gz": "w:gz", ".tgz": "w:gz", ".tar.xz": "w:xz"}

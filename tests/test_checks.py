@@ -10,8 +10,8 @@ from PIL import Image
 
 import prep
 from common import make_folder, make_mnist, run
-from prep.checks import judge
-from prep.known import KNOWN, KnownConstants
+from prep.insight.checks import judge
+from prep.insight.known import KNOWN, KnownConstants
 
 
 @pytest.fixture

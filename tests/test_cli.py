@@ -105,7 +105,7 @@ def test_config_preset_and_precedence(tmp_path):
 
 
 def test_shipped_configs_parse():
-    from prep.config import load_config
+    from prep.options import load_config
 
     presets = sorted((REPO / "configs").glob("*.toml"))
     assert {p.stem for p in presets} >= {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"}

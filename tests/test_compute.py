@@ -205,7 +205,7 @@ def test_batches_are_reduced_with_one_torch_thread_and_the_count_is_restored(tmp
     import torch
 
     from common import make_mnist
-    from prep.accumulator import ChannelMoments
+    from prep.stats.moments import ChannelMoments
 
     make_mnist(tmp_path)
     seen = []

@@ -11,8 +11,8 @@ from PIL import Image
 
 import prep
 from common import make_cifar10, make_folder, pil_pixels, run
-from prep.accumulator import ChannelMoments
 from prep.errors import StatsFileError
+from prep.stats.moments import ChannelMoments
 
 
 def _exact_cov(pixels: np.ndarray) -> np.ndarray:

@@ -21,14 +21,14 @@ import torch
 from PIL import Image
 
 import prep
-import prep.compute
-import prep.decode
+import prep.decode.decoders
+import prep.engine.measure
 from common import make_mnist, run
-from prep.decode import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
-from prep.device_decode import PassJpegs, decode_on_device, image_cross_sums, image_histograms
+from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
+from prep.decode.device import PassJpegs, decode_on_device, image_cross_sums, image_histograms
+from prep.decode.jpeg_kinds import image_kind
 from prep.errors import OptionError, StatsFileError
-from prep.formats import image_kind
-from prep.preprocess import measurement_transform
+from prep.transforms.measurement import measurement_transform
 
 
 def _picture(h: int, w: int, seed: int) -> np.ndarray:
@@ -172,13 +172,13 @@ def test_sixteen_bit_and_other_formats_go_to_pil_under_every_decoder(kinds):
 
 
 def test_auto_falls_back_to_pil_for_a_kind_whose_pixels_differ(kinds, monkeypatch):
-    real = prep.decode.torchvision_pixels
+    real = prep.decode.decoders.torchvision_pixels
 
     def off_by_one(data, kind, mode, device="cpu"):
         pixels = real(data, kind, mode, device)
         return (pixels.to(torch.int16) + 1).clamp(0, 255).to(torch.uint8) if kind[1] == 0xC2 else pixels
 
-    monkeypatch.setattr(prep.decode, "torchvision_pixels", off_by_one)
+    monkeypatch.setattr(prep.decode.decoders, "torchvision_pixels", off_by_one)
     pil = PILDecoder()
     auto, forced = TorchvisionDecoder(verify=True), TorchvisionDecoder(verify=False)
     progressive = [p for n, p in kinds.items() if n.startswith("progressive-")]
@@ -222,7 +222,7 @@ def test_damaged_files_are_read_or_skipped_as_pil_does_under_every_decoder(tmp_p
     jfif = data.index(b"JFIF")  # an APP0 segment too short for its JFIF header: PIL refuses the file
     (folder / "f-short-app0.jpg").write_bytes(data[:4] + b"\x00\x08JFIF\x00\x01" + data[jfif + 14 :])
     (folder / "g-good.jpg").write_bytes(kinds["grey-1"].read_bytes())
-    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
     results = {d: prep.compute_stats(folder, decoder=d, workers=workers) for d in ("pil", "auto", "torchvision")}
     results["device"] = prep.compute_stats(folder, decoder="torchvision", device="cpu", workers=workers)
     assert [x["path"] for x in results["pil"].skipped] == ["b-cut.jpg", "c-header-only.jpg", "f-short-app0.jpg"]
@@ -261,7 +261,7 @@ def _image_files(folder: Path) -> int:
 def test_every_decoder_gives_pils_statistics_on_a_mixed_folder(mixed_folder, monkeypatch, mode, workers):
     base = prep.compute_stats(mixed_folder, decoder="pil", mode=mode, covariance=True, workers=workers)
     auto = prep.compute_stats(mixed_folder, decoder="auto", mode=mode, covariance=True, workers=workers)
-    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
     device = prep.compute_stats(
         mixed_folder, decoder="torchvision", device="cpu", mode=mode, covariance=True, workers=workers
     )
@@ -269,7 +269,7 @@ def test_every_decoder_gives_pils_statistics_on_a_mixed_folder(mixed_folder, mon
     assert (base.decoder, auto.decoder, device.decoder) == ("pil", "auto", "torchvision")
     # the device path read every grey and colour JPEG itself; CMYK, palettes and transparency are
     # torchvision.io's on the CPU, so compare it with the forced CPU decoder
-    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cuda"}))
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cuda"}))
     forced = prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", mode=mode, covariance=True)
     assert _exact_state(device) == _exact_state(forced)
     np.testing.assert_allclose(device.mean, forced.mean, rtol=1e-12)  # 16-bit PNGs: Chan's float merge
@@ -284,7 +284,7 @@ def _exact_state(stats) -> dict:
 
 def test_device_path_writes_the_same_per_image_rows(mixed_folder, tmp_path, monkeypatch):
     prep.compute_stats(mixed_folder, decoder="torchvision", per_image=tmp_path / "cpu.csv", workers=2)
-    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
     prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", per_image=tmp_path / "dev.csv", workers=2)
     cpu, dev = (tmp_path / "cpu.csv").read_text(), (tmp_path / "dev.csv").read_text()
     assert cpu == dev and cpu.count("\n") == _image_files(mixed_folder) + 1
@@ -404,10 +404,10 @@ def test_decoder_options_that_do_not_apply_are_refused(tmp_path, mixed_folder):
 
 def test_only_an_explicit_device_decodes_on_the_device(mixed_folder, monkeypatch):
     """``--device auto`` never changes the pixels: nvjpeg needs ``--device cuda`` said."""
-    monkeypatch.setattr(prep.compute, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
     calls = []
-    real = prep.compute.fold_pending
-    monkeypatch.setattr(prep.compute, "fold_pending", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = prep.engine.measure.fold_pending
+    monkeypatch.setattr(prep.engine.measure, "fold_pending", lambda *a, **k: calls.append(1) or real(*a, **k))
     prep.compute_stats(mixed_folder, decoder="torchvision", workers=0)
     assert not calls
     prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", workers=0)
@@ -463,7 +463,7 @@ def test_check_of_arrays_or_resized_images_against_a_torchvision_reference(mixed
 def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypatch):
     checkpoint = tmp_path / "c.ckpt"
     calls = []
-    real = prep.compute._Pass.advance
+    real = prep.engine.measure._Pass.advance
 
     def interrupt(self, *args, **kwargs):
         real(self, *args, **kwargs)
@@ -471,11 +471,11 @@ def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypa
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prep.compute._Pass, "advance", interrupt)
+    monkeypatch.setattr(prep.engine.measure._Pass, "advance", interrupt)
     with pytest.raises(KeyboardInterrupt):
         prep.compute_stats(mixed_folder, decoder="pil", checkpoint=checkpoint, checkpoint_every=1, workers=0)
     assert checkpoint.exists()  # written under pil ...
-    monkeypatch.setattr(prep.compute._Pass, "advance", real)
+    monkeypatch.setattr(prep.engine.measure._Pass, "advance", real)
     resumed = prep.compute_stats(mixed_folder, decoder="auto", checkpoint=checkpoint, resume=True, workers=0)
     assert _exact_state(resumed) == _exact_state(prep.compute_stats(mixed_folder, decoder="pil"))
 

@@ -8,9 +8,9 @@ import torch
 
 import prep
 from common import exact_stats, make_cifar10, make_mnist
-from prep.accumulator import ChannelMoments
-from prep.devices import resolve_device, to_device
+from prep.engine.devices import resolve_device, to_device
 from prep.errors import OptionError
+from prep.stats.moments import ChannelMoments
 
 
 def test_named_datasets_on_the_device_are_exact(tmp_path, device):

@@ -11,10 +11,10 @@ from PIL import Image
 
 import prep
 from common import assert_close, good_images, jpeg_bytes, mutate, pil_pixels, reference_stats, run
-from prep.decode import PILDecoder
+from prep.decode.decoders import PILDecoder
+from prep.engine.workers import reduce_chunk
 from prep.errors import BadImageError
 from prep.sources import FileChunk, FolderReader
-from prep.workers import reduce_chunk
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""prep.exports: each library, built from the exported numbers (the pasted snippet itself, run),
+"""prep.insight.exports: each library, built from the exported numbers (the pasted snippet itself, run),
 maps the measured data exactly as ``stats.normalize()`` does; units are checked by independent
 arithmetic on the raw pixels. Libraries that are not installed are skipped."""
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 import prep
 from common import assert_close
-from prep.exports import TARGETS, export, file_text, render, save_export, update_preprocessor_config
+from prep.insight.exports import TARGETS, export, file_text, render, save_export, update_preprocessor_config
 
 RNG = np.random.default_rng(14)
 # 8-bit RGB data with different per-channel levels and spreads, as (N, C, H, W)

@@ -31,7 +31,7 @@ def test_new_stats_files_and_checkpoints_get_the_umask_mode(tmp_path, umask_022)
     out, ck = tmp_path / "s.json", tmp_path / "ck.json"
     assert run("stats", "sample", "-o", out, "-q", "--workers", 0).exit_code == 0
     assert _mode(out) == 0o644
-    from prep.checkpoint import Progress, save_checkpoint
+    from prep.engine.checkpoint import Progress, save_checkpoint
 
     save_checkpoint(str(ck), {}, Progress(prep.ChannelMoments(1)))
     assert _mode(ck) == 0o644
@@ -258,7 +258,7 @@ def test_a_transform_in_forked_workers_on_large_images_does_not_hang(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     inline = prep.compute_stats(
-        tmp_path, workers=0, transform=prep.preprocess.measurement_transform(resize=256, center_crop=224)
+        tmp_path, workers=0, transform=prep.transforms.measurement.measurement_transform(resize=256, center_crop=224)
     )
     assert proc.stdout.strip() == inline.normalize_line()
 

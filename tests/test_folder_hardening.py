@@ -18,15 +18,15 @@ from PIL import Image
 
 import prep
 from common import good_images, make_folder, write_idx_images
-from prep.compute import load_or_compute
-from prep.decode import PILDecoder
+from prep.decode.decoders import PILDecoder
+from prep.engine.measure import load_or_compute
+from prep.engine.workers import reduce_chunk
 from prep.errors import BadImageError
 from prep.sources import FileChunk, FolderReader, resolve_source
 from prep.sources import folder as folder_module
 from prep.sources.base import open_regular
 from prep.sources.fingerprint import checksum_files, fingerprint_files
 from prep.sources.folder import NOT_FOLLOWED, FolderSource, list_images
-from prep.workers import reduce_chunk
 
 BOUND_SECONDS = 30  # far above what these small runs take; a hang fails the test instead of CI
 

@@ -115,13 +115,13 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path
 def test_resume_from_a_checkpoint_of_other_data_is_refused(tmp_path):
     make_mnist(tmp_path)
     ck = tmp_path / "ck.json"
-    ck.write_text(json.dumps({"kind": "prep.checkpoint", "source": {"kind": "cifar10"}}))
+    ck.write_text(json.dumps({"kind": "prep.engine.checkpoint", "source": {"kind": "cifar10"}}))
     with pytest.raises(StatsFileError, match="checkpoint field 'source' does not match"):
         prep.compute_stats("mnist", root=tmp_path, checkpoint=ck, resume=True)
 
 
 def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkeypatch):
-    import prep.compute as compute
+    import prep.engine.measure as compute
 
     monkeypatch.setattr(compute, "FOLDER_CHUNK", 2)
     ck = tmp_path / "ck.json"
@@ -195,7 +195,7 @@ def test_dataset_resume_refuses_a_checkpoint_of_another_dataset(tmp_path, other)
 
 
 def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
-    from prep.compute import load_or_compute
+    from prep.engine.measure import load_or_compute
 
     ck = tmp_path / "ck.json"
     with pytest.raises(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""prep.kernels (the optional native histograms and cross sums) against exact NumPy integers,
+"""prep.stats.kernels (the optional native histograms and cross sums) against exact NumPy integers,
 and the same numbers through PIL and torch when the kernels are not there."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import prep
-import prep.decode
-from prep import kernels
-from prep.decode import PILDecoder, make_decoder, reduced_tensor
+import prep.decode.decoders
+from prep.decode.decoders import PILDecoder, make_decoder, reduced_tensor
+from prep.stats import kernels
 
 needs_kernels = pytest.mark.skipif(not kernels.AVAILABLE, reason="prep._kernels was not built (no C compiler)")
 
@@ -94,7 +94,7 @@ def test_cross_batch_sums_every_pair_over_the_batch():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_batch_covariance_is_the_same_with_and_without_kernels(monkeypatch, channels):
-    from prep.accumulator import ChannelMoments
+    from prep.stats.moments import ChannelMoments
 
     batch = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (9, channels, 31, 17), dtype=np.uint8))
     with_kernels = ChannelMoments(channels, covariance=True).update(batch).cross

@@ -56,7 +56,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tmp_pat
 def test_an_unwritable_output_fails_before_the_pass_and_keeps_the_checkpoint(tmp_path, folder, monkeypatch):
     ck = tmp_path / "ck.json"
     calls = []
-    import prep.compute as compute
+    import prep.engine.measure as compute
 
     monkeypatch.setattr(compute, "_run_tasks", lambda *a: calls.append(a))
     result = run("stats", folder, "-o", tmp_path / "missing" / "out.json", "--checkpoint", ck)
@@ -110,7 +110,7 @@ def test_strict_fails_on_a_reused_file_that_lists_undecodable_images(tmp_path, f
 
 @pytest.mark.parametrize("position", [0, True, 99, -1, "3"])
 def test_an_edited_checkpoint_position_is_refused(tmp_path, folder, position, monkeypatch):
-    import prep.compute as compute
+    import prep.engine.measure as compute
 
     monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
     ck = tmp_path / "ck.json"
@@ -143,7 +143,7 @@ def test_a_killed_worker_ends_the_run_with_an_error_naming_its_files(tmp_path):
     folder = tmp_path / "many"
     good_images(folder, 40)
     script = (
-        "import os, signal, prep, prep.decode as d\n"
+        "import os, signal, prep, prep.decode.decoders as d\n"
         "real = d.PILDecoder.__call__\n"
         "def dying(self, fp, mode):\n"
         "    if fp.name.endswith('good7.png'): os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -1,4 +1,4 @@
-"""prep.per_image: layer / instance / group axes against torch's own normalization functions
+"""prep.transforms.per_image: layer / instance / group axes against torch's own normalization functions
 (no affine), the v2 transform's inputs converted as prep's pipelines convert them, and
 albumentations' per-image modes where their definition matches (and where it does not)."""
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import prep
-from prep.per_image import PerImageNormalize, per_image_normalize
+from prep.transforms.per_image import PerImageNormalize, per_image_normalize
 
 RNG = np.random.default_rng(7)
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 import prep
 from common import make_folder, make_mnist, pil_pixels, run
-from prep.accumulator import ChannelMoments
 from prep.errors import StatsFileError
-from prep.histogram import DEFAULT_PERCENTILES, ks_statistic, percentile, wasserstein
+from prep.stats.histogram import DEFAULT_PERCENTILES, ks_statistic, percentile, wasserstein
+from prep.stats.moments import ChannelMoments
 
 QS = (0, 0.1, 0.5, 1, 5, 12.5, 33.3333, 50, 66.7, 95, 99, 99.5, 99.9, 100)
 
@@ -118,9 +118,9 @@ def test_cli_percentiles_are_listed_and_changed_without_a_new_pass(tmp_path, mon
     assert json.loads(out.read_text())["percentiles"]["q"] == [0.1, 50.0, 99.9]
     bad = run("stats", "mnist", "--root", tmp_path, "--percentiles", "5,x", "-o", out, "--force")
     assert bad.exit_code == 2 and "percentiles '5,x'" in bad.stderr
-    import prep.compute
+    import prep.engine.measure
 
-    monkeypatch.setattr(prep.compute, "_measure", lambda *a: pytest.fail("the histogram is enough"))
+    monkeypatch.setattr(prep.engine.measure, "_measure", lambda *a: pytest.fail("the histogram is enough"))
     again = run("stats", "mnist", "--root", tmp_path, "--percentiles", "25,75", "-o", out)
     assert again.exit_code == 0 and "is up to date" in again.stdout and "percentile 25" in again.stdout
     assert json.loads(out.read_text())["percentiles"]["q"] == [25.0, 75.0]

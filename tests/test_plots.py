@@ -1,4 +1,4 @@
-"""prep.plots: what is drawn is checked against NumPy on the raw pixels (histogram fractions,
+"""prep.insight.plots: what is drawn is checked against NumPy on the raw pixels (histogram fractions,
 mean, std, percentiles, range); files are written atomically; matplotlib is optional. Also a
 smoke test of scripts/train_example.py (a few steps)."""
 
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import prep
-from prep.plots import MISSING_MATPLOTLIB, build_figure, plot_stats
+from prep.insight.plots import MISSING_MATPLOTLIB, build_figure, plot_stats
 
 RNG = np.random.default_rng(3)
 TRAIN = RNG.integers(0, 200, (4, 3, 10, 10), dtype=np.uint8)

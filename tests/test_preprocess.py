@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 import prep
 from common import assert_close, exact_stats, make_folder, make_mnist, run
 from prep.errors import OptionError
-from prep.preprocess import measurement_transform, parse_size
+from prep.transforms.measurement import measurement_transform, parse_size
 
 
 def _reference(tensors, transform):

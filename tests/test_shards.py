@@ -15,10 +15,10 @@ import torch
 
 import prep
 from common import make_folder, make_mnist, run
-from prep.accumulator import ChannelMoments
 from prep.errors import OptionError
 from prep.sources import resolve_source
 from prep.sources.shard import shard_source
+from prep.stats.moments import ChannelMoments
 
 EXACT_FIELDS = ("count", "mean", "std", "min", "max", "per_image_std_mean", "nonfinite", "percentiles")
 

@@ -10,7 +10,7 @@ import pytest
 import prep
 from common import make_mnist
 from prep.errors import StaleStatsError, StatsFileError
-from prep.stats import SCHEMA_VERSION
+from prep.stats.file import SCHEMA_VERSION
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import torch
 
 import prep
 from common import good_images, make_folder, make_mnist, run
-from prep.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
+from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
 from prep.errors import StatsFileError
-from prep.report import format_summary
-from prep.stats import SKIPPED_LISTED, SkippedFiles, reason_category
+from prep.insight.summary import format_summary
+from prep.stats.file import SKIPPED_LISTED, SkippedFiles, reason_category
 
 SHA = "0123456789abcdef" * 4
 LONG = "7" * 5000  # an integer of 5,000 digits
@@ -486,7 +486,9 @@ def test_a_checkpoint_position_past_the_source_is_refused(tmp_path):
     assert _load(_checkpoint(tmp_path), total=6).position == 6
 
 
-@pytest.mark.parametrize("text", ["{", "[" * 100_000, '{"kind": "prep.checkpoint", "position": ' + LONG + "}", "\xff"])
+@pytest.mark.parametrize(
+    "text", ["{", "[" * 100_000, '{"kind": "prep.engine.checkpoint", "position": ' + LONG + "}", "\xff"]
+)
 def test_checkpoints_that_are_not_json_are_refused_in_one_line(tmp_path, text):
     ck = tmp_path / "ck.json"
     ck.write_text(text)
@@ -520,7 +522,7 @@ def test_a_pass_that_skips_thousands_of_files_writes_a_bounded_file(tmp_path, ju
 
 
 def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, junk_folder, monkeypatch):
-    import prep.compute as compute
+    import prep.engine.measure as compute
 
     ck = tmp_path / "ck.json"
     monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)

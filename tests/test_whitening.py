@@ -1,4 +1,4 @@
-"""ZCA/PCA whitening (prep.whitening, prep.cross_moments) against independent references.
+"""ZCA/PCA whitening (prep.transforms.whitening, prep.stats.cross_moments) against independent references.
 
 References are computed here in memory from the fixtures' own arrays: integer sums with NumPy
 int64 (exact), the covariance from those integers, and W from NumPy's float64 ``eigh``; kornia's
@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from common import make_cifar10, make_mnist, write_idx_images
-from prep.cross_moments import MAX_DIM, UINT8_EXACT_IMAGES, CrossMoments
 from prep.errors import BadImageError, OptionError, OutputError, PrepWarning, SourceError, StatsFileError
-from prep.preprocess import measurement_transform
-from prep.whitening import (
+from prep.stats.cross_moments import MAX_DIM, UINT8_EXACT_IMAGES, CrossMoments
+from prep.transforms.measurement import measurement_transform
+from prep.transforms.whitening import (
     DEFAULT_EPS,
     ShapeMismatchError,
     Whitening,

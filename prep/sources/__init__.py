@@ -20,13 +20,13 @@ a Dataset/iterable     PIL images or image tensors, ``(image, target)`` pairs, o
 =====================  ==============================================================  ===========
 """
 
-from .archive import ArchiveSource
-from .base import BatchSource, FileChunk, FileReader, FolderReader, Source, TaskSource
-from .dataset import DatasetSource
-from .named import PRESETS, SPLITS
-from .npy import NumpySource
-from .resolve import SAMPLE_DIR, dataset_names, resolve_source
-from .splits import available_splits
+from prep.sources.archive import ArchiveSource
+from prep.sources.base import BatchSource, FileChunk, FileReader, FolderReader, Source, TaskSource
+from prep.sources.dataset import DatasetSource
+from prep.sources.named import PRESETS, SPLITS
+from prep.sources.npy import NumpySource
+from prep.sources.resolve import SAMPLE_DIR, dataset_names, resolve_source
+from prep.sources.splits import available_splits
 
 __all__ = [
     "PRESETS",

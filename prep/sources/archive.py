@@ -36,11 +36,11 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import SourceError, os_reason
-from .base import FileChunk, TaskSource
-from .folder import IMG_EXTENSIONS, has_image_extension
-from .member_readers import InlineReader, TarMemberReader, ZipMemberReader
-from .members import ARCHIVE_ERRORS, ArchiveListing, Member, list_archive
+from prep.errors import SourceError, os_reason
+from prep.sources.archive_members import ARCHIVE_ERRORS, ArchiveListing, Member, list_archive
+from prep.sources.archive_readers import InlineReader, TarMemberReader, ZipMemberReader
+from prep.sources.base import FileChunk, TaskSource
+from prep.sources.folder import IMG_EXTENSIONS, has_image_extension
 
 
 @dataclass

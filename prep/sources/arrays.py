@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import SourceError
-from .base import BatchSource
+from prep.errors import SourceError
+from prep.sources.base import BatchSource
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +90,7 @@ class ArraySource(BatchSource):
     def iter_batches(
         self, start: int, mode: str, pixels_per_batch: int, batch_size: int | None = None
     ) -> Iterator[tuple[torch.Tensor, int]]:
-        from ..devices import tensor_view
+        from prep.engine.devices import tensor_view
 
         offset = 0
         hasher = _ContentHash() if start == 0 and self._scan is None else None  # the pass reads it all anyway

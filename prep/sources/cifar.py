@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SourceError, os_reason
-from .arrays import ArraySource
-from .idx import open_regular_file
+from prep.errors import SourceError, os_reason
+from prep.sources.arrays import ArraySource
+from prep.sources.idx import open_regular_file
 
 SIDE = 32
 CHANNELS = 3

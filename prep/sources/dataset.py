@@ -15,9 +15,9 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SourceError
-from ..pixels import mode_of_channels, native_mode, to_array
-from .base import BatchSource
+from prep.errors import SourceError
+from prep.pixels import mode_of_channels, native_mode, to_array
+from prep.sources.base import BatchSource
 
 if TYPE_CHECKING:
     import torch
@@ -156,7 +156,7 @@ class DatasetSource(BatchSource):
         import torch
         from PIL import Image
 
-        from ..devices import tensor_view
+        from prep.engine.devices import tensor_view
 
         run: list[torch.Tensor] = []
         run_pixels = 0

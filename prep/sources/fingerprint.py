@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import os_reason
-from .base import open_regular
+from prep.errors import os_reason
+from prep.sources.base import open_regular
 
 HASH_BLOCK = 1 << 20  # bytes per read when hashing without hashlib.file_digest: bounded memory
 

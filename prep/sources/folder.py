@@ -2,7 +2,7 @@
 
 A folder is listed once, deterministically (sorted relative POSIX paths, symlinks followed,
 loops detected, as torchvision's ``ImageFolder`` walks it; ``follow_symlinks=False`` passes over
-symlinks instead). Its files are decoded and reduced by worker processes (:mod:`prep.workers`),
+symlinks instead). Its files are decoded and reduced by worker processes (:mod:`prep.engine.workers`),
 which open them through a :class:`FolderReader`: a file that became a FIFO or a device after the
 listing is skipped as ``cannot read: not a regular file``, never waited on.
 """
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SourceError, os_reason
-from .base import FileChunk, FolderReader, TaskSource
-from .fingerprint import checksum_files, fingerprint_listing
+from prep.errors import SourceError, os_reason
+from prep.sources.base import FileChunk, FolderReader, TaskSource
+from prep.sources.fingerprint import checksum_files, fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import SourceError
-from .dataset import DatasetSource
+from prep.errors import SourceError
+from prep.sources.dataset import DatasetSource
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 

@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import SourceError, os_reason
-from .arrays import ArraySource
+from prep.errors import SourceError, os_reason
+from prep.sources.arrays import ArraySource
 
 UBYTE_TYPE = 0x08
 IMAGE_DIMS = 3

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import DownloadError, SourceError
-from .arrays import ArraySource
-from .cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, CifarLayout, cifar_source
-from .idx import idx_source
+from prep.errors import DownloadError, SourceError
+from prep.sources.arrays import ArraySource
+from prep.sources.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, CifarLayout, cifar_source
+from prep.sources.idx import idx_source
 
 SPLITS = ("train", "test")
 

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from ..errors import SourceError, os_reason
-from .base import BatchSource
+from prep.errors import SourceError, os_reason
+from prep.sources.base import BatchSource
 
 if TYPE_CHECKING:
     import torch
@@ -241,7 +241,7 @@ class NumpySource(BatchSource):
                 yield np.frombuffer(data, self.dtype).reshape(n, *self.shape[1:])
 
     def _tensor(self, block: np.ndarray) -> torch.Tensor:
-        from ..devices import tensor_view
+        from prep.engine.devices import tensor_view
 
         if not block.dtype.isnative:
             block = block.astype(block.dtype.newbyteorder("="))

@@ -21,16 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import OptionError, SourceError
-from .archive import ArchiveSource
-from .base import Source
-from .dataset import DatasetSource
-from .folder import FolderSource
-from .idx import idx_source
-from .members import is_archive_name
-from .named import PRESETS, open_named
-from .npy import NumpySource, is_numpy_name
-from .shards import expand_braces, has_braces, shard_paths, shards_in
+from prep.errors import OptionError, SourceError
+from prep.sources.archive import ArchiveSource
+from prep.sources.archive_members import is_archive_name
+from prep.sources.base import Source
+from prep.sources.dataset import DatasetSource
+from prep.sources.folder import FolderSource
+from prep.sources.idx import idx_source
+from prep.sources.named import PRESETS, open_named
+from prep.sources.npy import NumpySource, is_numpy_name
+from prep.sources.shard_patterns import expand_braces, has_braces, shard_paths, shards_in
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
@@ -146,7 +146,7 @@ def _resolve(source, root, split, download, follow_symlinks, checksum, key, layo
         if has_braces(text):
             return _open_archives(shard_paths(expand_braces(text)), split, text, samples=True, key=key)
         if text.startswith("hf:"):
-            from .hf import hf_source
+            from prep.sources.hf import hf_source
 
             return hf_source(text, split, download=download, image_key=image_key)
         name = text.lower()

@@ -4,7 +4,7 @@
 ``M`` images without replacement (``numpy.random.default_rng(S).choice(M, N, replace=False)``),
 so the subset depends only on the seed and the number of images, and reads only those (a folder
 decodes 1% of its files for a 1% sample). The statistics of the subset carry 95% confidence
-intervals (:func:`prep.accumulator.ChannelMoments.sample_intervals`).
+intervals (:func:`prep.stats.moments.ChannelMoments.sample_intervals`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import OptionError
-from .base import BatchSource, Source, TaskSource
-from .shard import ShardedBatchSource, ShardedTaskSource
+from prep.errors import OptionError
+from prep.sources.base import BatchSource, Source, TaskSource
+from prep.sources.shard import ShardedBatchSource, ShardedTaskSource
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def sample_report(source: Source, state: Any) -> dict[str, Any] | None:
     """``{"images", "of", "seed", "ci95": {"mean", "std"}}`` for a sampled pass, else None: the
     images measured, of how many, the seed, and the half-widths of the 95% intervals (unit scale;
     null where they cannot be computed: fewer than 2 images, or float data)."""
-    from ..accumulator import sample_intervals
+    from prep.stats.moments import sample_intervals
 
     if not isinstance(source, Sampled):
         return None

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OptionError
-from .base import BatchSource, FileChunk, Source, TaskSource
+from prep.errors import OptionError
+from prep.sources.base import BatchSource, FileChunk, Source, TaskSource
 
 if TYPE_CHECKING:
     import torch

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import OptionError
-from .folder import SPLIT_FOLDERS
-from .named import PRESETS, SPLITS
+from prep.errors import OptionError
+from prep.sources.folder import SPLIT_FOLDERS
+from prep.sources.named import PRESETS, SPLITS
 
 ALL = "all"
 
@@ -24,7 +24,7 @@ def available_splits(source: Any) -> tuple[str, ...]:
         return ()
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".npz":
-        from .npy import npz_splits
+        from prep.sources.npy import npz_splits
 
         return npz_splits(path)
     if path.is_dir():

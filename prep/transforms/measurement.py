@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from torchvision.transforms import v2
 
-from .errors import OptionError, PrepError
-from .pixels import checked_sixteen_bit
+from prep.errors import OptionError, PrepError
+from prep.pixels import checked_sixteen_bit
 
 if TYPE_CHECKING:
     import torch

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .pixels import channel_names
+from prep.pixels import channel_names
 
 if TYPE_CHECKING:
-    from .stats import Stats
+    from prep.stats.file import Stats
 
 
 SKIPPED_SHOWN = 10  # skipped files listed by `prep show`; the count says how many more
 
 
-DECODER_NOTES = {  # prep.decode: how the recorded decoder is described in the summary
+DECODER_NOTES = {  # prep.decode.decoders: how the recorded decoder is described in the summary
     "pil": "pil (PIL's convert, as ImageFolder)",
     "auto": "auto (PIL's pixels: by torchvision.io where it gives them, else by PIL)",
     "torchvision": "torchvision (torchvision.io's pixels for JPEGs)",

@@ -5,7 +5,7 @@ decoders disagree about its pixels: for JPEG the frame type (baseline, extended,
 ...), sample precision, components and their sampling factors, the Adobe colour transform and
 the component ids (libjpeg guesses RGB from ids ``R``, ``G``, ``B`` when no marker says);
 for PNG the bit depth, colour type, interlacing and the ancillary chunks that describe colour or
-transparency. :mod:`prep.decode` uses JPEG kinds to decide, once per kind, whether
+transparency. :mod:`prep.decode.decoders` uses JPEG kinds to decide, once per kind, whether
 torchvision.io's pixels equal PIL's. Files that are neither JPEG nor PNG, or whose header cannot be parsed, have
 no kind (``None``) and are always decoded by PIL.
 """

@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .accumulator import ChannelMoments
-from .decode import Decoder, ImageArray, TorchvisionDecoder
-from .device_decode import EncodedJpeg, decode_on_device
-from .errors import PrepError
-from .image_report import Row, digest_of, row_from_array, rows_from_histograms
-from .pixels import CHANNELS, LEVELS
-from .signals import deferred_sigint
-from .sources.base import FileChunk
+from prep.decode.decoders import Decoder, ImageArray, TorchvisionDecoder
+from prep.decode.device import EncodedJpeg, decode_on_device
+from prep.errors import PrepError
+from prep.insight.per_image_report import Row, digest_of, row_from_array, rows_from_histograms
+from prep.pixels import CHANNELS, LEVELS
+from prep.signals import deferred_sigint
+from prep.sources.base import FileChunk
+from prep.stats.moments import ChannelMoments
 
 MAX_WORKERS_PER_CPU = 4  # more processes than this per CPU only add memory and start-up time
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: keeps every worker busy, bounds memory
@@ -48,7 +48,7 @@ class ChunkResult:
     state: ChannelMoments
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)  # per-image rows, when asked for
-    # on the device path (prep.device_decode), the chunk's 8-bit images in file order, still to be
+    # on the device path (prep.decode.device), the chunk's 8-bit images in file order, still to be
     # folded: (row slot or -1, name, EightBitHistogram or EncodedJpeg, digest); rows of them are None
     pending: list[tuple[int, str, Any, int]] = field(default_factory=list)
 
@@ -63,7 +63,7 @@ def reduce_chunk(
 ) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
     ``track_images`` keeps the per-image products a sample's confidence intervals need;
-    ``per_image`` returns a row per image (:mod:`prep.image_report`) with its file's digest.
+    ``per_image`` returns a row per image (:mod:`prep.insight.per_image_report`) with its file's digest.
 
     16-bit and float images are folded one by one, 8-bit ones at the end as one array of
     histograms. When the decoder passed JPEGs through to be decoded on the device, the 8-bit
@@ -121,7 +121,7 @@ def _fold_histograms(result: ChunkResult, items: list[tuple[int, str, Any, int]]
 def fold_pending(
     result: ChunkResult, names: list[str], mode: str, device: Any, covariance: bool = False
 ) -> ChunkResult:
-    """Decode the JPEGs a worker passed through on ``device`` (:func:`prep.device_decode.decode_on_device`)
+    """Decode the JPEGs a worker passed through on ``device`` (:func:`prep.decode.device.decode_on_device`)
     and fold the chunk's 8-bit images into ``result`` as :func:`reduce_chunk` would have, in the
     same order; a JPEG the device refuses is decoded on the CPU, or skipped with its reason.
     ``names`` are the chunk's files, which order the skipped ones."""

@@ -27,8 +27,8 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .errors import DegenerateStatsError, OptionError
-from .pixels import (
+from prep.errors import DegenerateStatsError, OptionError
+from prep.pixels import (
     CHANNELS,
     EIGHT_BIT_MAX,
     SIXTEEN_BIT_MAX,

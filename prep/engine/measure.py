@@ -3,9 +3,9 @@
 :func:`compute_stats` is what ``prep stats`` runs; :func:`load_or_compute` adds the reuse of an
 up-to-date stats file. A :class:`~prep.sources.base.BatchSource` is read in this process and
 each batch reduced on the chosen device; a :class:`~prep.sources.base.TaskSource` is decoded
-and reduced by worker processes (:mod:`prep.workers`) that return only accumulator states.
+and reduced by worker processes (:mod:`prep.engine.workers`) that return only accumulator states.
 With ``checkpoint`` the progress is saved every ``checkpoint_every`` images
-(:mod:`prep.checkpoint`) and ``resume=True`` continues from it.
+(:mod:`prep.engine.checkpoint`) and ``resume=True`` continues from it.
 """
 
 from __future__ import annotations
@@ -17,23 +17,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .accumulator import ChannelMoments
-from .checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
-from .config import DECODER_CHOICES, DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
-from .decode import Decoder, TransformedDecoder, make_decoder
-from .device_decode import PassJpegs
-from .errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
-from .files import output_target
-from .histogram import DEFAULT_PERCENTILES
-from .image_report import PerImageReport, rows_from_batch
-from .pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
-from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
-from .report import progress_bar
-from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
-from .sources.sample import Sampled, parse_sample, sample_report, sample_source
-from .sources.shard import parse_shard, shard_source
-from .stats import Stats, load_stats, pixels_of
-from .workers import (
+from prep.decode.decoders import Decoder, TransformedDecoder, make_decoder
+from prep.decode.device import PassJpegs
+from prep.engine.checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
+from prep.engine.workers import (
     MAX_WORKERS_PER_CPU,
     UNDECODABLE_REASONS,
     cpu_count,
@@ -42,6 +29,19 @@ from .workers import (
     reduce_chunk,
     worker_limit,
 )
+from prep.errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
+from prep.files import output_target
+from prep.insight.per_image_report import PerImageReport, rows_from_batch
+from prep.insight.summary import progress_bar
+from prep.options import DECODER_CHOICES, DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
+from prep.pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
+from prep.sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
+from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
+from prep.sources.shard import parse_shard, shard_source
+from prep.stats.file import Stats, load_stats, pixels_of
+from prep.stats.histogram import DEFAULT_PERCENTILES
+from prep.stats.moments import ChannelMoments
+from prep.transforms.measurement import apply_transform, check_transform, describe_transform, is_picklable
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
@@ -97,13 +97,13 @@ def compute_stats(
         root, split: where named datasets live (torchvision's layout) and which split.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         workers: decoding processes for folders (default: the CPU count; 0 = in-process;
-            capped at :data:`prep.workers.MAX_WORKERS_PER_CPU` per CPU).
+            capped at :data:`prep.engine.workers.MAX_WORKERS_PER_CPU` per CPU).
         batch_size: images per batch for sources read in this process (default: about 1M
             pixels on the CPU, 32M on CUDA).
         mode: ``"RGB"`` or ``"L"`` (default: the source's native mode).
         transform: a torchvision v2 transform applied to each image (after ``mode``) before it
-            is measured, e.g. :func:`prep.preprocess.measurement_transform` ``(resize=256,
-            center_crop=224)``; it must keep the pixel dtype (:mod:`prep.preprocess`). Its
+            is measured, e.g. :func:`prep.transforms.measurement.measurement_transform` ``(resize=256,
+            center_crop=224)``; it must keep the pixel dtype (:mod:`prep.transforms.measurement`). Its
             ``repr`` is recorded in the stats file and the reuse check.
         strict: raise :class:`~prep.errors.BadImageError` at the first undecodable file
             instead of skipping it.
@@ -117,14 +117,14 @@ def compute_stats(
         archives: a directory is a set of tar shards (WebDataset), not an image folder.
         image_key: the image field of dict items (default ``image`` or ``img``).
         percentiles: the percentiles the stats file lists (default
-            :data:`prep.histogram.DEFAULT_PERCENTILES`); any other comes from
+            :data:`prep.stats.histogram.DEFAULT_PERCENTILES`); any other comes from
             :meth:`Stats.percentile`. Exact, from the histogram, for 8-bit data.
         shard: ``"I/N"`` or ``(I, N)``: measure only shard I of N (image i is in shard i mod N;
             :mod:`prep.sources.shard`); :func:`prep.merge_stats` combines the N results.
         sample, seed: measure a uniformly random subset of ``sample`` images (or of that fraction
             of them, for a float in (0, 1]), the same for the same ``seed``; the stats carry 95%
             confidence intervals of each channel's mean and std (:mod:`prep.sources.sample`).
-        per_image: write a CSV row per image here during the pass (:mod:`prep.image_report`),
+        per_image: write a CSV row per image here during the pass (:mod:`prep.insight.per_image_report`),
             and name the suspicious images (constant, near black/white, brightness beyond
             ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
         covariance: measure the colour covariance (C x C, exact for 8- and 16-bit data) and its
@@ -133,20 +133,20 @@ def compute_stats(
         decoder: how image files (folders, archives, shards) are decoded: ``"auto"`` (None:
             PIL's pixels, by torchvision.io for each JPEG kind whose pixels it decodes exactly as
             PIL's ``convert(mode)``, checked on the first file of the kind, where
-            :mod:`prep.kernels` was built; by PIL otherwise), ``"pil"`` (PIL for every file, as
+            :mod:`prep.stats.kernels` was built; by PIL otherwise), ``"pil"`` (PIL for every file, as
             torchvision's ``ImageFolder``) or ``"torchvision"``
             (torchvision.io's pixels for JPEGs; with ``device="cuda"`` said explicitly, decoded
             on the GPU by nvjpeg, whose rounding may differ from libjpeg-turbo's). Recorded in
-            the stats file; see :mod:`prep.decode`.
+            the stats file; see :mod:`prep.decode.decoders`.
         distributed: inside an initialised ``torch.distributed`` process group (torchrun), each
             rank measures shard ``rank/world_size`` and every rank returns the statistics of the
-            whole dataset (:mod:`prep.distributed`).
+            whole dataset (:mod:`prep.engine.distributed`).
         progress: True for a tqdm bar on stderr, or a tqdm-like factory ``f(total=..., ...)``.
         checkpoint, checkpoint_every, resume: save the progress every ``checkpoint_every``
             images to ``checkpoint``; with ``resume`` continue from it.
 
     Returns:
-        :class:`~prep.stats.Stats`; ``.save(path)`` writes the stats file. A checkpoint has served
+        :class:`~prep.stats.file.Stats`; ``.save(path)`` writes the stats file. A checkpoint has served
         its purpose once the statistics are returned and is removed.
     """
     options = dict(locals())  # every argument, as given
@@ -171,7 +171,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         resume=o["resume"],
         checkpoint=checkpoint,
     )
-    from .devices import resolve_device
+    from prep.engine.devices import resolve_device
 
     dev = resolve_device(o["device"])
     o["covariance"] = True if o["covariance"] is None else bool(o["covariance"])  # None: the default, on
@@ -272,8 +272,8 @@ def _subset(src: Source, options: dict[str, Any]) -> Source:
 
 def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
     """:func:`_measure` of this rank's shard, then the whole dataset's statistics on every rank."""
-    from .distributed import gather, raise_first_error, rank_and_world
-    from .merge import merge_stats
+    from prep.engine.distributed import gather, raise_first_error, rank_and_world
+    from prep.stats.merge import merge_stats
 
     rank, world = rank_and_world()
     if options["shard"] is not None:
@@ -349,7 +349,7 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     if options["per_image"] is not None:
         log.info("a per-image report needs a pass; measuring")
         return None
-    from .devices import resolve_device
+    from prep.engine.devices import resolve_device
 
     existing = reusable_stats(
         out,
@@ -374,7 +374,7 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
 
 def _load_or_compute_distributed(out: str, src: Source, force: bool, options: dict[str, Any]) -> tuple[Stats, bool]:
     """:func:`load_or_compute` in a process group: rank 0 decides about ``out`` and writes it."""
-    from .distributed import broadcast, raise_first_error, rank_and_world
+    from prep.engine.distributed import broadcast, raise_first_error, rank_and_world
 
     rank, _ = rank_and_world()
     decision: tuple = ("compute", None)
@@ -564,7 +564,7 @@ def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None)
 
 
 def _reduce_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None) -> None:
-    from .devices import pixels_per_batch, to_device
+    from prep.engine.devices import pixels_per_batch, to_device
 
     state = run.progress.state
     for batch, images in src.iter_batches(run.progress.position, run.mode, pixels_per_batch(dev), batch_size):
@@ -591,7 +591,7 @@ def _run_tasks(
 ) -> None:
     """Decode and reduce chunks of files in ``workers`` processes, merging results in order; with
     ``on_device`` (a torch device) the JPEGs the workers pass through are decoded and reduced
-    there, chunk by chunk (:mod:`prep.device_decode`)."""
+    there, chunk by chunk (:mod:`prep.decode.device`)."""
     if not run.resumed:  # after --resume the checkpoint counts them already
         run.progress.skipped.extend(src.listed_skipped())
     total = src.num_images() or 0

@@ -31,7 +31,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from ..errors import SourceError, os_reason
+from prep.errors import SourceError, os_reason
 
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

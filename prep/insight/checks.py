@@ -4,12 +4,12 @@
 it: per channel the mean and std of ``(x - mean_ref) / std_ref`` over every pixel, which for an
 affine map are exactly ``(mean - mean_ref) / std_ref`` and ``std / std_ref``, so they come from
 the source's statistics without a second pass. The reference is a stats file or a published
-constant set (:mod:`prep.known`). :func:`judge` does the same for statistics already at hand.
+constant set (:mod:`prep.insight.known`). :func:`judge` does the same for statistics already at hand.
 
 :func:`compare_stats` compares two stats files per channel: the mean shift in units of A's
 std, the ratio of the stds, both ranges, and, where both hold 8-bit histograms, the exact
 Wasserstein-1 distance and largest CDF gap (Kolmogorov-Smirnov) between the two (see
-:mod:`prep.histogram`).
+:mod:`prep.stats.histogram`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import OptionError
-from .histogram import ks_statistic, wasserstein
-from .known import KNOWN, KnownConstants
-from .pixels import channel_names
-from .stats import Stats, load_stats
+from prep.errors import OptionError
+from prep.insight.known import KNOWN, KnownConstants
+from prep.pixels import channel_names
+from prep.stats.file import Stats, load_stats
+from prep.stats.histogram import ks_statistic, wasserstein
 
 DEFAULT_TOL = 0.05
 DEFAULT_MAX_SHIFT = 0.1
@@ -199,8 +199,8 @@ def _decodes_as_reference(ref: Stats | KnownConstants, source: Any, options: dic
         return False
     if ref.decoder not in ("torchvision", "torchvision-cuda") or options.get("transform") is not None:
         return False
-    from .config import source_options
-    from .sources import TaskSource, resolve_source
+    from prep.options import source_options
+    from prep.sources import TaskSource, resolve_source
 
     return isinstance(resolve_source(source, **source_options(options)), TaskSource)
 
@@ -208,7 +208,7 @@ def _decodes_as_reference(ref: Stats | KnownConstants, source: Any, options: dic
 def check_stats(reference: Any, source: Any, *, tol: float = DEFAULT_TOL, **options: Any) -> CheckResult:
     """Measure ``source`` (``options`` as for :func:`prep.compute_stats`, in the reference's mode)
     and judge how the reference's normalization leaves it."""
-    from .compute import compute_stats
+    from prep.engine.measure import compute_stats
 
     ref = resolve_reference(reference)
     with_pca = isinstance(ref, KnownConstants) and ref.name == "imagenet"  # its eigenvalues go beside ImageNet's

@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .pixels import EIGHT_BIT_MAX
+from prep.pixels import EIGHT_BIT_MAX
 
 DEFAULT_PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)
 

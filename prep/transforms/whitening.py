@@ -3,7 +3,7 @@ r"""ZCA and PCA whitening of fixed-size datasets, streamed in one exact pass.
 Whitening decorrelates the pixels: it maps each flattened image :math:`x \in \mathbb{R}^D`
 (:math:`D = C H W`, unit scale, C x H x W order) to :math:`y = W (x - \mu)` whose covariance
 over the dataset is (nearly) the identity. With the dataset's mean :math:`\mu`, its population
-covariance :math:`\Sigma` (ddof = 0, unit scale, from :class:`~prep.cross_moments.CrossMoments`)
+covariance :math:`\Sigma` (ddof = 0, unit scale, from :class:`~prep.stats.cross_moments.CrossMoments`)
 and the eigen decomposition :math:`\Sigma = U \Lambda U^\top` (eigenvalues
 :math:`\lambda_1 \ge \dots \ge \lambda_D \ge 0`, columns of :math:`U` orthonormal):
 
@@ -32,12 +32,12 @@ prep one batch).
 :func:`compute_whitening` streams a source once (any source of :mod:`prep.sources`, decoding
 folders in worker processes) and refuses datasets whose images differ in size (use
 ``transform=`` / ``--resize`` to give them one) or whose :math:`D` exceeds
-:data:`~prep.cross_moments.MAX_DIM` (16,384: the :math:`D \times D` float64 state is 2 GiB,
+:data:`~prep.stats.cross_moments.MAX_DIM` (16,384: the :math:`D \times D` float64 state is 2 GiB,
 and the decomposition takes minutes). :meth:`Whitening.save` writes a ``.pt`` file that
 :func:`load_whitening` validates, and :meth:`Whitening.transform` gives the torchvision pipeline
 ``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), LinearTransformation(W^T, mu)])``.
 
-    >>> import prep.whitening as pw, torch
+    >>> import prep.transforms.whitening as pw, torch
     >>> images = [torch.tensor([[[a, b]]], dtype=torch.uint8) for a, b in ((0, 0), (255, 0), (0, 255), (255, 255))]
     >>> zca = pw.compute_whitening(images, eps=0.0)
     >>> zca.mean.tolist(), zca.matrix.tolist()     # covariance 0.25 I, so W = 2 I
@@ -61,10 +61,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from ._version import __version__
-from .config import DEFAULTS, SOURCE_OPTIONS, check_options
-from .cross_moments import MAX_DIM, CrossMoments
-from .errors import (
+from prep._version import __version__
+from prep.engine.workers import MAX_WORKERS_PER_CPU, cpu_count, describe_failure, map_ordered, worker_limit
+from prep.errors import (
     BadImageError,
     OptionError,
     OutputError,
@@ -74,19 +73,20 @@ from .errors import (
     StatsFileError,
     os_reason,
 )
-from .files import output_target, write_atomic
-from .pixels import CHANNELS, MODES, check_mode, convert_channels, pixel_max_of, to_array
-from .preprocess import apply_transform, check_transform, describe_transform, is_picklable
-from .report import progress_bar
-from .sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
-from .sources.base import open_regular
-from .transforms import ConvertPixels
-from .workers import MAX_WORKERS_PER_CPU, cpu_count, describe_failure, map_ordered, worker_limit
+from prep.files import output_target, write_atomic
+from prep.insight.summary import progress_bar
+from prep.options import DEFAULTS, SOURCE_OPTIONS, check_options
+from prep.pixels import CHANNELS, MODES, check_mode, convert_channels, pixel_max_of, to_array
+from prep.sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
+from prep.sources.base import open_regular
+from prep.stats.cross_moments import MAX_DIM, CrossMoments
+from prep.transforms.measurement import apply_transform, check_transform, describe_transform, is_picklable
+from prep.transforms.normalize import ConvertPixels
 
 DEFAULT_EPS = 1e-5  # unit scale squared: a std of ~0.0032, 0.8 gray levels of 255
 FILE_FORMAT = "prep-whitening"
 FILE_VERSION = 1
-FOLDER_CHUNK = 32  # files per worker task, as in prep.compute
+FOLDER_CHUNK = 32  # files per worker task, as in prep.engine.measure
 FILE_FIELDS = (  # every field of a whitening file, in the order they are checked
     "format_version",
     "kind",
@@ -134,7 +134,7 @@ class Whitening:
         source, fingerprint: what was measured (as in stats files).
         preprocessing: the ``repr`` of the transform applied before measuring (``--resize``), or None.
         prep_version: the prep that computed it.
-        state: the :class:`~prep.cross_moments.CrossMoments` it was computed from (not saved).
+        state: the :class:`~prep.stats.cross_moments.CrossMoments` it was computed from (not saved).
     """
 
     matrix: torch.Tensor
@@ -170,7 +170,7 @@ class Whitening:
         preprocessing: str | None = None,
     ) -> Whitening:
         """The whitening of the data summed in ``state`` (for example shards merged with
-        :meth:`CrossMoments.merge <prep.cross_moments.CrossMoments.merge>`); computed on the
+        :meth:`CrossMoments.merge <prep.stats.cross_moments.CrossMoments.merge>`); computed on the
         state's device, returned on the CPU. ``mode`` defaults to the one of the channel count."""
         eps = check_eps(eps)
         if not isinstance(pca, bool):
@@ -199,7 +199,7 @@ class Whitening:
     def transform(self) -> v2.Compose:
         """``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), LinearTransformation(W^T, mean)])``.
 
-        Takes what :class:`~prep.transforms.ConvertPixels` takes (PIL images, tensors
+        Takes what :class:`~prep.transforms.normalize.ConvertPixels` takes (PIL images, tensors
         ``(..., C, H, W)``, NumPy images) of this :attr:`shape`, and gives float32 tensors
         ``W (x - mean)`` of the same shape. torchvision computes ``(x - mean) @ M`` on row
         vectors, so ``M`` is ``W^T`` (``W`` itself for ZCA). Images of another shape raise
@@ -495,7 +495,7 @@ def compute_whitening(
         eps: added to each eigenvalue (unit scale squared, default :data:`DEFAULT_EPS`).
         pca: PCA whitening ``diag(...) U^T`` instead of ZCA ``U diag(...) U^T``.
         transform: a v2 transform applied to each image before it is measured, e.g.
-            ``prep.preprocess.measurement_transform(resize="32x32")``; gives mixed-size images
+            ``prep.transforms.measurement.measurement_transform(resize="32x32")``; gives mixed-size images
             one size. Recorded as :attr:`Whitening.preprocessing`.
         strict: raise :class:`~prep.errors.BadImageError` at the first undecodable file
             instead of skipping it (with a warning).
@@ -547,7 +547,7 @@ def compute_whitening(
 
 
 def compute_cross_moments(source: Any, **options: Any) -> CrossMoments:
-    """The :class:`~prep.cross_moments.CrossMoments` of ``source`` (options as
+    """The :class:`~prep.stats.cross_moments.CrossMoments` of ``source`` (options as
     :func:`compute_whitening`'s, less ``eps`` and ``pca``): for shards to be merged before
     :meth:`Whitening.from_moments`."""
     names = ("root", "split", "mode", "batch_size", "device", "workers", "transform", "strict", "progress")
@@ -576,7 +576,7 @@ def _measure(
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
     check_options(workers=workers, batch_size=batch_size)
-    from .devices import resolve_device
+    from prep.engine.devices import resolve_device
 
     dev = resolve_device(device)
     options = {name: DEFAULTS[name] for name in SOURCE_OPTIONS} | source_options | {"root": root, "split": split}
@@ -663,7 +663,7 @@ class _Run:
 
 
 def check_dim(shape: tuple[int, ...], where: str) -> None:
-    """Refuse images whose ``C * H * W`` exceeds :data:`~prep.cross_moments.MAX_DIM`, naming ``where``."""
+    """Refuse images whose ``C * H * W`` exceeds :data:`~prep.stats.cross_moments.MAX_DIM`, naming ``where``."""
     dim = math.prod(shape)
     if dim > MAX_DIM:
         raise SourceError(
@@ -682,7 +682,7 @@ def mismatch_message(where: str, shape: tuple, first: str, first_shape: tuple) -
 
 def _run_batches(src: BatchSource, run: _Run, batch_size: int | None, transform: Any) -> None:
     """Read batches in this process; add each on the device."""
-    from .devices import pixels_per_batch, to_device
+    from prep.engine.devices import pixels_per_batch, to_device
 
     for batch, images in src.iter_batches(0, run.mode, pixels_per_batch(run.device), batch_size):
         start = run.position
@@ -745,7 +745,7 @@ def decode_chunk(chunk: FileChunk, mode: str, transform: Any = None) -> DecodedC
 def _run_tasks(src: TaskSource, run: _Run, workers: int, strict: bool, transform: Any, batch_size: int | None) -> None:
     """Decode chunks in ``workers`` processes; check each image's shape here, in the source's order,
     and gather the pixels into batches for the device."""
-    from .devices import pixels_per_batch
+    from prep.engine.devices import pixels_per_batch
 
     run.skipped.extend(src.listed_skipped())
     total = src.num_images() or 0

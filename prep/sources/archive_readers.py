@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO
 
-from .base import FileReader, open_regular
+from prep.sources.base import FileReader, open_regular
 
 ZIPS_OPEN = 4  # zip files a process keeps open (several zip shards read in turn)
 _zips: OrderedDict[tuple[int, str, int, int], zipfile.ZipFile] = OrderedDict()

@@ -2,7 +2,7 @@
 
 Each part is a stats file written by ``prep stats SOURCE --shard I/N`` (or a :class:`Stats`).
 The accumulator states merge exactly (integer sums for 8-bit data, Chan's formula otherwise;
-see :mod:`prep.accumulator`), so the result equals one pass over the whole dataset: bit for bit
+see :mod:`prep.stats.moments`), so the result equals one pass over the whole dataset: bit for bit
 for 8-bit data, to about 1e-12 relative otherwise, in any order of the parts. Parts must come
 from the same source (kind, path, split), the same data (fingerprint), mode, transform and
 pixels (decoder; ``pil`` and ``auto`` agree), and cover each of the N shards exactly once;
@@ -16,9 +16,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import OptionError
-from .sources.shard import parse_shard
-from .stats import SkippedFiles, Stats, load_stats, reason_category, same_pixels
+from prep.errors import OptionError
+from prep.sources.shard import parse_shard
+from prep.stats.file import SkippedFiles, Stats, load_stats, reason_category, same_pixels
 
 log = logging.getLogger("prep")
 

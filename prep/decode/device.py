@@ -8,7 +8,7 @@ float64 GEMM per image (exact: products and sums of 8-bit values are integers be
 only ``(N, C, 256)`` counts and ``(N, C, C)`` sums cross back to the host.
 
 Nothing here is specific to CUDA but the device the tensors live on: the CPU test suite runs
-this very code with ``device="cpu"`` (selected through :data:`prep.compute.DEVICE_DECODE`),
+this very code with ``device="cpu"`` (selected through :data:`prep.engine.measure.DEVICE_DECODE`),
 where the pixels are libjpeg-turbo's and equal PIL's. nvjpeg's may differ by rounding, which is
 why the stats file records the decoder (``torchvision-cuda``).
 """
@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from .decode import EightBitHistogram, ImageArray, TorchvisionDecoder, torchvision_kind
-from .formats import jpeg_components
-from .pixels import CHANNELS, LEVELS, convert_channels
+from prep.decode.decoders import EightBitHistogram, ImageArray, TorchvisionDecoder, torchvision_kind
+from prep.decode.jpeg_kinds import jpeg_components
+from prep.pixels import CHANNELS, LEVELS, convert_channels
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class EncodedJpeg:
 class PassJpegs:
     """The workers' decoder of the device path: JPEGs nvjpeg reads (8-bit baseline or
     progressive, grey or colour) pass through as :class:`EncodedJpeg`; every other file is
-    decoded here by torchvision.io or PIL (:class:`~prep.decode.TorchvisionDecoder`)."""
+    decoded here by torchvision.io or PIL (:class:`~prep.decode.decoders.TorchvisionDecoder`)."""
 
     name = "torchvision"
 
@@ -58,7 +58,7 @@ class PassJpegs:
 
 def decode_on_device(datas: list[bytes], mode: str, device: Any, covariance: bool = False) -> list[Any]:
     """Decode JPEGs on ``device`` and reduce them there: for each input an
-    :class:`~prep.decode.EightBitHistogram` (with its cross sums under ``covariance``), or, for a
+    :class:`~prep.decode.decoders.EightBitHistogram` (with its cross sums under ``covariance``), or, for a
     file the device decoder refused, the exception, in input order.
 
     The batch is decoded in one call; when that call fails (one damaged file fails it), each

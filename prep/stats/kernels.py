@@ -16,12 +16,12 @@ import os
 
 import numpy as np
 
-from .pixels import LEVELS
+from prep.pixels import LEVELS
 
 _LIB: ctypes.CDLL | None = None
 if os.environ.get("PREP_NO_KERNELS", "") in ("", "0"):
     try:
-        from . import _kernels  # type: ignore[attr-defined]
+        from prep import _kernels  # type: ignore[attr-defined]
 
         _LIB = ctypes.CDLL(_kernels.__file__)
     except (ImportError, OSError):  # not built (no compiler at install time): PIL and torch do the work

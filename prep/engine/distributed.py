@@ -4,7 +4,7 @@ Under ``torchrun`` (or any initialised process group) rank ``r`` of ``W`` measur
 (:mod:`prep.sources.shard`) with its own decoding workers; then every rank contributes either
 its statistics or its one-line error to a single ``all_gather_object``, so a rank that fails
 makes every rank fail with that rank's message instead of leaving the others waiting, and
-every rank merges the same states in rank order (:func:`prep.merge.merge_stats`): the result
+every rank merges the same states in rank order (:func:`prep.stats.merge.merge_stats`): the result
 equals a single-process run, bit for bit for 8-bit data.
 """
 
@@ -14,7 +14,7 @@ import datetime
 import os
 from typing import Any
 
-from .errors import OptionError, PrepError
+from prep.errors import OptionError, PrepError
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)  # the longest a rank waits for the slowest one's pass
 

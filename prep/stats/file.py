@@ -23,19 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .accumulator import ChannelMoments, ChannelSummary, _exact_moments
-from .config import MAX_PERCENTILES
-from .errors import OptionError, PrepError, StaleStatsError, StatsFileError, os_reason
-from .files import read_bytes_bounded, write_json_atomic
-from .histogram import DEFAULT_PERCENTILES, check_percentiles
-from .histogram import percentiles as histogram_percentiles
-from .pixels import CHANNELS, EIGHT_BIT_MAX, MODES
+from prep._version import __version__
+from prep.errors import OptionError, PrepError, StaleStatsError, StatsFileError, os_reason
+from prep.files import read_bytes_bounded, write_json_atomic
+from prep.options import MAX_PERCENTILES
+from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
+from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
+from prep.stats.histogram import percentiles as histogram_percentiles
+from prep.stats.moments import ChannelMoments, ChannelSummary, _exact_moments
 
 SCHEMA_VERSION = 1
-DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode
+DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode.decoders
 FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of image files, which a decoder reads
-_PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode)
+_PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode.decoders)
 
 
 def pixels_of(decoder: str | None) -> str | None:
@@ -216,7 +216,7 @@ class Stats:
     prep_version: str = __version__
     skipped_count: int | None = None
     skipped_reasons: Mapping[str, int] | None = None
-    transform: str | None = None  # the repr of the transform applied before measuring (prep.preprocess)
+    transform: str | None = None  # the repr of the transform applied before measuring (prep.transforms.measurement)
     decoder: str | None = None  # what decoded image files (DECODERS_RECORDED); None: no files decoded
     percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
     sample: Mapping[str, Any] | None = None  # a sampled pass: its size, seed and 95% intervals
@@ -286,7 +286,7 @@ class Stats:
     # -------------------------------------------------------------- transforms
     def normalize(self, eps: float | None = None):
         """``Compose``: pixel conversion, float32 unit scale, ``Normalize(mean, std)``."""
-        from .transforms import normalize_pipeline
+        from prep.transforms.normalize import normalize_pipeline
 
         return normalize_pipeline(self.mean, self.std, self.mode, eps=eps)
 
@@ -303,7 +303,7 @@ class Stats:
         percentiles (exact, from the histogram; 8-bit data) map onto the range instead, and
         ``clip=True`` clamps what falls outside it.
         """
-        from .transforms import minmax_pipeline
+        from prep.transforms.normalize import minmax_pipeline
 
         low, high = self.min, self.max
         if percentiles is not None:
@@ -364,7 +364,7 @@ class Stats:
         """AlexNet-style PCA lighting noise as a torchvision v2 transform, for float images in unit
         scale (after ``ToDtype(scale=True)``): each call draws ``alpha ~ N(0, alphastd)`` per
         principal axis and adds ``eigvec @ (alpha * eigval)`` to every pixel."""
-        from .transforms import Lighting
+        from prep.transforms.normalize import Lighting
 
         pca = self.pca
         if pca is None:
@@ -390,7 +390,7 @@ class Stats:
 
     def denormalize(self, eps: float | None = None):
         """The inverse of :meth:`normalize` on float tensors: ``x * std + mean``, unit scale."""
-        from .transforms import denormalize_pipeline
+        from prep.transforms.normalize import denormalize_pipeline
 
         return denormalize_pipeline(self.mean, self.std, eps=eps)
 
@@ -400,8 +400,8 @@ class Stats:
 
     def export(self, target: str, units: str | None = None) -> dict[str, Any]:
         """This file's mean and std for another library (torchvision, albumentations, hf, timm, kornia,
-        monai, dali, ffcv, keras) in its own units and field names: :func:`prep.exports.export`."""
-        from .exports import export
+        monai, dali, ffcv, keras) in its own units and field names: :func:`prep.insight.exports.export`."""
+        from prep.insight.exports import export
 
         return export(self, target, units=units)
 
@@ -536,7 +536,7 @@ def load_stats(
     except StatsFileError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     if verify_against is not None:
-        from .sources.resolve import resolve_source
+        from prep.sources.resolve import resolve_source
 
         source = resolve_source(
             verify_against,
@@ -822,7 +822,7 @@ def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
 def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | None:
     """``sample``: null, or ``{"images", "of", "seed", "ci95"}`` whose intervals are those the
     state's ``image_moments`` give (recomputed, so an edit is refused)."""
-    from .accumulator import sample_intervals
+    from prep.stats.moments import sample_intervals
 
     sample = _field(data, "sample", (dict, type(None))) if "sample" in data else None
     if sample is None:

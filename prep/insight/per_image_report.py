@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutputError, os_reason
-from .files import _umask, output_target
-from .pixels import channel_names
+from prep.errors import OutputError, os_reason
+from prep.files import _umask, output_target
+from prep.pixels import channel_names
 
 SHOWN = 10  # images named per kind of outlier
 NEAR_BLACK = 0.02  # every channel's mean below this: near black

@@ -12,10 +12,10 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import OptionError
+from prep.errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DECODER_CHOICES = ("auto", "pil", "torchvision")  # prep.decode; the default first
+DECODER_CHOICES = ("auto", "pil", "torchvision")  # prep.decode.decoders; the default first
 MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
 DEFAULTS: dict[str, Any] = {
     "source": None,
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "layout": None,  # NumPy arrays: NHWC or NCHW when the shape is ambiguous
     "archives": False,  # a directory of tar shards rather than an image folder
     "image_key": None,  # dict items: "image" or "img"
-    "percentiles": None,  # prep.histogram.DEFAULT_PERCENTILES
+    "percentiles": None,  # prep.stats.histogram.DEFAULT_PERCENTILES
     "shard": None,  # the whole dataset
     "sample": None,  # every image
     "seed": 0,  # of --sample
@@ -121,7 +121,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {"device": DEVICE_CHOICES, "decoder": DEC
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML preset; unknown keys and wrong types are errors naming the key and file."""
     path = os.fspath(path)
-    from .files import read_bytes_bounded
+    from prep.files import read_bytes_bounded
 
     data = read_bytes_bounded(path, "config", error=OptionError)
     try:
@@ -183,7 +183,7 @@ def source_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_percentiles(value: Any) -> tuple[float, ...] | None:
     """``"0.5,1,99"`` or a list of numbers as a tuple of percentiles in [0, 100] (None: the default)."""
-    from .histogram import check_percentiles
+    from prep.stats.histogram import check_percentiles
 
     if value is None:
         return None

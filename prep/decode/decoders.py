@@ -16,11 +16,11 @@ from typing import IO, Protocol
 import numpy as np
 from PIL import Image
 
-from . import kernels
-from .config import DECODER_CHOICES
-from .errors import OptionError
-from .formats import jpeg_components, read_header
-from .pixels import convert_channels, is_eight_bit, to_array
+from prep.decode.jpeg_kinds import jpeg_components, read_header
+from prep.errors import OptionError
+from prep.options import DECODER_CHOICES
+from prep.pixels import convert_channels, is_eight_bit, to_array
+from prep.stats import kernels
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class TorchvisionDecoder:
     """JPEGs decoded by ``torchvision.io`` (libjpeg-turbo), every other file by
     :class:`PILDecoder`; reduced by the same exact histograms.
 
-    ``verify=True`` is ``--decoder auto``: the first JPEG of each kind (:mod:`prep.formats`:
+    ``verify=True`` is ``--decoder auto``: the first JPEG of each kind (:mod:`prep.decode.jpeg_kinds`:
     frame type, components, their ids and subsampling, Adobe transform) that a process meets is
     decoded both ways, and torchvision.io decodes that kind from then on only if its pixels equal
     PIL's ``convert(mode)`` exactly; otherwise PIL does. ``verify=False`` is ``--decoder
@@ -183,7 +183,7 @@ _PIL_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # what PIL opens a JPEG of so many c
 
 
 def torchvision_kind(data: bytes) -> tuple | None:
-    """The kind (:mod:`prep.formats`) of ``data`` when torchvision.io is to decode it, else None.
+    """The kind (:mod:`prep.decode.jpeg_kinds`) of ``data`` when torchvision.io is to decode it, else None.
 
     That is a JPEG of a kind :func:`torchvision_decodes`, whose header PIL's ``Image.open`` reads
     as the same image (so a file PIL refuses is refused under every decoder), at most
@@ -232,7 +232,7 @@ def torchvision_pixels(data: bytes, kind: tuple, mode: str, device: str = "cpu")
 
 
 def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
-    """The histogram (and cross sums) of ``(C, H, W)`` uint8 pixels: by :mod:`prep.kernels` in
+    """The histogram (and cross sums) of ``(C, H, W)`` uint8 pixels: by :mod:`prep.stats.kernels` in
     place where they were built, else by PIL's histogram on a view of them (``L``: shared memory;
     ``RGB``: one unpacking copy)."""
     if pixels.shape[0] > 1 and pixels.stride(0) == 0:  # grey read as RGB: reduced once
@@ -262,7 +262,7 @@ def _hwc(pixels) -> np.ndarray:
 
 
 class TransformedDecoder:
-    """PIL's pixels passed through a transform before they are reduced (:mod:`prep.preprocess`):
+    """PIL's pixels passed through a transform before they are reduced (:mod:`prep.transforms.measurement`):
     arrays, never histograms, since the transform changes the pixels."""
 
     name = "pil"
@@ -273,7 +273,7 @@ class TransformedDecoder:
     def __call__(self, fp: IO[bytes], mode: str) -> ImageArray:
         import torch
 
-        from .preprocess import apply_transform
+        from prep.transforms.measurement import apply_transform
 
         with Image.open(fp) as img:
             array, pixel_max = to_array(img, mode, replicate=False)
@@ -286,7 +286,7 @@ class TransformedDecoder:
 
 def make_decoder(name: str, covariance: bool = False) -> Decoder:
     """The decoder ``--decoder name`` asks for (see :data:`DECODER_CHOICES`). ``auto`` is the
-    fastest way to PIL's pixels: torchvision.io where it gives them and :mod:`prep.kernels` was
+    fastest way to PIL's pixels: torchvision.io where it gives them and :mod:`prep.stats.kernels` was
     built to reduce them in place, else PIL alone (torchvision.io's pixels copied into PIL's
     layout cost more than PIL's decode)."""
     if name == "pil" or (name == "auto" and not kernels.AVAILABLE):

@@ -1,7 +1,7 @@
 """Per-image normalization: each image standardized by its own statistics.
 
 prep's dataset statistics are the axes of batch normalization: per channel ``c``, over every
-image ``n`` and pixel ``(h, w)`` of the dataset, and :meth:`prep.stats.Stats.normalize` applies
+image ``n`` and pixel ``(h, w)`` of the dataset, and :meth:`prep.stats.file.Stats.normalize` applies
 them. The other normalization axes describe one image at a time, so they are transforms, not
 dataset statistics. For an image ``x`` of shape ``(C, H, W)`` in unit scale and a set ``S`` of
 its elements:
@@ -35,9 +35,9 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .errors import OptionError
-from .pixels import check_mode, from_hwc_array, native_mode, to_unit_float
-from .transforms import _NOT_IMAGES, ConvertPixels
+from prep.errors import OptionError
+from prep.pixels import check_mode, from_hwc_array, native_mode, to_unit_float
+from prep.transforms.normalize import _NOT_IMAGES, ConvertPixels
 
 AXES = ("layer", "instance", "group")
 
@@ -96,7 +96,7 @@ class PerImageNormalize(v2.Transform):
     Takes a PIL image, a NumPy ``(H, W[, C])`` image or a tensor ``(..., C, H, W)`` (uint8,
     16-bit integers or float in unit scale) and returns a float tensor. With ``mode`` (``RGB``
     or ``L``) the image is first given those channels by prep's pixel rule
-    (:class:`~prep.transforms.ConvertPixels`, as prep's pipelines do); without it PIL images keep
+    (:class:`~prep.transforms.normalize.ConvertPixels`, as prep's pipelines do); without it PIL images keep
     their own channels (``L`` for grey, 16-bit and float images, else ``RGB``) and tensors and
     arrays are taken as they are. Bounding boxes and masks pass unchanged.
 

@@ -3,8 +3,8 @@
 A checkpoint holds what identifies the run (source, fingerprint, options), the position (images
 of the source consumed), the files skipped so far and the accumulator state. It is written
 atomically, so a kill at any moment leaves the previous checkpoint or the new one. Skipped files
-are kept bounded as in the stats file (:class:`~prep.stats.SkippedFiles`: the first
-:data:`~prep.stats.SKIPPED_LISTED` named, all counted, in total and per reason).
+are kept bounded as in the stats file (:class:`~prep.stats.file.SkippedFiles`: the first
+:data:`~prep.stats.file.SKIPPED_LISTED` named, all counted, in total and per reason).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .accumulator import ChannelMoments
-from .errors import PrepError, StatsFileError, os_reason
-from .files import read_bytes_bounded, write_json_atomic
-from .stats import INT64_MAX, SkippedFiles, check_shape, check_state, parse_json, short_repr
+from prep.errors import PrepError, StatsFileError, os_reason
+from prep.files import read_bytes_bounded, write_json_atomic
+from prep.stats.file import INT64_MAX, SkippedFiles, check_shape, check_state, parse_json, short_repr
+from prep.stats.moments import ChannelMoments
 
-CHECKPOINT_KIND = "prep.checkpoint"
+CHECKPOINT_KIND = "prep.engine.checkpoint"
 CHECKPOINT_VERSION = 2  # 2: skipped as {count, reasons, files}; version 1's list of [name, reason] pairs is read too
 log = logging.getLogger("prep")
 

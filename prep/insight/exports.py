@@ -1,6 +1,6 @@
 """One stats file for every library: the measured constants in each library's own units and names.
 
-:func:`export` turns a :class:`~prep.stats.Stats` into the numbers (and the line to paste) that a
+:func:`export` turns a :class:`~prep.stats.file.Stats` into the numbers (and the line to paste) that a
 library's normalization takes; :func:`render` prints it as text or JSON. Every library applies
 the same per-channel map, ``y = (x - mean[c]) / std[c]``; they differ in the units ``x`` has when
 it arrives, so each export names its units (``units``):
@@ -40,8 +40,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import OptionError, PrepError, os_reason
-from .files import read_bytes_bounded, write_json_atomic, write_text_atomic
+from prep.errors import OptionError, PrepError, os_reason
+from prep.files import read_bytes_bounded, write_json_atomic, write_text_atomic
 
 TARGETS = ("torchvision", "albumentations", "hf", "timm", "kornia", "monai", "dali", "ffcv", "keras")
 FORMATS = ("text", "json")

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StatsFileError
-from .pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
+from prep.errors import StatsFileError
+from prep.pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
 
 if TYPE_CHECKING:
     import torch
@@ -706,8 +706,8 @@ def _cross_sums(batch: torch.Tensor) -> list[list[int]]:
 def _uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int]]:
     """:func:`_cross_sums` of a uint8 batch, whose sums of squares ``total_sq`` (per image and
     channel) are known already: one channel needs nothing more; a contiguous CPU batch goes to
-    :mod:`prep.kernels` where they were built; anything else to the float64 GEMM."""
-    from . import kernels
+    :mod:`prep.stats.kernels` where they were built; anything else to the float64 GEMM."""
+    from prep.stats import kernels
 
     c = batch.shape[1]
     squares = [int(v) for v in np.asarray(total_sq).astype(np.int64).sum(0)]

@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from .pixels import checked_sixteen_bit, pixel_max_of
+from prep.pixels import checked_sixteen_bit, pixel_max_of
 
 MAX_DIM = 16_384  # largest D = C*H*W: the D x D float64 state is 2 GiB there, eigh takes minutes
 EXACT_LIMIT = 2**53  # float64 holds every integer below this exactly

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import torch
 
-from .config import DEVICE_CHOICES
-from .errors import OptionError
+from prep.errors import OptionError
+from prep.options import DEVICE_CHOICES
 
 # Default batch sizes, in pixels: on the CPU, batches whose float32 copies (2 x 4 MiB) stay in
 # cache run fastest; on CUDA, large batches amortize the kernel launches.

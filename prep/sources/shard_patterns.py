@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import SourceError
-from .members import ARCHIVE_SUFFIXES, is_archive_name
+from prep.errors import SourceError
+from prep.sources.archive_members import ARCHIVE_SUFFIXES, is_archive_name
 
 MAX_SHARDS = 1_000_000  # a brace pattern naming more is a typo, not a dataset
 _BRACE = re.compile(r"\{([^{}]*)\}")

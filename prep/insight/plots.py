@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, PrepError, os_reason
-from .files import output_target, write_atomic
+from prep.errors import OptionError, PrepError, os_reason
+from prep.files import output_target, write_atomic
 
 MISSING_MATPLOTLIB = "matplotlib is needed for plots: pip install 'prep[plot]'"
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -41,7 +41,7 @@ def _figure_class():
 
 
 def plot_stats(stats_list: Sequence[Any], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
-    """Draw the per-channel histograms of ``stats_list`` (one or more :class:`~prep.stats.Stats`
+    """Draw the per-channel histograms of ``stats_list`` (one or more :class:`~prep.stats.file.Stats`
     with the same channel count) into ``out_path`` (``.png``, ``.pdf`` or ``.svg``), written
     atomically; returns the path. ``labels`` name the files in the legend (default: each one's
     source). Raises :class:`~prep.errors.PrepError` when matplotlib is missing."""

@@ -1,0 +1,1 @@
+"""Statistics: the mergeable reducers (moments, histograms, cross moments), the stats file and its schema, merge."""
