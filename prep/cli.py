@@ -540,7 +540,11 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
 
 
 # keyword arguments of prep.compute_whitening taken from the resolved options
-_WHITEN_PASS_OPTIONS = (*SOURCE_OPTIONS, "mode", "batch_size", "device", "workers", "strict")
+_WHITEN_PASS_OPTIONS = (
+    *SOURCE_OPTIONS,
+    *("mode", "batch_size", "device", "workers", "strict", "decoder", "sample", "seed"),
+    *("checkpoint", "checkpoint_every", "resume"),
+)
 
 
 @main.command("whiten")
@@ -557,6 +561,20 @@ _WHITEN_PASS_OPTIONS = (*SOURCE_OPTIONS, "mode", "batch_size", "device", "worker
     help="Added to every eigenvalue of the covariance (unit scale squared).",
 )
 @click.option("--pca-whiten", is_flag=True, help="PCA whitening diag(1/sqrt(lambda+eps)) U^T instead of ZCA.")
+@click.option(
+    "--sample",
+    help="Measure a uniformly random subset: N images, or a fraction such as 0.05.  [default: every image]",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), help="Seed of --sample (the same seed, the same images).  [default: 0]"
+)
+@click.option("--checkpoint", help="Save progress here every N images (a torch file: the sums are D x D).")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    help=f"N for --checkpoint.  {describe_default('checkpoint_every')}",
+)
+@click.option("--resume", is_flag=True, default=None, help="Continue from --checkpoint after an interruption.")
 @_reports_errors
 def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
     """Compute the ZCA whitening matrix of SOURCE in one pass.
@@ -571,23 +589,22 @@ def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
       prep whiten mnist --root ./data -o mnist-zca.pt
       prep whiten cifar10 --root ./data --eps 1e-3 -o cifar10-zca.pt
       prep whiten ./photos --resize 32x32 --pca-whiten -o photos-pca.pt
+      prep whiten ./huge --resize 32x32 --checkpoint ck.pt -o zca.pt   (then add --resume)
 
     Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
     with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
         import torch  # noqa: F401
         import torchvision  # noqa: F401
+    from prep.engine.whiten import compute_whitening
     from prep.files import output_target
     from prep.transforms.measurement import measurement_transform
-    from prep.transforms.whitening import compute_whitening
 
     _source_argument(given)
     opts = resolve_options(given)
     _log_to_stderr(quiet=opts["quiet"])
     if opts["split"] and ("," in opts["split"] or opts["split"] == "all"):
         raise click.UsageError("prep whiten measures one split at a time")
-    if opts["decoder"] == "torchvision":
-        raise click.UsageError("prep whiten decodes image files with PIL: --decoder torchvision does not apply")
     out = opts["out"]
     if out:
         output_target(out, "whitening file")  # refused before the pass, not after it

@@ -121,9 +121,9 @@ def test_resume_from_a_checkpoint_of_other_data_is_refused(tmp_path):
 
 
 def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 2)
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 2)
     ck = tmp_path / "ck.json"
     whole = prep.compute_stats(image_folder, workers=0)
 
@@ -131,7 +131,7 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
         pass
 
     calls = {"n": 0}
-    real = compute.reduce_chunk
+    real = reducers.reduce_chunk
 
     def flaky(task, *args):
         calls["n"] += 1
@@ -139,10 +139,10 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
             raise Stop
         return real(task, *args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    monkeypatch.setattr(reducers, "reduce_chunk", flaky)
     with pytest.raises(Stop):
         prep.compute_stats(image_folder, workers=0, checkpoint=ck, checkpoint_every=1)
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     assert json.loads(ck.read_text())["position"] == 4  # two chunks of two done before the failure
     resumed = prep.compute_stats(image_folder, workers=0, checkpoint=ck, resume=True)
     assert (resumed.mean, resumed.std, resumed.count, resumed.images) == (

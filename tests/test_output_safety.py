@@ -56,9 +56,9 @@ def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tmp_pat
 def test_an_unwritable_output_fails_before_the_pass_and_keeps_the_checkpoint(tmp_path, folder, monkeypatch):
     ck = tmp_path / "ck.json"
     calls = []
-    import prep.engine.measure as compute
+    from prep.engine import loop
 
-    monkeypatch.setattr(compute, "_run_tasks", lambda *a: calls.append(a))
+    monkeypatch.setattr(loop, "_run_tasks", lambda *a: calls.append(a))
     result = run("stats", folder, "-o", tmp_path / "missing" / "out.json", "--checkpoint", ck)
     assert result.exit_code == 2 and "directory" in result.stderr and "does not exist" in result.stderr
     assert calls == []  # refused before any image was read
@@ -110,15 +110,15 @@ def test_strict_fails_on_a_reused_file_that_lists_undecodable_images(tmp_path, f
 
 @pytest.mark.parametrize("position", [0, True, 99, -1, "3"])
 def test_an_edited_checkpoint_position_is_refused(tmp_path, folder, position, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
     ck = tmp_path / "ck.json"
 
     class Stop(Exception):
         pass
 
-    real = compute.reduce_chunk
+    real = reducers.reduce_chunk
     calls = {"n": 0}
 
     def flaky(*args):
@@ -127,10 +127,10 @@ def test_an_edited_checkpoint_position_is_refused(tmp_path, folder, position, mo
             raise Stop
         return real(*args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    monkeypatch.setattr(reducers, "reduce_chunk", flaky)
     with pytest.raises(Stop):
         prep.compute_stats(folder, workers=0, checkpoint=ck, checkpoint_every=1)
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     data = json.loads(ck.read_text())
     assert data["position"] == 2 and data["state"]["images"] == 2
     data["position"] = position

@@ -15,7 +15,7 @@ import torch
 
 import prep
 from common import good_images, make_folder, make_mnist, run
-from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
+from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, moments_loader, save_checkpoint
 from prep.errors import StatsFileError
 from prep.insight.summary import format_summary
 from prep.stats.file import SKIPPED_LISTED, SkippedFiles, reason_category
@@ -404,7 +404,7 @@ def _checkpoint(tmp_path, skipped: int = 3, position: int = 6):
 
 
 def _load(ck, total=None):
-    return load_checkpoint(str(ck), IDENTITY, 3, total)
+    return load_checkpoint(str(ck), IDENTITY, moments_loader(3), total)
 
 
 def test_a_checkpoint_keeps_the_first_skipped_files_and_every_count(tmp_path):
@@ -522,11 +522,11 @@ def test_a_pass_that_skips_thousands_of_files_writes_a_bounded_file(tmp_path, ju
 
 
 def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, junk_folder, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
     ck = tmp_path / "ck.json"
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
-    real = compute.reduce_chunk
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    real = reducers.reduce_chunk
 
     class Stop(Exception):
         pass
@@ -536,11 +536,11 @@ def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, jun
             raise Stop
         return real(chunk, *args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", stop_at_the_second)
+    monkeypatch.setattr(reducers, "reduce_chunk", stop_at_the_second)
     with pytest.raises(Stop):
         prep.compute_stats(junk_folder, workers=0, checkpoint=ck, checkpoint_every=1)
     assert json.loads(ck.read_text())["skipped"]["count"] == 1204
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     with pytest.warns(prep.PrepWarning, match="skipped 1204 file"):
         stats = prep.compute_stats(junk_folder, workers=0, checkpoint=ck, resume=True)
     assert (stats.images, stats.skipped_count, len(stats.skipped)) == (2, 1204, SKIPPED_LISTED)
