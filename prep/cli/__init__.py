@@ -19,13 +19,7 @@ import click
 
 from prep._version import __version__
 from prep.errors import PrepError, os_reason
-from prep.options import (
-    DECODER_CHOICES,
-    DEVICE_CHOICES,
-    PASS_OPTIONS,
-    describe_default,
-)
-from prep.pixels import MODES
+from prep.options import PASS_OPTIONS
 from prep.signals import INTERRUPTED, restore_sigint
 
 
@@ -102,94 +96,6 @@ class _OneLineErrors(click.Group):
 @click.version_option(__version__, prog_name="prep")
 def main() -> None:
     """Per-channel dataset statistics and the torchvision transforms that use them."""
-
-
-def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Apply click option decorators in the order they are listed (as they read in ``--help``)."""
-
-    def apply(command: Any) -> Any:
-        for decorator in reversed(decorators):
-            command = decorator(command)
-        return command
-
-    return apply
-
-
-# what the source is: shared by `prep stats` and `prep check`
-SOURCE_FLAGS = _options(
-    click.option("--root", help=f"Where named datasets live, in torchvision's layout.  {describe_default('root')}"),
-    click.option(
-        "--split",
-        help="train or test for named datasets; for a folder, its train/val/test subfolder; prep stats "
-        f"also takes several, train,test or all (one file each: {{split}} in -o).  {describe_default('split')}",
-    ),
-    click.option(
-        "--key",
-        help="WebDataset shards: the image extension of a sample (jpg, png, ...); .npz: the array to read.",
-    ),
-    click.option(
-        "--layout",
-        type=click.Choice(("NHWC", "NCHW")),
-        help="NumPy arrays: the axis order when the shape is ambiguous.",
-    ),
-    click.option("--archives", is_flag=True, default=None, help="SOURCE is a directory of tar shards (WebDataset)."),
-    click.option("--image-key", help="Dict items (hf:NAME): the image field.  [default: image or img]"),
-    click.option("--download", is_flag=True, default=None, help="Fetch a named dataset through torchvision first."),
-    click.option(
-        "--follow-symlinks/--no-follow-symlinks",
-        default=None,
-        help="Follow symlinks in folders, as ImageFolder does; --no-follow-symlinks lists them as skipped.  "
-        "[default: follow]",
-    ),
-)
-# how the pass runs and what it measures: shared by `prep stats` and `prep check`
-PASS_FLAGS = _options(
-    click.option(
-        "--device",
-        type=click.Choice(DEVICE_CHOICES),
-        help="Where batches are reduced; with --decoder torchvision, --device cuda also decodes JPEGs "
-        f"on the GPU (nvjpeg).  {describe_default('device')}",
-    ),
-    click.option(
-        "--workers", type=click.IntRange(min=0), help=f"Decoding processes for folders.  {describe_default('workers')}"
-    ),
-    click.option(
-        "--decoder",
-        type=click.Choice(DECODER_CHOICES),
-        help="How image files are decoded: auto (PIL's pixels: torchvision.io for each JPEG kind whose "
-        "pixels it gives exactly as PIL's, checked on the kind's first file, PIL otherwise); pil (PIL "
-        "for every file, as ImageFolder: the same numbers); torchvision (torchvision.io's pixels for "
-        "JPEGs, not with --resize; with --device cuda, decoded on the GPU by nvjpeg, whose rounding "
-        "may differ). Recorded in the stats file.  [default: auto]",
-    ),
-    click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        help=f"Images per batch for idx/CIFAR.  {describe_default('batch_size')}",
-    ),
-    click.option(
-        "--resize",
-        help="Measure after v2.Resize(SIZE, antialias=True): N (shorter side) or HxW.  [default: no resize]",
-    ),
-    click.option(
-        "--center-crop", help="Measure after v2.CenterCrop(SIZE) (after --resize): N or HxW.  [default: no crop]"
-    ),
-    click.option("--strict", is_flag=True, default=None, help="Stop at the first undecodable file (exit 1)."),
-    click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        default=None,
-        help="No progress bar or info lines; prep stats prints only the Normalize line.",
-    ),
-)
-
-
-MODE_FLAG = click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    help="Pixel conversion: RGB (3 channels) or L (grey).  [default: RGB for folders and CIFAR, L for MNIST-format]",
-)
 
 
 def pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:

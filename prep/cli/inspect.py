@@ -10,8 +10,6 @@ from typing import Any
 import click
 
 from prep.cli import (
-    PASS_FLAGS,
-    SOURCE_FLAGS,
     echo_out,
     log_to_stderr,
     main,
@@ -22,6 +20,7 @@ from prep.cli import (
 from prep.errors import PrepError
 from prep.insight.exports import TARGETS
 from prep.options import (
+    click_options,
     resolve_options,
 )
 
@@ -64,15 +63,7 @@ _FORMAT = click.option(
 @main.command("check")
 @click.argument("reference")
 @click.argument("source", nargs=-1, required=True)
-@SOURCE_FLAGS
-@PASS_FLAGS
-@click.option(
-    "--tol",
-    type=click.FloatRange(min=0),
-    default=0.05,
-    show_default=True,
-    help="Largest |normalized mean| and |normalized std - 1| that pass.",
-)
+@click_options("check")
 @_FORMAT
 @reports_errors
 def check_command(reference: str, tol: float, output_format: str, **given: Any) -> None:
@@ -105,20 +96,7 @@ def check_command(reference: str, tol: float, output_format: str, **given: Any) 
 @main.command("compare")
 @click.argument("a")
 @click.argument("b")
-@click.option(
-    "--max-shift",
-    type=click.FloatRange(min=0),
-    default=0.1,
-    show_default=True,
-    help="Largest |mean_B - mean_A| in units of A's std that passes.",
-)
-@click.option(
-    "--max-std-ratio",
-    type=click.FloatRange(min=1),
-    default=1.1,
-    show_default=True,
-    help="std_B / std_A must lie in [1/R, R].",
-)
+@click_options("compare")
 @_FORMAT
 @reports_errors
 def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, output_format: str) -> None:

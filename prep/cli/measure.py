@@ -9,9 +9,6 @@ from typing import Any
 import click
 
 from prep.cli import (
-    MODE_FLAG,
-    PASS_FLAGS,
-    SOURCE_FLAGS,
     echo_out,
     log_to_stderr,
     main,
@@ -22,7 +19,7 @@ from prep.cli import (
 from prep.errors import PrepError
 from prep.options import (
     SOURCE_OPTIONS,
-    describe_default,
+    click_options,
     output_for,
     resolve_options,
 )
@@ -37,58 +34,7 @@ from prep.signals import deferred_sigint
     help="TOML preset (see configs/); command-line options override it.",
 )
 @click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
-@SOURCE_FLAGS
-@PASS_FLAGS
-@MODE_FLAG
-@click.option(
-    "--percentiles",
-    help="Percentiles to list, e.g. 0.1,1,50,99,99.9 (exact, 8-bit data).  [default: 0.5,1,5,50,95,99,99.5]",
-)
-@click.option(
-    "--shard",
-    help="Measure only shard I of N (I/N, zero-based; image i is in shard i mod N); "
-    "prep merge combines the parts.  [default: all images]",
-)
-@click.option(
-    "--sample",
-    help="Measure a uniformly random subset: N images, or a fraction such as 0.05; the stats get 95% "
-    "confidence intervals.  [default: every image]",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), help="Seed of --sample (the same seed, the same images).  [default: 0]"
-)
-@click.option(
-    "--per-image",
-    help="Write a CSV row per image (size, per-channel mean/std/min/max, digest) here, and name "
-    "suspicious images (constant, near black/white, brightness outliers, duplicates) in the summary.",
-)
-@click.option(
-    "--outlier-k",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Brightness outliers lie beyond this many stds of the images' brightness.  [default: 4]",
-)
-@click.option(
-    "--covariance/--no-covariance",
-    default=None,
-    help="Measure the colour covariance (exact for 8/16-bit data) and its PCA: the constants of "
-    "AlexNet-style lighting noise (stats.lighting()). A file made without it is recomputed only "
-    "when --covariance is given.  [default: on]",
-)
-@click.option("--force", is_flag=True, default=None, help="Recompute even if --out is up to date.")
-@click.option(
-    "--checksum",
-    is_flag=True,
-    default=None,
-    help="Reuse -o only if the folder's file contents are unchanged (hashes every file; "
-    "default: sizes and modification times).",
-)
-@click.option("--checkpoint", help="Save progress here every N images ({split} as in -o).")
-@click.option(
-    "--checkpoint-every",
-    type=click.IntRange(min=1),
-    help=f"N for --checkpoint.  {describe_default('checkpoint_every')}",
-)
-@click.option("--resume", is_flag=True, default=None, help="Continue from --checkpoint after an interruption.")
+@click_options("stats")
 @reports_errors
 def stats_command(config_path: str | None, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.
@@ -238,31 +184,8 @@ _WHITEN_PASS_OPTIONS = (
 @main.command("whiten")
 @click.argument("source", nargs=-1, required=True)
 @click.option("-o", "--out", help="Write the whitening file here (.pt, written atomically).")
-@SOURCE_FLAGS
-@PASS_FLAGS
-@MODE_FLAG
-@click.option(
-    "--eps",
-    type=click.FloatRange(min=0),
-    default=1e-5,
-    show_default=True,
-    help="Added to every eigenvalue of the covariance (unit scale squared).",
-)
+@click_options("whiten")
 @click.option("--pca-whiten", is_flag=True, help="PCA whitening diag(1/sqrt(lambda+eps)) U^T instead of ZCA.")
-@click.option(
-    "--sample",
-    help="Measure a uniformly random subset: N images, or a fraction such as 0.05.  [default: every image]",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), help="Seed of --sample (the same seed, the same images).  [default: 0]"
-)
-@click.option("--checkpoint", help="Save progress here every N images (a torch file: the sums are D x D).")
-@click.option(
-    "--checkpoint-every",
-    type=click.IntRange(min=1),
-    help=f"N for --checkpoint.  {describe_default('checkpoint_every')}",
-)
-@click.option("--resume", is_flag=True, default=None, help="Continue from --checkpoint after an interruption.")
 @reports_errors
 def whiten_command(eps: float, pca_whiten: bool, **given: Any) -> None:
     """Compute the ZCA whitening matrix of SOURCE in one pass.

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from prep.engine.checkpoint import remove_checkpoint
@@ -26,7 +25,7 @@ from prep.engine.workers import (
 from prep.errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from prep.files import output_target
 from prep.insight.per_image_report import PerImageReport
-from prep.options import DECODER_CHOICES, DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
+from prep.options import DECODER_CHOICES, api_options, check_options, parse_percentiles, source_options
 from prep.pixels import CHANNELS, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
@@ -37,47 +36,14 @@ from prep.transforms.measurement import check_transform, describe_transform
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
-_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {
-    "progress": False,
-    "transform": None,
-    "distributed": False,
-}
 log = logging.getLogger("prep")
 
 
-def compute_stats(
-    source: Any,
-    *,
-    root: str | os.PathLike = DEFAULTS["root"],
-    split: str = DEFAULTS["split"],
-    device: Any = DEFAULTS["device"],
-    workers: int | None = DEFAULTS["workers"],
-    batch_size: int | None = DEFAULTS["batch_size"],
-    mode: str | None = DEFAULTS["mode"],
-    transform: Any = None,
-    strict: bool = DEFAULTS["strict"],
-    download: bool = DEFAULTS["download"],
-    follow_symlinks: bool = DEFAULTS["follow_symlinks"],
-    checksum: bool = DEFAULTS["checksum"],
-    key: str | None = DEFAULTS["key"],
-    layout: str | None = DEFAULTS["layout"],
-    archives: bool = DEFAULTS["archives"],
-    image_key: str | None = DEFAULTS["image_key"],
-    percentiles: Sequence[float] | None = DEFAULTS["percentiles"],
-    shard: str | tuple[int, int] | None = DEFAULTS["shard"],
-    sample: int | float | str | None = DEFAULTS["sample"],
-    seed: int = DEFAULTS["seed"],
-    per_image: str | os.PathLike | None = DEFAULTS["per_image"],
-    covariance: bool | None = DEFAULTS["covariance"],
-    decoder: str | None = DEFAULTS["decoder"],
-    outlier_k: float = DEFAULTS["outlier_k"],
-    distributed: bool = False,
-    progress: bool | Callable[..., Any] = False,
-    checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
-    checkpoint_every: int = DEFAULTS["checkpoint_every"],
-    resume: bool = DEFAULTS["resume"],
-) -> Stats:
+def compute_stats(source: Any, **options: Any) -> Stats:
     """Measure per-channel count, mean, std, min and max of ``source``; nothing is written.
+
+    Every option has its default in :data:`prep.options.OPTIONS` (the same table ``prep stats``'
+    flags come from); an unknown one raises ``TypeError``.
 
     Args:
         source: a directory, a zip or tar archive, WebDataset shards (a list of tar files or a
@@ -141,9 +107,9 @@ def compute_stats(
         :class:`~prep.stats.file.Stats`; ``.save(path)`` writes the stats file. A checkpoint has served
         its purpose once the statistics are returned and is removed.
     """
-    options = dict(locals())  # every argument, as given
-    source = options.pop("source")
-    stats = _measure_distributed(source, options) if distributed else _measure(source, options)
+    options = api_options(options)
+    checkpoint = options["checkpoint"]
+    stats = _measure_distributed(source, options) if options["distributed"] else _measure(source, options)
     if checkpoint is not None:
         remove_checkpoint(os.fspath(checkpoint))
     return stats
@@ -297,9 +263,7 @@ def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
     return stats
 
 
-def load_or_compute(
-    out: str | os.PathLike, source: Any, *, force: bool = DEFAULTS["force"], **options: Any
-) -> tuple[Stats, bool]:
+def load_or_compute(out: str | os.PathLike, source: Any, *, force: bool = False, **options: Any) -> tuple[Stats, bool]:
     """The stats in ``out`` when they still describe ``source``, else a new pass saved to ``out``.
 
     Returns ``(stats, reused)``. ``options`` are those of :func:`compute_stats`; why a file is
@@ -308,7 +272,7 @@ def load_or_compute(
     rank 0 alone reads and writes ``out``, and every rank returns the same statistics.
     """
     out = os.fspath(out)
-    options = {**_DEFAULT_OPTIONS, **options, "download": options.get("download", False)}
+    options = api_options(options)
     src = _subset(resolve_source(source, **source_options(options)), options)
     options["shard"] = options["sample"] = None  # src is the shard or sample already
     if options["distributed"]:
