@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -21,6 +21,9 @@ from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
 from prep.pixels import convert_channels, is_eight_bit, to_array
 from prep.stats import kernels
+
+if TYPE_CHECKING:
+    from prep.decode.device import EncodedJpeg
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,12 @@ class ImageArray:
 
 
 class Decoder(Protocol):
+    """What a worker decodes files with: bytes and a mode -> an 8-bit image's reduction, an
+    array, or (the device path, :mod:`prep.decode.device`) a JPEG passed through encoded."""
+
     name: str
 
-    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray: ...
+    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray | EncodedJpeg: ...
 
 
 class PILDecoder:
@@ -209,7 +215,7 @@ def torchvision_kind(data: bytes) -> tuple | None:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as probe:  # the header only: nothing is decoded
                 same = probe.format == "JPEG" and probe.size == (width, height)
-                same = same and probe.mode == _PIL_MODES[jpeg_components(kind)]
+                same = same and probe.mode == _PIL_MODES.get(jpeg_components(kind) or 0)
     except Exception:  # PIL refuses it: PIL will say why
         return None
     return kind if same else None

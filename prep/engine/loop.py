@@ -24,7 +24,7 @@ from typing import Any
 
 from prep.engine.checkpoint import Progress, load_checkpoint, save_checkpoint
 from prep.engine.workers import MAX_WORKERS_PER_CPU, cpu_count, map_ordered, worker_limit
-from prep.errors import BadImageError, PrepError, SourceError
+from prep.errors import BadImageError, OptionError, PrepError, SourceError
 from prep.insight.summary import progress_bar
 from prep.pixels import convert_channels, pixel_max_of
 from prep.sources.base import BatchSource, FileChunk, Source, TaskSource
@@ -152,6 +152,8 @@ class _Run:
             self.reducer.load_state_dict(raw, where)
             return self.reducer, self.reducer.images
 
+        if s.checkpoint is None:
+            raise OptionError("resume needs a checkpoint file")
         fmt = self.reducer.checkpoint_format
         loaded = load_checkpoint(s.checkpoint, s.identity, load_state, self.src.num_images(), fmt)
         if loaded is None:

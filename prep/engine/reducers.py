@@ -90,7 +90,7 @@ class MomentsReducer(Reducer):
 
     def fold(self, chunk: FileChunk, result: Any) -> None:
         if self.on_device is not None:
-            fold_pending(result, chunk.names, self.mode, self.on_device, self.covariance)
+            fold_pending(result, list(chunk.names), self.mode, self.on_device, self.covariance)
         if self.report is not None:
             self.report.add(result.rows)
         self.state = self.state.merge(result.state)
@@ -150,7 +150,8 @@ class CrossMomentsReducer(Reducer):
     def update(self, pixels: Any, pixel_max: float | None, first: int, name: Callable[[int], str]) -> None:
         self.check(tuple(pixels.shape[1:]), pixel_max_of(pixels.dtype) if pixel_max is None else pixel_max, name(0))
         if self.state is None:
-            self.state = CrossMoments(self.shape, device=self.device)
+            assert self.shape is not None  # set by check() above
+            self.state = CrossMoments(list(self.shape), device=self.device)
         try:
             self.state.update(pixels, pixel_max)
         except ValueError as exc:

@@ -116,7 +116,7 @@ def _measure(source: Any, given: dict[str, Any]) -> tuple[CrossMoments, Source, 
     unknown = sorted(set(given) - set(PASS_NAMES) - set(SOURCE_OPTIONS))
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
-    o = {name: DEFAULTS.get(name) for name in (*PASS_NAMES, *SOURCE_OPTIONS)}
+    o: dict[str, Any] = {name: DEFAULTS.get(name) for name in (*PASS_NAMES, *SOURCE_OPTIONS)}
     o |= {"transform": None, "progress": False, **given}
     checkpoint = None if o["checkpoint"] is None else os.fspath(o["checkpoint"])
     if checkpoint is not None:
