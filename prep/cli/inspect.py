@@ -9,20 +9,10 @@ from typing import Any
 
 import click
 
-from prep.cli import (
-    echo_out,
-    log_to_stderr,
-    main,
-    pass_kwargs,
-    reports_errors,
-    source_argument,
-)
+from prep.cli import echo_out, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
 from prep.errors import PrepError
 from prep.insight.exports import TARGETS
-from prep.options import (
-    click_options,
-    resolve_options,
-)
+from prep.options import click_options, resolve_options
 
 
 @main.command("show")

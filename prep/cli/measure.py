@@ -8,21 +8,9 @@ from typing import Any
 
 import click
 
-from prep.cli import (
-    echo_out,
-    log_to_stderr,
-    main,
-    pass_kwargs,
-    reports_errors,
-    source_argument,
-)
+from prep.cli import echo_out, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
 from prep.errors import PrepError
-from prep.options import (
-    SOURCE_OPTIONS,
-    click_options,
-    output_for,
-    resolve_options,
-)
+from prep.options import SOURCE_OPTIONS, click_options, output_for, resolve_options
 from prep.signals import deferred_sigint
 
 
