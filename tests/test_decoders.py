@@ -27,7 +27,7 @@ from common import make_mnist, run
 from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
 from prep.decode.device import PassJpegs, decode_on_device, image_cross_sums, image_histograms
 from prep.decode.jpeg_kinds import image_kind
-from prep.errors import OptionError, StatsFileError
+from prep.errors import MismatchError, OptionError, StatsFileError
 from prep.transforms.measurement import measurement_transform
 
 
@@ -379,7 +379,7 @@ def test_an_unknown_decoder_in_a_file_is_refused(mixed_folder, tmp_path):
 def test_merge_refuses_parts_of_other_pixels(mixed_folder):
     a = prep.compute_stats(mixed_folder, shard="0/2", decoder="pil")
     b = prep.compute_stats(mixed_folder, shard="1/2", decoder="torchvision")
-    with pytest.raises(OptionError, match="decoded by torchvision"):
+    with pytest.raises(MismatchError, match="decoded by torchvision"):
         prep.merge_stats([a, b])
     whole = prep.merge_stats([a, prep.compute_stats(mixed_folder, shard="1/2", decoder="auto")])
     one_pass = prep.compute_stats(mixed_folder)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prep.errors import OptionError
+from prep.errors import MismatchError, OptionError
 from prep.insight.known import KNOWN, KnownConstants
 from prep.pixels import channel_names
 from prep.stats.file import Stats, load_stats
@@ -116,7 +116,7 @@ def judge(
 ) -> CheckResult:
     """How ``reference``'s ``Normalize`` leaves the data that ``data`` describes."""
     if data.channels != reference.channels:
-        raise OptionError(f"{name} has {reference.channels} channel(s), the data {data.channels}")
+        raise MismatchError(f"{name} has {reference.channels} channel(s), the data {data.channels}")
     if not (isinstance(tol, int | float) and tol >= 0):
         raise OptionError(f"tol must be a non-negative number; got {tol!r}")
     normalized_mean = tuple(_ratio(m - rm, rs) for m, rm, rs in zip(data.mean, reference.mean, reference.std))
@@ -278,7 +278,7 @@ def compare_stats(
     """Compare dataset B's statistics with dataset A's (stats objects or files)."""
     sa, sb = (x if isinstance(x, Stats) else load_stats(x) for x in (a, b))
     if sa.channels != sb.channels:
-        raise OptionError(
+        raise MismatchError(
             f"{_label(b)}: {sb.channels}-channel statistics cannot be compared with {_label(a)}'s {sa.channels}"
         )
     if not (isinstance(max_shift, int | float) and max_shift >= 0):

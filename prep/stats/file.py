@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from prep._version import __version__
-from prep.errors import OptionError, PrepError, StaleStatsError, StatsFileError, os_reason
+from prep.errors import OptionError, OutputError, StaleStatsError, StatsFileError, os_reason
 from prep.files import read_bytes_bounded, write_json_atomic
 from prep.options import MAX_PERCENTILES
 from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
@@ -438,7 +438,7 @@ class Stats:
         try:
             write_json_atomic(path, self.to_dict())
         except OSError as exc:
-            raise PrepError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
+            raise OutputError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
 
     @classmethod
     def from_dict(cls, data: Any) -> Stats:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchvision.transforms import v2
 
-from prep.errors import OptionError, PrepError
+from prep.errors import OptionError, PrepError, SmallImageError
 from prep.pixels import checked_sixteen_bit
 
 if TYPE_CHECKING:
@@ -57,10 +57,6 @@ def measurement_transform(resize: Any = None, center_crop: Any = None):
         size = parse_size(center_crop, "center_crop (--center-crop)")
         steps += [NoPadding(size), v2.CenterCrop(size)]
     return v2.Compose(steps)
-
-
-class SmallImageError(OptionError):
-    """An image smaller than the center crop it is given to."""
 
 
 class NoPadding(v2.Transform):

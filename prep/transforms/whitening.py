@@ -69,6 +69,7 @@ from prep.errors import (
     OutputError,
     PrepError,
     PrepWarning,
+    ShapeMismatchError,
     SourceError,
     StatsFileError,
     os_reason,
@@ -106,10 +107,6 @@ FILE_FIELDS = (  # every field of a whitening file, in the order they are checke
 )
 MAX_FILE_BYTES = 2 * 8 * MAX_DIM * MAX_DIM + (64 << 20)  # a float64 W at the largest D, with room
 log = logging.getLogger("prep")
-
-
-class ShapeMismatchError(PrepError, ValueError):
-    """An image's ``(C, H, W)`` differs from the shape a whitening matrix was computed for."""
 
 
 # ------------------------------------------------------------------ the result
