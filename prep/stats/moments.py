@@ -338,15 +338,15 @@ class ChannelMoments:
         """The merged state of every rank of a ``torch.distributed`` process group.
 
         Each rank measures its own shard; this gathers the (JSON-sized) states, and every rank
-        merges them in rank order, so all ranks get the same result. Collective: every rank
-        must call it.
+        merges them in rank order, so all ranks get the same result, with every statistic the
+        ranks kept (covariance, per-image moments). Collective: every rank must call it.
         """
         import torch.distributed as dist
 
         states: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(states, self.state_dict(), group=group)
-        merged = ChannelMoments(self.channels)
-        for state in states:
+        merged = ChannelMoments.from_state_dict(states[0])
+        for state in states[1:]:
             merged = merged.merge(ChannelMoments.from_state_dict(state))
         return merged
 
