@@ -170,7 +170,7 @@ class ChannelMoments:
             part.update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
-            n, total, total_sq = _uint8_sums(batch, self._workspace)
+            n, total, total_sq = uint8_sums(batch, self._workspace)
             hist = uint8_histogram(batch)
             cross = None if self.cross is None else _uint8_cross_sums(batch, total_sq)
             return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist, cross=cross)
@@ -555,13 +555,6 @@ def _check_number(v: Any, numbers: tuple[type, ...], kind_name: str, f: StateFie
 
 
 # ---------------------------------------------------------------------- reductions
-def uint8_image_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
-    """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, plus the
-    batch's per-channel raw min and max (from :func:`uint8_histogram`); see :func:`_uint8_sums`."""
-    n, total, total_sq = _uint8_sums(batch, workspace, method)
-    return (n, total, total_sq, *histogram_range(uint8_histogram(batch)))
-
-
 def uint8_histogram(batch: torch.Tensor) -> np.ndarray:
     """The ``(C, 256)`` counts of each raw value per channel of a uint8 batch ``(N, C, H, W)``, by
     ``torch.bincount`` on the batch's own device (exact integers)."""
@@ -580,7 +573,7 @@ def histogram_range(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vmin.astype(np.int64), vmax.astype(np.int64)
 
 
-def _uint8_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
+def uint8_sums(batch: torch.Tensor, workspace: dict | None = None, method: str = "auto"):
     """Exact per-image ``(N, C)`` pixel counts, sums and sums of squares of a uint8 batch, reduced
     on the batch's own device.
 
