@@ -10,7 +10,6 @@ at fault in one line. Files passed over are kept bounded (:class:`SkippedFiles`)
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -25,6 +24,16 @@ import numpy as np
 
 from prep._version import __version__
 from prep.errors import OptionError, OutputError, StaleStatsError, StatsFileError, os_reason
+from prep.fields import (
+    INT64_MAX,
+    check_shape,
+    field_name,
+    parse_json,
+    read_count,
+    read_field,
+    refuse_unknown_keys,
+    short_repr,
+)
 from prep.files import read_bytes_bounded, write_json_atomic
 from prep.options import MAX_PERCENTILES
 from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
@@ -50,9 +59,6 @@ def same_pixels(a: str | None, b: str | None) -> bool:
 
 REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
 SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
-INT64_MAX = 2**63 - 1
-LONGEST_INT = 10**30  # no integer prep writes comes near (exact sums of squares of 8-bit data: < 10**24)
-MAX_DEPTH = 6  # nesting of JSON objects and lists; prep writes 4 (skipped.files[i] in the top-level object)
 TOP_LEVEL_FIELDS = (
     "schema_version",
     "prep_version",
@@ -147,9 +153,9 @@ class SkippedFiles:
         """
         if not isinstance(value, dict):
             raise StatsFileError(f"field '{where}': expected an object; got {short_repr(value)}")
-        _no_unknown_keys(value, ("count", "reasons", "files"), where)
-        count = _count(value, "count", where)
-        files = _field(value, "files", list, where)
+        refuse_unknown_keys(value, ("count", "reasons", "files"), where)
+        count = read_count(value, "count", where)
+        files = read_field(value, "files", list, where)
         if not all(isinstance(x, dict) and set(x) == {"path", "reason"} for x in files) or not all(
             isinstance(x["path"], str) and isinstance(x["reason"], str) for x in files
         ):
@@ -161,11 +167,11 @@ class SkippedFiles:
                 raise StatsFileError(f"missing field '{where}.reasons'")
             return listed
         _check_listing(count, len(files), where)
-        reasons = _field(value, "reasons", dict, where)
+        reasons = read_field(value, "reasons", dict, where)
         for category, n in reasons.items():
             counted = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= INT64_MAX
             if not isinstance(category, str) or not counted:
-                label = _join(f"{where}.reasons", category)
+                label = field_name(f"{where}.reasons", category)
                 raise StatsFileError(f"field '{label}': expected a positive integer count; got {short_repr(n)}")
         if sum(reasons.values()) != count:
             raise StatsFileError(
@@ -554,106 +560,8 @@ def load_stats(
 
 
 # ------------------------------------------------------------------ validation
-class _LongInteger:
-    """What :func:`parse_json` reads an integer of more digits than any prep writes as; the shape
-    check reports it, naming the field, before anything else looks at the data."""
-
-
-_LONG_INTEGER = _LongInteger()
-
-
-def parse_json(raw: str | bytes) -> Any:
-    """JSON text as Python objects, integers longer than :data:`LONGEST_INT` left unconverted
-    (raises ``ValueError`` or ``RecursionError`` for text that is not JSON)."""
-    return json.loads(raw, parse_int=_parse_int)
-
-
-def _parse_int(text: str) -> int | _LongInteger:
-    return int(text) if len(text.lstrip("-")) <= len(str(LONGEST_INT)) else _LONG_INTEGER
-
-
-def check_shape(data: Any) -> None:
-    """Refuse objects and lists nested deeper than :data:`MAX_DEPTH` and integers longer than any
-    prep writes, naming the field; iterative, so no nesting makes it recurse."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= MAX_DEPTH:
-                raise StatsFileError(f"field '{where}': nested deeper than any prep file")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(item, dict | list | int | _LongInteger):
-                    stack.append((item, _join(where, key), depth + 1))
-        elif value is _LONG_INTEGER or (
-            isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT
-        ):
-            raise StatsFileError(f"field '{where}': an integer longer than any prep writes")
-
-
-def _join(where: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    name = key if isinstance(key, str) and key.isprintable() and len(key) <= 40 and "'" not in key else short_repr(key)
-    return f"{where}.{name}" if where else name
-
-
-def short_repr(value: Any) -> str:
-    """A short one-line rendering of any value, for messages (no huge repr, no recursion)."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT:
-        return "an integer longer than any prep writes"
-    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _field(data: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], where: str = "") -> Any:
-    label = f"{where}.{name}" if where else name
-    if name not in data:
-        raise StatsFileError(f"missing field '{label}'")
-    value = data[name]
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {value!r}")
-    if not isinstance(value, kinds):
-        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {type(value).__name__}")
-    return value
-
-
-def _kind_name(kinds) -> str:
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return " or ".join(
-        {
-            "dict": "an object",
-            "list": "a list",
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "NoneType": "null",
-        }.get(k.__name__, k.__name__)
-        for k in kinds
-    )
-
-
-def _count(data: Mapping[str, Any], name: str, where: str = "") -> int:
-    """A non-negative integer that fits in int64."""
-    value = _field(data, name, int, where)
-    if not 0 <= value <= INT64_MAX:
-        label = f"{where}.{name}" if where else name
-        raise StatsFileError(f"field '{label}': expected an integer from 0 to 2**63-1; got {short_repr(value)}")
-    return value
-
-
-def _no_unknown_keys(data: Mapping[str, Any], known: Iterable[str], where: str = "") -> None:
-    for key in data:
-        if key not in known:
-            raise StatsFileError(f"field '{_join(where, key)}': unknown field")
-
-
 def _vector(data: Mapping[str, Any], name: str, channels: int) -> list[float]:
-    values = _field(data, name, list)
+    values = read_field(data, name, list)
     if len(values) != channels:
         raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
     for v in values:
@@ -663,7 +571,7 @@ def _vector(data: Mapping[str, Any], name: str, channels: int) -> list[float]:
 
 
 def _int_vector(data: Mapping[str, Any], name: str, channels: int) -> list[int]:
-    values = _field(data, name, list)
+    values = read_field(data, name, list)
     if len(values) != channels:
         raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
     for v in values:
@@ -675,7 +583,7 @@ def _int_vector(data: Mapping[str, Any], name: str, channels: int) -> list[int]:
 def _source(data: Mapping[str, Any]) -> dict[str, Any]:
     """``source``: ``kind`` and ``mode`` strings, ``path`` and ``split`` strings or null, the
     ``images`` count; any other key a source describes itself with must hold a plain value."""
-    source = _field(data, "source", dict)
+    source = read_field(data, "source", dict)
     for key in ("kind", "mode"):
         if not isinstance(source.get(key), str) or not source[key]:
             raise StatsFileError(f"field 'source.{key}': expected a non-empty string")
@@ -684,25 +592,25 @@ def _source(data: Mapping[str, Any]) -> dict[str, Any]:
             f"field 'source.mode': expected one of {', '.join(MODES)}; got {short_repr(source['mode'])}"
         )
     for key in ("path", "split"):
-        _field(source, key, (str, type(None)), "source")
+        read_field(source, key, (str, type(None)), "source")
         if not isinstance(source.get(key), str | None):
             raise StatsFileError(f"field 'source.{key}': expected a string or null; got {short_repr(source[key])}")
-    _count(source, "images", "source")
+    read_count(source, "images", "source")
     for key, value in source.items():
         plain = isinstance(value, str | bool | type(None)) or (
             isinstance(value, int | float) and math.isfinite(value) and abs(value) <= INT64_MAX
         )
         if not plain:
-            raise StatsFileError(f"field '{_join('source', key)}': expected a string, number or null")
+            raise StatsFileError(f"field '{field_name('source', key)}': expected a string, number or null")
     return source
 
 
 def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
     """``fingerprint``: null, or an object of one of the shapes prep writes (:data:`FINGERPRINT_SHAPES`)."""
-    fingerprint = _field(data, "fingerprint", (dict, type(None)))
+    fingerprint = read_field(data, "fingerprint", (dict, type(None)))
     if fingerprint is None:
         return None
-    _no_unknown_keys(fingerprint, FINGERPRINT_FIELDS, "fingerprint")
+    refuse_unknown_keys(fingerprint, FINGERPRINT_FIELDS, "fingerprint")
     shape = next((req for req, opt in FINGERPRINT_SHAPES if set(fingerprint) <= {*req, *opt}), None)
     if shape is None:
         raise StatsFileError(
@@ -714,7 +622,7 @@ def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
     for key, value in fingerprint.items():
         kind = FINGERPRINT_FIELDS[key]
         if kind == "count" or (kind == "count or null" and value is not None):
-            _count(fingerprint, key, "fingerprint")
+            read_count(fingerprint, key, "fingerprint")
         elif kind == "sha256" and not (isinstance(value, str) and _SHA256.fullmatch(value)):
             raise StatsFileError(
                 f"field 'fingerprint.{key}': expected a SHA-256 (64 lowercase hex digits); got {short_repr(value)}"
@@ -730,9 +638,9 @@ def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None
     decoder. ``mode`` and ``transform`` are required: a file without its transform could be
     reused for data measured without one. ``decoder`` is absent from files of prep 0.2.0 and
     earlier, when PIL decoded every image file: read as ``pil`` for sources of image files."""
-    options = _field(data, "options", dict)
-    _field(options, "transform", (str, type(None)), "options")
-    _no_unknown_keys(options, ("mode", "transform", "decoder"), "options")
+    options = read_field(data, "options", dict)
+    read_field(options, "transform", (str, type(None)), "options")
+    refuse_unknown_keys(options, ("mode", "transform", "decoder"), "options")
     decoder = options.get("decoder")
     if "decoder" not in options and data["source"].get("kind") in FILE_SOURCE_KINDS:
         decoder = "pil"
@@ -752,7 +660,7 @@ def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None
 
 
 def _created(data: Mapping[str, Any]) -> str:
-    created = _field(data, "created", str)
+    created = read_field(data, "created", str)
     try:
         datetime.fromisoformat(created)
     except ValueError:
@@ -764,7 +672,7 @@ def _state(data: Mapping[str, Any], channels: int) -> ChannelMoments:
     """``state``: the accumulator, checked by :meth:`ChannelMoments.from_state_dict` and
     :func:`check_state`, with a pixel in every channel and the file's channel count."""
     try:
-        state = ChannelMoments.from_state_dict(_field(data, "state", dict))
+        state = ChannelMoments.from_state_dict(read_field(data, "state", dict))
     except ValueError as exc:  # its messages repr values: an int of over 4300 digits (check_shape refuses those)
         raise StatsFileError(f"field 'state': cannot be read ({type(exc).__name__})") from None
     if state.channels != channels:
@@ -824,11 +732,11 @@ def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | 
     state's ``image_moments`` give (recomputed, so an edit is refused)."""
     from prep.stats.moments import sample_intervals
 
-    sample = _field(data, "sample", (dict, type(None))) if "sample" in data else None
+    sample = read_field(data, "sample", (dict, type(None))) if "sample" in data else None
     if sample is None:
         return None
-    _no_unknown_keys(sample, ("images", "of", "seed", "ci95"), "sample")
-    images, total, seed = (_count(sample, key, "sample") for key in ("images", "of", "seed"))
+    refuse_unknown_keys(sample, ("images", "of", "seed", "ci95"), "sample")
+    images, total, seed = (read_count(sample, key, "sample") for key in ("images", "of", "seed"))
     if images != state.images or images > total:
         raise StatsFileError(f"field 'sample.images': {images} is not state.images ({state.images}) or exceeds 'of'")
     ci95 = sample.get("ci95")
@@ -847,16 +755,16 @@ OUTLIER_KINDS = ("constant", "near_black", "near_white", "brightness", "duplicat
 def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
     """``outliers``: null, or per kind ``{"count", "images"}`` (``brightness`` also ``k``;
     ``duplicates`` names pairs), with at most 10 images named and no more named than counted."""
-    outliers = _field(data, "outliers", (dict, type(None))) if "outliers" in data else None
+    outliers = read_field(data, "outliers", (dict, type(None))) if "outliers" in data else None
     if outliers is None:
         return None
-    _no_unknown_keys(outliers, OUTLIER_KINDS, "outliers")
+    refuse_unknown_keys(outliers, OUTLIER_KINDS, "outliers")
     for kind in OUTLIER_KINDS:
-        entry = _field(outliers, kind, dict, "outliers")
+        entry = read_field(outliers, kind, dict, "outliers")
         where = f"outliers.{kind}"
-        _no_unknown_keys(entry, ("count", "images", "k"), where)
-        count = _count(entry, "count", where)
-        images = _field(entry, "images", list, where)
+        refuse_unknown_keys(entry, ("count", "images", "k"), where)
+        count = read_count(entry, "count", where)
+        images = read_field(entry, "images", list, where)
         pair = kind == "duplicates"
         if len(images) > min(count, 10) or not all(
             (isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x)) if pair else isinstance(x, str)
@@ -867,7 +775,7 @@ def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
                 + ("[name, first] pairs" if pair else "names")
             )
         if kind == "brightness":
-            k = _field(entry, "k", (int, float), where)
+            k = read_field(entry, "k", (int, float), where)
             if not (math.isfinite(k) and k > 0):
                 raise StatsFileError(f"field '{where}.k': expected a positive number; got {short_repr(k)}")
     return dict(outliers)
@@ -897,7 +805,7 @@ def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[floa
     """``percentiles``: null exactly when the state has no histogram, else ``{"q": [...], "values":
     [...]}`` with up to :data:`MAX_PERCENTILES` values of q in [0, 100]; returns q (the values are
     checked against the histogram by the caller)."""
-    percentiles = _field(data, "percentiles", (dict, type(None)))
+    percentiles = read_field(data, "percentiles", (dict, type(None)))
     if (percentiles is None) != (state.histogram is None):
         raise StatsFileError(
             "field 'percentiles': must be "
@@ -905,9 +813,9 @@ def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[floa
         )
     if percentiles is None:
         return DEFAULT_PERCENTILES
-    _no_unknown_keys(percentiles, ("q", "values"), "percentiles")
-    q = _field(percentiles, "q", list, "percentiles")
-    _field(percentiles, "values", list, "percentiles")
+    refuse_unknown_keys(percentiles, ("q", "values"), "percentiles")
+    q = read_field(percentiles, "q", list, "percentiles")
+    read_field(percentiles, "values", list, "percentiles")
     if len(q) > MAX_PERCENTILES:
         raise StatsFileError(f"field 'percentiles.q': at most {MAX_PERCENTILES} values; got {len(q)}")
     try:
@@ -920,20 +828,20 @@ def _parse(data: Any) -> Stats:
     if not isinstance(data, dict):
         raise StatsFileError("expected a JSON object at the top level")
     check_shape(data)
-    version = _field(data, "schema_version", int)
+    version = read_field(data, "schema_version", int)
     if version != SCHEMA_VERSION:
         raise StatsFileError(
             f"field 'schema_version': unknown schema version {short_repr(version)} "
             f"(this prep {__version__} reads version {SCHEMA_VERSION})"
         )
-    _no_unknown_keys(data, TOP_LEVEL_FIELDS)
-    prep_version = _field(data, "prep_version", str)
+    refuse_unknown_keys(data, TOP_LEVEL_FIELDS)
+    prep_version = read_field(data, "prep_version", str)
     created = _created(data)
     source = _source(data)
     mode = source["mode"]
     fingerprint = _fingerprint(data)
     transform, decoder = _options(data, mode)
-    channels = _field(data, "channels", int)
+    channels = read_field(data, "channels", int)
     if channels != CHANNELS[mode]:
         raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {short_repr(channels)}")
     names = ("mean", "std", "min", "max", "per_image_std_mean")
@@ -943,8 +851,8 @@ def _parse(data: Any) -> Stats:
     if any(lo > hi for lo, hi in zip(vectors["min"], vectors["max"])):
         raise StatsFileError("field 'min': exceeds 'max'")
     integers = {name: _int_vector(data, name, channels) for name in ("count", "nonfinite")}
-    pixel_max = _field(data, "pixel_max", (int, float))
-    skipped = SkippedFiles.from_json(_field(data, "skipped", dict))
+    pixel_max = read_field(data, "pixel_max", (int, float))
+    skipped = SkippedFiles.from_json(read_field(data, "skipped", dict))
     state = _state(data, channels)
     percentiles_q = _percentiles_q(data, state)
     stats = Stats(

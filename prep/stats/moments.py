@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.errors import StatsFileError
+from prep.fields import short_repr
 from prep.pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
 
 if TYPE_CHECKING:
@@ -417,7 +418,7 @@ class ChannelMoments:
             raise StatsFileError(f"{where}: expected an object")
         version = state.get("version")
         if isinstance(version, bool) or version not in (1, STATE_VERSION):
-            raise StatsFileError(f"{where}.version: expected 1 or {STATE_VERSION}; got {_short(version)}")
+            raise StatsFileError(f"{where}.version: expected 1 or {STATE_VERSION}; got {short_repr(version)}")
         if version == 1:
             state = _upgrade_v1(state, where)
         channels = state.get("channels")
@@ -487,13 +488,6 @@ class ChannelMoments:
 
 
 # ---------------------------------------------------------------------- serialisation
-def _short(value: Any) -> str:
-    text = repr(value) if isinstance(value, str | float | bool | type(None)) else type(value).__name__
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**20:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A version-1 state (``image_std_sum`` as floats, no histogram) in version 2's form."""
     sums = state.get("image_std_sum")
