@@ -4,7 +4,7 @@
 ``M`` images without replacement (``numpy.random.default_rng(S).choice(M, N, replace=False)``),
 so the subset depends only on the seed and the number of images, and reads only those (a folder
 decodes 1% of its files for a 1% sample). The statistics of the subset carry 95% confidence
-intervals (:func:`prep.stats.moments.ChannelMoments.sample_intervals`).
+intervals (:func:`prep.stats.intervals.sample_intervals`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def sample_report(source: Source, state: Any) -> dict[str, Any] | None:
     """``{"images", "of", "seed", "ci95": {"mean", "std"}}`` for a sampled pass, else None: the
     images measured, of how many, the seed, and the half-widths of the 95% intervals (unit scale;
     null where they cannot be computed: fewer than 2 images, or float data)."""
-    from prep.stats.moments import sample_intervals
+    from prep.stats.intervals import sample_intervals
 
     if not isinstance(source, Sampled):
         return None

@@ -39,7 +39,7 @@ from prep.options import MAX_PERCENTILES
 from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.histogram import percentiles as histogram_percentiles
-from prep.stats.moments import ChannelMoments, ChannelSummary, _exact_moments
+from prep.stats.moments import ChannelMoments, ChannelSummary, exact_moments
 
 SCHEMA_VERSION = 1
 DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode.decoders
@@ -704,7 +704,7 @@ def check_state(state: ChannelMoments) -> None:
         raise StatsFileError(
             f"field 'state.pixel_max': exact 8-bit sums are kept, so it must be {EIGHT_BIT_MAX}; got {state.pixel_max}"
         )
-    _, means, m2s = _exact_moments(state.count.tolist(), state.exact_sum, state.exact_sumsq, EIGHT_BIT_MAX)
+    _, means, m2s = exact_moments(state.count.tolist(), state.exact_sum, state.exact_sumsq, EIGHT_BIT_MAX)
     for name, stored, exact in (("mean", state.mean, means), ("m2", state.m2, m2s)):
         if not all(math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0) for a, b in zip(stored, exact)):
             raise StatsFileError(
@@ -730,7 +730,7 @@ def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
 def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | None:
     """``sample``: null, or ``{"images", "of", "seed", "ci95"}`` whose intervals are those the
     state's ``image_moments`` give (recomputed, so an edit is refused)."""
-    from prep.stats.moments import sample_intervals
+    from prep.stats.intervals import sample_intervals
 
     sample = read_field(data, "sample", (dict, type(None))) if "sample" in data else None
     if sample is None:
