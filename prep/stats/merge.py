@@ -18,7 +18,8 @@ from typing import Any
 
 from prep.errors import MismatchError, OptionError, StatsFileError
 from prep.sources.shard import parse_shard
-from prep.stats.file import SkippedFiles, Stats, load_stats, reason_category, same_pixels
+from prep.stats.file import Stats, load_stats, same_pixels
+from prep.stats.skipped import SkippedFiles, reason_category
 
 log = logging.getLogger("prep")
 
