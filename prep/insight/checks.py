@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prep.errors import MismatchError, OptionError
 from prep.insight.known import KNOWN, KnownConstants
 from prep.pixels import channel_names
-from prep.stats.file import Stats, load_stats
+from prep.stats.file import Stats, format_values, load_stats
 from prep.stats.histogram import ks_statistic, wasserstein
 
 DEFAULT_TOL = 0.05
@@ -161,7 +160,7 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
         if reference.per_image_std:
             notes.append(
                 f"{reference.name}'s std is a mean of per-image stds; this data's pooled std is "
-                f"{_fmt(data.std)} and its mean per-image std {_fmt(data.per_image_std_mean)}: "
+                f"{format_values(data.std)} and its mean per-image std {format_values(data.per_image_std_mean)}: "
                 "Normalize needs the pooled one"
             )
     closer = [
@@ -185,10 +184,6 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
     if isinstance(reference, Stats) and reference.transform and reference.transform != data.transform:
         notes.append(f"the reference was measured after {reference.transform}; pass the same --resize/--center-crop")
     return notes
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
 def _decodes_as_reference(ref: Stats | KnownConstants, source: Any, options: dict[str, Any]) -> bool:

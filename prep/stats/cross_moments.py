@@ -149,11 +149,7 @@ class CrossMoments:
         return out
 
     def copy(self) -> CrossMoments:
-        out = CrossMoments(self.shape, device=self.device)
-        out.count, out.pixel_max, out.integer = self.count, self.pixel_max, self.integer
-        out.total.copy_(self.total)
-        out.cross.copy_(self.cross)
-        return out
+        return self.to(self.device)
 
     def to(self, device: Any) -> CrossMoments:
         """This state with its sums on ``device``."""

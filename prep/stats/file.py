@@ -40,6 +40,7 @@ __all__ = [
     "Stats",
     "check_shape",
     "check_state",
+    "format_values",
     "load_stats",
     "parse_json",
     "pixels_of",
@@ -103,7 +104,7 @@ class Stats:
         split = f", split={self.source['split']!r}" if self.source.get("split") else ""
         return (
             f"Stats(source={where!r}{split}, mode={self.mode!r}, images={self.images}, "
-            f"mean={_fmt(self.mean)}, std={_fmt(self.std)})"
+            f"mean={format_values(self.mean)}, std={format_values(self.std)})"
         )
 
     # -------------------------------------------------------------- derived numbers
@@ -266,7 +267,7 @@ class Stats:
 
     def normalize_line(self) -> str:
         """The ``transforms.Normalize(...)`` line to paste into training code."""
-        return f"transforms.Normalize(mean={_fmt(self.mean)}, std={_fmt(self.std)})"
+        return f"transforms.Normalize(mean={format_values(self.mean)}, std={format_values(self.std)})"
 
     def export(self, target: str, units: str | None = None) -> dict[str, Any]:
         """This file's mean and std for another library (torchvision, albumentations, hf, timm, kornia,
@@ -359,7 +360,9 @@ class Stats:
         return None
 
 
-def _fmt(values: Sequence[float]) -> str:
+def format_values(values: Sequence[float]) -> str:
+    """Per-channel values to 4 decimals as a Python tuple (``(0.1307,)`` for one channel), as
+    pasted into code and shown in messages."""
     inner = ", ".join(f"{v:.4f}" for v in values)
     return f"({inner},)" if len(values) == 1 else f"({inner})"
 
