@@ -26,6 +26,11 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_number(value: Any) -> bool:
+    """True for an integer or a float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class _LongInteger:
     """What :func:`parse_json` reads an integer of more digits than any prep writes as; the shape
     check reports it, naming the field, before anything else looks at the data."""

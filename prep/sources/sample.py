@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.errors import OptionError
+from prep.fields import is_int
 from prep.sources.base import BatchSource, Source, TaskSource
 from prep.sources.shard import ShardedBatchSource, ShardedTaskSource
 
@@ -46,7 +47,7 @@ def sample_source(source: Source, sample: int | float | None, seed: int = DEFAUL
     """``source`` itself without ``sample``, else the view of a random subset of its images."""
     if sample is None:
         return source
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise OptionError(f"seed must be a non-negative integer; got {seed!r}")
     total = source.num_images()
     if total is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prep.errors import StatsFileError
-from prep.fields import INT64_MAX, field_name, read_count, read_field, refuse_unknown_keys, short_repr
+from prep.fields import INT64_MAX, field_name, is_int, read_count, read_field, refuse_unknown_keys, short_repr
 
 SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
 
@@ -85,7 +85,7 @@ class SkippedFiles:
         _check_listing(count, len(files), where)
         reasons = read_field(value, "reasons", dict, where)
         for category, n in reasons.items():
-            counted = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= INT64_MAX
+            counted = is_int(n) and 1 <= n <= INT64_MAX
             if not isinstance(category, str) or not counted:
                 label = field_name(f"{where}.reasons", category)
                 raise StatsFileError(f"field '{label}': expected a positive integer count; got {short_repr(n)}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.errors import StatsFileError
-from prep.fields import short_repr
+from prep.fields import is_int, is_number, short_repr
 from prep.pixels import EIGHT_BIT_MAX, LEVELS
 from prep.stats.reductions import histogram_range
 
@@ -40,7 +40,7 @@ def read_header(state: Any, where: str) -> tuple[Mapping[str, Any], int]:
     if version == 1:
         state = _upgrade_v1(state, where)
     channels = state.get("channels")
-    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 4:
+    if not is_int(channels) or not 1 <= channels <= 4:
         raise StatsFileError(f"{where}.channels: expected 1 to 4; got {channels!r}")
     return state, channels
 
@@ -48,9 +48,7 @@ def read_header(state: Any, where: str) -> tuple[Mapping[str, Any], int]:
 def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A version-1 state (``image_std_sum`` as floats, no histogram) in version 2's form."""
     sums = state.get("image_std_sum")
-    if not isinstance(sums, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 2**60 for v in sums
-    ):
+    if not isinstance(sums, list) or not all(is_number(v) and math.isfinite(v) and 0 <= v < 2**60 for v in sums):
         raise StatsFileError(f"{where}.image_std_sum: expected non-negative numbers")
     return {**state, "version": STATE_VERSION, "image_std_sum": [round(v * IMAGE_STD_SCALE) for v in sums]}
 

@@ -26,6 +26,7 @@ from prep.fields import (
     check_shape,
     field_name,
     is_int,
+    is_number,
     read_count,
     read_field,
     refuse_unknown_keys,
@@ -164,12 +165,8 @@ def _close(value: Any, want: Any, rel: float, abs_tol: float) -> bool:
     elif want is None:
         return value is None
     else:
-        return _is_number(value) and math.isclose(value, want, rel_tol=rel, abs_tol=abs_tol)
+        return is_number(value) and math.isclose(value, want, rel_tol=rel, abs_tol=abs_tol)
     return same_shape and all(_close(v, w, rel, abs_tol) for v, w in pairs)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _vector(data: Mapping[str, Any], name: str, channels: int, integers: bool = False) -> None:
@@ -180,7 +177,7 @@ def _vector(data: Mapping[str, Any], name: str, channels: int, integers: bool = 
     for v in values:
         if integers and not (is_int(v) and 0 <= v <= INT64_MAX):
             raise StatsFileError(f"field '{name}': expected integers from 0 to 2**63-1; got {short_repr(v)}")
-        if not integers and not (_is_number(v) and math.isfinite(v)):
+        if not integers and not (is_number(v) and math.isfinite(v)):
             raise StatsFileError(f"field '{name}': expected finite numbers; got {short_repr(v)}")
 
 
