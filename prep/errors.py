@@ -39,8 +39,21 @@ class StaleStatsError(StatsFileError):
     """A stats file's fingerprint or options no longer match the data it claims to describe."""
 
 
+class MismatchError(PrepError, ValueError):
+    """Inputs that must agree do not: parts of a merge from other data or measurements, or
+    statistics (and constants) of different channel counts compared or overlaid."""
+
+
 class ChannelMismatchError(PrepError, ValueError):
     """An image's channel count differs from the channel count of the statistics."""
+
+
+class ShapeMismatchError(PrepError, ValueError):
+    """An image's ``(C, H, W)`` differs from the shape a whitening matrix was computed for."""
+
+
+class SmallImageError(OptionError):
+    """An image smaller than the center crop it is given to."""
 
 
 class DegenerateStatsError(PrepError, ValueError):

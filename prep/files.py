@@ -51,7 +51,8 @@ def output_target(path: str | os.PathLike, what: str = "output") -> Path:
     return target
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (what a new file's mode leaves out), read without changing it."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -71,7 +72,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         log.warning("%s has %d hard links; the new file replaces this name only", os.fspath(path), old.st_nlink)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask())
+        os.fchmod(fd, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -86,11 +86,6 @@ def is_eight_bit(img: Image.Image) -> bool:
     return img.mode not in SIXTEEN_BIT_MODES and img.mode not in FLOAT_MODES
 
 
-def eight_bit_histogram(img: Image.Image, mode: str) -> list[int]:
-    """PIL's flat per-channel histogram (``C * 256`` counts) of an 8-bit image after ``img.convert(mode)``."""
-    return (img if img.mode == mode else img.convert(mode)).histogram()
-
-
 def to_array(img: Image.Image, mode: str, replicate: bool = True) -> tuple[np.ndarray, float]:
     """Convert ``img`` by the rule above into a ``(C, H, W)`` array and its pixel max.
 

@@ -15,8 +15,9 @@ from PIL import Image
 import prep
 from common import assert_close, exact_stats, reference_stats
 from prep.errors import StatsFileError
-from prep.stats import moments as accumulator
-from prep.stats.moments import ChannelMoments, uint8_image_sums
+from prep.stats import reductions
+from prep.stats.moments import ChannelMoments
+from prep.stats.reductions import histogram_range, uint8_histogram, uint8_sums
 
 
 def _images(seed=0, n=37, c=3, h=9, w=11, dtype=np.uint8, high=256):
@@ -56,7 +57,8 @@ def test_uint8_image_sums_are_exact_integers(shape, method, device):
     images = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     images[0, 0] = 255  # the worst case for float32 partial sums
     batch = torch.from_numpy(images).to(device)
-    n, total, total_sq, vmin, vmax = uint8_image_sums(batch, method=method)
+    n, total, total_sq = uint8_sums(batch, method=method)
+    vmin, vmax = histogram_range(uint8_histogram(batch))
     x = images.reshape(shape[0], shape[1], -1).astype(np.int64)
     np.testing.assert_array_equal(total, x.sum(-1))
     np.testing.assert_array_equal(total_sq, (x * x).sum(-1))
@@ -219,7 +221,7 @@ def test_large_images_reduced_in_slices_give_the_unsliced_numbers(monkeypatch, d
         images[0, 1, 3, 4] = np.nan  # non-finite values are counted in every slice
     batch = torch.from_numpy(images).to(device)
     whole = ChannelMoments(3).update(batch, pixel_max)
-    monkeypatch.setattr(accumulator, "SLICE_ELEMENTS", 300)  # many slices, widths not dividing 37 * 41
+    monkeypatch.setattr(reductions, "SLICE_ELEMENTS", 300)  # many slices, widths not dividing 37 * 41
     sliced = ChannelMoments(3).update(batch, pixel_max)
     a, b = whole.compute(), sliced.compute()
     assert a.count == b.count and a.min == b.min and a.max == b.max and a.nonfinite == b.nonfinite

@@ -10,6 +10,7 @@ from PIL import Image
 
 import prep
 from common import make_folder, make_mnist, run
+from prep.errors import MismatchError
 from prep.insight.checks import judge
 from prep.insight.known import KNOWN, KnownConstants
 
@@ -111,6 +112,10 @@ def test_compare_refuses_different_channel_counts_and_unknown_references(tmp_pat
     run("stats", "mnist", "--root", tmp_path, "-o", tmp_path / "m.json")
     result = run("compare", folders[2], tmp_path / "m.json")
     assert result.exit_code == 2 and "m.json: 1-channel statistics cannot be compared with" in result.stderr
+    with pytest.raises(MismatchError, match="1-channel statistics cannot be compared"):
+        prep.compare_stats(folders[2], tmp_path / "m.json")
+    with pytest.raises(MismatchError, match=r"mnist has 1 channel\(s\), the data 3"):
+        judge(prep.load_stats(folders[2]), KNOWN["mnist"], "mnist")
     unknown = run("check", "imagenett", folders[0])
     assert unknown.exit_code == 2 and "not a published constant set" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import prep
+from prep.errors import MismatchError
 from prep.insight.plots import MISSING_MATPLOTLIB, build_figure, plot_stats
 
 RNG = np.random.default_rng(3)
@@ -115,7 +116,7 @@ def test_sixteen_bit_stats_plot_their_summary_without_a_histogram(tmp_path):
 def test_plot_errors_name_the_option(tmp_path, two):
     pytest.importorskip("matplotlib")
     grey = stats_of(RNG.integers(0, 256, (2, 1, 4, 4), dtype=np.uint8))
-    with pytest.raises(prep.OptionError, match=r"different channel counts \(\[1, 3\]\)"):
+    with pytest.raises(MismatchError, match=r"different channel counts \(\[1, 3\]\)"):
         plot_stats([two[0], grey], tmp_path / "x.png")
     with pytest.raises(prep.OptionError, match=r"-o/--out: .*x.jpg: the plot's name must end in .png, .pdf or .svg"):
         plot_stats([two[0]], tmp_path / "x.jpg")

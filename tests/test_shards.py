@@ -15,7 +15,7 @@ import torch
 
 import prep
 from common import make_folder, make_mnist, run
-from prep.errors import OptionError
+from prep.errors import MismatchError, OptionError
 from prep.sources import resolve_source
 from prep.sources.shard import shard_source
 from prep.stats.moments import ChannelMoments
@@ -87,6 +87,8 @@ def test_merge_on_the_command_line_and_its_refusals(data, tmp_path):
     _same(prep.load_stats(tmp_path / "all.json"), prep.compute_stats(folder, workers=0))
     missing = run("merge", parts[0], parts[2], "-o", tmp_path / "x.json")
     assert missing.exit_code == 2 and "shards 1/3 are missing; pass --partial" in missing.stderr
+    with pytest.raises(MismatchError, match="shards 1/3 are missing"):
+        prep.merge_stats([parts[0], parts[2]])
     assert not (tmp_path / "x.json").exists()
     partial = run("merge", parts[0], parts[2], "-o", tmp_path / "x.json", "--partial")
     assert partial.exit_code == 0 and "missing 1" in partial.stderr

@@ -176,3 +176,29 @@ def test_array_fingerprints_made_during_the_pass_equal_a_separate_read(tmp_path)
     assert separate.num_images() is None  # CIFAR pickles do not say their size without being read
     assert separate.fingerprint() == during and during["bytes"] == 35 * 3072
     assert separate.num_images() == 35
+
+
+def test_a_source_without_its_way_of_reading_cannot_be_instantiated():
+    from abc import ABC
+
+    from prep.sources.base import BatchSource, TaskSource
+
+    class NoBatches(BatchSource):
+        kind = "incomplete"
+
+    class NoTasks(TaskSource):
+        kind = "incomplete"
+
+    for incomplete in (NoBatches, NoTasks):
+        with pytest.raises(TypeError, match="abstract"):
+            incomplete("somewhere")
+    assert issubclass(BatchSource, ABC) and BatchSource.__abstractmethods__ == {"iter_batches"}
+    assert issubclass(TaskSource, ABC) and TaskSource.__abstractmethods__ == {"iter_tasks"}
+
+    class Complete(BatchSource):
+        kind = "complete"
+
+        def iter_batches(self, start, mode, pixels_per_batch, batch_size=None):
+            yield from ()
+
+    assert Complete("somewhere").describe() == {"kind": "complete", "path": "somewhere", "split": None}

@@ -9,7 +9,7 @@ import pytest
 
 import prep
 from common import make_mnist
-from prep.errors import StaleStatsError, StatsFileError
+from prep.errors import OutputError, StaleStatsError, StatsFileError
 from prep.stats.file import SCHEMA_VERSION
 
 
@@ -55,7 +55,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(saved, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", crash)
-    with pytest.raises(prep.PrepError, match="No space left on device"):
+    with pytest.raises(OutputError, match=r"cannot write stats file \(No space left on device\)"):
         stats.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -18,7 +18,7 @@ from common import good_images, make_folder, make_mnist, run
 from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, moments_loader, save_checkpoint
 from prep.errors import StatsFileError
 from prep.insight.summary import format_summary
-from prep.stats.file import SKIPPED_LISTED, SkippedFiles, reason_category
+from prep.stats.skipped import SKIPPED_LISTED, SkippedFiles, reason_category
 
 SHA = "0123456789abcdef" * 4
 LONG = "7" * 5000  # an integer of 5,000 digits

@@ -1,13 +1,12 @@
-"""What kind of image an encoded file holds, read from its header alone (no decoding).
+"""What kind of JPEG an encoded file holds, read from its header alone (no decoding).
 
-A *kind* is a hashable description of everything in a JPEG or PNG header that could make two
-decoders disagree about its pixels: for JPEG the frame type (baseline, extended, progressive,
-...), sample precision, components and their sampling factors, the Adobe colour transform and
-the component ids (libjpeg guesses RGB from ids ``R``, ``G``, ``B`` when no marker says);
-for PNG the bit depth, colour type, interlacing and the ancillary chunks that describe colour or
-transparency. :mod:`prep.decode.decoders` uses JPEG kinds to decide, once per kind, whether
-torchvision.io's pixels equal PIL's. Files that are neither JPEG nor PNG, or whose header cannot be parsed, have
-no kind (``None``) and are always decoded by PIL.
+A *kind* is a hashable description of everything in a JPEG header that could make two decoders
+disagree about its pixels: the frame type (baseline, extended, progressive, ...), sample
+precision, components and their sampling factors, the Adobe colour transform and the component
+ids (libjpeg guesses RGB from ids ``R``, ``G``, ``B`` when no marker says).
+:mod:`prep.decode.decoders` uses kinds to decide, once per kind, whether torchvision.io's pixels
+equal PIL's. Files that are not JPEGs (PNGs always go to PIL), or whose header cannot be parsed,
+have no kind (``None``) and are always decoded by PIL.
 """
 
 from __future__ import annotations
@@ -15,31 +14,21 @@ from __future__ import annotations
 import struct
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # SOF markers: C0 baseline, C1 extended sequential, C2 progressive, C3 lossless; C5-C7 and
 # CD-CF hierarchical; C9-CB arithmetic-coded. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_PNG_COLOUR_CHUNKS = (b"tRNS", b"gAMA", b"iCCP", b"sRGB", b"cHRM", b"sBIT", b"acTL")
 _MAX_SEGMENTS = 4096  # markers read before the frame header at most; a file with more has no kind
 
 
-def image_kind(data: bytes) -> tuple | None:
-    """The kind of the JPEG or PNG in ``data`` (see the module docstring), or None."""
-    header = read_header(data)
-    return None if header is None else header[0]
-
-
 def read_header(data: bytes) -> tuple[tuple, int, int] | None:
-    """``(kind, width, height)`` of the JPEG or PNG in ``data``, or None."""
+    """``(kind, width, height)`` of the JPEG in ``data``, or None."""
+    if not data.startswith(JPEG_MAGIC):
+        return None
     try:
-        if data.startswith(JPEG_MAGIC):
-            return _jpeg_kind(data)
-        if data.startswith(PNG_MAGIC):
-            return _png_kind(data)
+        return _jpeg_kind(data)
     except (struct.error, IndexError, ValueError):
         return None
-    return None
 
 
 def jpeg_components(kind: tuple | None) -> int | None:
@@ -73,23 +62,4 @@ def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
             return None
         pos += length
-    return None
-
-
-def _png_kind(data: bytes) -> tuple[tuple, int, int] | None:
-    pos = len(PNG_MAGIC)
-    length, name = struct.unpack_from(">I4s", data, pos)
-    if name != b"IHDR" or length != 13:
-        return None
-    width, height = struct.unpack_from(">II", data, pos + 8)
-    depth, colour, _compression, _filter, interlace = struct.unpack_from(">5B", data, pos + 16)
-    pos += 12 + length
-    chunks = set()
-    for _ in range(_MAX_SEGMENTS):
-        length, name = struct.unpack_from(">I4s", data, pos)
-        if name in (b"IDAT", b"IEND"):
-            kind = ("png", depth, colour, interlace, tuple(c.decode() for c in _PNG_COLOUR_CHUNKS if c in chunks))
-            return kind, width, height
-        chunks.add(name)
-        pos += 12 + length
     return None

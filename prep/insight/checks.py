@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prep.errors import OptionError
+from prep.errors import MismatchError, OptionError
 from prep.insight.known import KNOWN, KnownConstants
 from prep.options import BY_NAME
 from prep.pixels import channel_names
-from prep.stats.file import Stats, load_stats
+from prep.stats.file import Stats, format_values, load_stats
 from prep.stats.histogram import ks_statistic, wasserstein
 
 DEFAULT_TOL = BY_NAME["tol"].default  # the declarations of prep.options
@@ -117,7 +116,7 @@ def judge(
 ) -> CheckResult:
     """How ``reference``'s ``Normalize`` leaves the data that ``data`` describes."""
     if data.channels != reference.channels:
-        raise OptionError(f"{name} has {reference.channels} channel(s), the data {data.channels}")
+        raise MismatchError(f"{name} has {reference.channels} channel(s), the data {data.channels}")
     if not (isinstance(tol, int | float) and tol >= 0):
         raise OptionError(f"tol must be a non-negative number; got {tol!r}")
     normalized_mean = tuple(_ratio(m - rm, rs) for m, rm, rs in zip(data.mean, reference.mean, reference.std))
@@ -162,7 +161,7 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
         if reference.per_image_std:
             notes.append(
                 f"{reference.name}'s std is a mean of per-image stds; this data's pooled std is "
-                f"{_fmt(data.std)} and its mean per-image std {_fmt(data.per_image_std_mean)}: "
+                f"{format_values(data.std)} and its mean per-image std {format_values(data.per_image_std_mean)}: "
                 "Normalize needs the pooled one"
             )
     closer = [
@@ -186,10 +185,6 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
     if isinstance(reference, Stats) and reference.transform and reference.transform != data.transform:
         notes.append(f"the reference was measured after {reference.transform}; pass the same --resize/--center-crop")
     return notes
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
 def _decodes_as_reference(ref: Stats | KnownConstants, source: Any, options: dict[str, Any]) -> bool:
@@ -279,7 +274,7 @@ def compare_stats(
     """Compare dataset B's statistics with dataset A's (stats objects or files)."""
     sa, sb = (x if isinstance(x, Stats) else load_stats(x) for x in (a, b))
     if sa.channels != sb.channels:
-        raise OptionError(
+        raise MismatchError(
             f"{_label(b)}: {sb.channels}-channel statistics cannot be compared with {_label(a)}'s {sa.channels}"
         )
     if not (isinstance(max_shift, int | float) and max_shift >= 0):

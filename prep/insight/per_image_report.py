@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from prep.errors import OutputError, os_reason
-from prep.files import _umask, output_target
+from prep.files import output_target, umask
 from prep.pixels import channel_names
 
 SHOWN = 10  # images named per kind of outlier
@@ -100,7 +100,7 @@ class PerImageReport:
             old = os.stat(self.target)
             os.fchmod(fd, stat.S_IMODE(old.st_mode))
         except FileNotFoundError:
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~umask())
         self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
         header = ["index", "name", "width", "height"]

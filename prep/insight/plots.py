@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from prep.errors import OptionError, PrepError, os_reason
+from prep.errors import MismatchError, OptionError, PrepError, os_reason
 from prep.files import output_target, write_atomic
 
 MISSING_MATPLOTLIB = "matplotlib is needed for plots: pip install 'prep[plot]'"
@@ -66,7 +66,7 @@ def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None)
         raise OptionError(f"plot: at most {len(COLOURS)} stats files overlay legibly; got {len(stats_list)}")
     channels = {s.channels for s in stats_list}
     if len(channels) > 1:
-        raise OptionError(f"plot: the stats files have different channel counts ({sorted(channels)})")
+        raise MismatchError(f"plot: the stats files have different channel counts ({sorted(channels)})")
     labels = list(labels) if labels is not None else [_label(s) for s in stats_list]
     if len(labels) != len(stats_list):
         raise OptionError(f"plot: {len(labels)} labels for {len(stats_list)} stats files")

@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 
 
 class Source:
-    """Common description of a source: what it is, where, which split, and its fingerprint."""
+    """Common description of a source: what it is, where, which split, and its fingerprint.
+
+    A source is read as a :class:`BatchSource` or a :class:`TaskSource`, abstract base classes: a
+    subclass that lacks their ``iter_batches`` or ``iter_tasks`` cannot be instantiated.
+    """
 
     kind: str = ""
     native_mode: str = "RGB"
@@ -88,7 +92,7 @@ class Source:
         return os.path.join(self.where(), name)
 
 
-class BatchSource(Source):
+class BatchSource(Source, ABC):
     """A source read in the main process as tensor batches."""
 
     @abstractmethod
@@ -180,7 +184,7 @@ class FileChunk:
     names: tuple[str, ...]
 
 
-class TaskSource(Source):
+class TaskSource(Source, ABC):
     """A source decoded by worker processes, one :class:`FileChunk` at a time."""
 
     @abstractmethod

@@ -4,7 +4,7 @@
 ``M`` images without replacement (``numpy.random.default_rng(S).choice(M, N, replace=False)``),
 so the subset depends only on the seed and the number of images, and reads only those (a folder
 decodes 1% of its files for a 1% sample). The statistics of the subset carry 95% confidence
-intervals (:func:`prep.stats.moments.ChannelMoments.sample_intervals`).
+intervals (:func:`prep.stats.intervals.sample_intervals`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.errors import OptionError
+from prep.fields import is_int
 from prep.sources.base import BatchSource, Source, TaskSource
 from prep.sources.shard import ShardedBatchSource, ShardedTaskSource
 
@@ -46,7 +47,7 @@ def sample_source(source: Source, sample: int | float | None, seed: int = DEFAUL
     """``source`` itself without ``sample``, else the view of a random subset of its images."""
     if sample is None:
         return source
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise OptionError(f"seed must be a non-negative integer; got {seed!r}")
     total = source.num_images()
     if total is None:
@@ -69,7 +70,7 @@ def sample_report(source: Source, state: Any) -> dict[str, Any] | None:
     """``{"images", "of", "seed", "ci95": {"mean", "std"}}`` for a sampled pass, else None: the
     images measured, of how many, the seed, and the half-widths of the 95% intervals (unit scale;
     null where they cannot be computed: fewer than 2 images, or float data)."""
-    from prep.stats.moments import sample_intervals
+    from prep.stats.intervals import sample_intervals
 
     if not isinstance(source, Sampled):
         return None

@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from prep.fields import is_int
 from prep.pixels import checked_sixteen_bit, pixel_max_of
 
 MAX_DIM = 16_384  # largest D = C*H*W: the D x D float64 state is 2 GiB there, eigh takes minutes
@@ -148,11 +149,7 @@ class CrossMoments:
         return out
 
     def copy(self) -> CrossMoments:
-        out = CrossMoments(self.shape, device=self.device)
-        out.count, out.pixel_max, out.integer = self.count, self.pixel_max, self.integer
-        out.total.copy_(self.total)
-        out.cross.copy_(self.cross)
-        return out
+        return self.to(self.device)
 
     def to(self, device: Any) -> CrossMoments:
         """This state with its sums on ``device``."""
@@ -202,11 +199,11 @@ class CrossMoments:
         if missing:
             raise ValueError(f"state has no field(s) {', '.join(sorted(missing))}")
         shape = state["shape"]
-        if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
+        if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(is_int(v) and v > 0 for v in shape):
             raise ValueError(f"field 'shape' must be 3 positive integers; got {shape!r}")
         out = cls(shape, device=device)
         count, pixel_max, integer = state["count"], state["pixel_max"], state["integer"]
-        if not _is_int(count) or count < 0:
+        if not is_int(count) or count < 0:
             raise ValueError(f"field 'count' must be a non-negative integer; got {count!r}")
         if pixel_max is not None and pixel_max not in (1.0, 255.0, 65535.0):
             raise ValueError(f"field 'pixel_max' must be 1, 255 or 65535; got {pixel_max!r}")
@@ -239,7 +236,3 @@ class CrossMoments:
             f"CrossMoments(shape={self.shape}, count={self.count}, pixel_max={self.pixel_max}, "
             f"exact={self.exact}, device={self.device})"
         )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

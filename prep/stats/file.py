@@ -1,20 +1,17 @@
 """The stats file: the contract between the statistics pass and training/test code.
 
-:class:`Stats` holds what was measured, on what, and how; ``save`` writes it atomically as
-JSON (schema documented in the README) and :func:`load_stats` validates every field against
-the state it is derived from, raising :class:`~prep.errors.StatsFileError` that names the field
-at fault in one line. Files passed over are kept bounded (:class:`SkippedFiles`): the first
-:data:`SKIPPED_LISTED` by name, all of them in the count and the per-reason totals.
+:class:`Stats` holds what was measured, on what, and how; every number it gives is derived from
+its state (a :class:`~prep.stats.moments.ChannelMoments`). ``save`` writes it atomically as
+JSON (schema documented in the README) and :func:`load_stats` reads it back, validated by
+:mod:`prep.stats.validate` (a :class:`~prep.errors.StatsFileError` naming the field at fault in
+one line), and says when it is stale (:meth:`Stats.stale_reason`). Files passed over are kept
+bounded (:mod:`prep.stats.skipped`).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -24,17 +21,33 @@ from typing import Any
 import numpy as np
 
 from prep._version import __version__
-from prep.errors import OptionError, PrepError, StaleStatsError, StatsFileError, os_reason
+from prep.errors import OptionError, OutputError, StaleStatsError, StatsFileError, os_reason
+from prep.fields import INT64_MAX, check_shape, parse_json, short_repr
 from prep.files import read_bytes_bounded, write_json_atomic
-from prep.options import MAX_PERCENTILES
-from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
+from prep.pixels import EIGHT_BIT_MAX
 from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.histogram import percentiles as histogram_percentiles
-from prep.stats.moments import ChannelMoments, ChannelSummary, _exact_moments
+from prep.stats.moments import ChannelMoments, ChannelSummary
+from prep.stats.skipped import SkippedFiles, tally_skipped
+from prep.stats.validate import SCHEMA_VERSION, check_derived, check_state, stats_fields
 
-SCHEMA_VERSION = 1
-DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode.decoders
-FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of image files, which a decoder reads
+# INT64_MAX, SkippedFiles, check_shape, check_state, parse_json and short_repr: imported from here
+# by prep.engine.checkpoint, which validates checkpoints as it validates stats files
+__all__ = [
+    "INT64_MAX",
+    "SCHEMA_VERSION",
+    "SkippedFiles",
+    "Stats",
+    "check_shape",
+    "check_state",
+    "format_values",
+    "load_stats",
+    "parse_json",
+    "pixels_of",
+    "same_pixels",
+    "short_repr",
+]
+
 _PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode.decoders)
 
 
@@ -48,149 +61,6 @@ def same_pixels(a: str | None, b: str | None) -> bool:
     return pixels_of(a) == pixels_of(b)
 
 
-REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
-SKIPPED_LISTED = 1000  # skipped files a stats file or checkpoint names; its count and per-reason totals cover all
-INT64_MAX = 2**63 - 1
-LONGEST_INT = 10**30  # no integer prep writes comes near (exact sums of squares of 8-bit data: < 10**24)
-MAX_DEPTH = 6  # nesting of JSON objects and lists; prep writes 4 (skipped.files[i] in the top-level object)
-TOP_LEVEL_FIELDS = (
-    "schema_version",
-    "prep_version",
-    "created",
-    "source",
-    "fingerprint",
-    "options",
-    "channels",
-    "pixel_max",
-    "percentiles",
-    "covariance",
-    "pca",
-    "sample",
-    "outliers",
-    "count",
-    "mean",
-    "std",
-    "min",
-    "max",
-    "per_image_std_mean",
-    "nonfinite",
-    "skipped",
-    "state",
-)
-# what a fingerprint holds, by key, and the shapes prep writes (required keys, optional keys):
-# folders hash their listing and idx/CIFAR files their decoded images ({files, bytes, sha256}; a
-# folder measured with checksum=True adds "checksum", a SHA-256 of the files' contents); a Python
-# dataset given a dataset_id is fingerprinted by it and its length (null for an iterable without one)
-FINGERPRINT_FIELDS = {
-    "files": "count",
-    "bytes": "count",
-    "sha256": "sha256",
-    "checksum": "sha256",
-    "dataset_id": "text",
-    "images": "count or null",
-}
-FINGERPRINT_SHAPES = (
-    (("files", "bytes", "sha256"), ("checksum",)),
-    (("dataset_id", "images"), ()),
-)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def reason_category(reason: str) -> str:
-    """The short category of a skip reason, its text before the first ``:`` (``cannot decode``,
-    ``symlink loop``, ``not an image file extension``): what the per-reason totals count."""
-    return reason.partition(":")[0]
-
-
-@dataclass
-class SkippedFiles:
-    """Files passed over, kept bounded: the first :data:`SKIPPED_LISTED` ``(path, reason)`` pairs in
-    the order they came, how many there were in all, and how many per :func:`reason_category`.
-
-    A pass ``extend``s it as it finds them; iterating gives the listed pairs.
-    """
-
-    listed: list[tuple[str, str]] = field(default_factory=list)
-    count: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def add(self, path: str, reason: str) -> None:
-        self.count += 1
-        category = reason_category(reason)
-        self.reasons[category] = self.reasons.get(category, 0) + 1
-        if len(self.listed) < SKIPPED_LISTED:
-            self.listed.append((path, reason))
-
-    def extend(self, pairs: Iterable[tuple[str, str]]) -> None:
-        for path, reason in pairs:
-            self.add(path, reason)
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self.listed)
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"count", "reasons", "files"}``: the total, the total per reason, the listed files."""
-        return {
-            "count": self.count,
-            "reasons": dict(sorted(self.reasons.items())),
-            "files": [{"path": p, "reason": r} for p, r in self.listed],
-        }
-
-    @classmethod
-    def from_json(cls, value: Any, where: str = "skipped") -> SkippedFiles:
-        """Validate what :meth:`to_json` wrote; errors name the field (``skipped.count``, ...).
-
-        A file written before the per-reason totals existed (no ``reasons``) lists every file.
-        """
-        if not isinstance(value, dict):
-            raise StatsFileError(f"field '{where}': expected an object; got {short_repr(value)}")
-        _no_unknown_keys(value, ("count", "reasons", "files"), where)
-        count = _count(value, "count", where)
-        files = _field(value, "files", list, where)
-        if not all(isinstance(x, dict) and set(x) == {"path", "reason"} for x in files) or not all(
-            isinstance(x["path"], str) and isinstance(x["reason"], str) for x in files
-        ):
-            raise StatsFileError(f"field '{where}.files': expected a list of {{path, reason}} objects")
-        listed = cls()
-        listed.extend((x["path"], x["reason"]) for x in files)
-        if "reasons" not in value:  # written by prep 0.2: every skipped file is listed
-            if count != len(files):
-                raise StatsFileError(f"missing field '{where}.reasons'")
-            return listed
-        _check_listing(count, len(files), where)
-        reasons = _field(value, "reasons", dict, where)
-        for category, n in reasons.items():
-            counted = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= INT64_MAX
-            if not isinstance(category, str) or not counted:
-                label = _join(f"{where}.reasons", category)
-                raise StatsFileError(f"field '{label}': expected a positive integer count; got {short_repr(n)}")
-        if sum(reasons.values()) != count:
-            raise StatsFileError(
-                f"field '{where}.reasons': the totals add up to {sum(reasons.values())}; '{where}.count' is {count}"
-            )
-        for category, n in listed.reasons.items():
-            if reasons.get(category, 0) < n:
-                raise StatsFileError(
-                    f"field '{where}.reasons': {n} listed file(s) skipped for {short_repr(category)}; "
-                    f"the total for it is {reasons.get(category, 0)}"
-                )
-        return cls(listed.listed, count, dict(reasons))
-
-
-def _check_listing(count: int, listed: int, where: str) -> None:
-    """A skipped list names the first :data:`SKIPPED_LISTED` files: all of them when there are no more."""
-    if listed > SKIPPED_LISTED:
-        raise StatsFileError(f"field '{where}.files': lists {listed} files; at most {SKIPPED_LISTED} are listed")
-    if listed != min(count, SKIPPED_LISTED):
-        raise StatsFileError(
-            f"field '{where}.count': {count} skipped, but {listed} listed "
-            f"(prep lists every skipped file up to {SKIPPED_LISTED}, else the first {SKIPPED_LISTED})"
-        )
-
-
 @dataclass(frozen=True)
 class Stats:
     """Per-channel statistics of a dataset in unit scale, and where they came from.
@@ -202,9 +72,10 @@ class Stats:
     image's own std, shown for comparison only.
 
     ``skipped`` is given as every ``{path, reason}`` passed over (or a :class:`SkippedFiles`);
-    only the first :data:`SKIPPED_LISTED` are kept, as a tuple, and ``skipped_count`` and
-    ``skipped_reasons`` (per :func:`reason_category`) count them all. A stats file gives
-    ``skipped_count`` and ``skipped_reasons`` with the files it lists.
+    only the first :data:`~prep.stats.skipped.SKIPPED_LISTED` are kept, as a tuple, and
+    ``skipped_count`` and ``skipped_reasons`` (per :func:`~prep.stats.skipped.reason_category`)
+    count them all. A stats file gives ``skipped_count`` and ``skipped_reasons`` with the files it
+    lists.
     """
 
     source: Mapping[str, Any]
@@ -223,7 +94,7 @@ class Stats:
     outliers: Mapping[str, Any] | None = None  # suspicious images, from a per-image report
 
     def __post_init__(self) -> None:
-        tally = _tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
+        tally = tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
         object.__setattr__(self, "skipped", tuple({"path": p, "reason": r} for p, r in tally.listed))
         object.__setattr__(self, "skipped_count", tally.count)
         object.__setattr__(self, "skipped_reasons", dict(sorted(tally.reasons.items())))
@@ -233,7 +104,7 @@ class Stats:
         split = f", split={self.source['split']!r}" if self.source.get("split") else ""
         return (
             f"Stats(source={where!r}{split}, mode={self.mode!r}, images={self.images}, "
-            f"mean={_fmt(self.mean)}, std={_fmt(self.std)})"
+            f"mean={format_values(self.mean)}, std={format_values(self.std)})"
         )
 
     # -------------------------------------------------------------- derived numbers
@@ -396,7 +267,7 @@ class Stats:
 
     def normalize_line(self) -> str:
         """The ``transforms.Normalize(...)`` line to paste into training code."""
-        return f"transforms.Normalize(mean={_fmt(self.mean)}, std={_fmt(self.std)})"
+        return f"transforms.Normalize(mean={format_values(self.mean)}, std={format_values(self.std)})"
 
     def export(self, target: str, units: str | None = None) -> dict[str, Any]:
         """This file's mean and std for another library (torchvision, albumentations, hf, timm, kornia,
@@ -438,14 +309,18 @@ class Stats:
         try:
             write_json_atomic(path, self.to_dict())
         except OSError as exc:
-            raise PrepError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
+            raise OutputError(f"{os.fspath(path)}: cannot write stats file ({os_reason(exc)})") from None
 
     @classmethod
     def from_dict(cls, data: Any) -> Stats:
-        return _parse(data)
+        """The statistics a stats file's JSON ``data`` holds, every field validated
+        (:mod:`prep.stats.validate`)."""
+        stats = cls(**stats_fields(data))
+        check_derived(data, stats)
+        return stats
 
     def skipped_files(self) -> SkippedFiles:
-        """The files passed over, as listed (the first :data:`SKIPPED_LISTED`) and counted."""
+        """The files passed over, as listed (the first :data:`~prep.stats.skipped.SKIPPED_LISTED`) and counted."""
         listed = [(x["path"], x["reason"]) for x in self.skipped]
         return SkippedFiles(listed, self.skipped_count, dict(self.skipped_reasons))
 
@@ -485,26 +360,11 @@ class Stats:
         return None
 
 
-def _fmt(values: Sequence[float]) -> str:
+def format_values(values: Sequence[float]) -> str:
+    """Per-channel values to 4 decimals as a Python tuple (``(0.1307,)`` for one channel), as
+    pasted into code and shown in messages."""
     inner = ", ".join(f"{v:.4f}" for v in values)
     return f"({inner},)" if len(values) == 1 else f"({inner})"
-
-
-def _tally_skipped(skipped: Any, count: int | None, reasons: Mapping[str, int] | None) -> SkippedFiles:
-    """What :class:`Stats` keeps of ``skipped``: a :class:`SkippedFiles` as it is; ``{path, reason}``
-    entries counted one by one, or, with ``count`` and ``reasons`` given, the first listed only."""
-    if (count is None) != (reasons is None):
-        raise ValueError("give skipped_count and skipped_reasons together, or neither")
-    if isinstance(skipped, SkippedFiles):
-        if count is not None:
-            raise ValueError("a SkippedFiles carries its own count and reasons")
-        return SkippedFiles(list(skipped.listed), skipped.count, dict(skipped.reasons))
-    pairs = ((entry["path"], entry["reason"]) for entry in skipped)
-    if count is None:
-        tally = SkippedFiles()
-        tally.extend(pairs)
-        return tally
-    return SkippedFiles(list(itertools.islice(pairs, SKIPPED_LISTED)), count, dict(reasons))
 
 
 def load_stats(
@@ -532,7 +392,7 @@ def load_stats(
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, and nesting deeper than Python recurses
         raise StatsFileError(f"{path}: not valid JSON ({exc})") from None
     try:
-        stats = _parse(data)
+        stats = Stats.from_dict(data)
     except StatsFileError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     if verify_against is not None:
@@ -550,425 +410,4 @@ def load_stats(
         reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode, stats.transform, stats.decoder)
         if reason:
             raise StaleStatsError(f"{path}: stale: {reason}")
-    return stats
-
-
-# ------------------------------------------------------------------ validation
-class _LongInteger:
-    """What :func:`parse_json` reads an integer of more digits than any prep writes as; the shape
-    check reports it, naming the field, before anything else looks at the data."""
-
-
-_LONG_INTEGER = _LongInteger()
-
-
-def parse_json(raw: str | bytes) -> Any:
-    """JSON text as Python objects, integers longer than :data:`LONGEST_INT` left unconverted
-    (raises ``ValueError`` or ``RecursionError`` for text that is not JSON)."""
-    return json.loads(raw, parse_int=_parse_int)
-
-
-def _parse_int(text: str) -> int | _LongInteger:
-    return int(text) if len(text.lstrip("-")) <= len(str(LONGEST_INT)) else _LONG_INTEGER
-
-
-def check_shape(data: Any) -> None:
-    """Refuse objects and lists nested deeper than :data:`MAX_DEPTH` and integers longer than any
-    prep writes, naming the field; iterative, so no nesting makes it recurse."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= MAX_DEPTH:
-                raise StatsFileError(f"field '{where}': nested deeper than any prep file")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(item, dict | list | int | _LongInteger):
-                    stack.append((item, _join(where, key), depth + 1))
-        elif value is _LONG_INTEGER or (
-            isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT
-        ):
-            raise StatsFileError(f"field '{where}': an integer longer than any prep writes")
-
-
-def _join(where: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    name = key if isinstance(key, str) and key.isprintable() and len(key) <= 40 and "'" not in key else short_repr(key)
-    return f"{where}.{name}" if where else name
-
-
-def short_repr(value: Any) -> str:
-    """A short one-line rendering of any value, for messages (no huge repr, no recursion)."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, int) and not isinstance(value, bool) and not -LONGEST_INT < value < LONGEST_INT:
-        return "an integer longer than any prep writes"
-    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _field(data: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], where: str = "") -> Any:
-    label = f"{where}.{name}" if where else name
-    if name not in data:
-        raise StatsFileError(f"missing field '{label}'")
-    value = data[name]
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {value!r}")
-    if not isinstance(value, kinds):
-        raise StatsFileError(f"field '{label}': expected {_kind_name(kinds)}; got {type(value).__name__}")
-    return value
-
-
-def _kind_name(kinds) -> str:
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return " or ".join(
-        {
-            "dict": "an object",
-            "list": "a list",
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "NoneType": "null",
-        }.get(k.__name__, k.__name__)
-        for k in kinds
-    )
-
-
-def _count(data: Mapping[str, Any], name: str, where: str = "") -> int:
-    """A non-negative integer that fits in int64."""
-    value = _field(data, name, int, where)
-    if not 0 <= value <= INT64_MAX:
-        label = f"{where}.{name}" if where else name
-        raise StatsFileError(f"field '{label}': expected an integer from 0 to 2**63-1; got {short_repr(value)}")
-    return value
-
-
-def _no_unknown_keys(data: Mapping[str, Any], known: Iterable[str], where: str = "") -> None:
-    for key in data:
-        if key not in known:
-            raise StatsFileError(f"field '{_join(where, key)}': unknown field")
-
-
-def _vector(data: Mapping[str, Any], name: str, channels: int) -> list[float]:
-    values = _field(data, name, list)
-    if len(values) != channels:
-        raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise StatsFileError(f"field '{name}': expected finite numbers; got {short_repr(v)}")
-    return values
-
-
-def _int_vector(data: Mapping[str, Any], name: str, channels: int) -> list[int]:
-    values = _field(data, name, list)
-    if len(values) != channels:
-        raise StatsFileError(f"field '{name}': expected {channels} values (one per channel); got {len(values)}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= INT64_MAX:
-            raise StatsFileError(f"field '{name}': expected integers from 0 to 2**63-1; got {short_repr(v)}")
-    return values
-
-
-def _source(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``source``: ``kind`` and ``mode`` strings, ``path`` and ``split`` strings or null, the
-    ``images`` count; any other key a source describes itself with must hold a plain value."""
-    source = _field(data, "source", dict)
-    for key in ("kind", "mode"):
-        if not isinstance(source.get(key), str) or not source[key]:
-            raise StatsFileError(f"field 'source.{key}': expected a non-empty string")
-    if source["mode"] not in MODES:
-        raise StatsFileError(
-            f"field 'source.mode': expected one of {', '.join(MODES)}; got {short_repr(source['mode'])}"
-        )
-    for key in ("path", "split"):
-        _field(source, key, (str, type(None)), "source")
-        if not isinstance(source.get(key), str | None):
-            raise StatsFileError(f"field 'source.{key}': expected a string or null; got {short_repr(source[key])}")
-    _count(source, "images", "source")
-    for key, value in source.items():
-        plain = isinstance(value, str | bool | type(None)) or (
-            isinstance(value, int | float) and math.isfinite(value) and abs(value) <= INT64_MAX
-        )
-        if not plain:
-            raise StatsFileError(f"field '{_join('source', key)}': expected a string, number or null")
-    return source
-
-
-def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``fingerprint``: null, or an object of one of the shapes prep writes (:data:`FINGERPRINT_SHAPES`)."""
-    fingerprint = _field(data, "fingerprint", (dict, type(None)))
-    if fingerprint is None:
-        return None
-    _no_unknown_keys(fingerprint, FINGERPRINT_FIELDS, "fingerprint")
-    shape = next((req for req, opt in FINGERPRINT_SHAPES if set(fingerprint) <= {*req, *opt}), None)
-    if shape is None:
-        raise StatsFileError(
-            f"field 'fingerprint': mixes the keys of different fingerprints ({', '.join(fingerprint)})"
-        )
-    for key in shape:
-        if key not in fingerprint:
-            raise StatsFileError(f"missing field 'fingerprint.{key}'")
-    for key, value in fingerprint.items():
-        kind = FINGERPRINT_FIELDS[key]
-        if kind == "count" or (kind == "count or null" and value is not None):
-            _count(fingerprint, key, "fingerprint")
-        elif kind == "sha256" and not (isinstance(value, str) and _SHA256.fullmatch(value)):
-            raise StatsFileError(
-                f"field 'fingerprint.{key}': expected a SHA-256 (64 lowercase hex digits); got {short_repr(value)}"
-            )
-        elif kind == "text" and not (isinstance(value, str) and value):
-            raise StatsFileError(f"field 'fingerprint.{key}': expected a non-empty string; got {short_repr(value)}")
-    return fingerprint
-
-
-def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None]:
-    """``options``: ``mode`` (as ``source.mode``), ``transform`` (a description, or null) and
-    ``decoder`` (one of :data:`DECODERS_RECORDED`, or null); returns the transform and the
-    decoder. ``mode`` and ``transform`` are required: a file without its transform could be
-    reused for data measured without one. ``decoder`` is absent from files of prep 0.2.0 and
-    earlier, when PIL decoded every image file: read as ``pil`` for sources of image files."""
-    options = _field(data, "options", dict)
-    _field(options, "transform", (str, type(None)), "options")
-    _no_unknown_keys(options, ("mode", "transform", "decoder"), "options")
-    decoder = options.get("decoder")
-    if "decoder" not in options and data["source"].get("kind") in FILE_SOURCE_KINDS:
-        decoder = "pil"
-    if decoder is not None and decoder not in DECODERS_RECORDED:
-        raise StatsFileError(
-            f"field 'options.decoder': expected one of {', '.join(DECODERS_RECORDED)} or null; "
-            f"got {short_repr(decoder)}"
-        )
-    if options.get("mode") != mode:
-        raise StatsFileError(
-            f"field 'options.mode': expected {mode!r} (as source.mode); got {short_repr(options.get('mode'))}"
-        )
-    transform = options.get("transform")
-    if not isinstance(transform, str | None):
-        raise StatsFileError(f"field 'options.transform': expected a string or null; got {short_repr(transform)}")
-    return transform, decoder
-
-
-def _created(data: Mapping[str, Any]) -> str:
-    created = _field(data, "created", str)
-    try:
-        datetime.fromisoformat(created)
-    except ValueError:
-        raise StatsFileError(f"field 'created': expected an ISO 8601 time; got {short_repr(created)}") from None
-    return created
-
-
-def _state(data: Mapping[str, Any], channels: int) -> ChannelMoments:
-    """``state``: the accumulator, checked by :meth:`ChannelMoments.from_state_dict` and
-    :func:`check_state`, with a pixel in every channel and the file's channel count."""
-    try:
-        state = ChannelMoments.from_state_dict(_field(data, "state", dict))
-    except ValueError as exc:  # its messages repr values: an int of over 4300 digits (check_shape refuses those)
-        raise StatsFileError(f"field 'state': cannot be read ({type(exc).__name__})") from None
-    if state.channels != channels:
-        raise StatsFileError(f"field 'state.channels': expected {channels}; got {state.channels}")
-    check_state(state)
-    if min(state.count) == 0:
-        raise StatsFileError("field 'state.count': every channel needs at least one pixel")
-    if state.pixel_max <= 0:
-        raise StatsFileError(f"field 'state.pixel_max': must be positive; got {state.pixel_max}")
-    return state
-
-
-def check_state(state: ChannelMoments) -> None:
-    """What :meth:`ChannelMoments.from_state_dict` cannot check alone (stats files and checkpoints):
-    no more per-image stds than images, and with exact 8-bit sums kept, ``pixel_max`` 255 and
-    float64 ``mean``/``m2`` that agree with the sums (Chan's float64 merges drift from them by
-    about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
-    if max(state.image_std_count) > state.images:
-        raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
-    present = state.count > 0
-    slack = 1e-12 * np.maximum(1.0, np.abs(state.mean))
-    if np.any(present & ((state.mean < state.min - slack) | (state.mean > state.max + slack))):
-        raise StatsFileError("field 'state.mean': outside state.min..state.max")
-    if state.exact_sum is not None and np.any(present & ((state.min < 0) | (state.max > 1))):
-        raise StatsFileError("field 'state.min': 8-bit data lies in 0..1 in unit scale")
-    if state.exact_sum is None:
-        return
-    if max(state.count) > 0 and state.pixel_max != EIGHT_BIT_MAX:
-        raise StatsFileError(
-            f"field 'state.pixel_max': exact 8-bit sums are kept, so it must be {EIGHT_BIT_MAX}; got {state.pixel_max}"
-        )
-    _, means, m2s = _exact_moments(state.count.tolist(), state.exact_sum, state.exact_sumsq, EIGHT_BIT_MAX)
-    for name, stored, exact in (("mean", state.mean, means), ("m2", state.m2, m2s)):
-        if not all(math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0) for a, b in zip(stored, exact)):
-            raise StatsFileError(
-                f"field 'state.{name}': {stored.tolist()} does not match state.exact_sum and state.exact_sumsq "
-                f"({exact.tolist()}); was the file edited?"
-            )
-
-
-def _matches(name: str, value: Any, want: Any, exact: bool = False) -> None:
-    """The top-level field ``name`` (a number, or one per channel) is what the stored state gives."""
-    pairs = zip(value, want) if isinstance(value, list) else [(value, want)]
-    same = all(
-        got == expected if exact else math.isclose(got, expected, rel_tol=REL_TOL, abs_tol=1e-15)
-        for got, expected in pairs
-    )
-    if not same:
-        expected = list(want) if isinstance(value, list) else want
-        raise StatsFileError(
-            f"field '{name}': {value} does not match the stored state ({expected}); was the file edited?"
-        )
-
-
-def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | None:
-    """``sample``: null, or ``{"images", "of", "seed", "ci95"}`` whose intervals are those the
-    state's ``image_moments`` give (recomputed, so an edit is refused)."""
-    from prep.stats.moments import sample_intervals
-
-    sample = _field(data, "sample", (dict, type(None))) if "sample" in data else None
-    if sample is None:
-        return None
-    _no_unknown_keys(sample, ("images", "of", "seed", "ci95"), "sample")
-    images, total, seed = (_count(sample, key, "sample") for key in ("images", "of", "seed"))
-    if images != state.images or images > total:
-        raise StatsFileError(f"field 'sample.images': {images} is not state.images ({state.images}) or exceeds 'of'")
-    ci95 = sample.get("ci95")
-    expected = None
-    if state.image_moments is not None:
-        expected = sample_intervals(state.image_moments, images, total, state.pixel_max)
-        expected = {k: [v if v == v else None for v in values] for k, values in expected.items()}
-    if ci95 != expected:
-        raise StatsFileError("field 'sample.ci95': does not match state.image_moments; was the file edited?")
-    return {"images": images, "of": total, "seed": seed, "ci95": ci95}
-
-
-OUTLIER_KINDS = ("constant", "near_black", "near_white", "brightness", "duplicates")
-
-
-def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``outliers``: null, or per kind ``{"count", "images"}`` (``brightness`` also ``k``;
-    ``duplicates`` names pairs), with at most 10 images named and no more named than counted."""
-    outliers = _field(data, "outliers", (dict, type(None))) if "outliers" in data else None
-    if outliers is None:
-        return None
-    _no_unknown_keys(outliers, OUTLIER_KINDS, "outliers")
-    for kind in OUTLIER_KINDS:
-        entry = _field(outliers, kind, dict, "outliers")
-        where = f"outliers.{kind}"
-        _no_unknown_keys(entry, ("count", "images", "k"), where)
-        count = _count(entry, "count", where)
-        images = _field(entry, "images", list, where)
-        pair = kind == "duplicates"
-        if len(images) > min(count, 10) or not all(
-            (isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x)) if pair else isinstance(x, str)
-            for x in images
-        ):
-            raise StatsFileError(
-                f"field '{where}.images': expected at most min(count, 10) "
-                + ("[name, first] pairs" if pair else "names")
-            )
-        if kind == "brightness":
-            k = _field(entry, "k", (int, float), where)
-            if not (math.isfinite(k) and k > 0):
-                raise StatsFileError(f"field '{where}.k': expected a positive number; got {short_repr(k)}")
-    return dict(outliers)
-
-
-def _check_pca(data: Mapping[str, Any], stats: Stats) -> None:
-    """``covariance`` (exact from ``state.cross``) and ``pca`` (an eigen decomposition, equal to
-    1e-9: LAPACK builds differ in the last bits) must be what the state gives; null without it."""
-    if data.get("covariance") != stats.covariance:
-        raise StatsFileError("field 'covariance': does not match state.cross; was the file edited?")
-    pca, want = data.get("pca"), stats.pca
-    if (pca is None) != (want is None):
-        raise StatsFileError("field 'pca': must be null exactly when covariance is")
-    if pca is None:
-        return
-    if not isinstance(pca, dict) or set(pca) != {"eigval", "eigvec"}:
-        raise StatsFileError("field 'pca': expected an object with eigval and eigvec")
-    try:
-        same = all(np.allclose(np.array(pca[k], np.float64), np.array(want[k]), rtol=1e-9, atol=1e-12) for k in want)
-    except (TypeError, ValueError):
-        same = False
-    if not same:
-        raise StatsFileError("field 'pca': not the eigen decomposition of the covariance; was the file edited?")
-
-
-def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[float, ...]:
-    """``percentiles``: null exactly when the state has no histogram, else ``{"q": [...], "values":
-    [...]}`` with up to :data:`MAX_PERCENTILES` values of q in [0, 100]; returns q (the values are
-    checked against the histogram by the caller)."""
-    percentiles = _field(data, "percentiles", (dict, type(None)))
-    if (percentiles is None) != (state.histogram is None):
-        raise StatsFileError(
-            "field 'percentiles': must be "
-            + ("null without state.histogram" if state.histogram is None else "an object when state.histogram is set")
-        )
-    if percentiles is None:
-        return DEFAULT_PERCENTILES
-    _no_unknown_keys(percentiles, ("q", "values"), "percentiles")
-    q = _field(percentiles, "q", list, "percentiles")
-    _field(percentiles, "values", list, "percentiles")
-    if len(q) > MAX_PERCENTILES:
-        raise StatsFileError(f"field 'percentiles.q': at most {MAX_PERCENTILES} values; got {len(q)}")
-    try:
-        return check_percentiles(q)
-    except ValueError as exc:
-        raise StatsFileError(f"field 'percentiles.q': {exc}") from None
-
-
-def _parse(data: Any) -> Stats:
-    if not isinstance(data, dict):
-        raise StatsFileError("expected a JSON object at the top level")
-    check_shape(data)
-    version = _field(data, "schema_version", int)
-    if version != SCHEMA_VERSION:
-        raise StatsFileError(
-            f"field 'schema_version': unknown schema version {short_repr(version)} "
-            f"(this prep {__version__} reads version {SCHEMA_VERSION})"
-        )
-    _no_unknown_keys(data, TOP_LEVEL_FIELDS)
-    prep_version = _field(data, "prep_version", str)
-    created = _created(data)
-    source = _source(data)
-    mode = source["mode"]
-    fingerprint = _fingerprint(data)
-    transform, decoder = _options(data, mode)
-    channels = _field(data, "channels", int)
-    if channels != CHANNELS[mode]:
-        raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {short_repr(channels)}")
-    names = ("mean", "std", "min", "max", "per_image_std_mean")
-    vectors = {name: _vector(data, name, channels) for name in names}
-    if any(v < 0 for v in vectors["std"]):
-        raise StatsFileError(f"field 'std': must be non-negative; got {vectors['std']}")
-    if any(lo > hi for lo, hi in zip(vectors["min"], vectors["max"])):
-        raise StatsFileError("field 'min': exceeds 'max'")
-    integers = {name: _int_vector(data, name, channels) for name in ("count", "nonfinite")}
-    pixel_max = _field(data, "pixel_max", (int, float))
-    skipped = SkippedFiles.from_json(_field(data, "skipped", dict))
-    state = _state(data, channels)
-    percentiles_q = _percentiles_q(data, state)
-    stats = Stats(
-        source={k: v for k, v in source.items() if k not in ("mode", "images")},
-        fingerprint=fingerprint,
-        mode=mode,
-        state=state,
-        skipped=skipped,
-        created=created,
-        prep_version=prep_version,
-        transform=transform,
-        decoder=decoder,
-        percentiles_q=percentiles_q,
-        sample=_sample(data, state),
-        outliers=_outliers(data),
-    )
-    if data["percentiles"] != stats.percentiles:
-        raise StatsFileError("field 'percentiles': does not match state.histogram; was the file edited?")
-    _check_pca(data, stats)
-    measured = stats.summary
-    for name, values in vectors.items():
-        _matches(name, values, getattr(measured, name))
-    for name, values in integers.items():
-        _matches(name, values, getattr(measured, name), exact=True)
-    _matches("pixel_max", pixel_max, measured.pixel_max, exact=True)
-    _matches("source.images", source["images"], measured.images, exact=True)
     return stats

@@ -16,9 +16,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from prep.errors import OptionError
+from prep.errors import MismatchError, OptionError, StatsFileError
 from prep.sources.shard import parse_shard
-from prep.stats.file import SkippedFiles, Stats, load_stats, reason_category, same_pixels
+from prep.stats.file import Stats, load_stats, same_pixels
+from prep.stats.skipped import SkippedFiles, reason_category
 
 log = logging.getLogger("prep")
 
@@ -33,16 +34,16 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
     count = shards[0][1]
     for (stats, name), (index, n) in zip(loaded[1:], shards[1:]):
         if n != count:
-            raise OptionError(f"{name}: shard {index}/{n} is of {n} shards, {first_name} of {count}")
+            raise MismatchError(f"{name}: shard {index}/{n} is of {n} shards, {first_name} of {count}")
         _check_same(first, first_name, stats, name)
     seen: dict[int, str] = {}
     for (_, name), (index, _) in zip(loaded, shards):
         if index in seen:
-            raise OptionError(f"{name}: shard {index}/{count} is also in {seen[index]}")
+            raise MismatchError(f"{name}: shard {index}/{count} is also in {seen[index]}")
         seen[index] = name
     missing = [i for i in range(count) if i not in seen]
     if missing and not partial:
-        raise OptionError(
+        raise MismatchError(
             f"shards {', '.join(f'{i}/{count}' for i in missing)} are missing; pass --partial to merge the rest"
         )
     if missing:
@@ -87,11 +88,11 @@ def _name(part: Any) -> str:
 def _shard_of(stats: Stats, name: str) -> tuple[int, int]:
     shard = stats.source.get("shard")
     if shard is None:
-        raise OptionError(f"{name}: not the statistics of a shard (made without --shard I/N)")
+        raise MismatchError(f"{name}: not the statistics of a shard (made without --shard I/N)")
     try:
         return parse_shard(shard)
     except OptionError:
-        raise OptionError(f"{name}: field 'source.shard' is not I/N: {shard!r}") from None
+        raise StatsFileError(f"{name}: field 'source.shard' is not I/N: {shard!r}") from None
 
 
 def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:
@@ -99,17 +100,17 @@ def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:
     keys = ("kind", "split") if a.fingerprint else ("kind", "path", "split")  # the same data, from any cwd
     for key in keys:
         if a.source.get(key) != b.source.get(key):
-            raise OptionError(
+            raise MismatchError(
                 f"{b_name}: source {key} {b.source.get(key)!r} differs from {a_name}'s {a.source.get(key)!r}"
             )
     if dict(a.fingerprint or {}) != dict(b.fingerprint or {}):
-        raise OptionError(f"{b_name}: made from other data than {a_name} (fingerprints differ)")
+        raise MismatchError(f"{b_name}: made from other data than {a_name} (fingerprints differ)")
     if a.mode != b.mode:
-        raise OptionError(f"{b_name}: mode {b.mode} differs from {a_name}'s {a.mode}")
+        raise MismatchError(f"{b_name}: mode {b.mode} differs from {a_name}'s {a.mode}")
     if a.transform != b.transform:
-        raise OptionError(f"{b_name}: measured after another transform than {a_name}")
+        raise MismatchError(f"{b_name}: measured after another transform than {a_name}")
     if not same_pixels(a.decoder, b.decoder):
-        raise OptionError(f"{b_name}: decoded by {b.decoder} where {a_name} was decoded by {a.decoder}")
+        raise MismatchError(f"{b_name}: decoded by {b.decoder} where {a_name} was decoded by {a.decoder}")
 
 
 def _add_skipped(total: SkippedFiles, stats: Stats) -> None:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from torchvision.transforms import v2
 
-from prep.errors import OptionError, PrepError
+from prep.errors import OptionError, PrepError, SmallImageError
+from prep.fields import is_int
 from prep.pixels import checked_sixteen_bit
 
 if TYPE_CHECKING:
@@ -38,9 +39,7 @@ def parse_size(text: str | int | list | tuple, name: str) -> list[int]:
         values = [int(v) for v in re.split(r"[x,]", text)]
     else:
         raise OptionError(f"{name} must be a size N or HxW; got {text!r}")
-    if not 1 <= len(values) <= 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000 for v in values
-    ):
+    if not 1 <= len(values) <= 2 or not all(is_int(v) and 1 <= v <= 100_000 for v in values):
         raise OptionError(f"{name} must be a size N or HxW with sides from 1 to 100000; got {text!r}")
     return values
 
@@ -57,10 +56,6 @@ def measurement_transform(resize: Any = None, center_crop: Any = None):
         size = parse_size(center_crop, "center_crop (--center-crop)")
         steps += [NoPadding(size), v2.CenterCrop(size)]
     return v2.Compose(steps)
-
-
-class SmallImageError(OptionError):
-    """An image smaller than the center crop it is given to."""
 
 
 class NoPadding(v2.Transform):

@@ -40,7 +40,7 @@ from prep.pixels import (
 )
 
 # Inputs that are not images pass every prep transform untouched (KeyPoints exists in newer torchvision).
-_NOT_IMAGES = tuple(getattr(tv_tensors, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if hasattr(tv_tensors, n))
+NOT_IMAGES = tuple(getattr(tv_tensors, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if hasattr(tv_tensors, n))
 
 
 class ConvertPixels(v2.Transform):
@@ -67,7 +67,7 @@ class ConvertPixels(v2.Transform):
             return tv_tensors.Image(_unit_unless_uint8(tensor))
         if isinstance(inpt, np.ndarray):
             return tv_tensors.Image(_unit_unless_uint8(convert_channels(from_hwc_array(inpt), self.mode)))
-        if isinstance(inpt, _NOT_IMAGES):
+        if isinstance(inpt, NOT_IMAGES):
             return inpt
         out = _unit_unless_uint8(convert_channels(inpt, self.mode))
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
@@ -90,7 +90,7 @@ class Rescale(v2.Transform):
         self.scale, self.offset = float(scale), float(offset)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, _NOT_IMAGES):
+        if isinstance(inpt, NOT_IMAGES):
             return inpt
         out = inpt.as_subclass(torch.Tensor) * self.scale + self.offset
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
@@ -128,7 +128,7 @@ class Lighting(v2.Transform):
     _get_params = make_params
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, _NOT_IMAGES):
+        if isinstance(inpt, NOT_IMAGES):
             return inpt
         if not isinstance(inpt, torch.Tensor) or not inpt.is_floating_point():
             raise TypeError(
@@ -156,7 +156,7 @@ class Clip(v2.Transform):
         self.low, self.high = float(low), float(high)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, _NOT_IMAGES):
+        if isinstance(inpt, NOT_IMAGES):
             return inpt
         out = inpt.as_subclass(torch.Tensor).clamp(self.low, self.high)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out

@@ -36,8 +36,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from prep.errors import OptionError
+from prep.fields import is_int
 from prep.pixels import check_mode, from_hwc_array, native_mode, to_unit_float
-from prep.transforms.normalize import _NOT_IMAGES, ConvertPixels
+from prep.transforms.normalize import NOT_IMAGES, ConvertPixels
 
 AXES = ("layer", "instance", "group")
 
@@ -83,7 +84,7 @@ def _check(x: Any, axes: str, groups: int | None, eps: float) -> int:
         if groups is not None:
             raise OptionError(f"groups is for axes='group' only; got groups={groups!r} with axes={axes!r}")
         return 1 if axes == "layer" else channels
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise OptionError(f"axes='group' needs groups=G, a positive integer; got {groups!r}")
     if channels % groups:
         raise OptionError(f"groups={groups} does not divide the {channels} channels of the image")
@@ -114,7 +115,7 @@ class PerImageNormalize(v2.Transform):
         self.mode = None if mode is None else check_mode(mode)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, _NOT_IMAGES):
+        if isinstance(inpt, NOT_IMAGES):
             return inpt
         if isinstance(inpt, Image.Image):
             inpt = ConvertPixels(self.mode or native_mode(inpt)).transform(inpt, params)

@@ -58,7 +58,7 @@ import torch
 from torchvision.transforms import v2
 
 from prep._version import __version__
-from prep.errors import OptionError, PrepError
+from prep.errors import OptionError, ShapeMismatchError
 from prep.files import write_torch_atomic
 from prep.options import BY_NAME
 from prep.pixels import CHANNELS, check_mode
@@ -68,10 +68,6 @@ from prep.transforms.normalize import ConvertPixels
 DEFAULT_EPS = BY_NAME["eps"].default  # 1e-5, unit scale squared: a std of ~0.0032, 0.8 gray levels of 255
 FILE_FORMAT = "prep-whitening"
 FILE_VERSION = 1
-
-
-class ShapeMismatchError(PrepError, ValueError):
-    """An image's ``(C, H, W)`` differs from the shape a whitening matrix was computed for."""
 
 
 # ------------------------------------------------------------------ the result

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 import torch
 
 from prep.errors import StatsFileError
+from prep.fields import is_int
 from prep.files import read_torch_bounded
 from prep.pixels import CHANNELS, MODES
 from prep.stats.cross_moments import MAX_DIM
@@ -78,10 +78,10 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
     if data["kind"] not in ("zca", "pca"):
         raise bad("kind", f"must be 'zca' or 'pca'; got {data['kind']!r}")
     dim = data["D"]
-    if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
+    if not is_int(dim) or not 1 <= dim <= MAX_DIM:
         raise bad("D", f"must be an integer from 1 to {MAX_DIM}; got {dim!r}")
     shape = data["shape"]
-    if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
+    if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(is_int(v) and v > 0 for v in shape):
         raise bad("shape", f"must be [C, H, W] of positive integers; got {shape!r}")
     if math.prod(shape) != dim:
         raise bad("shape", f"{list(shape)} does not hold D = {dim} values")
@@ -101,7 +101,7 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
     if isinstance(eps, bool) or not isinstance(eps, float | int) or not math.isfinite(eps) or eps < 0:
         raise bad("eps", f"must be a finite number >= 0; got {eps!r}")
     _check_matrix(data["W"], data["eigenvalues"], float(eps), data["kind"], bad)
-    if not _is_int(data["count"]) or data["count"] < 1:
+    if not is_int(data["count"]) or data["count"] < 1:
         raise bad("count", f"must be a positive integer; got {data['count']!r}")
     if not isinstance(data["exact"], bool):
         raise bad("exact", f"must be true or false; got {data['exact']!r}")
@@ -127,7 +127,3 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
         preprocessing=data["preprocessing"],
         prep_version=data["prep_version"] or "unknown",
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,154 @@
+"""The JSON form of :class:`~prep.stats.moments.ChannelMoments`' state, and its validation.
+
+Each field of :data:`~prep.stats.moments.STATE_FIELDS` is written by :func:`encode_field` as
+plain JSON (exact sums as integers of any size, min/max of an empty channel as ``null``) and read
+back by :func:`decode_field`, which checks its type, shape, range and finiteness; then
+:func:`check_consistency` checks the relations between fields that no single field's type can
+express (the histogram adds up to the count and gives the exact sums, the cross sums are
+symmetric with the sums of squares on their diagonal, Cauchy-Schwarz). Every refusal is a
+:class:`~prep.errors.StatsFileError` naming the field (``state.m2``). Version 1 states are read
+through :func:`read_header`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from prep.errors import StatsFileError
+from prep.fields import is_int, is_number, short_repr
+from prep.pixels import EIGHT_BIT_MAX, LEVELS
+from prep.stats.reductions import histogram_range
+
+if TYPE_CHECKING:
+    from prep.stats.moments import ChannelMoments, StateField
+
+STATE_VERSION = 2  # 2: image_std_sum in fixed point (exact in any order), histogram; 1 is still read
+IMAGE_STD_SCALE = 2**48  # image_std_sum holds each image's std rounded to a multiple of 2**-48
+
+
+def read_header(state: Any, where: str) -> tuple[Mapping[str, Any], int]:
+    """The state as version 2 (a version 1 state upgraded) and its channel count, both checked."""
+    if not isinstance(state, Mapping):
+        raise StatsFileError(f"{where}: expected an object")
+    version = state.get("version")
+    if isinstance(version, bool) or version not in (1, STATE_VERSION):
+        raise StatsFileError(f"{where}.version: expected 1 or {STATE_VERSION}; got {short_repr(version)}")
+    if version == 1:
+        state = _upgrade_v1(state, where)
+    channels = state.get("channels")
+    if not is_int(channels) or not 1 <= channels <= 4:
+        raise StatsFileError(f"{where}.channels: expected 1 to 4; got {channels!r}")
+    return state, channels
+
+
+def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A version-1 state (``image_std_sum`` as floats, no histogram) in version 2's form."""
+    sums = state.get("image_std_sum")
+    if not isinstance(sums, list) or not all(is_number(v) and math.isfinite(v) and 0 <= v < 2**60 for v in sums):
+        raise StatsFileError(f"{where}.image_std_sum: expected non-negative numbers")
+    return {**state, "version": STATE_VERSION, "image_std_sum": [round(v * IMAGE_STD_SCALE) for v in sums]}
+
+
+def encode_field(f: StateField, value: Any) -> Any:
+    """The JSON value of the field ``f`` holding ``value``."""
+    if value is None or f.kind == "exact":
+        return value
+    if f.width:
+        return value.tolist()
+    if not f.per_channel:
+        return int(value) if f.kind == "int" else float(value)
+    if f.kind == "int":
+        return [int(v) for v in value]
+    return [float(v) if math.isfinite(v) else None for v in value]  # only min/max can be infinite (empty)
+
+
+def decode_field(f: StateField, value: Any, channels: int, where: str) -> Any:
+    """The value of the field ``f`` of a ``channels``-channel state from its JSON ``value``, checked."""
+    if value is None and f.optional:
+        return None
+    numbers = (int,) if f.kind in ("int", "exact") else (int, float)
+    kind_name = "integer" if f.kind in ("int", "exact") else "number"
+    if not f.per_channel:
+        return _check_number(value, numbers, kind_name, f, where)
+    if f.width:
+        if not isinstance(value, list) or len(value) != channels:
+            raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+        for row in value:
+            if not isinstance(row, list) or len(row) != f.width:
+                raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+            for v in row:
+                _check_number(v, numbers, kind_name, f, where)
+        return [list(row) for row in value] if f.kind == "exact" else np.array(value, np.int64)
+    if not isinstance(value, list) or len(value) != channels:
+        raise StatsFileError(f"{where}: expected a list of {channels} {kind_name}s")
+    values = [
+        f.empty if v is None and math.isinf(f.empty) else _check_number(v, numbers, kind_name, f, where) for v in value
+    ]
+    if f.kind == "exact":
+        return values
+    return np.array(values, np.int64 if f.kind == "int" else np.float64)
+
+
+def _check_number(v: Any, numbers: tuple[type, ...], kind_name: str, f: StateField, where: str) -> Any:
+    if isinstance(v, bool) or not isinstance(v, numbers):
+        raise StatsFileError(f"{where}: expected {kind_name} values; got {v!r}")
+    if f.kind == "int" and not -(2**63) <= v < 2**63:
+        raise StatsFileError(f"{where}: integer out of range; got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise StatsFileError(f"{where}: values must be finite; got {v!r}")
+    if f.minimum is not None and v < f.minimum:
+        raise StatsFileError(f"{where}: values must be >= {f.minimum}; got {v!r}")
+    return v
+
+
+def check_consistency(state: ChannelMoments, where: str) -> None:
+    """Relations between the fields of ``state`` that no single field's type can express."""
+    empty = state.count == 0
+    if np.any(np.isinf(state.min) != empty) or np.any(np.isinf(state.max) != empty):
+        raise StatsFileError(f"{where}.min: must be null exactly where count is 0")
+    if np.any((state.min > state.max) & ~empty):
+        raise StatsFileError(f"{where}.min: exceeds {where}.max")
+    if (state.exact_sum is None) != (state.exact_sumsq is None):
+        raise StatsFileError(f"{where}.exact_sum: exact_sum and exact_sumsq must both be null or both be set")
+    if state.histogram is not None:
+        _check_histogram(state, where)
+    if state.cross is not None:
+        c = state.channels
+        square = [row[:c] for row in state.cross[:c]]
+        if any(v for row in state.cross for v in row[c:]) or any(
+            square[i][j] != square[j][i] for i in range(c) for j in range(c)
+        ):
+            raise StatsFileError(f"{where}.cross: must be symmetric, with zeros beyond the channels")
+        if state.exact_sumsq is not None and [square[i][i] for i in range(c)] != list(state.exact_sumsq):
+            raise StatsFileError(f"{where}.cross: its diagonal must equal {where}.exact_sumsq")
+        for i in range(c):
+            for j in range(c):  # Cauchy-Schwarz
+                if square[i][j] ** 2 > square[i][i] * square[j][j]:
+                    raise StatsFileError(f"{where}.cross: inconsistent with its diagonal")
+    if state.exact_sum is not None:
+        for n, total, total_sq in zip(state.count.tolist(), state.exact_sum, state.exact_sumsq):
+            # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
+            if total > EIGHT_BIT_MAX * n or total * total > n * total_sq or total_sq > EIGHT_BIT_MAX * total:
+                raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
+
+
+def _check_histogram(state: ChannelMoments, where: str) -> None:
+    """The histogram must count every pixel, span exactly min..max, and give the exact sums."""
+    if state.exact_sum is None:
+        raise StatsFileError(f"{where}.histogram: must be null when exact_sum is")
+    if state.histogram.sum(1).tolist() != state.count.tolist():
+        raise StatsFileError(f"{where}.histogram: its counts do not add up to {where}.count")
+    low, high = histogram_range(state.histogram)
+    empty = state.count == 0
+    if np.any(~empty & ((low / EIGHT_BIT_MAX != state.min) | (high / EIGHT_BIT_MAX != state.max))):
+        raise StatsFileError(f"{where}.histogram: does not span {where}.min..{where}.max")
+    levels = list(range(LEVELS))
+    for c, row in enumerate(state.histogram.tolist()):
+        total = sum(v * h for v, h in zip(levels, row))
+        total_sq = sum(v * v * h for v, h in zip(levels, row))
+        if (total, total_sq) != (state.exact_sum[c], state.exact_sumsq[c]):
+            raise StatsFileError(f"{where}.histogram: inconsistent with {where}.exact_sum and exact_sumsq")
