@@ -1,4 +1,4 @@
-"""Fixtures built in tmp_path from tests/common.py, and the device parametrization."""
+"""Fixtures built in tmp_path from the helpers package, and the device parametrization."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import make_cifar10, make_folder, make_mnist
+from helpers import make_cifar10, make_folder, make_mnist
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 

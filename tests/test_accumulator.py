@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import prep
-from common import assert_close, exact_stats, reference_stats
+from helpers import assert_close, exact_stats, reference_stats
 from prep.errors import StatsFileError
 from prep.stats import moments as accumulator
 from prep.stats.moments import ChannelMoments, uint8_image_sums

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import prep
-from common import exact_stats, jpeg_bytes, make_folder, pil_pixels
+from helpers import exact_stats, jpeg_bytes, make_folder, pil_pixels
 from prep.engine.measure import load_or_compute
 from prep.errors import BadImageError, SourceError
 from prep.sources import resolve_source

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import prep
-from common import make_folder, make_mnist, run
+from helpers import make_folder, make_mnist, run
 from prep.insight.checks import judge
 from prep.insight.known import KNOWN, KnownConstants
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import prep
-from common import make_cifar10, make_mnist, run
+from helpers import make_cifar10, make_mnist, run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from common import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
+from helpers import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
 from prep.errors import ChannelMismatchError, PrepError
 from prep.pixels import convert_channels
 
@@ -204,7 +204,7 @@ def test_batches_are_reduced_with_one_torch_thread_and_the_count_is_restored(tmp
     """One thread keeps the memory-bound reduction fast when other processes hold the cores."""
     import torch
 
-    from common import make_mnist
+    from helpers import make_mnist
     from prep.stats.moments import ChannelMoments
 
     make_mnist(tmp_path)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import prep
-from common import make_cifar10, make_folder, pil_pixels, run
+from helpers import make_cifar10, make_folder, pil_pixels, run
 from prep.errors import StatsFileError
 from prep.stats.moments import ChannelMoments
 

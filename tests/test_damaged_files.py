@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import prep
-from common import make_mnist, mutate, run
+from helpers import make_mnist, mutate, run
 from prep.errors import SourceError, StatsFileError
 
 _VALID_STATS: dict = {}

@@ -23,7 +23,7 @@ from PIL import Image
 import prep
 import prep.decode.decoders
 import prep.engine.measure
-from common import make_mnist, run
+from helpers import make_mnist, run
 from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
 from prep.decode.device import PassJpegs, decode_on_device, image_cross_sums, image_histograms
 from prep.decode.jpeg_kinds import image_kind

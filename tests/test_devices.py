@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import prep
-from common import exact_stats, make_cifar10, make_mnist
+from helpers import exact_stats, make_cifar10, make_mnist
 from prep.engine.devices import resolve_device, to_device
 from prep.errors import OptionError
 from prep.stats.moments import ChannelMoments

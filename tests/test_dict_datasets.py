@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import prep
-from common import exact_stats
+from helpers import exact_stats
 from prep.errors import SourceError
 from prep.sources import DatasetSource, resolve_source
 

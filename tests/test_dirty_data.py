@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import prep
-from common import assert_close, good_images, jpeg_bytes, mutate, pil_pixels, reference_stats, run
+from helpers import assert_close, good_images, jpeg_bytes, mutate, pil_pixels, reference_stats, run
 from prep.decode.decoders import PILDecoder
 from prep.engine.workers import reduce_chunk
 from prep.errors import BadImageError

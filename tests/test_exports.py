@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import prep
-from common import assert_close
+from helpers import assert_close
 from prep.insight.exports import TARGETS, export, file_text, render, save_export, update_preprocessor_config
 
 RNG = np.random.default_rng(14)
@@ -275,7 +275,7 @@ def test_stats_export_method_returns_the_same_object(stats):
 
 
 def test_cli_export_prints_text_json_and_writes_files(stats, tmp_path):
-    from common import run
+    from helpers import run
 
     path = _saved(stats, tmp_path)
     result = run("export", path, "--to", "albumentations")

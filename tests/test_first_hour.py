@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import prep
-from common import make_mnist, run
+from helpers import make_mnist, run
 from prep.errors import ChannelMismatchError
 
 
@@ -217,7 +217,7 @@ def test_show_prints_provenance_and_skipped_files_and_repr_names_the_numbers(tmp
 
 
 def test_cifar_progress_has_a_total_from_the_start_and_ends_exact(tmp_path):
-    from common import make_cifar10
+    from helpers import make_cifar10
 
     make_cifar10(tmp_path)
     seen = []

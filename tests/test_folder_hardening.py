@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import prep
-from common import good_images, make_folder, write_idx_images
+from helpers import good_images, make_folder, write_idx_images
 from prep.decode.decoders import PILDecoder
 from prep.engine.measure import load_or_compute
 from prep.engine.workers import reduce_chunk

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import write_cifar_batch, write_idx_images
+from helpers import write_cifar_batch, write_idx_images
 from prep.errors import SourceError
 from prep.sources.cifar import read_cifar_batch
 from prep.sources.idx import count_idx_images, idx_source, read_idx_images

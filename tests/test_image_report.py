@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import prep
-from common import make_folder, make_mnist, pil_pixels, run
+from helpers import make_folder, make_mnist, pil_pixels, run
 from prep.errors import StatsFileError
 
 

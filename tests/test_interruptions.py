@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import prep
-from common import make_mnist
+from helpers import make_mnist
 from prep.errors import StatsFileError
 
 

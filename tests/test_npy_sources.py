@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import prep
-from common import exact_stats, make_mnist
+from helpers import exact_stats, make_mnist
 from prep.errors import SourceError
 from prep.sources import resolve_source
 from prep.sources.npy import NumpySource, npz_splits

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import prep
-from common import good_images, run
+from helpers import good_images, run
 from prep.errors import StatsFileError
 
 

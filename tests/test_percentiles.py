@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import prep
-from common import make_folder, make_mnist, pil_pixels, run
+from helpers import make_folder, make_mnist, pil_pixels, run
 from prep.errors import StatsFileError
 from prep.stats.histogram import DEFAULT_PERCENTILES, ks_statistic, percentile, wasserstein
 from prep.stats.moments import ChannelMoments

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import prep
-from common import assert_close, run
+from helpers import assert_close, run
 
 
 # ------------------------------------------------------------------ PIL modes

@@ -150,7 +150,7 @@ def test_train_example_smoke(tmp_path):
 
 
 def test_cli_plot_once_wired_in(tmp_path, two):
-    from common import run
+    from helpers import run
 
     paths = []
     for name, stats in zip(("train", "test"), two):

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from common import assert_close, exact_stats, make_folder, make_mnist, run
+from helpers import assert_close, exact_stats, make_folder, make_mnist, run
 from prep.errors import OptionError
 from prep.transforms.measurement import measurement_transform, parse_size
 

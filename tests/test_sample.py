@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import prep
-from common import make_folder, run
+from helpers import make_folder, run
 from prep.errors import OptionError, StatsFileError
 from prep.sources import resolve_source
 from prep.sources.sample import sample_source

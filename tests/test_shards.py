@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import prep
-from common import make_folder, make_mnist, run
+from helpers import make_folder, make_mnist, run
 from prep.errors import OptionError
 from prep.sources import resolve_source
 from prep.sources.shard import shard_source

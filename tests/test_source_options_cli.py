@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 
 import prep
-from common import make_folder, run
+from helpers import make_folder, run
 
 
 def _stats(path):

@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 
 import prep
-from common import make_cifar10, make_cifar100, make_mnist, source_arrays, torchvision_cifar
+from helpers import make_cifar10, make_cifar100, make_mnist, source_arrays, torchvision_cifar
 from prep.errors import SourceError
 from prep.sources import resolve_source
 from prep.sources.arrays import ArraySource

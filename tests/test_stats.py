@@ -8,7 +8,7 @@ import os
 import pytest
 
 import prep
-from common import make_mnist
+from helpers import make_mnist
 from prep.errors import StaleStatsError, StatsFileError
 from prep.stats.file import SCHEMA_VERSION
 

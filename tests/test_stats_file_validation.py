@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import prep
-from common import good_images, make_folder, make_mnist, run
+from helpers import good_images, make_folder, make_mnist, run
 from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
 from prep.errors import StatsFileError
 from prep.insight.summary import format_summary

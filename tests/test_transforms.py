@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from common import make_mnist
+from helpers import make_mnist
 from prep.errors import ChannelMismatchError, DegenerateStatsError
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common import make_cifar10, make_mnist, write_idx_images
+from helpers import make_cifar10, make_mnist, write_idx_images
 from prep.errors import BadImageError, OptionError, OutputError, PrepWarning, SourceError, StatsFileError
 from prep.stats.cross_moments import MAX_DIM, UINT8_EXACT_IMAGES, CrossMoments
 from prep.transforms.measurement import measurement_transform
