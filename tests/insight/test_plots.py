@@ -128,7 +128,7 @@ def test_plot_errors_name_the_option(tmp_path, two):
 
 def test_train_example_smoke(tmp_path):
     """scripts/train_example.py end to end with a handful of steps on a tiny generated dataset."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train_example.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_example.py"
     args = ["--steps", "4", "--n-train", "96", "--n-test", "40", "--batch-size", "16", "--data", tmp_path]
     result = subprocess.run(
         [sys.executable, script, *map(str, args), "--plot", tmp_path / "curves.png"],

@@ -12,7 +12,7 @@ import pytest
 import prep
 from helpers import make_cifar10, make_mnist, run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stats_writes_file_and_prints_the_normalize_line(tmp_path):
