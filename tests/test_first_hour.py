@@ -13,6 +13,7 @@ from PIL import Image
 
 import prep
 from helpers import make_mnist, run
+from helpers.formats import split_folder
 from prep.errors import ChannelMismatchError
 
 
@@ -113,17 +114,8 @@ def test_a_preset_out_is_never_reused_for_another_split(tmp_path):
     assert (tmp_path / "m-train.json").read_bytes() == before
 
 
-def _split_folder(root):
-    rng = np.random.default_rng(9)
-    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
-        (root / split / "cls").mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).save(root / split / "cls" / f"{i}.png")
-    return root
-
-
 def test_split_selects_the_folder_of_that_split(tmp_path):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     assert prep.compute_stats(root, workers=0).images == 6  # no --split: the whole folder
     test = prep.compute_stats(root, split="test", workers=0)
     assert test.images == 1 and test.source["split"] == "test"
@@ -134,7 +126,7 @@ def test_split_selects_the_folder_of_that_split(tmp_path):
 
 
 def test_split_all_writes_one_file_per_split_folder(tmp_path):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     result = run("stats", root, "--split", "all", "-o", tmp_path / "s-{split}.json", "--workers", 0)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in tmp_path.glob("s-*.json")) == ["s-test.json", "s-train.json", "s-val.json"]
@@ -168,7 +160,7 @@ def test_split_list_of_a_named_dataset(tmp_path):
     ],
 )
 def test_bad_split_lists_are_refused_before_any_work(tmp_path, args, message):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     result = run("stats", root, *[str(tmp_path / a) if a.endswith(".json") else a for a in args])
     assert result.exit_code == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -264,7 +256,7 @@ def test_a_transform_in_forked_workers_on_large_images_does_not_hang(tmp_path):
 
 
 def test_several_splits_are_all_checked_before_any_file_is_written(tmp_path):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     result = run("stats", root, "--split", "train,bogus", "-o", tmp_path / "x-{split}.json")
     assert result.exit_code == 2 and "no 'bogus' split" in result.stderr
     (root / "test" / "cls" / "0.png").unlink()
@@ -284,7 +276,7 @@ def test_several_splits_are_all_checked_before_any_file_is_written(tmp_path):
     ],
 )
 def test_options_for_other_kinds_of_source_are_refused(tmp_path, args, message):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     result = run("stats", root, *args)
     assert result.exit_code == 2 and message in result.stderr
 
@@ -310,7 +302,7 @@ def test_a_center_crop_larger_than_the_image_is_refused_not_padded(tmp_path):
 
 
 def test_checksum_is_stronger_not_different(tmp_path):
-    root = _split_folder(tmp_path / "data")
+    root = split_folder(tmp_path / "data")
     out = tmp_path / "s.json"
     run("stats", root, "-o", out, "--checksum")
     assert "is up to date" in run("stats", root, "-o", out).stdout  # hashed contents satisfy the default check

@@ -15,13 +15,12 @@ import torch
 
 import prep
 from helpers import good_images, make_folder, make_mnist, run
+from helpers.errors import refused
+from helpers.stats_files import LONG, REASONS, SHA, many_skipped, put, rgb_moments, scale
 from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
 from prep.errors import StatsFileError
 from prep.insight.summary import format_summary
 from prep.stats.file import SKIPPED_LISTED, SkippedFiles, reason_category
-
-SHA = "0123456789abcdef" * 4
-LONG = "7" * 5000  # an integer of 5,000 digits
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +59,6 @@ def _write(tmp_path, text: str, change=None, raw: str | None = None):
     return path
 
 
-def _refused(path, message: str, load=prep.load_stats) -> str:
-    """``load(path)`` raises one StatsFileError line that starts with the path and matches ``message``."""
-    with pytest.raises(StatsFileError, match=message) as info:
-        load(path)
-    text = str(info.value)
-    assert text.startswith(f"{path}: ") and "\n" not in text and len(text) < 400, text
-    return text
-
-
-def _set(*keys, value):
-    """An edit setting ``data[k1][k2]...`` to ``value``."""
-
-    def change(data):
-        for key in keys[:-1]:
-            data = data[key]
-        data[keys[-1]] = value
-
-    return change
-
-
-def _scale(*keys, factor):
-    def change(data):
-        for key in keys[:-1]:
-            data = data[key]
-        data[keys[-1]] = [v * factor for v in data[keys[-1]]]
-
-    return change
-
-
 # ------------------------------------------------------------------ top-level fields vs the state
 def _empty_state(data):
     """The state of no pixels, consistent in itself."""
@@ -100,66 +70,66 @@ def _empty_state(data):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        pytest.param(_scale("count", factor=2), r"field 'count': \[\d+\] does not match the stored state", id="count"),
-        pytest.param(_set("count", value=[-1]), r"field 'count': expected integers from 0", id="count-negative"),
-        pytest.param(_set("count", value=[2.5]), r"field 'count': expected integers", id="count-float"),
+        pytest.param(scale("count", factor=2), r"field 'count': \[\d+\] does not match the stored state", id="count"),
+        pytest.param(put("count", value=[-1]), r"field 'count': expected integers from 0", id="count-negative"),
+        pytest.param(put("count", value=[2.5]), r"field 'count': expected integers", id="count-float"),
         pytest.param(
-            _set("pixel_max", value=65535),
+            put("pixel_max", value=65535),
             r"field 'pixel_max': 65535 does not match the stored state \(255.0\)",
             id="pixel_max",
         ),
-        pytest.param(_set("pixel_max", value="255"), r"field 'pixel_max': expected an integer or a number", id="pm"),
+        pytest.param(put("pixel_max", value="255"), r"field 'pixel_max': expected an integer or a number", id="pm"),
         pytest.param(
-            _scale("per_image_std_mean", factor=1.01),
+            scale("per_image_std_mean", factor=1.01),
             r"field 'per_image_std_mean': .* does not match the stored state",
             id="per_image_std_mean",
         ),
-        pytest.param(_set("nonfinite", value=[3]), r"field 'nonfinite': \[3\] does not match", id="nonfinite"),
-        pytest.param(_set("skipped", "count", value=5), r"field 'skipped.count': 5 skipped, but 0 listed", id="sk"),
+        pytest.param(put("nonfinite", value=[3]), r"field 'nonfinite': \[3\] does not match", id="nonfinite"),
+        pytest.param(put("skipped", "count", value=5), r"field 'skipped.count': 5 skipped, but 0 listed", id="sk"),
         pytest.param(
-            _set("source", "images", value=41),
+            put("source", "images", value=41),
             r"field 'source.images': 41 does not match the stored state \(40\)",
             id="images",
         ),
-        pytest.param(_set("source", "images", value=-1), r"field 'source.images': expected an integer from 0", id="im"),
+        pytest.param(put("source", "images", value=-1), r"field 'source.images': expected an integer from 0", id="im"),
         pytest.param(lambda d: d["source"].pop("images"), r"missing field 'source.images'", id="images-missing"),
-        pytest.param(_set("source", "path", value=5), r"field 'source.path': expected a string or null", id="path"),
-        pytest.param(_set("source", "kind", value=""), r"field 'source.kind': expected a non-empty string", id="kind"),
-        pytest.param(_set("source", "x", value=[1]), r"field 'source.x': expected a string, number or null", id="src"),
-        pytest.param(_set("options", "mode", value="RGB"), r"field 'options.mode': expected 'L'", id="options"),
-        pytest.param(_set("options", "batch_size", value=9), r"field 'options.batch_size': unknown field", id="opt"),
-        pytest.param(_set("options", "transform", value=3), r"field 'options.transform': expected a string", id="tr"),
-        pytest.param(_set("junk", value=1), r"field 'junk': unknown field", id="unknown-field"),
-        pytest.param(_set("created", value=5), r"field 'created': expected a string; got int", id="created-int"),
-        pytest.param(_set("created", value="yesterday"), r"field 'created': expected an ISO 8601 time", id="created"),
-        pytest.param(_set("prep_version", value=None), r"field 'prep_version': expected a string", id="version"),
+        pytest.param(put("source", "path", value=5), r"field 'source.path': expected a string or null", id="path"),
+        pytest.param(put("source", "kind", value=""), r"field 'source.kind': expected a non-empty string", id="kind"),
+        pytest.param(put("source", "x", value=[1]), r"field 'source.x': expected a string, number or null", id="src"),
+        pytest.param(put("options", "mode", value="RGB"), r"field 'options.mode': expected 'L'", id="options"),
+        pytest.param(put("options", "batch_size", value=9), r"field 'options.batch_size': unknown field", id="opt"),
+        pytest.param(put("options", "transform", value=3), r"field 'options.transform': expected a string", id="tr"),
+        pytest.param(put("junk", value=1), r"field 'junk': unknown field", id="unknown-field"),
+        pytest.param(put("created", value=5), r"field 'created': expected a string; got int", id="created-int"),
+        pytest.param(put("created", value="yesterday"), r"field 'created': expected an ISO 8601 time", id="created"),
+        pytest.param(put("prep_version", value=None), r"field 'prep_version': expected a string", id="version"),
         pytest.param(
-            _scale("state", "mean", factor=1 + 1e-6),
+            scale("state", "mean", factor=1 + 1e-6),
             r"field 'state.mean': .* does not match state.exact_sum and state.exact_sumsq",
             id="state.mean",
         ),
         pytest.param(
-            _scale("state", "m2", factor=1.001),
+            scale("state", "m2", factor=1.001),
             r"field 'state.m2': .* does not match state.exact_sum and state.exact_sumsq",
             id="state.m2",
         ),
         pytest.param(
-            _set("state", "pixel_max", value=65535.0),
+            put("state", "pixel_max", value=65535.0),
             r"field 'state.pixel_max': exact 8-bit sums are kept, so it must be 255",
             id="state.pixel_max",
         ),
-        pytest.param(_set("state", "images", value=0), r"field 'state.images': 0 is fewer", id="state.images"),
-        pytest.param(_set("state", "image_std_count", value=[41]), r"field 'state.images': 40 is", id="std_count"),
+        pytest.param(put("state", "images", value=0), r"field 'state.images': 0 is fewer", id="state.images"),
+        pytest.param(put("state", "image_std_count", value=[41]), r"field 'state.images': 40 is", id="std_count"),
         pytest.param(_empty_state, r"field 'state.count': every channel needs at least one pixel", id="no-pixel"),
-        pytest.param(_set("state", "count", value=[2**63]), r"state.count: integer out of range", id="count-2**63"),
-        pytest.param(_set("state", "channels", value=10**12), r"state.channels: expected 1 to 4", id="channels"),
+        pytest.param(put("state", "count", value=[2**63]), r"state.count: integer out of range", id="count-2**63"),
+        pytest.param(put("state", "channels", value=10**12), r"state.channels: expected 1 to 4", id="channels"),
         pytest.param(
-            _set("state", "exact_sum", value=[10**29]), r"state.(exact_sum|histogram): inconsistent", id="exact_sum"
+            put("state", "exact_sum", value=[10**29]), r"state.(exact_sum|histogram): inconsistent", id="exact_sum"
         ),
     ],
 )
 def test_edited_fields_are_refused_naming_the_field(tmp_path, mnist_text, change, message):
-    _refused(_write(tmp_path, mnist_text, change), message)
+    refused(_write(tmp_path, mnist_text, change), message)
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -184,7 +154,7 @@ def test_edited_fields_are_refused_naming_the_field(tmp_path, mnist_text, change
     ],
 )
 def test_fingerprints_not_of_a_shape_prep_writes_are_refused(tmp_path, mnist_text, fingerprint, message):
-    _refused(_write(tmp_path, mnist_text, _set("fingerprint", value=fingerprint)), message)
+    refused(_write(tmp_path, mnist_text, put("fingerprint", value=fingerprint)), message)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +168,7 @@ def test_fingerprints_not_of_a_shape_prep_writes_are_refused(tmp_path, mnist_tex
     ],
 )
 def test_every_shape_of_fingerprint_prep_writes_is_accepted(tmp_path, mnist_text, fingerprint):
-    loaded = prep.load_stats(_write(tmp_path, mnist_text, _set("fingerprint", value=fingerprint)))
+    loaded = prep.load_stats(_write(tmp_path, mnist_text, put("fingerprint", value=fingerprint)))
     assert loaded.fingerprint == fingerprint
 
 
@@ -225,35 +195,35 @@ def test_the_files_prep_writes_for_each_kind_of_source_load(tmp_path, mnist_text
 @pytest.mark.parametrize(
     ("change", "raw", "message"),
     [
-        (_set("mean", value=["RAW"]), "1e400", r"field 'mean': expected finite numbers; got inf"),
-        (_set("std", value=["RAW"]), "NaN", r"field 'std': expected finite numbers; got nan"),
-        (_set("state", "mean", value=["RAW"]), "1e400", r"state.mean: values must be finite"),
-        (_set("count", value=["RAW"]), LONG, r"field 'count\[0\]': an integer longer than any prep writes"),
-        (_set("schema_version", value="RAW"), LONG, r"field 'schema_version': an integer longer than any"),
-        (_set("state", "exact_sum", value=["RAW"]), LONG, r"field 'state.exact_sum\[0\]': an integer longer"),
-        (_set("state", "images", value="RAW"), "-" + LONG, r"field 'state.images': an integer longer"),
-        (_set("fingerprint", "bytes", value="RAW"), "9" * 40, r"field 'fingerprint.bytes': an integer longer"),
-        (_set("skipped", "count", value="RAW"), LONG, r"field 'skipped.count': an integer longer"),
-        (_set("source", "kind", value="RAW"), "[" * 500 + "]" * 500, r"field 'source.kind(\[0\])+': nested deeper"),
-        (_set("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested deeper"),
-        (_set("junk", value="RAW"), "[" * 100_000 + "]" * 100_000, r"not valid JSON"),
-        (_set("created", value="RAW"), '{"a": {"b": {"c": {"d": {"e": {}}}}}}', r"field 'created.a.b.c.d.e': nested"),
+        (put("mean", value=["RAW"]), "1e400", r"field 'mean': expected finite numbers; got inf"),
+        (put("std", value=["RAW"]), "NaN", r"field 'std': expected finite numbers; got nan"),
+        (put("state", "mean", value=["RAW"]), "1e400", r"state.mean: values must be finite"),
+        (put("count", value=["RAW"]), LONG, r"field 'count\[0\]': an integer longer than any prep writes"),
+        (put("schema_version", value="RAW"), LONG, r"field 'schema_version': an integer longer than any"),
+        (put("state", "exact_sum", value=["RAW"]), LONG, r"field 'state.exact_sum\[0\]': an integer longer"),
+        (put("state", "images", value="RAW"), "-" + LONG, r"field 'state.images': an integer longer"),
+        (put("fingerprint", "bytes", value="RAW"), "9" * 40, r"field 'fingerprint.bytes': an integer longer"),
+        (put("skipped", "count", value="RAW"), LONG, r"field 'skipped.count': an integer longer"),
+        (put("source", "kind", value="RAW"), "[" * 500 + "]" * 500, r"field 'source.kind(\[0\])+': nested deeper"),
+        (put("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested deeper"),
+        (put("junk", value="RAW"), "[" * 100_000 + "]" * 100_000, r"not valid JSON"),
+        (put("created", value="RAW"), '{"a": {"b": {"c": {"d": {"e": {}}}}}}', r"field 'created.a.b.c.d.e': nested"),
     ],
 )
 def test_numbers_and_junk_json_can_hold_are_refused_in_one_line(tmp_path, mnist_text, change, raw, message):
-    _refused(_write(tmp_path, mnist_text, change, raw), message)
+    refused(_write(tmp_path, mnist_text, change, raw), message)
 
 
 @pytest.mark.parametrize("where", [("state", "images"), ("state", "channels"), ("state", "version"), ("count", 0)])
 def test_python_integers_of_thousands_of_digits_are_refused_not_a_value_error(mnist_text, where):
     data = json.loads(mnist_text)
-    _set(*where, value=10**5000)(data)
+    put(*where, value=10**5000)(data)
     with pytest.raises(StatsFileError, match="an integer longer than any prep writes"):
         prep.Stats.from_dict(data)
 
 
 def test_a_cli_show_of_an_edited_file_is_one_error_line_with_exit_code_2(tmp_path, mnist_text):
-    path = _write(tmp_path, mnist_text, _scale("count", factor=2))
+    path = _write(tmp_path, mnist_text, scale("count", factor=2))
     result = run("show", path)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"prep: error: {path}: field 'count': ") and result.stderr.count("\n") == 1
@@ -261,20 +231,6 @@ def test_a_cli_show_of_an_edited_file_is_one_error_line_with_exit_code_2(tmp_pat
 
 
 # ------------------------------------------------------------------ the skipped list
-def _state() -> prep.ChannelMoments:
-    return prep.ChannelMoments(3).update(torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8))
-
-
-REASONS = [
-    "not an image file extension",
-    "cannot decode: UnidentifiedImageError: cannot identify image file 'x.jpg'",
-    "symlink loop: directory already visited",
-    "cannot read: Permission denied",
-]
-
-
-def _many_skipped(n: int) -> list[dict[str, str]]:
-    return [{"path": f"sys/file{i:06d}", "reason": REASONS[i % len(REASONS)]} for i in range(n)]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +247,7 @@ def test_reasons_are_grouped_by_the_text_before_the_first_colon(reason, category
 
 
 def test_a_stats_file_lists_the_first_skipped_files_and_counts_them_all(tmp_path):
-    stats = prep.Stats({"kind": "folder", "path": "d", "split": None}, None, "RGB", _state(), _many_skipped(2501))
+    stats = prep.Stats({"kind": "folder", "path": "d", "split": None}, None, "RGB", rgb_moments(), many_skipped(2501))
     assert len(stats.skipped) == SKIPPED_LISTED and stats.skipped[0] == {"path": "sys/file000000", "reason": REASONS[0]}
     assert stats.skipped_count == 2501
     assert stats.skipped_reasons == {
@@ -334,7 +290,7 @@ def test_a_few_skipped_files_are_all_listed_and_shown_with_their_totals(folder_t
 def test_stats_keep_a_skipped_files_tally_as_given():
     tally = SkippedFiles()
     tally.extend((f"f{i}", REASONS[1]) for i in range(1500))
-    stats = prep.Stats({"kind": "folder"}, None, "RGB", _state(), tally)
+    stats = prep.Stats({"kind": "folder"}, None, "RGB", rgb_moments(), tally)
     assert (len(stats.skipped), stats.skipped_count, stats.skipped_reasons) == (1000, 1500, {"cannot decode": 1500})
 
 
@@ -370,11 +326,11 @@ def _skipped_edit(files=None, count=None, reasons=None, **extra):
         (_skipped_edit(files=lambda f: [{**f[0], "size": 1}, f[1]]), r"field 'skipped.files': expected a list of"),
         (_skipped_edit(files=lambda f: {"a": 1}), r"field 'skipped.files': expected a list; got dict"),
         (_skipped_edit(more=True), r"field 'skipped.more': unknown field"),
-        (_set("skipped", value=[]), r"field 'skipped': expected an object; got list"),
+        (put("skipped", value=[]), r"field 'skipped': expected an object; got list"),
     ],
 )
 def test_edited_skipped_lists_are_refused_naming_the_field(tmp_path, folder_text, change, message):
-    _refused(_write(tmp_path, folder_text, change), message)
+    refused(_write(tmp_path, folder_text, change), message)
 
 
 def test_a_file_written_before_per_reason_totals_still_loads(tmp_path, folder_text):
@@ -385,7 +341,7 @@ def test_a_file_written_before_per_reason_totals_still_loads(tmp_path, folder_te
         data["skipped"].pop("reasons")
         data["skipped"]["count"] = 7
 
-    _refused(_write(tmp_path, folder_text, miscounted), r"missing field 'skipped.reasons'")
+    refused(_write(tmp_path, folder_text, miscounted), r"missing field 'skipped.reasons'")
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -398,8 +354,8 @@ IDENTITY = {
 
 def _checkpoint(tmp_path, skipped: int = 3, position: int = 6):
     ck = tmp_path / "ck.json"
-    pairs = [(x["path"], x["reason"]) for x in _many_skipped(skipped)]
-    save_checkpoint(str(ck), IDENTITY, Progress(_state(), position, pairs))
+    pairs = [(x["path"], x["reason"]) for x in many_skipped(skipped)]
+    save_checkpoint(str(ck), IDENTITY, Progress(rgb_moments(), position, pairs))
     return ck
 
 
@@ -445,44 +401,44 @@ def _v1(value):
 @pytest.mark.parametrize(
     ("change", "raw", "message"),
     [
-        (_set("skipped", "files", value=[{"path": 1, "reason": "x"}] * 3), None, r"'skipped.files': expected a list"),
-        (_set("skipped", "files", value=[["a", "b"]] * 3), None, r"field 'skipped.files': expected a list of {path"),
-        (_set("skipped", "count", value=4), None, r"checkpoint field 'skipped.count': 4 skipped, but 3 listed"),
-        (_set("skipped", "reasons", value={"x": 3}), None, r"checkpoint field 'skipped.reasons': 1 listed file"),
-        (_set("skipped", value=[["a", "b"]]), None, r"checkpoint field 'skipped': expected an object; got a list"),
-        (_set("skipped", value=None), None, r"checkpoint field 'skipped': expected an object; got None"),
+        (put("skipped", "files", value=[{"path": 1, "reason": "x"}] * 3), None, r"'skipped.files': expected a list"),
+        (put("skipped", "files", value=[["a", "b"]] * 3), None, r"field 'skipped.files': expected a list of {path"),
+        (put("skipped", "count", value=4), None, r"checkpoint field 'skipped.count': 4 skipped, but 3 listed"),
+        (put("skipped", "reasons", value={"x": 3}), None, r"checkpoint field 'skipped.reasons': 1 listed file"),
+        (put("skipped", value=[["a", "b"]]), None, r"checkpoint field 'skipped': expected an object; got a list"),
+        (put("skipped", value=None), None, r"checkpoint field 'skipped': expected an object; got None"),
         (_v1([["a", "b", "c"]]), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
         (_v1([["a", 1]]), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
         (_v1({"a": "b"}), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
-        (_set("position", value=2.0), None, r"checkpoint field 'position' must be an integer .* got 2.0"),
-        (_set("position", value="6"), None, r"checkpoint field 'position' must be an integer .* got '6'"),
-        (_set("position", value=None), None, r"checkpoint field 'position' must be an integer .* got None"),
-        (_set("position", value=True), None, r"checkpoint field 'position' must be an integer .* got True"),
+        (put("position", value=2.0), None, r"checkpoint field 'position' must be an integer .* got 2.0"),
+        (put("position", value="6"), None, r"checkpoint field 'position' must be an integer .* got '6'"),
+        (put("position", value=None), None, r"checkpoint field 'position' must be an integer .* got None"),
+        (put("position", value=True), None, r"checkpoint field 'position' must be an integer .* got True"),
         (
-            _set("position", value=3),
+            put("position", value=3),
             None,
             r"checkpoint field 'position' must be an integer from the state's 4 images",
         ),
-        (_set("position", value=2**63), None, r"checkpoint field 'position' must be an integer .* to the last; got 9"),
-        (_set("position", value=10**40), None, r"checkpoint field 'position': an integer longer than any prep"),
-        (_set("position", value="RAW"), LONG, r"checkpoint field 'position': an integer longer than any prep"),
-        (_set("position", value="RAW"), "[" * 900 + "]" * 900, r"checkpoint field 'position(\[0\])+': nested"),
-        (_set("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested"),
-        (_set("state", "m2", value=[-1.0] * 3), None, r"checkpoint state.m2: values must be >= 0"),
-        (_scale("state", "mean", factor=1.001), None, r"checkpoint field 'state.mean': .* does not match state.exact"),
-        (_set("state", "image_std_count", value=[5] * 3), None, r"checkpoint field 'state.images': 4 is fewer than"),
-        (_set("state", value=[]), None, r"checkpoint state: expected an object"),
-        (_set("schema_version", value=3), None, r"checkpoint field 'schema_version': this prep reads versions 1 and 2"),
-        (_set("schema_version", value=True), None, r"checkpoint field 'schema_version'"),
-        (_set("source", "kind", value="cifar10"), None, r"checkpoint field 'source' does not match this run"),
+        (put("position", value=2**63), None, r"checkpoint field 'position' must be an integer .* to the last; got 9"),
+        (put("position", value=10**40), None, r"checkpoint field 'position': an integer longer than any prep"),
+        (put("position", value="RAW"), LONG, r"checkpoint field 'position': an integer longer than any prep"),
+        (put("position", value="RAW"), "[" * 900 + "]" * 900, r"checkpoint field 'position(\[0\])+': nested"),
+        (put("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested"),
+        (put("state", "m2", value=[-1.0] * 3), None, r"checkpoint state.m2: values must be >= 0"),
+        (scale("state", "mean", factor=1.001), None, r"checkpoint field 'state.mean': .* does not match state.exact"),
+        (put("state", "image_std_count", value=[5] * 3), None, r"checkpoint field 'state.images': 4 is fewer than"),
+        (put("state", value=[]), None, r"checkpoint state: expected an object"),
+        (put("schema_version", value=3), None, r"checkpoint field 'schema_version': this prep reads versions 1 and 2"),
+        (put("schema_version", value=True), None, r"checkpoint field 'schema_version'"),
+        (put("source", "kind", value="cifar10"), None, r"checkpoint field 'source' does not match this run"),
     ],
 )
 def test_malformed_checkpoints_are_refused_in_one_line(tmp_path, change, raw, message):
-    _refused(_ck_edit(tmp_path, change, raw), message, load=_load)
+    refused(_ck_edit(tmp_path, change, raw), message, load=_load)
 
 
 def test_a_checkpoint_position_past_the_source_is_refused(tmp_path):
-    _refused(_checkpoint(tmp_path), r"checkpoint field 'position' .* to the source's 5; got 6", lambda ck: _load(ck, 5))
+    refused(_checkpoint(tmp_path), r"checkpoint field 'position' .* to the source's 5; got 6", lambda ck: _load(ck, 5))
     assert _load(_checkpoint(tmp_path), total=6).position == 6
 
 
@@ -492,21 +448,10 @@ def test_a_checkpoint_position_past_the_source_is_refused(tmp_path):
 def test_checkpoints_that_are_not_json_are_refused_in_one_line(tmp_path, text):
     ck = tmp_path / "ck.json"
     ck.write_text(text)
-    _refused(ck, r"cannot read checkpoint|not a prep checkpoint|an integer longer", load=_load)
+    refused(ck, r"cannot read checkpoint|not a prep checkpoint|an integer longer", load=_load)
 
 
 # ------------------------------------------------------------------ whole passes (with compute.py's part)
-
-
-@pytest.fixture
-def junk_folder(tmp_path):
-    """Two images and 1,204 files that are not images (what a symlink to / brings in, in small)."""
-    folder = tmp_path / "junk"
-    good_images(folder, 2)
-    (folder / "etc").mkdir()
-    for i in range(1204):
-        (folder / "etc" / f"conf{i:04d}.txt").write_text("x")
-    return folder
 
 
 def test_a_pass_that_skips_thousands_of_files_writes_a_bounded_file(tmp_path, junk_folder):

@@ -1,7 +1,6 @@
 """Ctrl-C, kill -9 and resume: nothing is lost, and a resumed run equals an uninterrupted one."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,54 +11,10 @@ import torch
 
 import prep
 from helpers import make_mnist
+from helpers.processes import prep_process, slow_mnist_args, wait_for
 from prep.errors import StatsFileError
 
-
 # ------------------------------------------------------------------ interruptions
-def _prep(*args, **kwargs):
-    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "prep", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        **kwargs,
-    )
-
-
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-@pytest.fixture
-def slow_mnist(tmp_path):
-    """A run that lasts long enough to interrupt: 60,000 images in batches of 5."""
-    make_mnist(tmp_path, n_train=60_000, n_test=10)
-    return tmp_path
-
-
-def _slow_run(root, out, ck, every: int) -> list:
-    """``prep stats mnist`` over ``root`` in batches of 5, checkpointing every ``every`` images."""
-    return [
-        "stats",
-        "mnist",
-        "--root",
-        root,
-        "-o",
-        out,
-        "--batch-size",
-        5,
-        "--checkpoint",
-        ck,
-        "--checkpoint-every",
-        every,
-    ]
 
 
 def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
@@ -67,8 +22,8 @@ def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
     previous = '{"schema_version": 1, "previous": true}'
     out.write_text(previous)
     ck = tmp_path / "ck.json"
-    proc = _prep(*_slow_run(slow_mnist, out, ck, every=1000))
-    _wait_for(ck.exists)  # mid-run
+    proc = prep_process(*slow_mnist_args(slow_mnist, out, ck, every=1000))
+    wait_for(ck.exists)  # mid-run
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -83,9 +38,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path
     previous = prep.compute_stats("mnist", root=slow_mnist, split="test")
     previous.save(out)
     before = out.read_bytes()
-    args = [*_slow_run(slow_mnist, out, ck, every=2000), "--force"]
-    proc = _prep(*args)
-    _wait_for(lambda: ck.exists() and json.loads(ck.read_text())["position"] >= 4000)
+    args = [*slow_mnist_args(slow_mnist, out, ck, every=2000), "--force"]
+    proc = prep_process(*args)
+    wait_for(lambda: ck.exists() and json.loads(ck.read_text())["position"] >= 4000)
     proc.kill()
     proc.wait(timeout=30)
     assert out.read_bytes() == before  # the previous JSON survived the kill
@@ -216,7 +171,7 @@ def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
 @pytest.mark.parametrize("delay", [0.15, 0.3, 0.45, 0.6, 0.8])  # before ~0.1 s Python itself is starting
 def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
     """Ctrl-C during the imports (click, torch's C++ extensions), the listing or the pool start."""
-    proc = _prep("stats", "sample", "-q", "--workers", "2")
+    proc = prep_process("stats", "sample", "-q", "--workers", "2")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import prep
+from helpers.processes import free_port
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 
@@ -34,15 +34,9 @@ def _rank(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_all_gather_merge_equals_the_whole_dataset(tmp_path):
     out = str(tmp_path / "state")
-    mp.spawn(_rank, args=(_free_port(), out), nprocs=WORLD, join=True)
+    mp.spawn(_rank, args=(free_port(), out), nprocs=WORLD, join=True)
     whole = prep.ChannelMoments(3).update(torch.from_numpy(_images()))
     results = []
     for rank in range(WORLD):

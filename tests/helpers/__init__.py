@@ -2,7 +2,8 @@
 
 ``formats`` writes the real on-disk formats from their specifications, ``reference`` holds the
 independent references the numbers are checked against, ``cli`` runs the command line in this
-process.
+process; the most used of them are re-exported here. ``processes`` runs ``prep`` in other
+processes, ``errors`` checks prep's one-line errors, ``stats_files`` edits prep's JSON files.
 """
 
 from helpers.cli import run

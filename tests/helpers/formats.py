@@ -136,3 +136,70 @@ def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
         if buf:
             buf[pos % len(buf)] = val
     return bytes(buf[:cut] if cut is not None else buf)
+
+
+def split_folder(root: Path) -> Path:
+    """``root`` with train/, valid/ and test/ folders of 3, 2 and 1 small PNG files."""
+    rng = np.random.default_rng(9)
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        (root / split / "cls").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).save(root / split / "cls" / f"{i}.png")
+    return root
+
+
+def _picture(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth colour content with noise: what JPEG subsampling and IDCT rounding act on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w, 1), y * 255 / max(h, 1), (x + y) * 127 / max(h + w, 1)], -1)
+    return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+JPEG_KINDS = {  # name -> (PIL mode, save options)
+    "420": ("RGB", {"subsampling": 2, "quality": 90}),
+    "422": ("RGB", {"subsampling": 1, "quality": 85}),
+    "444": ("RGB", {"subsampling": 0, "quality": 95}),
+    "progressive": ("RGB", {"progressive": True, "quality": 80}),
+    "progressive444": ("RGB", {"progressive": True, "subsampling": 0}),
+    "optimized": ("RGB", {"optimize": True, "quality": 70}),
+    "grey": ("L", {"quality": 90}),
+    "grey-progressive": ("L", {"progressive": True}),
+    "cmyk": ("CMYK", {"quality": 90}),
+}
+PNG_KINDS = ("RGB", "L", "RGBA", "LA", "P", "P-transparent", "RGB-transparent", "1", "I;16")
+
+
+def write_kinds(folder: Path, sizes=((37, 23), (64, 48), (1, 1))) -> dict[str, Path]:
+    """One file per JPEG and PNG kind (and BMP, GIF, TIFF), in several sizes, odd ones included."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for k, (h, w) in enumerate(sizes):
+        rgb = Image.fromarray(_picture(h, w, k))
+        for name, (mode, options) in JPEG_KINDS.items():
+            path = folder / f"{name}-{k}.jpg"
+            rgb.convert(mode).save(path, "JPEG", **options)
+            paths[f"{name}-{k}"] = path
+        for name in PNG_KINDS:
+            path = folder / f"png-{name}-{k}.png"
+            if name == "RGBA":
+                alpha = Image.fromarray(np.random.default_rng(k).integers(0, 256, (h, w), dtype=np.uint8))
+                img = rgb.copy()
+                img.putalpha(alpha)
+                img.save(path)
+            elif name == "LA":
+                rgb.convert("LA").save(path)
+            elif name == "P-transparent":
+                rgb.convert("P").save(path, transparency=3)
+            elif name == "RGB-transparent":
+                rgb.save(path, transparency=(10, 20, 30))
+            elif name == "I;16":
+                Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(path)
+            else:
+                rgb.convert(name).save(path)
+            paths[f"png-{name}-{k}"] = path
+        for ext in ("bmp", "gif", "tiff"):
+            path = folder / f"other-{k}.{ext}"
+            rgb.save(path)
+            paths[f"{ext}-{k}"] = path
+    return paths

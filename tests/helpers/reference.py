@@ -58,3 +58,16 @@ def assert_close(actual, expected, rel=1e-12, abs_=0.0):
 def source_arrays(src) -> list[np.ndarray]:
     """Each file of an array source as one (N, C, H, W) array, read through its batch protocol."""
     return [batch.numpy() for batch, _ in src.iter_batches(0, src.native_mode, pixels_per_batch=1 << 40)]
+
+
+EXACT_FIELDS = ("count", "mean", "std", "min", "max", "per_image_std_mean", "nonfinite", "percentiles")
+
+
+def assert_same_stats(a, b):
+    """Two Stats with the same exact fields, image count, histogram and skipped totals."""
+    da, db = a.to_dict(), b.to_dict()
+    for name in EXACT_FIELDS:
+        assert da[name] == db[name], name
+    assert da["source"]["images"] == db["source"]["images"]
+    np.testing.assert_array_equal(a.histogram, b.histogram)
+    assert da["skipped"]["count"] == db["skipped"]["count"] and da["skipped"]["reasons"] == db["skipped"]["reasons"]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from helpers import write_cifar_batch, write_idx_images
+from helpers.errors import source_error
 from prep.errors import SourceError
 from prep.sources.cifar import read_cifar_batch
 from prep.sources.idx import count_idx_images, idx_source, read_idx_images
@@ -31,16 +32,6 @@ def idx_header(n: int, h: int, w: int) -> bytes:
 def write_raw(path: Path, data: bytes) -> Path:
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
-
-
-def source_error(fn, path) -> str:
-    """The message of the ``SourceError`` that ``fn(path)`` raises, checked to be one line naming ``path``."""
-    with pytest.raises(SourceError) as info:
-        fn(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: "), message
-    assert "\n" not in message and "\r" not in message, message
-    return message
 
 
 def call_without_blocking(fn, path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 
@@ -14,31 +13,13 @@ import pytest
 import torch
 
 import prep
-from helpers import make_folder, make_mnist, run
+from helpers import run
+from helpers.processes import free_port
+from helpers.reference import assert_same_stats
 from prep.errors import OptionError
 from prep.sources import resolve_source
 from prep.sources.shard import shard_source
 from prep.stats.moments import ChannelMoments
-
-EXACT_FIELDS = ("count", "mean", "std", "min", "max", "per_image_std_mean", "nonfinite", "percentiles")
-
-
-def _same(a, b):
-    da, db = a.to_dict(), b.to_dict()
-    for name in EXACT_FIELDS:
-        assert da[name] == db[name], name
-    assert da["source"]["images"] == db["source"]["images"]
-    np.testing.assert_array_equal(a.histogram, b.histogram)
-    assert da["skipped"]["count"] == db["skipped"]["count"] and da["skipped"]["reasons"] == db["skipped"]["reasons"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    make_mnist(root, n_train=97, n_test=5)
-    folder = make_folder(root / "folder")
-    (folder / "notes.txt").write_text("not an image")  # a skipped entry, counted once
-    return root, folder
 
 
 def _names(src):
@@ -46,8 +27,8 @@ def _names(src):
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
-def test_every_image_is_in_exactly_one_shard(data, count):
-    _, folder = data
+def test_every_image_is_in_exactly_one_shard(shard_data, count):
+    _, folder = shard_data
     whole = _names(resolve_source(folder))
     parts = [_names(shard_source(resolve_source(folder), (i, count))) for i in range(count)]
     assert sorted(n for part in parts for n in part) == sorted(whole)
@@ -58,8 +39,8 @@ def test_every_image_is_in_exactly_one_shard(data, count):
 
 
 @pytest.mark.parametrize("source_kind", ["folder", "mnist", "tensors"])
-def test_merged_shards_equal_one_pass_bit_for_bit_in_any_order(data, tmp_path, source_kind):
-    root, folder = data
+def test_merged_shards_equal_one_pass_bit_for_bit_in_any_order(shard_data, tmp_path, source_kind):
+    root, folder = shard_data
     tensors = [
         torch.from_numpy(np.random.default_rng(i).integers(0, 256, (3, 9, 7), dtype=np.uint8)) for i in range(23)
     ]
@@ -73,18 +54,18 @@ def test_merged_shards_equal_one_pass_bit_for_bit_in_any_order(data, tmp_path, s
     assert [p.source["shard"] for p in parts] == ["0/4", "1/4", "2/4", "3/4"]
     for order in (parts, parts[::-1], random.Random(3).sample(parts, 4)):
         merged = prep.merge_stats(order)
-        _same(merged, whole)
+        assert_same_stats(merged, whole)
         assert "shard" not in merged.source
 
 
-def test_merge_on_the_command_line_and_its_refusals(data, tmp_path):
-    root, folder = data
+def test_merge_on_the_command_line_and_its_refusals(shard_data, tmp_path):
+    root, folder = shard_data
     for i in range(3):
         assert run("stats", folder, "--shard", f"{i}/3", "-o", tmp_path / f"p{i}.json", "--workers", 0).exit_code == 0
     parts = [tmp_path / f"p{i}.json" for i in range(3)]
     result = run("merge", *parts, "-o", tmp_path / "all.json")
     assert result.exit_code == 0, result.stderr
-    _same(prep.load_stats(tmp_path / "all.json"), prep.compute_stats(folder, workers=0))
+    assert_same_stats(prep.load_stats(tmp_path / "all.json"), prep.compute_stats(folder, workers=0))
     missing = run("merge", parts[0], parts[2], "-o", tmp_path / "x.json")
     assert missing.exit_code == 2 and "shards 1/3 are missing; pass --partial" in missing.stderr
     assert not (tmp_path / "x.json").exists()
@@ -112,8 +93,8 @@ def test_bad_shards_are_one_line_errors(shard):
         prep.compute_stats("sample", shard=shard)
 
 
-def test_a_shard_file_is_reused_only_for_the_same_shard(data, tmp_path):
-    _, folder = data
+def test_a_shard_file_is_reused_only_for_the_same_shard(shard_data, tmp_path):
+    _, folder = shard_data
     out = tmp_path / "p.json"
     run("stats", folder, "--shard", "0/2", "-o", out, "--workers", 0)
     assert "is up to date" in run("stats", folder, "--shard", "0/2", "-o", out, "--workers", 0).stdout
@@ -140,10 +121,6 @@ def test_version_1_states_are_read(tmp_path):
 
 
 # ------------------------------------------------------------------ torch.distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank, world, port, sources, out_dir):
@@ -165,21 +142,21 @@ def _run_ranks(tmp_path, sources):
     import torch.multiprocessing as mp
 
     mp.start_processes(
-        _rank_main, args=(2, _free_port(), sources, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+        _rank_main, args=(2, free_port(), sources, str(tmp_path)), nprocs=2, join=True, start_method="fork"
     )
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-def test_a_two_process_gloo_job_equals_one_process(data, tmp_path):
-    _, folder = data
+def test_a_two_process_gloo_job_equals_one_process(shard_data, tmp_path):
+    _, folder = shard_data
     results = _run_ranks(tmp_path, [str(folder), str(folder)])
     whole = prep.compute_stats(folder, workers=0)
     for result in results:
-        _same(prep.Stats.from_dict(result["ok"]), whole)
+        assert_same_stats(prep.Stats.from_dict(result["ok"]), whole)
 
 
-def test_a_rank_whose_data_is_missing_fails_every_rank_cleanly(data, tmp_path):
-    _, folder = data
+def test_a_rank_whose_data_is_missing_fails_every_rank_cleanly(shard_data, tmp_path):
+    _, folder = shard_data
     results = _run_ranks(tmp_path, [str(folder), str(tmp_path / "missing")])
     for result in results:
         assert result["code"] == 2 and result["error"].startswith("rank 1: ")
@@ -197,7 +174,7 @@ def test_torchrun_runs_prep_stats_and_rank_0_writes(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("transforms.Normalize") == 1  # rank 0 alone prints
-    _same(prep.load_stats(out), prep.compute_stats("sample", workers=0))
+    assert_same_stats(prep.load_stats(out), prep.compute_stats("sample", workers=0))
     again = subprocess.run(
         [*cmd, "-m", "prep", "stats", "sample", "-o", str(out), "--workers", "1"],
         capture_output=True,
@@ -207,8 +184,8 @@ def test_torchrun_runs_prep_stats_and_rank_0_writes(tmp_path):
     assert again.returncode == 0 and again.stdout.count("is up to date") == 1
 
 
-def test_merge_accepts_parts_made_from_other_working_directories_and_never_overwrites_one(data, tmp_path):
-    _, folder = data
+def test_merge_accepts_parts_made_from_other_working_directories_and_never_overwrites_one(shard_data, tmp_path):
+    _, folder = shard_data
     run("stats", folder, "--shard", "0/2", "-o", tmp_path / "a.json", "--workers", 0)
     run("stats", str(folder) + "/", "--shard", "1/2", "-o", tmp_path / "b.json", "--workers", 0)
     merged = run("merge", tmp_path / "a.json", tmp_path / "b.json", "-o", tmp_path / "all.json")
