@@ -1,9 +1,11 @@
-"""Every PIL mode, EXIF, NaN/inf and zero variance follow the documented pixel rule."""
+"""prep.pixels: every PIL mode, EXIF, NaN/inf, zero variance and integers beyond 8 bits follow the
+documented pixel rule."""
 
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import prep
@@ -119,3 +121,22 @@ def test_zero_variance_is_written_with_std_0_and_a_warning(tmp_path):
     assert result.exit_code == 0
     assert "zero variance" in result.stderr
     assert prep.load_stats(out).std == (0.0,)
+
+
+def test_integer_arrays_outside_16_bits_are_one_line_errors(tmp_path):
+    np.save(tmp_path / "big.npy", np.full((2, 4, 4), 70000, np.int64))
+    result = run("stats", tmp_path / "big.npy")
+    assert result.exit_code == 2 and "outside 0..65535" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.int64, torch.uint16])
+def test_integer_tensors_are_measured_and_transformed_by_one_rule(dtype):
+    values = torch.from_numpy(np.random.default_rng(2).integers(0, 30000, (2, 1, 6, 5))).to(dtype)
+    stats = prep.compute_stats(list(values))
+    assert stats.pixel_max == 65535
+    out = torch.stack([stats.normalize()(v) for v in values]).double()
+    assert abs(out.mean().item()) < 1e-5 and abs(out.std(correction=0).item() - 1) < 1e-5
+    with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+        stats.normalize()(torch.full((1, 2, 2), -5, dtype=torch.int32))
+    with pytest.raises(prep.SourceError, match=r"list: cannot read pixels of dtype torch\.bool"):
+        prep.compute_stats([torch.ones(1, 2, 2, dtype=torch.bool)])

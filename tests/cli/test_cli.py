@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import prep
 from helpers import make_cifar10, make_mnist, run
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stats_writes_file_and_prints_the_normalize_line(tmp_path):
@@ -90,29 +88,6 @@ def test_bad_option_values_are_usage_errors(tmp_path):
     assert run("stats").exit_code == 2
 
 
-def test_config_preset_and_precedence(tmp_path):
-    make_mnist(tmp_path)
-    config = tmp_path / "mnist.toml"
-    config.write_text(f'source = "mnist"\nroot = "{tmp_path}"\nsplit = "test"\nbatch-size = 50\n')
-    out = tmp_path / "s.json"
-    assert run("stats", "--config", config, "-o", out).exit_code == 0
-    assert prep.load_stats(out).source["split"] == "test"
-    assert run("stats", "--config", config, "--split", "train", "-o", out).exit_code == 0  # flag beats file
-    assert prep.load_stats(out).source["split"] == "train"
-    config.write_text('source = "mnist"\ncolour = "blue"\n')
-    bad = run("stats", "--config", config)
-    assert bad.exit_code == 2 and "unknown key 'colour'" in bad.stderr
-
-
-def test_shipped_configs_parse():
-    from prep.options import load_config
-
-    presets = sorted((REPO / "configs").glob("*.toml"))
-    assert {p.stem for p in presets} >= {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"}
-    for preset in presets:
-        assert load_config(preset)["source"] == preset.stem
-
-
 def test_show_pretty_prints(tmp_path):
     make_mnist(tmp_path)
     out = tmp_path / "s.json"
@@ -179,3 +154,20 @@ def test_download_offline_is_one_line_exit_2(tmp_path, monkeypatch):
     errors = [line for line in result.stderr.splitlines() if line.startswith("prep: error")]
     assert errors == [errors[0]] and f"cannot download cifar10 into {tmp_path}" in errors[0]
     assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [("stats", "sample", "-q", "--workers", "0"), ("show", "STATS")])
+def test_a_full_stdout_is_a_one_line_error(tmp_path, args):
+    stats_file = tmp_path / "s.json"
+    prep.compute_stats("sample", workers=0).save(stats_file)
+    args = [str(stats_file) if a == "STATS" else a for a in args]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "prep", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "prep: error: cannot write to standard output (No space left on device)"
+    )
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

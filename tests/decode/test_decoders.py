@@ -23,11 +23,9 @@ from PIL import Image
 import prep
 import prep.decode.decoders
 import prep.engine.measure
-from helpers import make_mnist, run
-from helpers.formats import write_kinds
-from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, reduced_tensor, torchvision_kind
-from prep.decode.device import PassJpegs, decode_on_device, image_cross_sums, image_histograms
-from prep.decode.jpeg_kinds import image_kind
+from helpers import make_mnist, run, write_kinds
+from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, torchvision_kind
+from prep.decode.device import PassJpegs
 from prep.errors import OptionError, StatsFileError
 from prep.transforms.measurement import measurement_transform
 
@@ -39,31 +37,6 @@ def _decode(decoder, path: Path, mode: str):
     if isinstance(out, ImageArray):
         return ("array", out.array.dtype.str, out.array.shape, out.array.tobytes(), out.pixel_max)
     return out
-
-
-# ------------------------------------------------------------------ kinds
-def test_jpeg_and_png_headers_name_their_kind(kinds):
-    def kind(name):
-        return image_kind(kinds[name].read_bytes())
-
-    assert kind("420-1")[:5] == ("jpeg", 0xC0, 8, 3, (0x22, 0x11, 0x11))
-    assert kind("444-1")[4] == (0x11, 0x11, 0x11)
-    assert kind("422-1")[4] == (0x21, 0x11, 0x11)
-    assert kind("progressive-1")[1] == 0xC2
-    assert kind("grey-1")[3] == 1
-    assert kind("cmyk-1")[3] == 4 and kind("cmyk-1")[5] is not None  # PIL writes an Adobe marker
-    assert kind("png-RGB-1")[:4] == ("png", 8, 2, 0)
-    assert kind("png-P-transparent-1")[2] == 3 and "tRNS" in kind("png-P-transparent-1")[4]
-    assert kind("png-I;16-1")[1] == 16
-    assert kind("bmp-1") is None and kind("gif-1") is None and kind("tiff-1") is None
-
-
-@pytest.mark.parametrize(
-    "data",
-    [b"", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"],
-)
-def test_truncated_headers_have_no_kind(data):
-    assert image_kind(data) is None
 
 
 # ------------------------------------------------------------------ decoders against PIL
@@ -229,59 +202,6 @@ def test_device_path_writes_the_same_per_image_rows(mixed_folder, tmp_path, monk
     assert cpu == dev and cpu.count("\n") == _image_files(mixed_folder) + 1
 
 
-# ------------------------------------------------------------------ the device functions
-def _tensors(device: str):
-    rng = np.random.default_rng(5)
-    colour = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for h, w in ((5, 7), (1, 1), (30, 2))]
-    grey = torch.from_numpy(rng.integers(0, 256, (1, 6, 4), dtype=np.uint8))
-    colour[0][:, 0, 0] = 255
-    return [t.to(device) for t in colour] + [grey.to(device).expand(3, 6, 4)]
-
-
-def test_image_histograms_count_every_value_of_every_image(device):
-    images = _tensors(device)
-    hist = image_histograms(images, 3)
-    for i, image in enumerate(images):
-        x = image.cpu().numpy()
-        for c in range(3):
-            np.testing.assert_array_equal(hist[i, c], np.bincount(x[c].ravel(), minlength=256))
-
-
-def test_image_cross_sums_are_exact_integers(device):
-    images = _tensors(device)
-    for image, cross in zip(images, image_cross_sums(images)):
-        x = image.cpu().numpy().reshape(3, -1).astype(np.int64)
-        assert cross == (x @ x.T).tolist()
-
-
-def test_reduced_tensor_equals_pils_histogram_of_the_same_pixels():
-    for image in _tensors("cpu"):
-        got = reduced_tensor(image, covariance=True)
-        hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-        want = PILDecoder(covariance=True)(_png(hwc), "RGB")
-        assert got == want
-
-
-def _png(hwc: np.ndarray) -> io.BytesIO:
-    buf = io.BytesIO()
-    Image.fromarray(hwc).save(buf, "PNG")
-    buf.seek(0)
-    return buf
-
-
-def test_decode_on_device_loses_only_the_damaged_file(kinds, device):
-    good = [kinds["420-1"].read_bytes(), kinds["grey-0"].read_bytes(), kinds["444-2"].read_bytes()]
-    datas = [good[0], good[1][:40], good[1], good[2]]
-    out = decode_on_device(datas, "RGB", device, covariance=True)
-    assert isinstance(out[1], Exception)
-    pil = PILDecoder(covariance=True)
-    if device == "cpu":  # libjpeg-turbo: PIL's pixels exactly
-        for got, data in zip([out[0], out[2], out[3]], good):
-            assert got == pil(io.BytesIO(data), "RGB")
-    else:
-        assert [o.size for o in (out[0], out[2], out[3])] == [pil(io.BytesIO(d), "RGB").size for d in good]
-
-
 # ------------------------------------------------------------------ recorded, reused, refused
 def test_the_decoder_is_recorded_and_a_change_of_pixels_recomputes(mixed_folder, tmp_path, caplog):
     out = tmp_path / "s.json"
@@ -422,10 +342,3 @@ def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypa
 def test_whiten_refuses_the_torchvision_decoder(mixed_folder):
     result = run("whiten", mixed_folder, "--decoder", "torchvision", "--resize", "8x8")
     assert result.exit_code == 2 and "decodes image files with PIL" in result.output
-
-
-def test_junk_between_jpeg_segments_gives_no_kind(kinds):
-    data = kinds["420-1"].read_bytes()
-    at = data.index(b"\xff\xdb")  # the first DQT segment
-    assert image_kind(data) is not None
-    assert image_kind(data[:at] + b"junk" + data[at:]) is None

@@ -1,35 +1,19 @@
-"""Ctrl-C, kill -9 and resume: nothing is lost, and a resumed run equals an uninterrupted one."""
+"""prep.engine.checkpoint: a pass killed (kill -9) and resumed equals an uninterrupted one; a
+checkpoint of other data or other options is refused, and an edited one names its field."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import prep
-from helpers import make_mnist
+from helpers import make_mnist, run
 from helpers.processes import prep_process, slow_mnist_args, wait_for
 from prep.errors import StatsFileError
 
-# ------------------------------------------------------------------ interruptions
-
-
-def test_ctrl_c_exits_130_and_keeps_the_previous_output(slow_mnist, tmp_path):
-    out = tmp_path / "out.json"
-    previous = '{"schema_version": 1, "previous": true}'
-    out.write_text(previous)
-    ck = tmp_path / "ck.json"
-    proc = prep_process(*slow_mnist_args(slow_mnist, out, ck, every=1000))
-    wait_for(ck.exists)  # mid-run
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    assert out.read_text() == previous
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.json")] == []
+# ------------------------------------------------------------------ resume
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path):
@@ -65,6 +49,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(slow_mnist, tmp_path
     )
     assert resumed.images == 60_000
     assert not ck.exists()  # a completed run removes its checkpoint
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path):
+    result = run("stats", "sample", "--checkpoint", tmp_path / "ck.json", "--resume", "--workers", 0)
+    assert result.exit_code == 0
+    assert f"no checkpoint at {tmp_path / 'ck.json'}; starting from the beginning" in result.stderr
 
 
 def test_resume_from_a_checkpoint_of_other_data_is_refused(tmp_path):
@@ -168,23 +158,55 @@ def test_dataset_id_identifies_the_dataset_for_resume_and_reuse(tmp_path):
     assert not reused
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45, 0.6, 0.8])  # before ~0.1 s Python itself is starting
-def test_ctrl_c_while_prep_starts_is_exit_130_in_one_line(delay):
-    """Ctrl-C during the imports (click, torch's C++ extensions), the listing or the pool start."""
-    proc = prep_process("stats", "sample", "-q", "--workers", "2")
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:  # finished before the signal: nothing to check
-        return
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "terminate called" not in err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("prep: interrupted")
-
-
 def test_a_checkpoint_without_covariance_is_not_resumed_with_it(tmp_path):
     ck = tmp_path / "ck.json"
     with pytest.raises(KeyboardInterrupt):
         _checkpointed_dataset_run(ck, _Interrupting(10, stop_at=7), covariance=False)
     with pytest.raises(StatsFileError, match="checkpoint field 'options' does not match"):
         _checkpointed_dataset_run(ck, _Interrupting(10), resume=True, covariance=True)
+
+
+# ------------------------------------------------------------------ the checkpoint and the output
+
+
+def test_the_checkpoint_is_removed_only_after_the_output_is_written(tmp_path, good_folder, monkeypatch):
+    ck, out = tmp_path / "ck.json", tmp_path / "out.json"
+
+    def failing_save(self, path):
+        raise prep.PrepError(f"{path}: cannot write stats file (disk full)")
+
+    monkeypatch.setattr(prep.Stats, "save", failing_save)
+    result = run("stats", good_folder, "-o", out, "--checkpoint", ck, "--checkpoint-every", 1, "--workers", 0)
+    assert result.exit_code == 2 and "disk full" in result.stderr
+    assert json.loads(ck.read_text())["position"] == 4  # the finished pass can be resumed, not redone
+
+
+@pytest.mark.parametrize("position", [0, True, 99, -1, "3"])
+def test_an_edited_checkpoint_position_is_refused(tmp_path, good_folder, position, monkeypatch):
+    import prep.engine.measure as compute
+
+    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
+    ck = tmp_path / "ck.json"
+
+    class Stop(Exception):
+        pass
+
+    real = compute.reduce_chunk
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Stop
+        return real(*args)
+
+    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    with pytest.raises(Stop):
+        prep.compute_stats(good_folder, workers=0, checkpoint=ck, checkpoint_every=1)
+    monkeypatch.setattr(compute, "reduce_chunk", real)
+    data = json.loads(ck.read_text())
+    assert data["position"] == 2 and data["state"]["images"] == 2
+    data["position"] = position
+    ck.write_text(json.dumps(data))
+    with pytest.raises(StatsFileError, match="checkpoint field 'position'"):
+        prep.compute_stats(good_folder, workers=0, checkpoint=ck, resume=True)

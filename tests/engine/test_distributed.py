@@ -1,8 +1,13 @@
-"""Shards measured on separate torch.distributed ranks merge into the statistics of the whole."""
+"""prep.engine.distributed: shards measured on separate torch.distributed ranks (gloo, in
+processes started here or by torchrun) merge into exactly the statistics of the whole; a rank that
+fails fails every rank cleanly."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import prep
+from helpers import assert_same_stats
 from helpers.processes import free_port
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -52,3 +58,67 @@ def test_all_gather_merge_equals_the_whole_dataset(tmp_path):
         want.count,
         want.images,
     )
+
+
+# ------------------------------------------------------------------ prep.compute_stats(distributed=True)
+
+
+def _rank_main(rank, world, port, sources, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        stats = prep.compute_stats(sources[rank], distributed=True, workers=0)
+        result = {"ok": stats.to_dict()}
+    except prep.PrepError as exc:
+        result = {"error": str(exc), "code": exc.exit_code}
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+def _run_ranks(tmp_path, sources):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _rank_main, args=(2, free_port(), sources, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_a_two_process_gloo_job_equals_one_process(shard_data, tmp_path):
+    _, folder = shard_data
+    results = _run_ranks(tmp_path, [str(folder), str(folder)])
+    whole = prep.compute_stats(folder, workers=0)
+    for result in results:
+        assert_same_stats(prep.Stats.from_dict(result["ok"]), whole)
+
+
+def test_a_rank_whose_data_is_missing_fails_every_rank_cleanly(shard_data, tmp_path):
+    _, folder = shard_data
+    results = _run_ranks(tmp_path, [str(folder), str(tmp_path / "missing")])
+    for result in results:
+        assert result["code"] == 2 and result["error"].startswith("rank 1: ")
+        assert "missing" in result["error"]
+
+
+def test_torchrun_runs_prep_stats_and_rank_0_writes(tmp_path):
+    out = tmp_path / "tr.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "prep", "stats", "sample", "-o", str(out), "--workers", "1", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("transforms.Normalize") == 1  # rank 0 alone prints
+    assert_same_stats(prep.load_stats(out), prep.compute_stats("sample", workers=0))
+    again = subprocess.run(
+        [*cmd, "-m", "prep", "stats", "sample", "-o", str(out), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and again.stdout.count("is up to date") == 1

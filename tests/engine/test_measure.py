@@ -1,6 +1,9 @@
-"""compute_stats end to end against float64 NumPy on pixels read by torchvision's own classes."""
+"""compute_stats end to end against float64 NumPy on pixels read by torchvision's own classes; the
+outputs of a pass checked before it starts, and a reused stats file under --strict."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +13,16 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import prep
-from helpers import assert_close, exact_stats, make_cifar10, make_mnist, pil_pixels, reference_stats, torchvision_cifar
+from helpers import (
+    assert_close,
+    exact_stats,
+    make_cifar10,
+    make_mnist,
+    pil_pixels,
+    reference_stats,
+    run,
+    torchvision_cifar,
+)
 from prep.errors import ChannelMismatchError, PrepError
 from prep.pixels import convert_channels
 
@@ -132,24 +144,6 @@ def test_bad_options_are_prep_errors(tmp_path):
         prep.compute_stats("mnist", root=tmp_path, resume=True)
 
 
-def test_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
-    import urllib.request
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    monkeypatch.setattr(urllib.request.OpenerDirector, "open", offline)
-    (tmp_path / "mine.txt").write_text("a file of the user's")
-    with pytest.raises(prep.DownloadError, match=f"cannot download mnist into {tmp_path}") as caught:
-        prep.compute_stats("mnist", root=tmp_path, download=True)
-    assert "Temporary failure in name resolution" in str(caught.value)  # the cause, not just the first line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # MNIST/raw/ removed, the rest kept
-    with pytest.raises(prep.DownloadError, match="name resolution"):
-        prep.compute_stats("cifar10", root=tmp_path / "new", download=True)
-    assert not (tmp_path / "new").exists()
-
-
 def test_torchvision_dataset_object_equals_the_named_source(tmp_path):
     make_mnist(tmp_path)
     tv = torchvision.datasets.MNIST(tmp_path, train=True)  # yields (PIL "L" image, label)
@@ -224,3 +218,36 @@ def test_batches_are_reduced_with_one_torch_thread_and_the_count_is_restored(tmp
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ outputs and reuse
+
+
+def test_the_same_path_for_checkpoint_and_output_is_refused(tmp_path, good_folder):
+    result = run("stats", good_folder, "-o", tmp_path / "x.json", "--checkpoint", tmp_path / "x.json")
+    assert result.exit_code == 2 and "must be different files" in result.stderr
+
+
+def test_strict_fails_on_a_reused_file_that_lists_undecodable_images(tmp_path, good_folder):
+    (good_folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out.json"
+    assert run("stats", good_folder, "-o", out, "--workers", 0).exit_code == 0
+    again = run("stats", good_folder, "-o", out, "--strict", "--workers", 0)
+    assert again.exit_code == 1 and f"{good_folder}/broken.jpg: cannot decode" in again.stderr
+
+
+def test_an_existing_output_that_is_not_a_stats_file_is_never_replaced(tmp_path, good_folder):
+    image = good_folder / os.listdir(good_folder)[0]
+    before = image.read_bytes()
+    result = run("stats", good_folder, "-o", image, "--workers", 0)
+    assert result.exit_code == 2 and "exists and is not a prep stats file" in result.stderr
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("clash", ["out", "checkpoint"])
+def test_the_per_image_report_cannot_share_a_path_with_another_output(tmp_path, good_folder, clash):
+    out, ck = tmp_path / "s.json", tmp_path / "ck.json"
+    report = out if clash == "out" else ck
+    result = run("stats", good_folder, "-o", out, "--checkpoint", ck, "--per-image", report, "--workers", 0)
+    assert result.exit_code == 2 and "must be different files" in result.stderr
+    assert not out.exists()

@@ -1,7 +1,13 @@
-"""Dirty folders: bad files are skipped and listed, or stop the run under --strict; fuzzed files never crash."""
+"""prep.engine.workers: bad files in a chunk are skipped and listed, or stop the run under
+--strict, and fuzzed files never crash a worker; a worker that dies ends the run in one line, the
+workers of a parent that is gone exit, and their number is capped."""
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +17,7 @@ from PIL import Image
 
 import prep
 from helpers import assert_close, good_images, jpeg_bytes, mutate, pil_pixels, reference_stats, run
+from helpers.processes import children, process_state, running_with_workers
 from prep.decode.decoders import PILDecoder
 from prep.engine.workers import reduce_chunk
 from prep.errors import BadImageError
@@ -106,6 +113,67 @@ def test_folders_without_usable_images_exit_2(tmp_path, setup, message):
     result = run("stats", folder, "-o", out)
     assert result.exit_code == 2 and message in result.stderr and not out.exists()
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ the worker processes
+
+
+def test_a_transform_in_forked_workers_on_large_images_does_not_hang(tmp_path):
+    """Forked workers running torch ops after the parent used its OpenMP pool used to deadlock."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "prep", "stats", str(tmp_path), "--resize", "256", "--center-crop", "224", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    inline = prep.compute_stats(
+        tmp_path, workers=0, transform=prep.transforms.measurement.measurement_transform(resize=256, center_crop=224)
+    )
+    assert proc.stdout.strip() == inline.normalize_line()
+
+
+def test_a_killed_worker_ends_the_run_with_an_error_naming_its_files(tmp_path):
+    folder = tmp_path / "many"
+    good_images(folder, 40)
+    script = (
+        "import os, signal, prep, prep.decode.decoders as d\n"
+        "real = d.PILDecoder.__call__\n"
+        "def dying(self, fp, mode):\n"
+        "    if fp.name.endswith('good7.png'): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(self, fp, mode)\n"
+        "d.PILDecoder.__call__ = dying\n"
+        "from prep.cli import main\n"
+        f"main(['stats', {str(folder)!r}, '--workers', '2', '-q', '--decoder', 'pil'])\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2, proc.stderr
+    assert "a decoding worker died" in proc.stderr and "good" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_too_many_workers_are_capped_with_a_warning(tmp_path, good_folder):
+    result = run("stats", good_folder, "--workers", 10_000)
+    assert result.exit_code == 0 and "workers capped at" in result.stderr
+
+
+def test_sigterm_of_the_parent_leaves_no_worker_tracebacks(tmp_path):
+    proc = running_with_workers(tmp_path)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)  # orphaned workers notice the parent is gone and exit
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and process_state(pid) != "Z"]
 
 
 # ------------------------------------------------------------------ fuzzing

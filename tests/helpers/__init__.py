@@ -15,14 +15,25 @@ from helpers.formats import (
     make_folder,
     make_mnist,
     mutate,
+    split_folder,
     write_cifar_batch,
     write_idx_images,
     write_idx_labels,
+    write_kinds,
 )
-from helpers.reference import assert_close, exact_stats, pil_pixels, reference_stats, source_arrays, torchvision_cifar
+from helpers.reference import (
+    assert_close,
+    assert_same_stats,
+    exact_stats,
+    pil_pixels,
+    reference_stats,
+    source_arrays,
+    torchvision_cifar,
+)
 
 __all__ = [
     "assert_close",
+    "assert_same_stats",
     "exact_stats",
     "good_images",
     "jpeg_bytes",
@@ -35,8 +46,10 @@ __all__ = [
     "reference_stats",
     "run",
     "source_arrays",
+    "split_folder",
     "torchvision_cifar",
     "write_cifar_batch",
     "write_idx_images",
     "write_idx_labels",
+    "write_kinds",
 ]

@@ -134,3 +134,8 @@ def test_json_reports_are_strict_json_when_a_std_is_zero(tmp_path, folders):
     checked = run("check", tmp_path / "flat.json", folders[0], "--format", "json", "--workers", 0)
     report = json.loads(checked.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert any("std 0" in note for note in report["notes"])
+
+
+def test_check_against_imagenet_prints_the_eigenvalues():
+    result = run("check", "imagenet", "sample", "--workers", 0)
+    assert "PCA eigenvalues of this data" in result.stdout and "0.2175, 0.0188, 0.0045" in result.stdout

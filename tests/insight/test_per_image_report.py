@@ -112,3 +112,10 @@ def test_the_report_gets_the_mode_the_umask_allows(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_per_image_report_is_written_even_when_out_is_up_to_date(tmp_path, good_folder):
+    out = tmp_path / "s.json"
+    run("stats", good_folder, "-o", out, "--workers", 0)
+    result = run("stats", good_folder, "-o", out, "--per-image", tmp_path / "r.csv", "--workers", 0)
+    assert result.exit_code == 0 and (tmp_path / "r.csv").exists()

@@ -23,7 +23,6 @@ from prep.errors import BadImageError, SourceError
 from prep.sources import resolve_source
 from prep.sources.archive import ArchiveSource
 from prep.sources.archive_members import UNSAFE
-from prep.sources.shard_patterns import expand_braces
 
 FIELDS = ("mean", "std", "count", "min", "max", "images")
 TAR_MODES = {".tar": "w", ".tar.gz": "w:gz", ".tgz": "w:gz", ".tar.xz": "w:xz"}
@@ -291,14 +290,6 @@ def make_shards(folder: Path, out: Path, count: int = 3, suffix: str = ".tar", e
                 entries.update(extra(i))
         shards.append(make_tar(out / f"train-{s:06d}{suffix}", entries))
     return shards
-
-
-def test_brace_expansion_keeps_padding():
-    assert expand_braces("s-{000008..000010}.tar") == ["s-000008.tar", "s-000009.tar", "s-000010.tar"]
-    assert expand_braces("{a,b}{1..2}") == ["a1", "a2", "b1", "b2"]
-    assert expand_braces("{2..0}") == ["2", "1", "0"]
-    with pytest.raises(SourceError, match="more than"):
-        expand_braces("{0..99999999}")
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])

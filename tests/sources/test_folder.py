@@ -1,6 +1,7 @@
-"""Image folders under hostile or tricky file systems: a listed file replaced by a FIFO is skipped
-instead of hanging the run, symlinks are followed or not on request, and ``checksum`` sees edits
-that keep a file's size and modification time."""
+"""prep.sources.folder: image folders listed as torchvision's ImageFolder lists them, also under
+hostile or tricky file systems: a listed file replaced by a FIFO is skipped instead of hanging the
+run, symlinks are followed or not on request, and ``checksum`` sees edits that keep a file's size
+and modification time."""
 
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision
 from PIL import Image
 
 import prep
-from helpers import good_images, make_folder, write_idx_images
-from prep.decode.decoders import PILDecoder
+from helpers import good_images, make_folder, run, split_folder, write_idx_images
 from prep.engine.measure import load_or_compute
-from prep.engine.workers import reduce_chunk
 from prep.errors import BadImageError
-from prep.sources import FileChunk, FolderReader, resolve_source
 from prep.sources import folder as folder_module
-from prep.sources.base import open_regular
+from prep.sources import resolve_source
 from prep.sources.fingerprint import checksum_files, fingerprint_files
 from prep.sources.folder import NOT_FOLLOWED, FolderSource, list_images
 
@@ -90,6 +89,37 @@ def edit_in_place_keeping_size_and_mtime(path: Path) -> None:
     assert path.stat().st_mtime_ns == before.st_mtime_ns
 
 
+# ---------------------------------------------------------------- listing
+
+
+def test_folder_listing_equals_image_folder(image_folder):
+    (image_folder / "ants" / "notes.txt").write_text("not an image")
+    (image_folder / "bees" / ".DS_Store").write_bytes(b"\0\0")
+    listing = list_images(image_folder)
+    tv = torchvision.datasets.ImageFolder(str(image_folder))
+    assert [image_folder / p for p in listing.images] == sorted(image_folder / p for p, _ in tv.samples)
+    assert ("ants/notes.txt", "not an image file extension") in listing.skipped
+    assert ("bees/.DS_Store", "not an image file extension") in listing.skipped
+
+
+def test_folder_extensions_are_case_insensitive(tmp_path):
+    Image.new("RGB", (2, 2)).save(tmp_path / "A.PNG")
+    Image.new("RGB", (2, 2)).save(tmp_path / "b.JpEg", format="JPEG")
+    assert list_images(tmp_path).images == ["A.PNG", "b.JpEg"]
+
+
+def test_symlink_loop_is_skipped_not_followed_forever(tmp_path):
+    Image.new("L", (2, 2)).save(tmp_path / "a.png")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "self.png").symlink_to(tmp_path / "self.png")
+    listing = list_images(tmp_path)
+    assert listing.images == ["a.png"]
+    reasons = dict(listing.skipped)
+    assert reasons["sub/loop"].startswith("symlink loop")
+    assert reasons["self.png"].startswith("symlink loop")
+
+
 # ---------------------------------------------------------------- FIFOs and devices
 
 
@@ -108,31 +138,6 @@ def test_a_fifo_fails_a_strict_run_naming_the_file(tmp_path, workers):
     with pytest.raises(BadImageError) as info:
         bounded(lambda: prep.compute_stats(src, workers=workers, strict=True), fifo)
     assert str(info.value) == f"{fifo}: cannot read: not a regular file"
-
-
-@pytest.mark.parametrize("special", ["/dev/null", "directory"])
-def test_other_special_files_are_not_regular_files(tmp_path, special):
-    if special == "directory":
-        (tmp_path / "x.png").mkdir()
-    else:
-        (tmp_path / "x.png").symlink_to(special)
-    result = reduce_chunk(FileChunk(FolderReader(str(tmp_path)), ("x.png",)), "RGB", PILDecoder())
-    assert result.skipped == [("x.png", "cannot read: not a regular file")]
-
-
-def test_open_regular_reads_a_regular_file_blocking_and_closes_on_refusal(tmp_path):
-    (path,) = good_images(tmp_path, 1)
-    with open_regular(str(path)) as f:
-        assert os.get_blocking(f.fileno()) and f.read() == path.read_bytes()
-        assert f.name == str(path)  # as open() names it: decoders and messages use it
-    os.mkfifo(tmp_path / "fifo")
-    before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
-    for _ in range(3):
-        with pytest.raises(OSError) as info:
-            open_regular(str(tmp_path / "fifo"))
-        assert info.value.strerror == "not a regular file" and info.value.filename == str(tmp_path / "fifo")
-    after = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
-    assert after <= before  # no descriptor left open
 
 
 # ---------------------------------------------------------------- symlinks
@@ -266,6 +271,16 @@ def test_the_checksum_streams_large_files_in_bounded_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20
+
+
+def test_checksum_is_stronger_not_different(tmp_path):
+    root = split_folder(tmp_path / "data")
+    out = tmp_path / "s.json"
+    run("stats", root, "-o", out, "--checksum")
+    assert "is up to date" in run("stats", root, "-o", out).stdout  # hashed contents satisfy the default check
+    run("stats", root, "-o", out, "--force")
+    weaker = run("stats", root, "-o", out, "--checksum")
+    assert "written without --checksum" in weaker.stderr
 
 
 # ---------------------------------------------------------------- resolve_source

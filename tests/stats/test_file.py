@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 import prep
-from helpers import make_mnist
+from helpers import make_mnist, run
 from prep.errors import StaleStatsError, StatsFileError
 from prep.stats.file import SCHEMA_VERSION
 
@@ -119,3 +120,37 @@ def test_stale_reason_names_what_changed(saved):
     same = prep.resolve_source("mnist", root=root)
     assert stats.stale_reason(same.describe(), same.fingerprint(), "L") is None
     assert "mode changed (L -> RGB)" in stats.stale_reason(same.describe(), same.fingerprint(), "RGB")
+
+
+def test_pca_is_the_sorted_signed_eigen_decomposition(tmp_path):
+    stats = prep.compute_stats("sample", covariance=True, workers=0)
+    pca = stats.pca
+    cov = np.array(stats.covariance)
+    vectors = np.array(pca["eigvec"])
+    assert pca["eigval"] == sorted(pca["eigval"], reverse=True)
+    np.testing.assert_allclose(cov @ vectors, vectors * np.array(pca["eigval"]), atol=1e-12)
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(3), atol=1e-12)
+    for k in range(3):  # the largest-magnitude component of each eigenvector is positive
+        assert vectors[np.argmax(np.abs(vectors[:, k])), k] > 0
+
+
+def test_stats_file_covariance_round_trip_reuse_and_edits(tmp_path):
+    out = tmp_path / "s.json"
+    run("stats", "sample", "-o", out, "--workers", 0, "--no-covariance")
+    assert prep.load_stats(out).covariance is None
+    assert "up to date" in run("stats", "sample", "-o", out, "--workers", 0).output  # the default does not ask
+    asked = run("stats", "sample", "-o", out, "--covariance", "--workers", 0)
+    assert "made without it" in asked.stderr and prep.load_stats(out).covariance is not None
+    assert "is up to date" in run("stats", "sample", "-o", out, "--workers", 0).stdout
+    shown = run("show", out)
+    assert "covariance R" in shown.stdout and "pca eigval" in shown.stdout
+    for edit, message in (
+        (lambda d: d["covariance"][0].__setitem__(1, 0.5), "field 'covariance'"),
+        (lambda d: d["pca"]["eigval"].__setitem__(0, 1.0), "field 'pca'"),
+        (lambda d: d["state"]["cross"][0].__setitem__(1, 7), "state.cross"),
+    ):
+        data = json.loads(out.read_text())
+        edit(data)
+        (tmp_path / "e.json").write_text(json.dumps(data))
+        with pytest.raises(StatsFileError, match=message):
+            prep.load_stats(tmp_path / "e.json")

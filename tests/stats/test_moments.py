@@ -1,4 +1,5 @@
-"""ChannelMoments against float64 NumPy and exact integer references; merge algebra."""
+"""ChannelMoments against float64 NumPy and exact integer references; merge algebra; the exact colour
+covariance (--covariance) from its cross sums."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import prep
-from helpers import assert_close, exact_stats, reference_stats
+from helpers import assert_close, exact_stats, make_cifar10, make_folder, pil_pixels, reference_stats
 from prep.errors import StatsFileError
 from prep.stats import moments as accumulator
 from prep.stats.moments import ChannelMoments, uint8_image_sums
@@ -271,3 +272,69 @@ print((status("VmHWM") - before) / {side * side}, state.compute().mean[0])
     per_pixel, mean = map(float, out.stdout.split())
     assert mean == pytest.approx(ramp.astype(np.float64).mean() / 65535, rel=1e-12)
     assert per_pixel < 16, f"{per_pixel:.1f} bytes per pixel"  # 60 when RGB was an int64 copy
+
+
+def test_per_image_std_mean_is_exact_in_any_grouping():
+    images = torch.from_numpy(np.random.default_rng(8).integers(0, 256, (50, 3, 5, 6), dtype=np.uint8))
+    whole = ChannelMoments(3).update(images).compute()
+    for step in (1, 7, 13):
+        acc = ChannelMoments(3)
+        for i in range(0, 50, step):
+            acc = acc.merge(ChannelMoments(3).update(images[i : i + step]))
+        assert acc.compute() == whole
+
+
+def test_version_1_states_are_read(tmp_path):
+    state = ChannelMoments(1).update(torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)).state_dict()
+    old = {**state, "version": 1, "image_std_sum": [0.2887]}
+    del old["histogram"]
+    loaded = ChannelMoments.from_state_dict(old)
+    assert loaded.histogram is None and loaded.compute().per_image_std_mean == pytest.approx((0.2887,), rel=1e-12)
+
+
+# ------------------------------------------------------------------ covariance (--covariance)
+
+
+def _exact_cov(pixels: np.ndarray) -> np.ndarray:
+    """Exact covariance (ddof=0, unit scale) of raw (P, C) uint8 pixels, each entry rounded once."""
+    from fractions import Fraction
+
+    x = pixels.astype(object)
+    n, c = len(pixels), pixels.shape[1]
+    s = x.sum(0)
+    return np.array(
+        [
+            [float(Fraction(n * (x[:, i] * x[:, j]).sum() - s[i] * s[j], n * n * 255**2)) for j in range(c)]
+            for i in range(c)
+        ]
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_folder_covariance_is_exact(tmp_path, workers):
+    root = make_folder(tmp_path / "data")
+    stats = prep.compute_stats(root, covariance=True, workers=workers)
+    pixels = np.concatenate([pil_pixels(p) for p in sorted(root.rglob("*")) if p.is_file()]).astype(np.uint8)
+    assert stats.covariance == _exact_cov(pixels).tolist()
+    np.testing.assert_allclose(stats.covariance, np.cov(pixels.T / 255, bias=True), rtol=1e-12, atol=1e-15)
+    assert [stats.covariance[i][i] for i in range(3)] == pytest.approx([s * s for s in stats.std], rel=1e-12)
+
+
+def test_batch_covariance_is_exact_and_merges(tmp_path):
+    images = make_cifar10(tmp_path)["train"]
+    stats = prep.compute_stats("cifar10", root=tmp_path, covariance=True, batch_size=7)
+    pixels = images.transpose(0, 2, 3, 1).reshape(-1, 3)
+    assert stats.covariance == _exact_cov(pixels).tolist()
+    parts = [prep.compute_stats("cifar10", root=tmp_path, covariance=True, shard=f"{i}/3") for i in range(3)]
+    assert prep.merge_stats(parts).covariance == stats.covariance
+
+
+def test_sixteen_bit_and_grey_as_rgb_covariance(tmp_path):
+    grey = np.random.default_rng(3).integers(0, 65536, (20, 30)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    stats = prep.compute_stats(tmp_path, covariance=True, workers=0)  # one grey channel read as RGB
+    var = (grey.astype(np.float64) / 65535).var()
+    np.testing.assert_allclose(stats.covariance, np.full((3, 3), var), rtol=1e-9)
+    assert stats.pca["eigval"][0] == pytest.approx(3 * var, rel=1e-9)
+    float_state = ChannelMoments(3, covariance=True).update(torch.rand(2, 3, 4, 4))
+    assert float_state.cross is None  # float data: no exact cross sums, no covariance

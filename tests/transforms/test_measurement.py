@@ -112,3 +112,10 @@ def test_bad_sizes_are_one_line_errors(text):
         parse_size(text, "resize")
     result = run("stats", "sample", "--resize", text)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_center_crop_larger_than_the_image_is_refused_not_padded(tmp_path):
+    make_mnist(tmp_path)
+    result = run("stats", "mnist", "--root", tmp_path, "--center-crop", 40)
+    assert result.exit_code == 2 and "smaller than the center crop 40x40" in result.stderr
+    assert run("stats", "mnist", "--root", tmp_path, "--resize", 48, "--center-crop", 40, "-q").exit_code == 0

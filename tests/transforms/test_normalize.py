@@ -1,4 +1,6 @@
-"""Transform pipelines: the invariants that make them correct, checked on the measured images."""
+"""Transform pipelines (prep.transforms.normalize): the invariants that make them correct, checked
+on the measured images; min-max exact at the measured extremes, NumPy inputs converted as PIL
+images are, and AlexNet lighting from the covariance's PCA."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from torchvision.transforms import v2
 
 import prep
 from helpers import make_mnist
-from prep.errors import ChannelMismatchError, DegenerateStatsError
+from prep.errors import ChannelMismatchError, DegenerateStatsError, StatsFileError
 
 
 def _apply_all(transform, images):
@@ -127,3 +129,69 @@ def test_pipeline_is_a_v2_compose_ending_in_normalize(tmp_path):
     make_mnist(tmp_path)
     t = prep.compute_stats("mnist", root=tmp_path).normalize()
     assert isinstance(t, v2.Compose) and isinstance(t.transforms[-1], v2.Normalize)
+
+
+def _grey_stats(values: np.ndarray):
+    return prep.compute_stats([Image.fromarray(values)])
+
+
+@pytest.mark.parametrize("feature_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0), (-2.0, 3.0)])
+def test_minmax_maps_the_measured_extremes_exactly(feature_range):
+    values = np.array([[100, 180], [248, 101]], np.uint8)  # extremes other than 0 and 255
+    stats = _grey_stats(values)
+    out = stats.minmax(feature_range)(Image.fromarray(values)).as_subclass(torch.Tensor)
+    assert out.min().item() == feature_range[0] and out.max().item() == feature_range[1]
+    assert out[0, 1, 0].item() == feature_range[1] and out[0, 0, 0].item() == feature_range[0]
+
+
+def test_minmax_is_exact_per_channel_for_rgb_and_16_bit_data():
+    rgb = np.random.default_rng(3).integers(13, 241, (6, 7, 3), dtype=np.uint8)
+    stats = prep.compute_stats([Image.fromarray(rgb)])
+    out = stats.minmax()(Image.fromarray(rgb)).as_subclass(torch.Tensor)
+    assert out.amin((1, 2)).tolist() == [0.0] * 3 and out.amax((1, 2)).tolist() == [1.0] * 3
+    sixteen = Image.fromarray(np.array([[1799, 40000], [1800, 2]], np.uint16))
+    stats16 = prep.compute_stats([sixteen])
+    out16 = stats16.minmax()(sixteen).as_subclass(torch.Tensor)
+    assert out16.min().item() == 0.0 and out16.max().item() == 1.0
+
+
+def test_numpy_images_are_converted_like_pil_images(tmp_path):
+    rgb = np.random.default_rng(5).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    stats = prep.compute_stats([Image.fromarray(rgb)])
+    t = stats.normalize()
+    from_pil = t(Image.fromarray(rgb)).as_subclass(torch.Tensor)
+    torch.testing.assert_close(t(rgb).as_subclass(torch.Tensor), from_pil, rtol=0, atol=0)
+    rgba = np.concatenate([rgb, np.full((5, 6, 1), 9, np.uint8)], axis=-1)  # alpha dropped, as PIL's convert
+    torch.testing.assert_close(t(rgba).as_subclass(torch.Tensor), from_pil, rtol=0, atol=0)
+    unit = rgb.astype(np.float32) / 255  # float arrays are unit scale already
+    torch.testing.assert_close(t(unit).as_subclass(torch.Tensor), from_pil, rtol=1e-6, atol=1e-6)
+    make_mnist(tmp_path)
+    grey_stats = prep.compute_stats("mnist", root=tmp_path)
+    luma = np.asarray(Image.fromarray(rgb).convert("L"))
+    torch.testing.assert_close(
+        grey_stats.normalize()(rgb).as_subclass(torch.Tensor),
+        grey_stats.normalize()(Image.fromarray(luma)).as_subclass(torch.Tensor),
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ChannelMismatchError, match=r"shape \(5, 6, 2\)"):
+        t(np.zeros((5, 6, 2), np.uint8))
+    with pytest.raises(TypeError, match="dtype complex64"):
+        t(np.zeros((5, 6, 3), np.complex64))
+
+
+def test_lighting_adds_eigvec_times_alpha_eigval():
+    stats = prep.compute_stats("sample", covariance=True, workers=0)
+    x = torch.rand(3, 8, 8)
+    assert torch.equal(stats.lighting(alphastd=0.0)(x), x)
+    torch.manual_seed(0)
+    shifts = torch.stack([(stats.lighting(0.1)(x) - x)[:, 0, 0] for _ in range(4000)]).double()
+    d = stats.lighting(0.1)(x) - x
+    assert torch.allclose(d, d[:, :1, :1].expand_as(d)) and d.abs().max() > 0  # one shift for every pixel
+    vec, val = torch.tensor(stats.pca["eigvec"]).double(), torch.tensor(stats.pca["eigval"]).double()
+    expected = vec @ torch.diag((0.1 * val) ** 2) @ vec.T  # covariance of eigvec @ (alpha * eigval)
+    np.testing.assert_allclose(torch.cov(shifts.T, correction=0), expected, rtol=0.1, atol=1e-9)
+    with pytest.raises(TypeError, match="after ToDtype"):
+        stats.lighting()(torch.zeros(3, 2, 2, dtype=torch.uint8))
+    with pytest.raises(StatsFileError, match="measure with covariance=True"):
+        prep.compute_stats("sample", workers=0, covariance=False).lighting()
