@@ -1,5 +1,6 @@
 """prep.engine.checkpoint: a pass killed (kill -9) and resumed equals an uninterrupted one; a
-checkpoint of other data or other options is refused, and an edited one names its field."""
+checkpoint of other data or other options is refused; a malformed or edited checkpoint is refused
+in one line naming its field; a checkpoint keeps the first skipped files and every total."""
 
 import json
 import subprocess
@@ -10,8 +11,12 @@ import torch
 
 import prep
 from helpers import make_mnist, run
+from helpers.errors import refused
 from helpers.processes import prep_process, slow_mnist_args, wait_for
+from helpers.stats_files import LONG, SHA, many_skipped, put, rgb_moments, scale
+from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
 from prep.errors import StatsFileError
+from prep.stats.file import SKIPPED_LISTED
 
 # ------------------------------------------------------------------ resume
 
@@ -210,3 +215,138 @@ def test_an_edited_checkpoint_position_is_refused(tmp_path, good_folder, positio
     ck.write_text(json.dumps(data))
     with pytest.raises(StatsFileError, match="checkpoint field 'position'"):
         prep.compute_stats(good_folder, workers=0, checkpoint=ck, resume=True)
+
+
+# ------------------------------------------------------------------ the checkpoint file
+
+
+IDENTITY = {
+    "source": {"kind": "folder", "path": "d", "split": None},
+    "fingerprint": {"files": 9, "bytes": 10, "sha256": SHA},
+    "options": {"mode": "RGB"},
+}
+
+
+def _checkpoint(tmp_path, skipped: int = 3, position: int = 6):
+    ck = tmp_path / "ck.json"
+    pairs = [(x["path"], x["reason"]) for x in many_skipped(skipped)]
+    save_checkpoint(str(ck), IDENTITY, Progress(rgb_moments(), position, pairs))
+    return ck
+
+
+def _load(ck, total=None):
+    return load_checkpoint(str(ck), IDENTITY, 3, total)
+
+
+def test_a_checkpoint_keeps_the_first_skipped_files_and_every_count(tmp_path):
+    ck = _checkpoint(tmp_path, skipped=2501, position=2000)
+    data = json.loads(ck.read_text())
+    assert data["schema_version"] == CHECKPOINT_VERSION == 2
+    assert data["skipped"]["count"] == 2501 and len(data["skipped"]["files"]) == SKIPPED_LISTED
+    assert ck.stat().st_size < 150_000
+    progress = _load(ck)
+    assert (progress.position, progress.skipped.count, len(progress.skipped.listed)) == (2000, 2501, SKIPPED_LISTED)
+    assert progress.skipped.reasons["not an image file extension"] == 626
+    progress.skipped.extend([("late.jpg", "cannot decode: OSError")])
+    stats = prep.Stats({"kind": "folder"}, None, "RGB", progress.state, progress.skipped)
+    assert stats.skipped_count == 2502 and stats.skipped_reasons["cannot decode"] == 626
+
+
+def test_a_version_1_checkpoint_with_its_list_of_pairs_is_still_read(tmp_path):
+    ck = _checkpoint(tmp_path)
+    data = json.loads(ck.read_text())
+    data.update(schema_version=1, skipped=[[x["path"], x["reason"]] for x in data["skipped"]["files"]])
+    ck.write_text(json.dumps(data))
+    assert _load(ck).skipped.count == 3
+
+
+def _ck_edit(tmp_path, change, raw=None):
+    ck = _checkpoint(tmp_path)
+    data = json.loads(ck.read_text())
+    change(data)
+    text = json.dumps(data)
+    ck.write_text(text if raw is None else text.replace('"RAW"', raw, 1))
+    return ck
+
+
+def _v1(value):
+    return lambda d: d.update(schema_version=1, skipped=value)
+
+
+@pytest.mark.parametrize(
+    ("change", "raw", "message"),
+    [
+        (put("skipped", "files", value=[{"path": 1, "reason": "x"}] * 3), None, r"'skipped.files': expected a list"),
+        (put("skipped", "files", value=[["a", "b"]] * 3), None, r"field 'skipped.files': expected a list of {path"),
+        (put("skipped", "count", value=4), None, r"checkpoint field 'skipped.count': 4 skipped, but 3 listed"),
+        (put("skipped", "reasons", value={"x": 3}), None, r"checkpoint field 'skipped.reasons': 1 listed file"),
+        (put("skipped", value=[["a", "b"]]), None, r"checkpoint field 'skipped': expected an object; got a list"),
+        (put("skipped", value=None), None, r"checkpoint field 'skipped': expected an object; got None"),
+        (_v1([["a", "b", "c"]]), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
+        (_v1([["a", 1]]), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
+        (_v1({"a": "b"}), None, r"checkpoint field 'skipped' must be a list of \[name, reason\] pairs"),
+        (put("position", value=2.0), None, r"checkpoint field 'position' must be an integer .* got 2.0"),
+        (put("position", value="6"), None, r"checkpoint field 'position' must be an integer .* got '6'"),
+        (put("position", value=None), None, r"checkpoint field 'position' must be an integer .* got None"),
+        (put("position", value=True), None, r"checkpoint field 'position' must be an integer .* got True"),
+        (
+            put("position", value=3),
+            None,
+            r"checkpoint field 'position' must be an integer from the state's 4 images",
+        ),
+        (put("position", value=2**63), None, r"checkpoint field 'position' must be an integer .* to the last; got 9"),
+        (put("position", value=10**40), None, r"checkpoint field 'position': an integer longer than any prep"),
+        (put("position", value="RAW"), LONG, r"checkpoint field 'position': an integer longer than any prep"),
+        (put("position", value="RAW"), "[" * 900 + "]" * 900, r"checkpoint field 'position(\[0\])+': nested"),
+        (put("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested"),
+        (put("state", "m2", value=[-1.0] * 3), None, r"checkpoint state.m2: values must be >= 0"),
+        (scale("state", "mean", factor=1.001), None, r"checkpoint field 'state.mean': .* does not match state.exact"),
+        (put("state", "image_std_count", value=[5] * 3), None, r"checkpoint field 'state.images': 4 is fewer than"),
+        (put("state", value=[]), None, r"checkpoint state: expected an object"),
+        (put("schema_version", value=3), None, r"checkpoint field 'schema_version': this prep reads versions 1 and 2"),
+        (put("schema_version", value=True), None, r"checkpoint field 'schema_version'"),
+        (put("source", "kind", value="cifar10"), None, r"checkpoint field 'source' does not match this run"),
+    ],
+)
+def test_malformed_checkpoints_are_refused_in_one_line(tmp_path, change, raw, message):
+    refused(_ck_edit(tmp_path, change, raw), message, load=_load)
+
+
+def test_a_checkpoint_position_past_the_source_is_refused(tmp_path):
+    refused(_checkpoint(tmp_path), r"checkpoint field 'position' .* to the source's 5; got 6", lambda ck: _load(ck, 5))
+    assert _load(_checkpoint(tmp_path), total=6).position == 6
+
+
+@pytest.mark.parametrize(
+    "text", ["{", "[" * 100_000, '{"kind": "prep.engine.checkpoint", "position": ' + LONG + "}", "\xff"]
+)
+def test_checkpoints_that_are_not_json_are_refused_in_one_line(tmp_path, text):
+    ck = tmp_path / "ck.json"
+    ck.write_text(text)
+    refused(ck, r"cannot read checkpoint|not a prep checkpoint|an integer longer", load=_load)
+
+
+def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, junk_folder, monkeypatch):
+    import prep.engine.measure as compute
+
+    ck = tmp_path / "ck.json"
+    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
+    real = compute.reduce_chunk
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_the_second(chunk, *args):
+        if chunk.names[0] != "good0.png":
+            raise Stop
+        return real(chunk, *args)
+
+    monkeypatch.setattr(compute, "reduce_chunk", stop_at_the_second)
+    with pytest.raises(Stop):
+        prep.compute_stats(junk_folder, workers=0, checkpoint=ck, checkpoint_every=1)
+    assert json.loads(ck.read_text())["skipped"]["count"] == 1204
+    monkeypatch.setattr(compute, "reduce_chunk", real)
+    with pytest.warns(prep.PrepWarning, match="skipped 1204 file"):
+        stats = prep.compute_stats(junk_folder, workers=0, checkpoint=ck, resume=True)
+    assert (stats.images, stats.skipped_count, len(stats.skipped)) == (2, 1204, SKIPPED_LISTED)
+    assert stats.skipped_reasons == {"not an image file extension": 1204}

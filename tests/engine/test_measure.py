@@ -3,6 +3,7 @@ outputs of a pass checked before it starts, and a reused stats file under --stri
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -251,3 +252,12 @@ def test_the_per_image_report_cannot_share_a_path_with_another_output(tmp_path, 
     result = run("stats", good_folder, "-o", out, "--checkpoint", ck, "--per-image", report, "--workers", 0)
     assert result.exit_code == 2 and "must be different files" in result.stderr
     assert not out.exists()
+
+
+def test_strict_refuses_a_reused_file_whose_undecodable_files_are_past_the_listed_ones(tmp_path, junk_folder):
+    (junk_folder / "zz-broken.jpg").write_bytes(b"not a jpeg")  # listed after the 1,204 passed over in the listing
+    out = tmp_path / "out.json"
+    assert run("stats", junk_folder, "-o", out, "--workers", 0, "-q").exit_code == 0
+    assert json.loads(out.read_text())["skipped"]["reasons"]["cannot decode"] == 1
+    again = run("stats", junk_folder, "-o", out, "--strict", "--workers", 0, "-q")
+    assert again.exit_code == 1 and "1 file(s) could not be read or decoded" in again.stderr
