@@ -125,3 +125,45 @@ def read_bytes_bounded(path: str | os.PathLike, what: str, error: type[Exception
     if len(data) > MAX_READ_BYTES:
         raise error(f"{text}: cannot read {what} (larger than {MAX_READ_BYTES // 2**20} MiB)")
     return data
+
+
+def write_torch_atomic(path: str | os.PathLike, obj: Any, what: str) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`write_atomic`); a failed write (a full
+    disk raises ``OSError`` or torch's ``RuntimeError`` from its zip writer) is one
+    :class:`OutputError` line, and the old file is kept."""
+    import torch
+
+    text = os.fspath(path)
+    output_target(text, what)
+    try:
+        write_atomic(text, lambda f: torch.save(obj, f))
+    except OSError as exc:
+        raise OutputError(f"{text}: cannot write the {what} ({os_reason(exc)})") from None
+    except RuntimeError as exc:  # torch's zip writer: "[enforce fail at inline_container.cc] unexpected pos ..."
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "write failed"
+        raise OutputError(f"{text}: cannot write the {what} ({first}; is the disk full?)") from None
+
+
+def read_torch_bounded(path: str | os.PathLike, what: str, limit: int = MAX_READ_BYTES) -> Any:
+    """``torch.load(weights_only=True)`` of a regular file of at most ``limit`` bytes: only
+    tensors and plain values are built, never arbitrary pickled objects. Any failure is one
+    :class:`StatsFileError` line naming the file."""
+    import torch
+
+    from prep.sources.base import open_regular
+
+    text = os.fspath(path)
+    try:
+        with open_regular(text) as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                raise StatsFileError(f"{text}: cannot read the {what} (larger than {limit >> 20} MiB)")
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise StatsFileError(f"{text}: cannot read the {what} ({os_reason(exc)})") from None
+    except StatsFileError:
+        raise
+    except Exception as exc:  # torch.load raises many types for damaged or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StatsFileError(
+            f"{text}: not a readable prep {what} ({type(exc).__name__}{': ' + reason[:200] if reason else ''})"
+        ) from None

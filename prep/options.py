@@ -1,121 +1,388 @@
-"""Option resolution for ``prep stats``: command-line flag, then config file, then default.
+"""Every option of prep, declared once: :data:`OPTIONS`.
 
-:data:`DEFAULTS` is the one home of every default: :func:`prep.compute_stats`' signature and
-the CLI's help read them from here. Config files are TOML with the long option names as keys
-(``batch-size`` or ``batch_size``) and ``source``; see ``configs/``.
+Each :class:`Option` carries its default, the types a TOML preset may give, its choices or
+lower bound, its help and the commands that take it as a flag. From that one table come
+:data:`DEFAULTS` (the API's defaults: :func:`prep.compute_stats` and
+:func:`prep.compute_whitening` take ``**options`` and fill the rest from here), the TOML preset
+keys and their checks (:func:`load_config`), the click options of each command
+(:func:`click_options`) and their ``--help``; a new option is one entry. Resolution is visible
+and in one place (:func:`resolve_options`): the command-line flag, then the config file
+(``configs/``: the long option names as keys, ``batch-size`` or ``batch_size``), then the
+default.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prep.errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DECODER_CHOICES = ("auto", "pil", "torchvision")  # prep.decode.decoders; the default first
+MODE_CHOICES = ("RGB", "L")  # prep.pixels.MODES
 MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
-DEFAULTS: dict[str, Any] = {
-    "source": None,
-    "root": "data",
-    "split": None,  # train for named datasets; for folders, the whole folder
-    "out": None,
-    "device": "auto",
-    "workers": None,  # the number of CPUs this process may use
-    "batch_size": None,  # about 1M pixels per batch on the CPU, 32M on CUDA
-    "mode": None,  # the source's native mode
-    "resize": None,  # no resize before measuring
-    "center_crop": None,  # no crop before measuring
-    "follow_symlinks": True,  # as torchvision's ImageFolder
-    "checksum": False,  # folder staleness from sizes and modification times, not contents
-    "key": None,  # WebDataset: the sample's image extension; .npz: the array
-    "layout": None,  # NumPy arrays: NHWC or NCHW when the shape is ambiguous
-    "archives": False,  # a directory of tar shards rather than an image folder
-    "image_key": None,  # dict items: "image" or "img"
-    "percentiles": None,  # prep.stats.histogram.DEFAULT_PERCENTILES
-    "shard": None,  # the whole dataset
-    "sample": None,  # every image
-    "seed": 0,  # of --sample
-    "per_image": None,  # no per-image report
-    "covariance": None,  # on: the colour covariance and its PCA, where exact (8- and 16-bit data)
-    "decoder": None,  # image files: auto (PIL's pixels, by torchvision.io where it gives them)
-    "outlier_k": 4.0,  # brightness outliers: beyond this many stds of the images' brightness
-    "download": False,
-    "strict": False,
-    "force": False,
-    "quiet": False,
-    "checkpoint": None,
-    "checkpoint_every": 10_000,
-    "resume": False,
-}
-# the options of prep.compute_stats (the rest of DEFAULTS belongs to the command line)
-PASS_OPTIONS = (
-    "root",
-    "split",
-    "device",
-    "workers",
-    "batch_size",
-    "mode",
-    "strict",
-    "download",
-    "follow_symlinks",
-    "checksum",
-    "key",
-    "layout",
-    "archives",
-    "image_key",
-    "percentiles",
-    "shard",
-    "sample",
-    "seed",
-    "per_image",
-    "outlier_k",
-    "covariance",
-    "decoder",
-    "checkpoint",
-    "checkpoint_every",
-    "resume",
+DEFAULT_PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)  # what a stats file lists
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its default, the types a preset may give, and how the command line shows it.
+
+    ``group`` says whose it is: ``source`` (what the source is: :func:`prep.resolve_source`'s
+    keyword arguments), ``pass`` (how the pass runs: :func:`prep.compute_stats`'), ``cli`` (the
+    command line's own: output, preset-only keys, reporting) or ``command`` (one command's, not a
+    preset key). ``commands`` are the CLI commands that take it as a flag.
+    """
+
+    name: str
+    default: Any
+    types: tuple[type, ...]
+    help: str
+    group: str = "pass"
+    commands: tuple[str, ...] = ("stats",)
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None  # ints and floats: the smallest value (exclusive with min_open)
+    min_open: bool = False
+    flag: str | None = None  # the flag(s) when not "--name-with-dashes", e.g. "--covariance/--no-covariance"
+    short: str | None = None  # "-q"
+    shown: str | None = None  # how --help shows the default (None: the value; "": nothing)
+
+    @property
+    def is_flag(self) -> bool:
+        return self.types == (bool,)
+
+    @property
+    def preset(self) -> bool:
+        """May appear in a TOML preset (``--config``)."""
+        return self.group != "command"
+
+    def help_text(self) -> str:
+        shown = self.default if self.shown is None else self.shown
+        return f"{self.help}  [default: {shown}]" if shown not in ("", None) else self.help
+
+
+_STATS_WHITEN_CHECK = ("stats", "whiten", "check")
+_STATS_WHITEN = ("stats", "whiten")
+OPTIONS: tuple[Option, ...] = (
+    Option("source", None, (str, list), "", group="cli", commands=()),
+    Option("out", None, (str,), "", group="cli", commands=()),
+    # what the source is
+    Option(
+        "root", "data", (str,), "Where named datasets live, in torchvision's layout.", "source", _STATS_WHITEN_CHECK
+    ),
+    Option(
+        "split",
+        None,
+        (str,),
+        "train or test for named datasets; for a folder, its train/val/test subfolder; prep stats also takes "
+        "several, train,test or all (one file each: {split} in -o).",
+        "source",
+        _STATS_WHITEN_CHECK,
+        shown="train for named datasets, the whole folder for folders",
+    ),
+    Option(
+        "key",
+        None,
+        (str,),
+        "WebDataset shards: the image extension of a sample (jpg, png, ...); .npz: the array to read.",
+        "source",
+        _STATS_WHITEN_CHECK,
+    ),
+    Option(
+        "layout",
+        None,
+        (str,),
+        "NumPy arrays: the axis order when the shape is ambiguous.",
+        "source",
+        _STATS_WHITEN_CHECK,
+        choices=("NHWC", "NCHW"),
+        shown="",
+    ),
+    Option(
+        "archives",
+        False,
+        (bool,),
+        "SOURCE is a directory of tar shards (WebDataset).",
+        "source",
+        _STATS_WHITEN_CHECK,
+        shown="",
+    ),
+    Option(
+        "image_key",
+        None,
+        (str,),
+        "Dict items (hf:NAME): the image field.",
+        "source",
+        _STATS_WHITEN_CHECK,
+        shown="image or img",
+    ),
+    Option(
+        "download",
+        False,
+        (bool,),
+        "Fetch a named dataset through torchvision first.",
+        "source",
+        _STATS_WHITEN_CHECK,
+        shown="",
+    ),
+    Option(
+        "follow_symlinks",
+        True,
+        (bool,),
+        "Follow symlinks in folders, as ImageFolder does; --no-follow-symlinks lists them as skipped.",
+        "source",
+        _STATS_WHITEN_CHECK,
+        flag="--follow-symlinks/--no-follow-symlinks",
+        shown="follow",
+    ),
+    Option(
+        "checksum",
+        False,
+        (bool,),
+        "Reuse -o only if the folder's file contents are unchanged (hashes every file; default: sizes and "
+        "modification times).",
+        "source",
+        shown="",
+    ),
+    # how the pass runs
+    Option(
+        "device",
+        "auto",
+        (str,),
+        "Where batches are reduced; with --decoder torchvision, --device cuda also decodes JPEGs on the GPU (nvjpeg).",
+        commands=_STATS_WHITEN_CHECK,
+        choices=DEVICE_CHOICES,
+    ),
+    Option(
+        "workers",
+        None,
+        (int,),
+        "Decoding processes for folders.",
+        commands=_STATS_WHITEN_CHECK,
+        minimum=0,
+        shown="CPU count",
+    ),
+    Option(
+        "decoder",
+        None,
+        (str,),
+        "How image files are decoded: auto (PIL's pixels: torchvision.io for each JPEG kind whose pixels it "
+        "gives exactly as PIL's, checked on the kind's first file, PIL otherwise); pil (PIL for every file, as "
+        "ImageFolder: the same numbers); torchvision (torchvision.io's pixels for JPEGs, not with --resize; with "
+        "--device cuda, decoded on the GPU by nvjpeg, whose rounding may differ). Recorded in the stats file.",
+        commands=_STATS_WHITEN_CHECK,
+        choices=DECODER_CHOICES,
+        shown="auto",
+    ),
+    Option(
+        "batch_size",
+        None,
+        (int,),
+        "Images per batch for arrays, idx and CIFAR files.",
+        commands=_STATS_WHITEN_CHECK,
+        minimum=1,
+        shown="~1M pixels on CPU, 32M on CUDA",
+    ),
+    Option(
+        "resize",
+        None,
+        (int, str),
+        "Measure after v2.Resize(SIZE, antialias=True): N (shorter side) or HxW.",
+        "cli",
+        _STATS_WHITEN_CHECK,
+        shown="no resize",
+    ),
+    Option(
+        "center_crop",
+        None,
+        (int, str),
+        "Measure after v2.CenterCrop(SIZE) (after --resize): N or HxW.",
+        "cli",
+        _STATS_WHITEN_CHECK,
+        shown="no crop",
+    ),
+    Option(
+        "strict", False, (bool,), "Stop at the first undecodable file (exit 1).", commands=_STATS_WHITEN_CHECK, shown=""
+    ),
+    Option(
+        "quiet",
+        False,
+        (bool,),
+        "No progress bar or info lines; prep stats prints only the Normalize line.",
+        "cli",
+        _STATS_WHITEN_CHECK,
+        short="-q",
+        shown="",
+    ),
+    Option(
+        "mode",
+        None,
+        (str,),
+        "Pixel conversion: RGB (3 channels) or L (grey).",
+        commands=_STATS_WHITEN,
+        choices=MODE_CHOICES,
+        shown="RGB for folders and CIFAR, L for MNIST-format",
+    ),
+    # what prep stats measures and writes
+    Option(
+        "percentiles",
+        None,
+        (str, list),
+        "Percentiles to list, e.g. 0.1,1,50,99,99.9 (exact, 8-bit data).",
+        shown=",".join(f"{q:g}" for q in DEFAULT_PERCENTILES),
+    ),
+    Option(
+        "shard",
+        None,
+        (str,),
+        "Measure only shard I of N (I/N, zero-based; image i is in shard i mod N); prep merge combines the parts.",
+        shown="all images",
+    ),
+    Option(
+        "sample",
+        None,
+        (int, float, str),
+        "Measure a uniformly random subset: N images, or a fraction such as 0.05; prep stats gives 95% "
+        "confidence intervals.",
+        commands=_STATS_WHITEN,
+        shown="every image",
+    ),
+    Option("seed", 0, (int,), "Seed of --sample (the same seed, the same images).", commands=_STATS_WHITEN, minimum=0),
+    Option(
+        "per_image",
+        None,
+        (str,),
+        "Write a CSV row per image (size, per-channel mean/std/min/max, digest) here, and name suspicious images "
+        "(constant, near black/white, brightness outliers, duplicates) in the summary.",
+        shown="",
+    ),
+    Option(
+        "outlier_k",
+        4.0,
+        (int, float),
+        "Brightness outliers lie beyond this many stds of the images' brightness.",
+        minimum=0,
+        min_open=True,
+        shown="4",
+    ),
+    Option(
+        "covariance",
+        None,
+        (bool,),
+        "Measure the colour covariance (exact for 8/16-bit data) and its PCA: the constants of AlexNet-style "
+        "lighting noise (stats.lighting()). A file made without it is recomputed only when --covariance is given.",
+        flag="--covariance/--no-covariance",
+        shown="on",
+    ),
+    Option("force", False, (bool,), "Recompute even if --out is up to date.", "cli", shown=""),
+    Option(
+        "checkpoint",
+        None,
+        (str,),
+        "Save progress here every N images ({split} as in -o; prep whiten writes a torch file).",
+        commands=_STATS_WHITEN,
+        shown="",
+    ),
+    Option("checkpoint_every", 10_000, (int,), "N for --checkpoint.", commands=_STATS_WHITEN, minimum=1),
+    Option(
+        "resume", False, (bool,), "Continue from --checkpoint after an interruption.", commands=_STATS_WHITEN, shown=""
+    ),
+    # one command's own (not preset keys)
+    Option(
+        "tol",
+        0.05,
+        (int, float),
+        "Largest |mean or std difference| per channel, in unit scale.",
+        "command",
+        ("check",),
+        minimum=0,
+    ),
+    Option(
+        "max_shift",
+        0.1,
+        (int, float),
+        "Largest |mean shift| per channel, in A's std units.",
+        "command",
+        ("compare",),
+        minimum=0,
+    ),
+    Option(
+        "max_std_ratio",
+        1.1,
+        (int, float),
+        "Largest std ratio per channel (B/A or A/B).",
+        "command",
+        ("compare",),
+        minimum=1,
+    ),
+    Option(
+        "eps",
+        1e-5,
+        (int, float),
+        "Added to every eigenvalue of the covariance (unit scale squared).",
+        "command",
+        ("whiten",),
+        minimum=0,
+    ),
 )
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.group != "command"}
+# the options of prep.compute_stats (the rest of DEFAULTS belongs to the command line)
+PASS_OPTIONS = tuple(o.name for o in OPTIONS if o.group in ("source", "pass"))
 # the options that say what the source is (prep.resolve_source's keyword arguments)
-SOURCE_OPTIONS = ("root", "split", "download", "follow_symlinks", "checksum", "key", "layout", "archives", "image_key")
-_TYPES: dict[str, tuple[type, ...]] = {
-    "source": (str, list),
-    "root": (str,),
-    "split": (str,),
-    "out": (str,),
-    "device": (str,),
-    "workers": (int,),
-    "batch_size": (int,),
-    "mode": (str,),
-    "resize": (int, str),
-    "center_crop": (int, str),
-    "follow_symlinks": (bool,),
-    "checksum": (bool,),
-    "key": (str,),
-    "layout": (str,),
-    "archives": (bool,),
-    "image_key": (str,),
-    "percentiles": (str, list),
-    "shard": (str,),
-    "sample": (int, float, str),
-    "seed": (int,),
-    "per_image": (str,),
-    "covariance": (bool,),
-    "decoder": (str,),
-    "outlier_k": (int, float),
-    "download": (bool,),
-    "strict": (bool,),
-    "force": (bool,),
-    "quiet": (bool,),
-    "checkpoint": (str,),
-    "checkpoint_every": (int,),
-    "resume": (bool,),
-}
+SOURCE_OPTIONS = tuple(o.name for o in OPTIONS if o.group == "source")
+_TYPES: dict[str, tuple[type, ...]] = {o.name: o.types for o in OPTIONS if o.preset}
+_CHOICES: dict[str, tuple[str, ...]] = {o.name: o.choices for o in OPTIONS if o.choices}
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {"device": DEVICE_CHOICES, "decoder": DECODER_CHOICES, "mode": ("RGB", "L")}
+API_OPTIONS = {"transform": None, "progress": False, "distributed": False}  # the Python API's own
+
+
+def api_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a pass (:func:`prep.compute_stats`' ``**options``): ``given``, the rest from
+    :data:`DEFAULTS` (and :data:`API_OPTIONS`); an unknown name raises ``TypeError`` as Python
+    does for a keyword argument."""
+    known = {name: DEFAULTS[name] for name in PASS_OPTIONS} | API_OPTIONS
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    return known | dict(given)
+
+
+def click_options(command: str, *, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """A decorator adding the flags of every option ``command`` takes, in :data:`OPTIONS` order.
+
+    Resolved options default to None on the command line (so that a preset, then
+    :data:`DEFAULTS`, fill them: :func:`resolve_options`); a command's own options default to
+    their value.
+    """
+    import click
+
+    def apply(fn: Any) -> Any:
+        for o in reversed(OPTIONS):
+            if command not in o.commands or o.name in skip:
+                continue
+            decls = [o.short] if o.short else []
+            decls += (o.flag or "--" + o.name.replace("_", "-")).split(" ")
+            kwargs: dict[str, Any] = {"help": o.help_text(), "default": None}
+            if o.group == "command":
+                kwargs |= {"default": o.default, "show_default": True, "help": o.help}
+            if o.is_flag and "/" not in decls[-1]:
+                kwargs["is_flag"] = True
+            elif o.choices:
+                kwargs["type"] = click.Choice(o.choices)
+            elif o.types == (int,):
+                kwargs["type"] = click.IntRange(min=None if o.minimum is None else int(o.minimum))
+            elif o.minimum is not None and float in o.types:
+                kwargs["type"] = click.FloatRange(min=o.minimum, min_open=o.min_open)
+            fn = click.option(*decls, o.name, **kwargs)(fn)
+        return fn
+
+    return apply
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -224,12 +491,6 @@ def check_options(
 
 
 def describe_default(name: str) -> str:
-    """``[default: ...]`` for the CLI's help, read from :data:`DEFAULTS`."""
-    value = DEFAULTS[name]
-    shown = {
-        "split": "train for named datasets, the whole folder for folders",
-        "workers": "CPU count",
-        "batch_size": "~1M pixels on CPU, 32M on CUDA",
-        "decoder": "auto",
-    }.get(name, value)
-    return f"[default: {shown}]"
+    """``[default: ...]`` for the CLI's help, from the option's declaration."""
+    o = BY_NAME[name]
+    return f"[default: {o.default if o.shown is None else o.shown}]"

@@ -70,7 +70,8 @@ def child(method: str, root: Path, device: str, out: Path) -> None:
     """Run one method in this (fresh) process and write its figures and W to ``out``."""
     import torch
 
-    from prep.transforms.whitening import Whitening, compute_cross_moments
+    from prep.engine.whiten import compute_cross_moments
+    from prep.transforms.whitening import Whitening
 
     base = peak_mib()
     timings: dict[str, float] = {}

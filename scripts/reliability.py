@@ -1,4 +1,4 @@
-"""Figures for the README's reliability section, measured on this machine.
+"""Figures for the reliability page of the docs (docs/reliability.md), measured on this machine.
 
 * Peak memory per pixel of decoding and reducing one large image, by kind: 8-bit RGB JPEG,
   8-bit RGB PNG with --resize, 16-bit grey PNG read as L and as RGB, float32 TIFF read as L

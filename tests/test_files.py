@@ -80,9 +80,9 @@ def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tmp_pat
 def test_an_unwritable_output_fails_before_the_pass_and_keeps_the_checkpoint(tmp_path, good_folder, monkeypatch):
     ck = tmp_path / "ck.json"
     calls = []
-    import prep.engine.measure as compute
+    from prep.engine import loop
 
-    monkeypatch.setattr(compute, "_run_tasks", lambda *a: calls.append(a))
+    monkeypatch.setattr(loop, "_run_tasks", lambda *a: calls.append(a))
     result = run("stats", good_folder, "-o", tmp_path / "missing" / "out.json", "--checkpoint", ck)
     assert result.exit_code == 2 and "directory" in result.stderr and "does not exist" in result.stderr
     assert calls == []  # refused before any image was read

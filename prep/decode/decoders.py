@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -21,6 +21,9 @@ from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
 from prep.pixels import convert_channels, is_eight_bit, to_array
 from prep.stats import kernels
+
+if TYPE_CHECKING:
+    from prep.decode.device import EncodedJpeg
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,12 @@ class ImageArray:
 
 
 class Decoder(Protocol):
+    """What a worker decodes files with: bytes and a mode -> an 8-bit image's reduction, an
+    array, or (the device path, :mod:`prep.decode.device`) a JPEG passed through encoded."""
+
     name: str
 
-    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray: ...
+    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray | EncodedJpeg: ...
 
 
 class PILDecoder:
@@ -59,17 +65,20 @@ class PILDecoder:
 
     name = "pil"
 
-    def __init__(self, covariance: bool = False) -> None:
+    def __init__(self, covariance: bool = False, pixels: bool = False) -> None:
         self.covariance = covariance
+        self.pixels = pixels  # every image as an ImageArray of all its channels (prep whiten)
 
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
         with Image.open(fp) as img:
+            if self.pixels:
+                return ImageArray(*to_array(img, mode))
             if is_eight_bit(img):
                 return _reduced(img if img.mode == mode else img.convert(mode), self.covariance)
             return ImageArray(*to_array(img, mode, replicate=False))
 
     def __repr__(self) -> str:
-        return f"PILDecoder(covariance={self.covariance})"
+        return f"PILDecoder(covariance={self.covariance}, pixels={self.pixels})"
 
 
 def _reduced(img: Image.Image, covariance: bool, replicate: int = 1) -> EightBitHistogram:
@@ -133,18 +142,20 @@ class TorchvisionDecoder:
     palette images as their indices.
 
     Pickled (sent to a worker), a decoder arrives as that process's one instance of its
-    settings, so each worker checks each kind once, not once per task.
+    settings, so each worker checks each kind once, not once per task. With ``pixels`` every
+    image comes back as an :class:`ImageArray` of all its channels (``prep whiten``).
     """
 
-    def __init__(self, covariance: bool = False, verify: bool = True) -> None:
+    def __init__(self, covariance: bool = False, verify: bool = True, pixels: bool = False) -> None:
         self.covariance = covariance
         self.verify = verify
+        self.pixels = pixels
         self.name = "auto" if verify else "torchvision"
-        self._pil = PILDecoder(covariance)
+        self._pil = PILDecoder(covariance, pixels)
         self._same_as_pil: dict[tuple, bool] = {}  # (kind, mode) -> verdict of the check
 
     def __reduce__(self):
-        return _process_decoder, (self.covariance, self.verify)
+        return _process_decoder, (self.covariance, self.verify, self.pixels)
 
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
         data = fp.read()
@@ -162,20 +173,22 @@ class TorchvisionDecoder:
             self._same_as_pil[(kind, mode)] = same
             if not same:
                 return self._pil(io.BytesIO(data), mode)
+        if self.pixels:
+            return ImageArray(np.ascontiguousarray(pixels.numpy()), 255.0)
         return reduced_tensor(pixels, self.covariance)
 
     def __repr__(self) -> str:
-        return f"TorchvisionDecoder(covariance={self.covariance}, verify={self.verify})"
+        return f"TorchvisionDecoder(covariance={self.covariance}, verify={self.verify}, pixels={self.pixels})"
 
 
-_PROCESS_DECODERS: dict[tuple[bool, bool], TorchvisionDecoder] = {}
+_PROCESS_DECODERS: dict[tuple[bool, bool, bool], TorchvisionDecoder] = {}
 
 
-def _process_decoder(covariance: bool, verify: bool) -> TorchvisionDecoder:
+def _process_decoder(covariance: bool, verify: bool, pixels: bool = False) -> TorchvisionDecoder:
     """This process's one :class:`TorchvisionDecoder` of these settings (what unpickling gives)."""
-    key = (covariance, verify)
+    key = (covariance, verify, pixels)
     if key not in _PROCESS_DECODERS:
-        _PROCESS_DECODERS[key] = TorchvisionDecoder(covariance, verify)
+        _PROCESS_DECODERS[key] = TorchvisionDecoder(covariance, verify, pixels)
     return _PROCESS_DECODERS[key]
 
 
@@ -202,7 +215,7 @@ def torchvision_kind(data: bytes) -> tuple | None:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as probe:  # the header only: nothing is decoded
                 same = probe.format == "JPEG" and probe.size == (width, height)
-                same = same and probe.mode == _PIL_MODES[jpeg_components(kind)]
+                same = same and probe.mode == _PIL_MODES.get(jpeg_components(kind) or 0)
     except Exception:  # PIL refuses it: PIL will say why
         return None
     return kind if same else None
@@ -284,13 +297,13 @@ class TransformedDecoder:
         return f"TransformedDecoder({self.transform!r})"
 
 
-def make_decoder(name: str, covariance: bool = False) -> Decoder:
+def make_decoder(name: str, covariance: bool = False, pixels: bool = False) -> Decoder:
     """The decoder ``--decoder name`` asks for (see :data:`DECODER_CHOICES`). ``auto`` is the
     fastest way to PIL's pixels: torchvision.io where it gives them and :mod:`prep.stats.kernels` was
     built to reduce them in place, else PIL alone (torchvision.io's pixels copied into PIL's
-    layout cost more than PIL's decode)."""
+    layout cost more than PIL's decode). ``pixels`` returns every image whole (``prep whiten``)."""
     if name == "pil" or (name == "auto" and not kernels.AVAILABLE):
-        return PILDecoder(covariance)
+        return PILDecoder(covariance, pixels)
     if name in ("auto", "torchvision"):
-        return TorchvisionDecoder(covariance, verify=name == "auto")
+        return TorchvisionDecoder(covariance, verify=name == "auto", pixels=pixels)
     raise OptionError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {name!r}")

@@ -1,8 +1,10 @@
-"""Checkpoints of a statistics pass: save its progress, and resume from it after an interruption.
+"""Checkpoints of a pass: save its progress, and resume from it after an interruption.
 
 A checkpoint holds what identifies the run (source, fingerprint, options), the position (images
-of the source consumed), the files skipped so far and the accumulator state. It is written
-atomically, so a kill at any moment leaves the previous checkpoint or the new one. Skipped files
+of the source consumed), the files skipped so far and the reducer's state. It is written
+atomically, so a kill at any moment leaves the previous checkpoint or the new one. The
+per-channel moments of ``prep stats`` are JSON; the cross moments of ``prep whiten`` (a D x D
+float64 matrix) a ``torch.save`` file read back with ``weights_only=True``. Skipped files
 are kept bounded as in the stats file (:class:`~prep.stats.file.SkippedFiles`: the first
 :data:`~prep.stats.file.SKIPPED_LISTED` named, all counted, in total and per reason).
 """
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +29,17 @@ CHECKPOINT_VERSION = 2  # 2: skipped as {count, reasons, files}; version 1's lis
 log = logging.getLogger("prep")
 
 
+#: ``load_state(raw, where) -> (state, images in it)``: a reducer's validating reader of a saved state
+StateLoader = Callable[[Any, str], tuple[Any, int]]
+
+
 @dataclass
 class Progress:
-    """Where a pass stands: the state so far, images consumed, and files skipped so far (bounded:
-    ``skipped.extend`` takes ``(name, reason)`` pairs, iterating gives the listed ones)."""
+    """Where a pass stands: the reducer's state (an object with ``state_dict()``), images
+    consumed, and files skipped so far (bounded: ``skipped.extend`` takes ``(name, reason)``
+    pairs, iterating gives the listed ones)."""
 
-    state: ChannelMoments
+    state: Any = None
     position: int = 0
     skipped: SkippedFiles = field(default_factory=SkippedFiles)
 
@@ -41,25 +49,44 @@ class Progress:
             self.skipped.extend(pairs)
 
 
-def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress) -> None:
-    """Write ``progress`` and the run's ``identity`` to ``path`` atomically."""
+def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress, fmt: str = "json") -> None:
+    """Write ``progress`` and the run's ``identity`` to ``path`` atomically, as JSON or (``fmt``
+    ``"torch"``) a ``torch.save`` file."""
+    data = {
+        "kind": CHECKPOINT_KIND,
+        "schema_version": CHECKPOINT_VERSION,
+        **identity,
+        "position": progress.position,
+        "skipped": progress.skipped.to_json(),
+        "state": progress.state.state_dict(),
+    }
+    if fmt == "torch":
+        from prep.files import write_torch_atomic
+
+        write_torch_atomic(path, data, "checkpoint")
+        return
     try:
-        write_json_atomic(
-            path,
-            {
-                "kind": CHECKPOINT_KIND,
-                "schema_version": CHECKPOINT_VERSION,
-                **identity,
-                "position": progress.position,
-                "skipped": progress.skipped.to_json(),
-                "state": progress.state.state_dict(),
-            },
-        )
+        write_json_atomic(path, data)
     except OSError as exc:
         raise PrepError(f"{path}: cannot write checkpoint ({os_reason(exc)})") from None
 
 
-def load_checkpoint(path: str, identity: dict[str, Any], channels: int, total: int | None) -> Progress | None:
+def moments_loader(channels: int) -> StateLoader:
+    """The :data:`StateLoader` of ``prep stats``: a :class:`ChannelMoments` of ``channels``."""
+
+    def load(raw: Any, where: str) -> tuple[ChannelMoments, int]:
+        state = ChannelMoments.from_state_dict(raw, where=where)
+        if state.channels != channels:
+            raise StatsFileError(f"field '{where}.channels' does not match this run's mode")
+        check_state(state)
+        return state, state.images
+
+    return load
+
+
+def load_checkpoint(
+    path: str, identity: dict[str, Any], load_state: StateLoader, total: int | None, fmt: str = "json"
+) -> Progress | None:
     """The progress saved in ``path`` for the run ``identity``, or None when there is no file.
 
     Refused with :class:`StatsFileError` in one line naming the field: a file that is not a
@@ -68,24 +95,32 @@ def load_checkpoint(path: str, identity: dict[str, Any], channels: int, total: i
     """
     if not os.path.lexists(path):
         return None
-    raw = read_bytes_bounded(path, "checkpoint")
-    try:
-        data = parse_json(raw)
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting deeper than Python recurses
-        raise StatsFileError(f"{path}: cannot read checkpoint ({exc})") from None
+    if fmt == "torch":
+        from prep.files import read_torch_bounded
+
+        data = read_torch_bounded(path, "checkpoint")
+    else:
+        raw = read_bytes_bounded(path, "checkpoint")
+        try:
+            data = parse_json(raw)
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting deeper than Python recurses
+            raise StatsFileError(f"{path}: cannot read checkpoint ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != CHECKPOINT_KIND:
         raise StatsFileError(f"{path}: not a prep checkpoint")
     try:
-        progress = _parse_checkpoint(data, identity, channels, total)
+        progress = _parse_checkpoint(data, identity, load_state, total, fmt)
     except StatsFileError as exc:
         raise StatsFileError(f"{path}: checkpoint {exc}") from None
     log.info("resuming from %s at image %d", path, progress.position)
     return progress
 
 
-def _parse_checkpoint(data: dict[str, Any], identity: dict[str, Any], channels: int, total: int | None) -> Progress:
+def _parse_checkpoint(
+    data: dict[str, Any], identity: dict[str, Any], load_state: StateLoader, total: int | None, fmt: str
+) -> Progress:
     """Validate a checkpoint's fields; errors read ``field 'x': ...``."""
-    check_shape(data)
+    if fmt == "json":
+        check_shape(data)
     for key, value in json.loads(json.dumps(identity)).items():
         if data.get(key) != value:
             raise StatsFileError(
@@ -96,17 +131,14 @@ def _parse_checkpoint(data: dict[str, Any], identity: dict[str, Any], channels: 
         raise StatsFileError(
             f"field 'schema_version': this prep reads versions 1 and {CHECKPOINT_VERSION}; delete it or drop --resume"
         )
-    state = ChannelMoments.from_state_dict(data.get("state"), where="state")
-    if state.channels != channels:
-        raise StatsFileError("field 'state.channels' does not match this run's mode")
-    check_state(state)
+    state, images = load_state(data.get("state"), "state")
     skipped = _skipped(data.get("skipped"), version)
     position = data.get("position")
     last = INT64_MAX if total is None else total
-    if isinstance(position, bool) or not isinstance(position, int) or not state.images <= position <= last:
+    if isinstance(position, bool) or not isinstance(position, int) or not images <= position <= last:
         upto = "the last" if total is None else f"the source's {total}"
         raise StatsFileError(
-            f"field 'position' must be an integer from the state's {state.images} images to {upto}; "
+            f"field 'position' must be an integer from the state's {images} images to {upto}; "
             f"got {short_repr(position)}"
         )
     return Progress(state, position, skipped)

@@ -14,78 +14,36 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from prep.decode.decoders import Decoder, TransformedDecoder, make_decoder
-from prep.decode.device import PassJpegs
-from prep.engine.checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
+from prep.engine.checkpoint import remove_checkpoint
+from prep.engine.loop import PassSettings, run_pass
+from prep.engine.reducers import MomentsReducer
 from prep.engine.workers import (
-    MAX_WORKERS_PER_CPU,
     UNDECODABLE_REASONS,
-    cpu_count,
-    fold_pending,
-    map_ordered,
-    reduce_chunk,
-    worker_limit,
 )
 from prep.errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from prep.files import output_target
-from prep.insight.per_image_report import PerImageReport, rows_from_batch
-from prep.insight.summary import progress_bar
-from prep.options import DECODER_CHOICES, DEFAULTS, PASS_OPTIONS, check_options, parse_percentiles, source_options
-from prep.pixels import CHANNELS, check_mode, convert_channels, pixel_max_of
-from prep.sources import BatchSource, FileChunk, Source, TaskSource, resolve_source
+from prep.insight.per_image_report import PerImageReport
+from prep.options import DECODER_CHOICES, api_options, check_options, parse_percentiles, source_options
+from prep.pixels import CHANNELS, check_mode
+from prep.sources import Source, TaskSource, resolve_source
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
 from prep.sources.shard import parse_shard, shard_source
 from prep.stats.file import Stats, load_stats, pixels_of
 from prep.stats.histogram import DEFAULT_PERCENTILES
-from prep.stats.moments import ChannelMoments
-from prep.transforms.measurement import apply_transform, check_transform, describe_transform, is_picklable
+from prep.transforms.measurement import check_transform, describe_transform
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
-_DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in PASS_OPTIONS} | {
-    "progress": False,
-    "transform": None,
-    "distributed": False,
-}
 log = logging.getLogger("prep")
 
 
-def compute_stats(
-    source: Any,
-    *,
-    root: str | os.PathLike = DEFAULTS["root"],
-    split: str = DEFAULTS["split"],
-    device: Any = DEFAULTS["device"],
-    workers: int | None = DEFAULTS["workers"],
-    batch_size: int | None = DEFAULTS["batch_size"],
-    mode: str | None = DEFAULTS["mode"],
-    transform: Any = None,
-    strict: bool = DEFAULTS["strict"],
-    download: bool = DEFAULTS["download"],
-    follow_symlinks: bool = DEFAULTS["follow_symlinks"],
-    checksum: bool = DEFAULTS["checksum"],
-    key: str | None = DEFAULTS["key"],
-    layout: str | None = DEFAULTS["layout"],
-    archives: bool = DEFAULTS["archives"],
-    image_key: str | None = DEFAULTS["image_key"],
-    percentiles: Sequence[float] | None = DEFAULTS["percentiles"],
-    shard: str | tuple[int, int] | None = DEFAULTS["shard"],
-    sample: int | float | str | None = DEFAULTS["sample"],
-    seed: int = DEFAULTS["seed"],
-    per_image: str | os.PathLike | None = DEFAULTS["per_image"],
-    covariance: bool | None = DEFAULTS["covariance"],
-    decoder: str | None = DEFAULTS["decoder"],
-    outlier_k: float = DEFAULTS["outlier_k"],
-    distributed: bool = False,
-    progress: bool | Callable[..., Any] = False,
-    checkpoint: str | os.PathLike | None = DEFAULTS["checkpoint"],
-    checkpoint_every: int = DEFAULTS["checkpoint_every"],
-    resume: bool = DEFAULTS["resume"],
-) -> Stats:
+def compute_stats(source: Any, **options: Any) -> Stats:
     """Measure per-channel count, mean, std, min and max of ``source``; nothing is written.
+
+    Every option has its default in :data:`prep.options.OPTIONS` (the same table ``prep stats``'
+    flags come from); an unknown one raises ``TypeError``.
 
     Args:
         source: a directory, a zip or tar archive, WebDataset shards (a list of tar files or a
@@ -149,9 +107,9 @@ def compute_stats(
         :class:`~prep.stats.file.Stats`; ``.save(path)`` writes the stats file. A checkpoint has served
         its purpose once the statistics are returned and is removed.
     """
-    options = dict(locals())  # every argument, as given
-    source = options.pop("source")
-    stats = _measure_distributed(source, options) if distributed else _measure(source, options)
+    options = api_options(options)
+    checkpoint = options["checkpoint"]
+    stats = _measure_distributed(source, options) if options["distributed"] else _measure(source, options)
     if checkpoint is not None:
         remove_checkpoint(os.fspath(checkpoint))
     return stats
@@ -182,25 +140,69 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     mode = check_mode(o["mode"] or src.native_mode)
     if transform is not None:
         check_transform(transform, CHANNELS[mode])
-    run = _Pass(
-        src,
-        mode,
-        transform,
-        None if checkpoint is None else os.fspath(checkpoint),
-        o["checkpoint_every"],
-        covariance=o["covariance"],
-        decoder=recorded_decoder(src, o, dev),
-    )
+    report = None
     if o["per_image"] is not None:
         if o["resume"]:
             raise OptionError("a per-image report is written in one go; it cannot resume (drop resume)")
-        run.report = PerImageReport(o["per_image"], CHANNELS[mode], _outlier_k(o["outlier_k"]))
+        report = PerImageReport(o["per_image"], CHANNELS[mode], _outlier_k(o["outlier_k"]))
+    decoder = recorded_decoder(src, o, dev)
+    reducer = MomentsReducer(
+        src,
+        mode,
+        o["decoder"] or "auto",
+        track_images=isinstance(src, Sampled),
+        covariance=o["covariance"],
+        report=report,
+        on_device=decoding_device(o, dev) if isinstance(src, TaskSource) else None,
+    )
+    settings = PassSettings(
+        mode=mode,
+        device=dev,
+        transform=transform,
+        workers=workers,
+        strict=o["strict"],
+        batch_size=o["batch_size"],
+        progress=o["progress"],
+        checkpoint=None if checkpoint is None else os.fspath(checkpoint),
+        checkpoint_every=o["checkpoint_every"],
+        resume=o["resume"],
+    )
+    settings.identity = checkpoint_identity(src, mode, transform, o["covariance"], decoder) if checkpoint else {}
     try:
-        return _run(src, run, dev, mode, total, o)
+        progress = run_pass(src, reducer, settings)
     except BaseException:
-        if run.report is not None:
-            run.report.abort()
+        if report is not None:
+            report.abort()
         raise
+    stats = Stats(
+        source=src.describe(),
+        fingerprint=src.fingerprint(),
+        mode=mode,
+        transform=describe_transform(transform),
+        decoder=decoder,
+        state=reducer.state,
+        skipped=progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
+        percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
+        sample=sample_report(src, reducer.state),
+        outliers=None if report is None else report.finish(),
+    )
+    _check_result(stats, src)
+    return stats
+
+
+def checkpoint_identity(src: Source, mode: str, transform: Any, covariance: bool, decoder: str | None) -> dict:
+    """What a checkpoint of a ``prep stats`` pass records, and what a resumed pass must match."""
+    return {
+        "source": src.describe(),
+        "fingerprint": src.fingerprint(),
+        "resume_key": src.resume_key(),
+        "options": {
+            "mode": mode,
+            "transform": describe_transform(transform),
+            "covariance": covariance,
+            "decoder": pixels_of(decoder),  # auto resumes pil's checkpoints and back
+        },
+    }
 
 
 def _outlier_k(value: Any) -> float:
@@ -209,65 +211,21 @@ def _outlier_k(value: Any) -> float:
     return float(value)
 
 
-def _run(src: Source, run: _Pass, dev: Any, mode: str, total: int | None, o: dict[str, Any]) -> Stats:
-    """The pass itself, once everything is checked."""
-    transform, workers = o["transform"], o["workers"]
-    with progress_bar(o["progress"], total if total is not None else src.estimated_images(), src.label()) as bar:
-        run.bar = bar
-        run.refine_total = total is None
-        if o["resume"]:
-            run.resume()
-        if isinstance(src, TaskSource):
-            requested = cpu_count() if workers is None else workers
-            if worker_limit(requested) < requested:
-                log.warning(
-                    "workers capped at %d (%d per CPU); %d asked for",
-                    worker_limit(requested),
-                    MAX_WORKERS_PER_CPU,
-                    requested,
-                )
-            workers = worker_limit(requested)
-            if transform is not None and workers > 0 and not is_picklable(transform):
-                log.warning("the transform cannot be sent to worker processes (not picklable); decoding in-process")
-                workers = 0
-            on_device = decoding_device(o, dev)
-            if transform is not None:
-                decoder: Decoder = TransformedDecoder(transform)
-            elif on_device is not None:
-                decoder = PassJpegs(o["covariance"])
-            else:
-                decoder = make_decoder(o["decoder"] or "auto", o["covariance"])
-            _run_tasks(src, run, workers, o["strict"], decoder, on_device)
-        elif isinstance(src, BatchSource):
-            _run_batches(src, run, dev, o["batch_size"])
-        else:
-            raise SourceError(f"{src.where()}: a {type(src).__name__} offers neither batches nor tasks")
-    stats = Stats(
-        source=src.describe(),
-        fingerprint=run.fingerprint,
-        mode=mode,
-        transform=describe_transform(transform),
-        decoder=run.decoder,
-        state=run.progress.state,
-        skipped=run.progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
-        percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
-        sample=sample_report(src, run.progress.state),
-        outliers=None if run.report is None else run.report.finish(),
-    )
-    _check_result(stats, src)
-    return stats
-
-
 def _subset(src: Source, options: dict[str, Any]) -> Source:
     """``src``, or the shard or the random sample of it that ``options`` ask for."""
-    shard, sample = parse_shard(options["shard"]), parse_sample(options["sample"])
-    if shard is not None and options["distributed"]:
+    return select_subset(src, options["shard"], options["sample"], options["seed"], options["distributed"])
+
+
+def select_subset(src: Source, shard: Any, sample: Any, seed: int, distributed: bool = False) -> Source:
+    """``src``, or its shard ``"I/N"`` or its random ``sample`` (a count or a fraction) for ``seed``."""
+    shard, sample = parse_shard(shard), parse_sample(sample)
+    if shard is not None and distributed:
         raise OptionError("torchrun shards by rank: drop shard (--shard)")
     if shard is not None and sample is not None:
         raise OptionError("sample and shard cannot be combined (sample the whole dataset)")
-    if sample is not None and options["distributed"]:
+    if sample is not None and distributed:
         raise OptionError("a sample (--sample) is measured by one process, not under torchrun")
-    return sample_source(shard_source(src, shard), sample, options["seed"])
+    return sample_source(shard_source(src, shard), sample, seed)
 
 
 def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
@@ -305,9 +263,7 @@ def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
     return stats
 
 
-def load_or_compute(
-    out: str | os.PathLike, source: Any, *, force: bool = DEFAULTS["force"], **options: Any
-) -> tuple[Stats, bool]:
+def load_or_compute(out: str | os.PathLike, source: Any, *, force: bool = False, **options: Any) -> tuple[Stats, bool]:
     """The stats in ``out`` when they still describe ``source``, else a new pass saved to ``out``.
 
     Returns ``(stats, reused)``. ``options`` are those of :func:`compute_stats`; why a file is
@@ -316,7 +272,7 @@ def load_or_compute(
     rank 0 alone reads and writes ``out``, and every rank returns the same statistics.
     """
     out = os.fspath(out)
-    options = {**_DEFAULT_OPTIONS, **options, "download": options.get("download", False)}
+    options = api_options(options)
     src = _subset(resolve_source(source, **source_options(options)), options)
     options["shard"] = options["sample"] = None  # src is the shard or sample already
     if options["distributed"]:
@@ -466,157 +422,6 @@ def decoding_device(options: dict[str, Any], dev: Any) -> Any:
     if options["decoder"] == "torchvision" and explicit and options["transform"] is None and dev.type in DEVICE_DECODE:
         return dev
     return None
-
-
-class _Pass:
-    """The moving parts of one pass: progress, the progress bar and the checkpoint cadence."""
-
-    def __init__(
-        self,
-        source: Source,
-        mode: str,
-        transform: Any,
-        checkpoint: str | None,
-        checkpoint_every: int,
-        covariance: bool = False,
-        decoder: str | None = None,
-    ) -> None:
-        self.source = source
-        self.mode = mode
-        self.transform = transform
-        self.covariance = covariance
-        self.decoder = decoder
-        self.progress = Progress(
-            ChannelMoments(CHANNELS[mode], track_images=isinstance(source, Sampled), covariance=covariance)
-        )
-        self.checkpoint = checkpoint
-        self.checkpoint_every = checkpoint_every
-        self.bar: Any = None
-        self.refine_total = False  # the bar's total is an estimate the source refines as it is read
-        self.report: PerImageReport | None = None
-        self._fingerprint: dict | None = None
-        self._last_saved = 0
-        self.resumed = False
-
-    @property
-    def fingerprint(self) -> dict | None:
-        """The source's fingerprint; array sources make it while they are read, so ask after the pass
-        (or before it when a checkpoint needs it: then it costs an extra read)."""
-        if self._fingerprint is None:
-            self._fingerprint = self.source.fingerprint()
-        return self._fingerprint
-
-    def identity(self) -> dict[str, Any]:
-        """What a checkpoint of this pass records, and what a resumed pass must match."""
-        return {
-            "source": self.source.describe(),
-            "fingerprint": self.fingerprint,
-            "resume_key": self.source.resume_key(),
-            "options": {
-                "mode": self.mode,
-                "transform": describe_transform(self.transform),
-                "covariance": self.covariance,
-                "decoder": pixels_of(self.decoder),  # auto resumes pil's checkpoints and back
-            },
-        }
-
-    def resume(self) -> None:
-        loaded = load_checkpoint(self.checkpoint, self.identity(), CHANNELS[self.mode], self.source.num_images())
-        if loaded is None:
-            log.warning("no checkpoint at %s; starting from the beginning", self.checkpoint)
-            return
-        self.progress = loaded
-        self.resumed = True
-        self._last_saved = loaded.position
-        self.bar.update(loaded.position)
-
-    def advance(self, images: int, part: ChannelMoments | None = None, skipped=()) -> None:
-        """Count ``images`` more as done (``part`` merged into the state) and checkpoint when due."""
-        p = self.progress
-        if part is not None:
-            p.state = p.state.merge(part)
-        p.skipped.extend(skipped)
-        p.position += images
-        if self.refine_total:
-            estimate = self.source.estimated_images()
-            if estimate is not None and getattr(self.bar, "total", estimate) != estimate:
-                self.bar.total = estimate
-                getattr(self.bar, "refresh", lambda: None)()
-        self.bar.update(images)
-        if self.checkpoint and p.position - self._last_saved >= self.checkpoint_every:
-            save_checkpoint(self.checkpoint, self.identity(), p)
-            self._last_saved = p.position
-
-
-def _run_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None) -> None:
-    """Read batches in this process; reduce each on ``dev`` (on the CPU with one torch thread:
-    the reductions are memory-bound, and with other processes busy on every core torch's thread
-    pool made them 3.8x slower, one thread 1.5x; see ``scripts/bench.py --only contention``)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        _reduce_batches(src, run, dev, batch_size)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _reduce_batches(src: BatchSource, run: _Pass, dev: Any, batch_size: int | None) -> None:
-    from prep.engine.devices import pixels_per_batch, to_device
-
-    state = run.progress.state
-    for batch, images in src.iter_batches(run.progress.position, run.mode, pixels_per_batch(dev), batch_size):
-        pixels = convert_channels(to_device(batch, dev), run.mode)
-        pixel_max = None
-        if run.transform is not None:
-            pixel_max = pixel_max_of(pixels.dtype)  # 16-bit data is transformed as float32 raw values
-            try:
-                pixels = apply_transform(run.transform, pixels)
-            except PrepError as exc:
-                raise type(exc)(f"{src.where()}: the batch from image {run.progress.position}: {exc}") from None
-        try:
-            state.update(pixels, pixel_max)
-        except (ValueError, TypeError) as exc:  # values the pixel rule cannot read (int64 beyond 16 bits, ...)
-            raise SourceError(f"{src.where()}: {exc}") from None
-        if run.report is not None:
-            names = [str(src.index_of(run.progress.position + i)) for i in range(len(pixels))]
-            run.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), names))
-        run.advance(images)
-
-
-def _run_tasks(
-    src: TaskSource, run: _Pass, workers: int, strict: bool, decoder: Decoder, on_device: Any = None
-) -> None:
-    """Decode and reduce chunks of files in ``workers`` processes, merging results in order; with
-    ``on_device`` (a torch device) the JPEGs the workers pass through are decoded and reduced
-    there, chunk by chunk (:mod:`prep.decode.device`)."""
-    if not run.resumed:  # after --resume the checkpoint counts them already
-        run.progress.skipped.extend(src.listed_skipped())
-    total = src.num_images() or 0
-    remaining = max(0, total - run.progress.position)
-    size = max(1, min(FOLDER_CHUNK, remaining // max(1, 4 * workers)))
-    tasks = src.iter_tasks(run.progress.position, size)
-    track = run.progress.state.image_moments is not None
-    per_image = run.report is not None
-    covariance = run.progress.state.cross is not None
-    for chunk, result in map_ordered(
-        reduce_chunk, tasks, workers, run.mode, decoder, track, per_image, covariance, describe=_describe_chunk
-    ):
-        if on_device is not None:
-            fold_pending(result, chunk.names, run.mode, on_device, covariance)
-        if strict and result.skipped:
-            name, reason = result.skipped[0]
-            raise BadImageError(f"{chunk.reader.display(name)}: {reason}")
-        if per_image:
-            run.report.add(result.rows)
-        run.advance(len(chunk.names), result.state, result.skipped)
-
-
-def _describe_chunk(chunk: FileChunk) -> str:
-    first = chunk.reader.display(chunk.names[0])
-    return first if len(chunk.names) == 1 else f"{first} and {len(chunk.names) - 1} more file(s)"
 
 
 def _check_result(stats: Stats, src: Source) -> None:

@@ -47,7 +47,7 @@ class ChunkResult:
 
     state: ChannelMoments
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)  # per-image rows, when asked for
+    rows: list[Row | None] = field(default_factory=list)  # per-image rows, when asked for (None: still to come)
     # on the device path (prep.decode.device), the chunk's 8-bit images in file order, still to be
     # folded: (row slot or -1, name, EightBitHistogram or EncodedJpeg, digest); rows of them are None
     pending: list[tuple[int, str, Any, int]] = field(default_factory=list)
@@ -128,12 +128,15 @@ def fold_pending(
     if not result.pending:
         return result
     channels = CHANNELS[mode]
-    items = list(result.pending)
-    encoded = [k for k, item in enumerate(items) if isinstance(item[2], EncodedJpeg)]
-    outcomes = decode_on_device([items[k][2].data for k in encoded], mode, device, covariance)
+    pending = list(result.pending)
+    encoded = [k for k, item in enumerate(pending) if isinstance(item[2], EncodedJpeg)]
+    outcomes = decode_on_device([pending[k][2].data for k in encoded], mode, device, covariance)
+    items: list[tuple[int, str, Any, int] | None] = list(pending)
     fallback = TorchvisionDecoder(covariance, verify=False)
     for k, pixels in zip(encoded, outcomes):
-        slot, name, jpeg, digest = items[k]
+        item = items[k]
+        assert item is not None
+        slot, name, jpeg, digest = item
         items[k] = None
         try:
             if isinstance(pixels, Exception):

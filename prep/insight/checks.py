@@ -22,13 +22,14 @@ from typing import Any
 
 from prep.errors import OptionError
 from prep.insight.known import KNOWN, KnownConstants
+from prep.options import BY_NAME
 from prep.pixels import channel_names
 from prep.stats.file import Stats, load_stats
 from prep.stats.histogram import ks_statistic, wasserstein
 
-DEFAULT_TOL = 0.05
-DEFAULT_MAX_SHIFT = 0.1
-DEFAULT_MAX_STD_RATIO = 1.1
+DEFAULT_TOL = BY_NAME["tol"].default  # the declarations of prep.options
+DEFAULT_MAX_SHIFT = BY_NAME["max_shift"].default
+DEFAULT_MAX_STD_RATIO = BY_NAME["max_std_ratio"].default
 
 
 def resolve_reference(reference: Any) -> Stats | KnownConstants:

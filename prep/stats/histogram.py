@@ -25,9 +25,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from prep.options import DEFAULT_PERCENTILES as DEFAULT_PERCENTILES  # declared with the options
 from prep.pixels import EIGHT_BIT_MAX
-
-DEFAULT_PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)
 
 
 def check_percentiles(q: Sequence[float]) -> tuple[float, ...]:

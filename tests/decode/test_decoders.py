@@ -22,7 +22,9 @@ from PIL import Image
 
 import prep
 import prep.decode.decoders
+import prep.engine.loop
 import prep.engine.measure
+import prep.engine.reducers
 from helpers import make_mnist, run, write_kinds
 from prep.decode.decoders import ImageArray, PILDecoder, TorchvisionDecoder, torchvision_kind
 from prep.decode.device import PassJpegs
@@ -265,8 +267,8 @@ def test_only_an_explicit_device_decodes_on_the_device(mixed_folder, monkeypatch
     """``--device auto`` never changes the pixels: nvjpeg needs ``--device cuda`` said."""
     monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
     calls = []
-    real = prep.engine.measure.fold_pending
-    monkeypatch.setattr(prep.engine.measure, "fold_pending", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = prep.engine.reducers.fold_pending
+    monkeypatch.setattr(prep.engine.reducers, "fold_pending", lambda *a, **k: calls.append(1) or real(*a, **k))
     prep.compute_stats(mixed_folder, decoder="torchvision", workers=0)
     assert not calls
     prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", workers=0)
@@ -322,7 +324,7 @@ def test_check_of_arrays_or_resized_images_against_a_torchvision_reference(mixed
 def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypatch):
     checkpoint = tmp_path / "c.ckpt"
     calls = []
-    real = prep.engine.measure._Pass.advance
+    real = prep.engine.loop._Run.advance
 
     def interrupt(self, *args, **kwargs):
         real(self, *args, **kwargs)
@@ -330,15 +332,15 @@ def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypa
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prep.engine.measure._Pass, "advance", interrupt)
+    monkeypatch.setattr(prep.engine.loop._Run, "advance", interrupt)
     with pytest.raises(KeyboardInterrupt):
         prep.compute_stats(mixed_folder, decoder="pil", checkpoint=checkpoint, checkpoint_every=1, workers=0)
     assert checkpoint.exists()  # written under pil ...
-    monkeypatch.setattr(prep.engine.measure._Pass, "advance", real)
+    monkeypatch.setattr(prep.engine.loop._Run, "advance", real)
     resumed = prep.compute_stats(mixed_folder, decoder="auto", checkpoint=checkpoint, resume=True, workers=0)
     assert _exact_state(resumed) == _exact_state(prep.compute_stats(mixed_folder, decoder="pil"))
 
 
-def test_whiten_refuses_the_torchvision_decoder(mixed_folder):
+def test_whiten_refuses_the_torchvision_decoder_with_a_transform(mixed_folder):
     result = run("whiten", mixed_folder, "--decoder", "torchvision", "--resize", "8x8")
-    assert result.exit_code == 2 and "decodes image files with PIL" in result.output
+    assert result.exit_code == 2 and "applied to PIL's pixels" in result.output

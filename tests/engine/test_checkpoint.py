@@ -14,7 +14,7 @@ from helpers import make_mnist, run
 from helpers.errors import refused
 from helpers.processes import prep_process, slow_mnist_args, wait_for
 from helpers.stats_files import LONG, SHA, many_skipped, put, rgb_moments, scale
-from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, save_checkpoint
+from prep.engine.checkpoint import CHECKPOINT_VERSION, Progress, load_checkpoint, moments_loader, save_checkpoint
 from prep.errors import StatsFileError
 from prep.stats.file import SKIPPED_LISTED
 
@@ -71,9 +71,9 @@ def test_resume_from_a_checkpoint_of_other_data_is_refused(tmp_path):
 
 
 def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 2)
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 2)
     ck = tmp_path / "ck.json"
     whole = prep.compute_stats(image_folder, workers=0)
 
@@ -81,7 +81,7 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
         pass
 
     calls = {"n": 0}
-    real = compute.reduce_chunk
+    real = reducers.reduce_chunk
 
     def flaky(task, *args):
         calls["n"] += 1
@@ -89,10 +89,10 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
             raise Stop
         return real(task, *args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    monkeypatch.setattr(reducers, "reduce_chunk", flaky)
     with pytest.raises(Stop):
         prep.compute_stats(image_folder, workers=0, checkpoint=ck, checkpoint_every=1)
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     assert json.loads(ck.read_text())["position"] == 4  # two chunks of two done before the failure
     resumed = prep.compute_stats(image_folder, workers=0, checkpoint=ck, resume=True)
     assert (resumed.mean, resumed.std, resumed.count, resumed.images) == (
@@ -188,15 +188,15 @@ def test_the_checkpoint_is_removed_only_after_the_output_is_written(tmp_path, go
 
 @pytest.mark.parametrize("position", [0, True, 99, -1, "3"])
 def test_an_edited_checkpoint_position_is_refused(tmp_path, good_folder, position, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
     ck = tmp_path / "ck.json"
 
     class Stop(Exception):
         pass
 
-    real = compute.reduce_chunk
+    real = reducers.reduce_chunk
     calls = {"n": 0}
 
     def flaky(*args):
@@ -205,10 +205,10 @@ def test_an_edited_checkpoint_position_is_refused(tmp_path, good_folder, positio
             raise Stop
         return real(*args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", flaky)
+    monkeypatch.setattr(reducers, "reduce_chunk", flaky)
     with pytest.raises(Stop):
         prep.compute_stats(good_folder, workers=0, checkpoint=ck, checkpoint_every=1)
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     data = json.loads(ck.read_text())
     assert data["position"] == 2 and data["state"]["images"] == 2
     data["position"] = position
@@ -235,7 +235,7 @@ def _checkpoint(tmp_path, skipped: int = 3, position: int = 6):
 
 
 def _load(ck, total=None):
-    return load_checkpoint(str(ck), IDENTITY, 3, total)
+    return load_checkpoint(str(ck), IDENTITY, moments_loader(3), total)
 
 
 def test_a_checkpoint_keeps_the_first_skipped_files_and_every_count(tmp_path):
@@ -327,11 +327,11 @@ def test_checkpoints_that_are_not_json_are_refused_in_one_line(tmp_path, text):
 
 
 def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, junk_folder, monkeypatch):
-    import prep.engine.measure as compute
+    from prep.engine import loop, reducers
 
     ck = tmp_path / "ck.json"
-    monkeypatch.setattr(compute, "FOLDER_CHUNK", 1)
-    real = compute.reduce_chunk
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    real = reducers.reduce_chunk
 
     class Stop(Exception):
         pass
@@ -341,11 +341,11 @@ def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, jun
             raise Stop
         return real(chunk, *args)
 
-    monkeypatch.setattr(compute, "reduce_chunk", stop_at_the_second)
+    monkeypatch.setattr(reducers, "reduce_chunk", stop_at_the_second)
     with pytest.raises(Stop):
         prep.compute_stats(junk_folder, workers=0, checkpoint=ck, checkpoint_every=1)
     assert json.loads(ck.read_text())["skipped"]["count"] == 1204
-    monkeypatch.setattr(compute, "reduce_chunk", real)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
     with pytest.warns(prep.PrepWarning, match="skipped 1204 file"):
         stats = prep.compute_stats(junk_folder, workers=0, checkpoint=ck, resume=True)
     assert (stats.images, stats.skipped_count, len(stats.skipped)) == (2, 1204, SKIPPED_LISTED)

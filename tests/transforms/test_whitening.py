@@ -19,17 +19,12 @@ import torch
 from PIL import Image
 
 from helpers import make_cifar10, make_mnist, write_idx_images
+from prep.engine.whiten import compute_cross_moments, compute_whitening
 from prep.errors import BadImageError, OptionError, OutputError, PrepWarning, SourceError, StatsFileError
 from prep.stats.cross_moments import MAX_DIM, UINT8_EXACT_IMAGES, CrossMoments
 from prep.transforms.measurement import measurement_transform
-from prep.transforms.whitening import (
-    DEFAULT_EPS,
-    ShapeMismatchError,
-    Whitening,
-    compute_cross_moments,
-    compute_whitening,
-    load_whitening,
-)
+from prep.transforms.whitening import DEFAULT_EPS, ShapeMismatchError, Whitening
+from prep.transforms.whitening_file import load_whitening
 
 # ------------------------------------------------------------------ references
 
@@ -497,3 +492,129 @@ def test_a_matrix_that_does_not_fit_its_eigenvalues_is_refused(saved, name):
     torch.save(INCONSISTENT[name](data), saved)
     with pytest.raises(StatsFileError, match="field 'W'"):
         load_whitening(saved)
+
+
+# ------------------------------------------------------------------ what the one pass engine gives prep whiten
+
+
+def jpeg_folder(root: Path, n: int = 12, size: tuple[int, int] = (6, 5), seed: int = 3) -> list[str]:
+    """Baseline colour and grey JPEGs of one size (W x H); returns their sorted names."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        img = img.convert("L") if i % 3 == 0 else img
+        name = f"img{i:02d}.jpg"
+        img.save(root / name, quality=85)
+        names.append(name)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_decoder_whitens_the_pixels_it_decodes(tmp_path, workers):
+    names = jpeg_folder(tmp_path / "imgs")
+    total, cross = integer_sums(flat_images(tmp_path / "imgs", names))  # PIL's pixels, as ImageFolder
+    for decoder in ("pil", "auto"):  # auto gives PIL's pixels exactly
+        state = compute_cross_moments(tmp_path / "imgs", decoder=decoder, workers=workers)
+        assert state.count == len(names)
+        assert np.array_equal(state.total.numpy().astype(np.int64), total), decoder
+        assert np.array_equal(state.cross.numpy().astype(np.int64), cross), decoder
+    # torchvision.io's own pixels: libjpeg-turbo's IDCT may round a level differently from PIL's
+    tv = compute_cross_moments(tmp_path / "imgs", decoder="torchvision", workers=workers)
+    assert tv.count == len(names)
+    assert np.abs(tv.total.numpy() - total).max() <= 2 * len(names)
+    with pytest.raises(OptionError, match="decoder must be one of"):
+        compute_cross_moments(tmp_path / "imgs", decoder="nvjpeg")
+
+
+def test_a_whitening_pass_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from prep.engine import loop
+
+    names = equal_size_folder(tmp_path / "imgs", n=10)
+    checkpoint = tmp_path / "ck.pt"
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    real, calls = loop._Run.advance, []
+
+    def interrupt(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Run, "advance", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compute_cross_moments(tmp_path / "imgs", workers=0, checkpoint=checkpoint, checkpoint_every=1)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["position"] == 4 and saved["state"]["count"] == 4  # a torch file: the sums are D x D
+    monkeypatch.setattr(loop._Run, "advance", real)
+    resumed = compute_cross_moments(tmp_path / "imgs", workers=0, checkpoint=checkpoint, resume=True)
+    total, cross = integer_sums(flat_images(tmp_path / "imgs", names))
+    assert resumed.count == len(names)
+    assert np.array_equal(resumed.total.numpy().astype(np.int64), total)
+    assert np.array_equal(resumed.cross.numpy().astype(np.int64), cross)
+    assert not checkpoint.exists()  # served its purpose
+
+
+def test_a_whitening_checkpoint_of_other_options_or_damaged_is_refused(tmp_path, monkeypatch):
+    from prep.engine import loop
+
+    equal_size_folder(tmp_path / "imgs", n=6)
+    checkpoint = tmp_path / "ck.pt"
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    real = loop._Run.advance
+
+    def interrupt(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Run, "advance", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compute_cross_moments(tmp_path / "imgs", workers=0, checkpoint=checkpoint, checkpoint_every=1)
+    monkeypatch.setattr(loop._Run, "advance", real)
+    with pytest.raises(StatsFileError, match="does not match this run"):
+        compute_cross_moments(tmp_path / "imgs", mode="L", workers=0, checkpoint=checkpoint, resume=True)
+    data = torch.load(checkpoint, weights_only=True)
+    data["state"]["cross"] = data["state"]["cross"][:2]
+    torch.save(data, checkpoint)
+    with pytest.raises(StatsFileError, match=r"field 'state'.*cross"):
+        compute_cross_moments(tmp_path / "imgs", workers=0, checkpoint=checkpoint, resume=True)
+    checkpoint.write_bytes(b"not a torch file")
+    with pytest.raises(StatsFileError, match=r"ck\.pt"):
+        compute_cross_moments(tmp_path / "imgs", workers=0, checkpoint=checkpoint, resume=True)
+
+
+def test_shards_of_a_whitening_pass_merge_into_the_whole(mnist):
+    root, _ = mnist
+    whole = compute_cross_moments("mnist", root=root)
+    parts = [compute_cross_moments("mnist", root=root, shard=f"{i}/3") for i in range(3)]
+    assert sum(p.count for p in parts) == whole.count
+    assert parts[0].merge(parts[1]).merge(parts[2]) == whole  # exact integer sums: any grouping
+    merged = Whitening.from_moments(parts[2].merge(parts[0]).merge(parts[1]), eps=1e-3)
+    assert torch.equal(merged.matrix, Whitening.from_moments(whole, eps=1e-3).matrix)
+
+
+def test_a_sample_whitens_that_many_images_the_same_for_the_same_seed(mnist):
+    root, _ = mnist
+    a = compute_cross_moments("mnist", root=root, sample=7, seed=1)
+    assert a.count == 7
+    assert compute_cross_moments("mnist", root=root, sample=7, seed=1) == a
+    assert compute_cross_moments("mnist", root=root, sample=7, seed=2) != a
+    with pytest.raises(OptionError, match="cannot be combined"):
+        compute_cross_moments("mnist", root=root, sample=7, shard="0/2")
+
+
+def test_whiten_command_takes_the_pass_options(tmp_path):
+    from click.testing import CliRunner
+
+    from prep.cli import main
+
+    names = jpeg_folder(tmp_path / "imgs")
+    out = tmp_path / "z.pt"
+    args = ["whiten", str(tmp_path / "imgs"), "-o", str(out), "-q", "--workers", "0", "--eps", "1e-2"]
+    result = CliRunner().invoke(main, [*args, "--decoder", "pil", "--sample", "5", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert load_whitening(out).count == 5
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(tmp_path / "ck.pt"), "--checkpoint-every", "2"])
+    assert result.exit_code == 0, result.output
+    assert load_whitening(out).count == len(names) and not (tmp_path / "ck.pt").exists()
