@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from prep.decode.jpeg_kinds import jpeg_components, read_header
+from prep.decode.jpeg_kinds import JpegKind, jpeg_components, read_header
 from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
 from prep.pixels import convert_channels, is_eight_bit, to_array
@@ -152,7 +152,7 @@ class TorchvisionDecoder:
         self.pixels = pixels
         self.name = "auto" if verify else "torchvision"
         self._pil = PILDecoder(covariance, pixels)
-        self._same_as_pil: dict[tuple, bool] = {}  # (kind, mode) -> verdict of the check
+        self._same_as_pil: dict[tuple[JpegKind, str], bool] = {}  # (kind, mode) -> verdict of the check
 
     def __reduce__(self):
         return _process_decoder, (self.covariance, self.verify, self.pixels)
@@ -195,7 +195,7 @@ def _process_decoder(covariance: bool, verify: bool, pixels: bool = False) -> To
 _PIL_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # what PIL opens a JPEG of so many components as
 
 
-def torchvision_kind(data: bytes) -> tuple | None:
+def torchvision_kind(data: bytes) -> JpegKind | None:
     """The kind (:mod:`prep.decode.jpeg_kinds`) of ``data`` when torchvision.io is to decode it, else None.
 
     That is a JPEG of a kind :func:`torchvision_decodes`, whose header PIL's ``Image.open`` reads
@@ -221,16 +221,15 @@ def torchvision_kind(data: bytes) -> tuple | None:
     return kind if same else None
 
 
-def torchvision_decodes(kind: tuple | None) -> bool:
+def torchvision_decodes(kind: JpegKind | None) -> bool:
     """True for the kinds torchvision.io is given: 8-bit baseline, extended and progressive JPEGs
     (grey, colour, CMYK)."""
-    if kind is None or kind[0] != "jpeg":
+    if kind is None:
         return False
-    _, marker, precision, components, *_ = kind
-    return marker in (0xC0, 0xC1, 0xC2) and precision == 8 and components in (1, 3, 4)
+    return kind.marker in (0xC0, 0xC1, 0xC2) and kind.precision == 8 and kind.components in (1, 3, 4)
 
 
-def torchvision_pixels(data: bytes, kind: tuple, mode: str, device: str = "cpu"):
+def torchvision_pixels(data: bytes, kind: JpegKind, mode: str, device: str = "cpu"):
     """The ``(C, H, W)`` uint8 pixels of a JPEG in ``mode`` by torchvision.io, channels converted
     as PIL's ``convert(mode)`` does (:func:`prep.pixels.convert_channels`; CMYK read as RGB)."""
     import torch

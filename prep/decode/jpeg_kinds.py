@@ -12,6 +12,7 @@ have no kind (``None``) and are always decoded by PIL.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -21,7 +22,19 @@ _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
 _MAX_SEGMENTS = 4096  # markers read before the frame header at most; a file with more has no kind
 
 
-def read_header(data: bytes) -> tuple[tuple, int, int] | None:
+class JpegKind(NamedTuple):
+    """Everything in a JPEG header that could make two decoders disagree about its pixels."""
+
+    format: str  # "jpeg"
+    marker: int  # the SOF marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    precision: int  # bits per sample
+    components: int  # 1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK
+    sampling: tuple[int, ...]  # each component's sampling factors (0xHV)
+    adobe: int | None  # the Adobe transform flag, when the file has that marker
+    ids: tuple[int, ...]  # the component ids
+
+
+def read_header(data: bytes) -> tuple[JpegKind, int, int] | None:
     """``(kind, width, height)`` of the JPEG in ``data``, or None."""
     if not data.startswith(JPEG_MAGIC):
         return None
@@ -31,12 +44,12 @@ def read_header(data: bytes) -> tuple[tuple, int, int] | None:
         return None
 
 
-def jpeg_components(kind: tuple | None) -> int | None:
+def jpeg_components(kind: JpegKind | None) -> int | None:
     """The number of colour components of a JPEG kind (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK), else None."""
-    return kind[3] if kind is not None and kind[0] == "jpeg" else None
+    return kind.components if kind is not None else None
 
 
-def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
+def _jpeg_kind(data: bytes) -> tuple[JpegKind, int, int] | None:
     pos, adobe = 2, None
     for _ in range(_MAX_SEGMENTS):
         if data[pos] != 0xFF:  # every segment starts with a marker; anything else: no kind
@@ -58,7 +71,7 @@ def _jpeg_kind(data: bytes) -> tuple[tuple, int, int] | None:
             precision, height, width, count = struct.unpack_from(">BHHB", data, pos + 2)
             ids = tuple(data[pos + 8 + 3 * i] for i in range(count))
             sampling = tuple(data[pos + 8 + 3 * i + 1] for i in range(count))
-            return ("jpeg", marker, precision, count, sampling, adobe, ids), width, height
+            return JpegKind("jpeg", marker, precision, count, sampling, adobe, ids), width, height
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
             return None
         pos += length
