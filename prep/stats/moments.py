@@ -273,8 +273,10 @@ class ChannelMoments:
             if cross is None:
                 self.cross = None  # data that came without its cross sums: no covariance
             else:
+                target = max(self.pixel_max, float(scale))
                 pad = [[int(v) for v in row] + [0] * (MAX_CHANNELS - len(row)) for row in cross]
-                self.cross = [[a + b for a, b in zip(mine, theirs)] for mine, theirs in zip(self.cross, pad)]
+                mine, theirs = cross_in(self.cross, self.pixel_max, target), cross_in(pad, scale, target)
+                self.cross = None if mine is None or theirs is None else _added(mine, theirs)
         if self.image_moments is not None:
             self.image_moments = [
                 [a + b for a, b in zip(mine, theirs)]
@@ -330,10 +332,14 @@ class ChannelMoments:
             raise ValueError(f"cannot merge {self.channels}-channel and {other.channels}-channel states")
         out = self.copy()
         out._fold(other.count, other.mean, other.m2, other.min, other.max)
+        target = max(self.pixel_max, other.pixel_max)  # cross sums add in one unit: the larger raw max
+        out.cross = cross_in(out.cross, self.pixel_max, target)
         for f in STATE_FIELDS:
             if f.merge in ("moments", "min", "max") and f.per_channel:
                 continue  # folded together above
             mine, theirs = getattr(out, f.name), getattr(other, f.name)
+            if f.name == "cross":
+                theirs = cross_in(theirs, other.pixel_max, target)
             if f.merge == "max":
                 value = max(mine, theirs)
             elif mine is None or theirs is None:  # an optional field one side no longer has
@@ -478,3 +484,22 @@ def _image_products(n_img, s_img, q_img) -> list[list[int]]:
     n, s, q = (np.asarray(a).astype(np.int64).astype(object) for a in (n_img, s_img, q_img))
     columns = (n, s, q, n * n, n * s, s * s, n * q, s * q, q * q)
     return [[int(v) for v in row] for row in zip(*(c.sum(0) for c in columns))]
+
+
+def cross_in(cross: list[list[int]] | None, scale: float, target: float) -> list[list[int]] | None:
+    """Raw cross sums of data whose raw maximum is ``scale`` in the units of ``target``.
+
+    8-bit values become 16-bit ones exactly (``v / 255 = 257 v / 65535``), so their products
+    scale by ``257**2``; an empty state (``scale`` 0) has nothing to convert. Any other pair has
+    no exact common unit: None (the state then has no covariance).
+    """
+    if cross is None or scale == target or scale == 0:
+        return cross
+    if (scale, target) == (EIGHT_BIT_MAX, SIXTEEN_BIT_MAX):
+        factor = (SIXTEEN_BIT_MAX // EIGHT_BIT_MAX) ** 2
+        return [[v * factor for v in row] for row in cross]
+    return None
+
+
+def _added(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+    return [[x + y for x, y in zip(row_a, row_b)] for row_a, row_b in zip(a, b)]

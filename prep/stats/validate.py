@@ -146,6 +146,30 @@ def check_derived(data: Mapping[str, Any], stats: Stats) -> None:
                 f"field '{name}': {value} does not match the stored state ({want}); was the file edited?"
             )
         raise StatsFileError(f"field '{name}': does not match {origin}; was the file edited?")
+    check_covariance(stats)
+
+
+COVARIANCE_TOL = 1e-9  # of E[x**2]: the covariance from float64 raw sums (16-bit data) has this much cancellation
+
+
+def check_covariance(stats: Stats) -> None:
+    """A covariance must be one: its diagonal the variances (``std**2``, within
+    :data:`COVARIANCE_TOL` of ``E[x**2]``) and its eigenvalues non-negative (positive
+    semi-definite, within the same tolerance). A state whose cross sums mixed units (prep 0.3
+    added 8-bit and 16-bit products as they were) fails this, so its file is never trusted."""
+    cov = stats.covariance
+    if cov is None:
+        return
+    summary = stats.summary
+    scale = [COVARIANCE_TOL * (m * m + s * s) + 1e-15 for m, s in zip(summary.mean, summary.std)]
+    for i, (row, std, tol) in enumerate(zip(cov, summary.std, scale)):
+        if abs(row[i] - std * std) > tol:
+            raise StatsFileError(
+                f"field 'covariance': its diagonal ({row[i]:.6g} in channel {i}) must equal std**2 "
+                f"({std * std:.6g}); was the state edited, or written by a prep that mixed 8- and 16-bit sums?"
+            )
+    if float(np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64)).min()) < -sum(scale):
+        raise StatsFileError("field 'covariance': not positive semi-definite (a negative eigenvalue)")
 
 
 def _at(data: Mapping[str, Any], name: str) -> Any:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import prep
 from helpers import good_images, make_folder, make_mnist, mutate, run
@@ -551,3 +552,27 @@ def test_stats_file_covariance_round_trip_reuse_and_edits(tmp_path):
         (tmp_path / "e.json").write_text(json.dumps(data))
         with pytest.raises(StatsFileError, match=message):
             prep.load_stats(tmp_path / "e.json")
+
+
+def test_a_file_whose_covariance_is_not_one_is_refused(tmp_path):
+    """prep 0.3 added 8-bit and 16-bit cross sums as they were: such a state gives a covariance
+    whose diagonal is not std**2; it is refused on load, never trusted."""
+    grey = np.random.default_rng(4).integers(0, 65536, (10, 12)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    stats = prep.compute_stats(tmp_path, workers=0)
+    path = tmp_path / "s.json"
+    stats.save(path)
+    assert prep.load_stats(path).covariance == stats.covariance
+    data = json.loads(path.read_text())
+    state = stats.state
+    eight = prep.ChannelMoments(3, covariance=True).update(
+        torch.from_numpy(np.asarray(Image.open(tmp_path / "b.png")).transpose(2, 0, 1).copy())
+    )
+    mixed = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(state.cross, eight.cross)]  # no unit conversion
+    data["state"]["cross"] = mixed
+    bad = prep.Stats(stats.source, None, "RGB", prep.ChannelMoments.from_state_dict(data["state"]))
+    data["covariance"], data["pca"] = bad.covariance, bad.pca  # the summaries consistent with the bad state
+    path.write_text(json.dumps(data))
+    with pytest.raises(StatsFileError, match=r"covariance.*std\*\*2"):
+        prep.load_stats(path)

@@ -340,3 +340,49 @@ def test_sixteen_bit_and_grey_as_rgb_covariance(tmp_path):
     assert stats.pca["eigval"][0] == pytest.approx(3 * var, rel=1e-9)
     float_state = ChannelMoments(3, covariance=True).update(torch.rand(2, 3, 4, 4))
     assert float_state.cross is None  # float data: no exact cross sums, no covariance
+
+
+def _unit_pixels(path, mode: str) -> np.ndarray:
+    """(P, C) float64 unit-scale pixels of an image file by prep's rule: 8-bit / 255, 16-bit / 65535."""
+    with Image.open(path) as img:
+        if img.mode in ("I;16", "I"):
+            grey = np.asarray(img, dtype=np.float64) / 65535
+            return np.repeat(grey.reshape(-1, 1), 1 if mode == "L" else 3, axis=1)
+        arr = np.asarray(img.convert(mode), dtype=np.float64) / 255
+        return arr.reshape(-1, 1 if mode == "L" else 3)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_folder_mixing_8_and_16_bit_images_has_the_covariance_of_all_its_pixels(tmp_path, mode, workers):
+    rng = np.random.default_rng(11)
+    Image.fromarray(rng.integers(0, 65536, (40, 30)).astype(np.uint16)).save(tmp_path / "a-sixteen.png")
+    Image.fromarray(rng.integers(0, 256, (25, 20, 3), dtype=np.uint8)).save(tmp_path / "b-eight.png")
+    Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "c-eight.jpg", quality=90)
+    stats = prep.compute_stats(tmp_path, mode=mode, workers=workers)
+    pixels = np.concatenate([_unit_pixels(p, mode) for p in sorted(tmp_path.iterdir())])
+    want = np.atleast_2d(np.cov(pixels.T, bias=True))
+    np.testing.assert_allclose(stats.covariance, want, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(stats.std, pixels.std(0), rtol=1e-9)
+    assert np.linalg.eigvalsh(np.array(stats.covariance)).min() > -1e-12
+    if mode == "RGB":  # the lighting constants come from the same covariance
+        np.testing.assert_allclose(sorted(stats.pca["eigval"]), np.linalg.eigvalsh(want), rtol=1e-7, atol=1e-12)
+
+
+def test_states_of_8_and_16_bit_data_merge_their_cross_sums_in_one_unit():
+    eight = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 5, 5), dtype=np.uint8))
+    sixteen = torch.from_numpy(np.random.default_rng(2).integers(0, 65536, (2, 3, 4, 4)).astype(np.int32))
+    a = ChannelMoments(3, covariance=True).update(eight)
+    b = ChannelMoments(3, covariance=True).update(sixteen, 65535.0)
+    pixels = np.concatenate(
+        [
+            eight.numpy().transpose(0, 2, 3, 1).reshape(-1, 3) / 255,
+            sixteen.numpy().transpose(0, 2, 3, 1).reshape(-1, 3) / 65535,
+        ]
+    )
+    source = {"kind": "tensors", "path": None, "split": None}
+    for merged in (a.merge(b), b.merge(a)):
+        np.testing.assert_allclose(
+            prep.Stats(source, None, "RGB", merged).covariance, np.cov(pixels.T, bias=True), rtol=1e-9
+        )
+    assert a.merge(b).cross == b.merge(a).cross  # exact integers in 16-bit units, in either order
