@@ -107,6 +107,49 @@ class Stats:
             f"mean={format_values(self.mean)}, std={format_values(self.std)})"
         )
 
+    # -------------------------------------------------------------- the files that were measured
+    def is_valid_file(self, path: str | os.PathLike) -> bool:
+        """``ImageFolder(root, is_valid_file=stats.is_valid_file)``: True for an image file
+        (torchvision's own extension rule) that this pass did not skip, so training never loads
+        the files prep could not decode.
+
+        For stats files of folders (``source.kind`` ``folder``); a path is matched to the skipped
+        list by its real path under ``source.path`` (and its split subfolder). A file lists at
+        most :data:`~prep.stats.skipped.SKIPPED_LISTED` skipped files: with more, a
+        :class:`~prep.errors.PrepWarning` says that the rest cannot be recognised.
+        """
+        from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+        if not has_file_allowed_extension(os.fspath(path), IMG_EXTENSIONS):
+            return False
+        return os.path.realpath(path) not in self._skipped_paths
+
+    @cached_property
+    def _skipped_paths(self) -> frozenset[str]:
+        """The real paths of the skipped files the stats file names."""
+        import warnings
+
+        from prep.errors import PrepWarning
+
+        if self.source.get("kind") != "folder" or not self.source.get("path"):
+            raise OptionError(
+                f"is_valid_file is for image folders; this stats file measured a {self.source.get('kind')} source"
+            )
+        root = self.source["path"]
+        split = self.source.get("split")
+        if split:
+            from prep.sources.folder import split_folder
+
+            root = str(split_folder(root, split))
+        if self.skipped_count > len(self.skipped):
+            warnings.warn(
+                f"the stats file names {len(self.skipped)} of the {self.skipped_count} files it skipped; "
+                "the others pass is_valid_file",
+                PrepWarning,
+                stacklevel=3,
+            )
+        return frozenset(os.path.realpath(os.path.join(root, entry["path"])) for entry in self.skipped)
+
     # -------------------------------------------------------------- derived numbers
     @property
     def channels(self) -> int:

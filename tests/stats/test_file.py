@@ -576,3 +576,33 @@ def test_a_file_whose_covariance_is_not_one_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(StatsFileError, match=r"covariance.*std\*\*2"):
         prep.load_stats(path)
+
+
+def test_is_valid_file_keeps_the_skipped_files_out_of_image_folder(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "pets"
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(root / split / label / f"{i}.png")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.warns(prep.PrepWarning, match="skipped 2 file"):
+        stats = prep.compute_stats(root, split="train", workers=0)
+    path = tmp_path / "s.json"
+    stats.save(path)
+    loaded = prep.load_stats(path)
+    with pytest.raises(Exception, match=r"cannot identify|broken"):
+        ImageFolder(root / "train")[len(ImageFolder(root / "train")) - 1]  # ImageFolder alone loads it
+    dataset = ImageFolder(str(root / "train"), is_valid_file=loaded.is_valid_file)
+    names = sorted(os.path.basename(p) for p, _ in dataset.samples)
+    assert names == ["0.png", "0.png", "1.png", "1.png"] and len(dataset) == 4
+    assert all(dataset[i][0].size == (4, 4) for i in range(len(dataset)))
+    assert not loaded.is_valid_file(root / "train" / "dog" / "broken.jpg")
+    assert not loaded.is_valid_file(root / "train" / "cat" / "notes.txt")  # torchvision's extension rule
+    assert loaded.is_valid_file(root / "train" / "dog" / "0.png")
+    mnist = prep.compute_stats(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(prep.OptionError, match="is for image folders"):
+        mnist.is_valid_file("x.png")
