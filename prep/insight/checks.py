@@ -154,6 +154,21 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
+PER_IMAGE_EVIDENCE = 0.05  # pooled and per-image std differ by this much (relative) before their gap is evidence
+
+
+def _looks_per_image(data: Stats, reference: KnownConstants) -> bool:
+    """Strong evidence that a reference of unknown provenance averaged per-image stds: in every
+    channel the data's pooled and per-image stds differ by more than :data:`PER_IMAGE_EVIDENCE`
+    (relative) and the reference lies within a quarter of that gap of the per-image one. A
+    reference known to be pooled (prep's own files, the published sets marked so) never gets it:
+    data that drifted from its reference is not evidence."""
+    channels = list(zip(reference.std, data.per_image_std_mean, data.std))
+    return bool(channels) and all(
+        s > 0 and abs(p - s) > PER_IMAGE_EVIDENCE * s and abs(r - p) < 0.25 * abs(p - s) for r, p, s in channels
+    )
+
+
 def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
     notes = []
     if isinstance(reference, KnownConstants):
@@ -164,17 +179,13 @@ def _notes(data: Stats, reference: Stats | KnownConstants) -> list[str]:
                 f"{format_values(data.std)} and its mean per-image std {format_values(data.per_image_std_mean)}: "
                 "Normalize needs the pooled one"
             )
-    closer = [
-        abs(r - p) < abs(r - s)
-        for r, p, s in zip(reference.std, data.per_image_std_mean, data.std)
-        if abs(p - s) > 1e-3 and r > 0
-    ]
     if any(r == 0 for r in reference.std):
         notes.append("the reference has a channel with std 0: its Normalize divides by zero")
-    if closer and all(closer) and not getattr(reference, "per_image_std", False):
+    if isinstance(reference, KnownConstants) and reference.per_image_std is None and _looks_per_image(data, reference):
         notes.append(
-            "the reference std is closer to this data's mean per-image std than to its pooled std: "
-            "it was probably computed per image (not what Normalize assumes)"
+            f"the reference std {format_values(reference.std)} is much closer to this data's mean per-image std "
+            f"{format_values(data.per_image_std_mean)} than to its pooled std {format_values(data.std)}: evidence "
+            "that it was computed per image, which Normalize does not assume"
         )
     if isinstance(reference, KnownConstants) and reference.name == "imagenet" and data.pca is not None:
         eigval = ", ".join(f"{v:.4f}" for v in data.pca["eigval"])

@@ -19,7 +19,8 @@ class KnownConstants:
     std: tuple[float, ...]
     mode: str
     origin: str
-    per_image_std: bool = False  # the std is a mean of per-image stds, not the pooled std
+    # the std is a mean of per-image stds (True), the pooled std (False), or of unknown provenance (None)
+    per_image_std: bool | None = False
 
     @property
     def channels(self) -> int:

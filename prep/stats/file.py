@@ -380,7 +380,10 @@ class Stats:
         transform described by ``transform``, decoded by ``decoder``), or None when they do."""
         for key in ("kind", "split", "shard", "sample"):
             if self.source.get(key) != source.get(key):
-                return f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
+                said = f"source {key} changed ({self.source.get(key)} -> {source.get(key)})"
+                if self.source.get("path") != source.get("path"):
+                    said += f" and its path ({self.source.get('path')} -> {source.get('path')})"
+                return said
         if self.mode != mode:
             return f"mode changed ({self.mode} -> {mode})"
         if self.transform != transform:
@@ -439,17 +442,27 @@ def load_stats(
     except StatsFileError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     if verify_against is not None:
+        from prep.errors import SourceError
         from prep.sources.resolve import resolve_source
 
-        source = resolve_source(
-            verify_against,
-            **{
-                "root": root,
-                "split": split or stats.source.get("split"),
-                "checksum": "checksum" in (stats.fingerprint or {}),  # the identity the file was written with
-                **source_options,
-            },
-        )
+        the_split = split or stats.source.get("split")
+        try:
+            source = resolve_source(
+                verify_against,
+                **{
+                    "root": root,
+                    "split": the_split,
+                    "checksum": "checksum" in (stats.fingerprint or {}),  # the identity the file was written with
+                    **source_options,
+                },
+            )
+        except SourceError as exc:
+            if split is None and the_split and f"no '{the_split}' split" in str(exc):
+                raise SourceError(
+                    f"{exc} (the split '{the_split}' comes from {path}: give verify_against the folder that "
+                    f"holds the splits, {stats.source.get('path')}, not the split itself)"
+                ) from None
+            raise
         reason = stats.stale_reason(source.describe(), source.fingerprint(), stats.mode, stats.transform, stats.decoder)
         if reason:
             raise StaleStatsError(f"{path}: stale: {reason}")

@@ -43,9 +43,9 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         seen[index] = name
     missing = [i for i in range(count) if i not in seen]
     if missing and not partial:
-        raise MismatchError(
-            f"shards {', '.join(f'{i}/{count}' for i in missing)} are missing; pass --partial to merge the rest"
-        )
+        which = ", ".join(map(str, missing))
+        verb = f"shard {which} of {count} is" if len(missing) == 1 else f"shards {which} of {count} are"
+        raise MismatchError(f"{verb} missing; pass --partial to merge the rest")
     if missing:
         log.warning("merged %d of %d shards; missing %s", len(seen), count, ", ".join(map(str, missing)))
     order = sorted(range(len(loaded)), key=lambda k: shards[k][0])

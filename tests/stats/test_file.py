@@ -606,3 +606,18 @@ def test_is_valid_file_keeps_the_skipped_files_out_of_image_folder(tmp_path):
     mnist = prep.compute_stats(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
     with pytest.raises(prep.OptionError, match="is for image folders"):
         mnist.is_valid_file("x.png")
+
+
+def test_staleness_and_verify_against_say_what_to_give(tmp_path):
+    root = tmp_path / "pets"
+    for split in ("train", "val"):
+        (root / split / "cat").mkdir(parents=True)
+        Image.fromarray(np.full((4, 4, 3), 9, np.uint8)).save(root / split / "cat" / "a.png")
+    path = tmp_path / "pets-train.json"
+    prep.compute_stats(root, split="train", workers=0).save(path)
+    result = run("check", path, root / "val", "--workers", 0)
+    assert result.exit_code != 0
+    assert "source split changed (train -> None) and its path" in result.output + result.stderr
+    with pytest.raises(prep.SourceError, match=r"comes from .*pets-train\.json: give verify_against the folder"):
+        prep.load_stats(path, verify_against=root / "train")
+    assert prep.load_stats(path, verify_against=root).images == 1  # the parent folder, the split from the file

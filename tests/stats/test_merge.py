@@ -43,9 +43,11 @@ def test_merge_on_the_command_line_and_its_refusals(shard_data, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert_same_stats(prep.load_stats(tmp_path / "all.json"), prep.compute_stats(folder, workers=0))
     missing = run("merge", parts[0], parts[2], "-o", tmp_path / "x.json")
-    assert missing.exit_code == 2 and "shards 1/3 are missing; pass --partial" in missing.stderr
-    with pytest.raises(MismatchError, match="shards 1/3 are missing"):
+    assert missing.exit_code == 2 and "shard 1 of 3 is missing; pass --partial" in missing.stderr
+    with pytest.raises(MismatchError, match="shard 1 of 3 is missing"):
         prep.merge_stats([parts[0], parts[2]])
+    with pytest.raises(MismatchError, match="shards 1, 2 of 3 are missing"):
+        prep.merge_stats([parts[0]])
     assert not (tmp_path / "x.json").exists()
     partial = run("merge", parts[0], parts[2], "-o", tmp_path / "x.json", "--partial")
     assert partial.exit_code == 0 and "missing 1" in partial.stderr
