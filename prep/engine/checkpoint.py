@@ -71,14 +71,21 @@ def save_checkpoint(path: str, identity: dict[str, Any], progress: Progress, fmt
         raise PrepError(f"{path}: cannot write checkpoint ({os_reason(exc)})") from None
 
 
-def moments_loader(channels: int) -> StateLoader:
-    """The :data:`StateLoader` of ``prep stats``: a :class:`ChannelMoments` of ``channels``."""
+def moments_loader(channels: int, covariance: bool = False) -> StateLoader:
+    """The :data:`StateLoader` of ``prep stats``: a :class:`ChannelMoments` of ``channels``, as
+    strictly checked as a stats file's state, and holding every statistic the run keeps: the
+    cross sums when it measures the covariance of integer data, the histogram of 8-bit data."""
 
     def load(raw: Any, where: str) -> tuple[ChannelMoments, int]:
         state = ChannelMoments.from_state_dict(raw, where=where)
         if state.channels != channels:
             raise StatsFileError(f"field '{where}.channels' does not match this run's mode")
         check_state(state)
+        integer = state.pixel_max in (0.0, 255.0, 65535.0) and not any(state.nonfinite)
+        if covariance and integer and state.cross is None:
+            raise StatsFileError(f"field '{where}.cross': null, but this run measures the covariance")
+        if state.exact_sum is not None and state.histogram is None and raw.get("version") != 1:
+            raise StatsFileError(f"field '{where}.histogram': null, but the state keeps exact 8-bit sums")
         return state, state.images
 
     return load

@@ -99,7 +99,7 @@ class MomentsReducer(Reducer):
         return self.state.state_dict()
 
     def load_state_dict(self, state: Any, where: str) -> None:
-        self.state, _ = moments_loader(CHANNELS[self.mode])(state, where)
+        self.state, _ = moments_loader(CHANNELS[self.mode], self.covariance)(state, where)
 
 
 # ------------------------------------------------------------------ prep whiten

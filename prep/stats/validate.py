@@ -38,6 +38,7 @@ from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.intervals import sample_intervals
 from prep.stats.moments import ChannelMoments, exact_moments
 from prep.stats.skipped import SkippedFiles
+from prep.stats.state_codec import IMAGE_STD_SCALE
 
 if TYPE_CHECKING:
     from prep.stats.file import Stats
@@ -312,6 +313,22 @@ def check_state(state: ChannelMoments) -> None:
     about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
     if max(state.image_std_count) > state.images:
         raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
+    if not any(state.nonfinite) and any(n != state.images for n in state.image_std_count):
+        # every image has every channel's pixels (no NaN left any out): one std per image and channel
+        raise StatsFileError(
+            f"field 'state.image_std_count': {[int(n) for n in state.image_std_count]} must equal state.images "
+            f"({state.images}) in every channel"
+        )
+    for c, (total, n) in enumerate(zip(state.image_std_sum, state.image_std_count)):
+        if state.count[c] == 0:
+            continue  # a channel without pixels is refused where the summary is derived
+        # a std is at most half the range of its values: (max - min) / 2 per image, each rounded up once
+        half_range = (float(state.max[c]) - float(state.min[c])) / 2
+        if total > n * (half_range * IMAGE_STD_SCALE + 1):
+            raise StatsFileError(
+                f"field 'state.image_std_sum': channel {c} holds more than {n} stds of at most "
+                f"{half_range:.6g} (half of state.max - state.min) can add up to"
+            )
     present = state.count > 0
     slack = 1e-12 * np.maximum(1.0, np.abs(state.mean))
     if np.any(present & ((state.mean < state.min - slack) | (state.mean > state.max + slack))):

@@ -350,3 +350,72 @@ def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, jun
         stats = prep.compute_stats(junk_folder, workers=0, checkpoint=ck, resume=True)
     assert (stats.images, stats.skipped_count, len(stats.skipped)) == (2, 1204, SKIPPED_LISTED)
     assert stats.skipped_reasons == {"not an image file extension": 1204}
+
+
+def _interrupted_checkpoint(tmp_path, good_folder, monkeypatch) -> tuple:
+    """A checkpoint of a folder pass stopped after two of its four images."""
+    from prep.engine import loop, reducers
+
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    ck = tmp_path / "ck.json"
+    real, calls = reducers.reduce_chunk, {"n": 0}
+
+    def stop_at_the_third(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(reducers, "reduce_chunk", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        prep.compute_stats(good_folder, workers=0, checkpoint=ck, checkpoint_every=1)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
+    return ck, json.loads(ck.read_text())
+
+
+IMPOSSIBLE_STATES = {
+    "a per-image std sum beyond half the range": (
+        lambda s: {**s, "image_std_sum": [10**29] * 3},
+        r"state.image_std_sum': channel 0 holds more",
+    ),
+    "per-image std counts set to zero": (
+        lambda s: {**s, "image_std_count": [0, 0, 0]},
+        r"state.image_std_count': \[0, 0, 0\] must equal state.images",
+    ),
+    "the histogram dropped": (lambda s: {**s, "histogram": None}, r"state.histogram': null"),
+    "the cross sums dropped": (lambda s: {**s, "cross": None}, r"state.cross': null, but this run measures"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPOSSIBLE_STATES))
+def test_a_checkpoint_with_an_impossible_or_shortened_state_is_refused(tmp_path, good_folder, monkeypatch, name):
+    edit, message = IMPOSSIBLE_STATES[name]
+    ck, data = _interrupted_checkpoint(tmp_path, good_folder, monkeypatch)
+    assert prep.compute_stats(good_folder, workers=0, checkpoint=ck, resume=True).images == 4  # untouched: resumes
+    ck2, data = _interrupted_checkpoint(tmp_path, good_folder, monkeypatch)
+    data["state"] = edit(data["state"])
+    ck2.write_text(json.dumps(data))
+    with pytest.raises(StatsFileError, match=message):
+        prep.compute_stats(good_folder, workers=0, checkpoint=ck2, resume=True)
+
+
+def test_a_checkpoint_without_cross_sums_resumes_a_run_without_covariance(tmp_path, good_folder, monkeypatch):
+    from prep.engine import loop, reducers
+
+    monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    ck = tmp_path / "ck.json"
+    real, calls = reducers.reduce_chunk, {"n": 0}
+
+    def stop(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(reducers, "reduce_chunk", stop)
+    with pytest.raises(KeyboardInterrupt):
+        prep.compute_stats(good_folder, workers=0, checkpoint=ck, checkpoint_every=1, covariance=False)
+    monkeypatch.setattr(reducers, "reduce_chunk", real)
+    assert json.loads(ck.read_text())["state"]["cross"] is None
+    resumed = prep.compute_stats(good_folder, workers=0, checkpoint=ck, resume=True, covariance=False)
+    assert resumed.images == 4 and resumed.covariance is None
