@@ -181,7 +181,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         transform=describe_transform(transform),
         decoder=decoder,
         state=reducer.state,
-        skipped=progress.skipped,  # a SkippedFiles: the first SKIPPED_LISTED named, all counted
+        **progress.skipped.stats_fields(),  # the first SKIPPED_LISTED named, all counted
         percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
         sample=sample_report(src, reducer.state),
         outliers=None if report is None else report.finish(),
@@ -356,7 +356,8 @@ def _refuse_undecodable(stats: Stats, src: Source) -> None:
     for entry in stats.skipped:
         if entry["reason"].startswith(UNDECODABLE_REASONS):
             raise BadImageError(f"{src.display(entry['path'])}: {entry['reason']}")
-    undecodable = sum(n for category, n in stats.skipped_reasons.items() if category.startswith(UNDECODABLE_REASONS))
+    reasons = stats.skipped_reasons or {}
+    undecodable = sum(n for category, n in reasons.items() if category.startswith(UNDECODABLE_REASONS))
     if undecodable:  # none of them among the files the stats file names
         raise BadImageError(f"{src.where()}: {undecodable} file(s) could not be read or decoded")
 

@@ -292,7 +292,7 @@ def compare_stats(
         raise OptionError(f"max_shift must be a non-negative number; got {max_shift!r}")
     if not (isinstance(max_std_ratio, int | float) and max_std_ratio >= 1):
         raise OptionError(f"max_std_ratio must be a number >= 1; got {max_std_ratio!r}")
-    both = sa.histogram is not None and sb.histogram is not None
+    ha, hb = sa.histogram, sb.histogram  # 8-bit data: exact distances from the histograms
     return Comparison(
         a=_label(a),
         b=_label(b),
@@ -300,8 +300,8 @@ def compare_stats(
         std_ratio=tuple(_ratio(s_b, s_a) if s_a or s_b else 1.0 for s_a, s_b in zip(sa.std, sb.std)),
         range_a=tuple(zip(sa.min, sa.max)),
         range_b=tuple(zip(sb.min, sb.max)),
-        wasserstein=tuple(wasserstein(x, y) for x, y in zip(sa.histogram, sb.histogram)) if both else None,
-        ks=tuple(ks_statistic(x, y) for x, y in zip(sa.histogram, sb.histogram)) if both else None,
+        wasserstein=tuple(wasserstein(x, y) for x, y in zip(ha, hb)) if ha is not None and hb is not None else None,
+        ks=tuple(ks_statistic(x, y) for x, y in zip(ha, hb)) if ha is not None and hb is not None else None,
         max_shift=float(max_shift),
         max_std_ratio=float(max_std_ratio),
     )

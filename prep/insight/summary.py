@@ -60,7 +60,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     pca = stats.pca
     if pca is not None:
         if details:
-            for name, row_values in zip(names, stats.covariance):
+            for name, row_values in zip(names, stats.covariance or []):
                 lines.append(row(f"covariance {name}", row_values))
         imagenet = "   (ImageNet's pasted eigval: 0.2175 0.0188 0.0045)" if stats.channels == 3 else ""
         lines.append(row("pca eigval", pca["eigval"]) + imagenet)
@@ -81,7 +81,8 @@ def _estimate_rows(stats: Stats, s, row) -> list[str]:
     def with_ci(values, halves) -> list[str]:
         return [f"{v:.4f} ± {h:.4f}" if h is not None else f"{v:.4f}" for v, h in zip(values, halves)]
 
-    note = f"   (95%; sample of {stats.sample['images']} of {stats.sample['of']} images, seed {stats.sample['seed']})"
+    sample = stats.sample or {}
+    note = f"   (95%; sample of {sample['images']} of {sample['of']} images, seed {sample['seed']})"
     return [
         row("mean", with_ci(s.mean, ci95["mean"]), "{:>18}") + note,
         row("std", with_ci(s.std, ci95["std"]), "{:>18}"),
@@ -119,7 +120,7 @@ def _skipped_lines(stats: Stats) -> list[str]:
     """The totals per reason, the first :data:`SKIPPED_SHOWN` skipped files, and how many more."""
     if not stats.skipped_count:
         return []
-    reasons = ", ".join(f"{n} {_printable(category)}" for category, n in stats.skipped_reasons.items())
+    reasons = ", ".join(f"{n} {_printable(category)}" for category, n in (stats.skipped_reasons or {}).items())
     lines = [f"skipped               {stats.skipped_count} files: {reasons}"]
     shown = list(stats.skipped)[:SKIPPED_SHOWN]
     lines += [f"skipped               {_printable(x['path'])}: {_printable(x['reason'])}" for x in shown]
@@ -152,7 +153,10 @@ def progress_bar(progress: bool | Callable[..., Any], total: int | None, label: 
     factory, a bar that shows nothing for False."""
     if not progress:
         return _NullBar()
-    factory = progress
     if progress is True:
-        from tqdm.auto import tqdm as factory
+        from tqdm.auto import tqdm
+
+        factory: Callable[..., Any] = tqdm
+    else:
+        factory = progress
     return factory(total=total, desc=f"prep stats {label}", unit="img", dynamic_ncols=True)

@@ -76,13 +76,13 @@ class CrossMoments:
     """
 
     def __init__(self, shape: tuple[int, int, int] | list[int], device: Any = "cpu") -> None:
-        shape = tuple(int(v) for v in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be (C, H, W) with positive sizes; got {shape}")
-        dim = math.prod(shape)
+        sizes = tuple(int(v) for v in shape)
+        if len(sizes) != 3 or min(sizes) < 1:
+            raise ValueError(f"shape must be (C, H, W) with positive sizes; got {sizes}")
+        dim = math.prod(sizes)
         if dim > MAX_DIM:
             raise ValueError(f"D = C*H*W = {dim} values per image exceeds the limit of {MAX_DIM}")
-        self.shape: tuple[int, int, int] = shape
+        self.shape: tuple[int, int, int] = (sizes[0], sizes[1], sizes[2])
         self.dim = dim
         self.count = 0
         self.pixel_max: float | None = None
@@ -161,14 +161,14 @@ class CrossMoments:
 
     def mean(self) -> torch.Tensor:
         """:math:`\\mu = s / (N p)`: the mean image, flattened, float64, unit scale."""
-        self._require_data()
-        return self.total / (self.count * self.pixel_max)
+        p = self._require_data()
+        return self.total / (self.count * p)
 
     def covariance(self) -> torch.Tensor:
         """:math:`\\Sigma = (N S - s s^T) / (N^2 p^2)`: population covariance (ddof=0), float64, unit
         scale (see the module for when it is exact)."""
-        self._require_data()
-        n, p = self.count, self.pixel_max
+        p = self._require_data()
+        n = self.count
         if self.exact and n * self._max_square() < INT64_LIMIT and int(self.total.max().item()) ** 2 < INT64_LIMIT:
             s = self.total.to(torch.int64)
             numerator = n * self.cross.to(torch.int64) - s[:, None] * s[None, :]  # exact integers
@@ -177,9 +177,11 @@ class CrossMoments:
         cov = (self.cross / n - mean[:, None] * mean[None, :]) / (p * p)
         return (cov + cov.T) / 2
 
-    def _require_data(self) -> None:
+    def _require_data(self) -> float:
+        """The pixel max, once there is data; else ``ValueError``."""
         if self.count == 0 or self.pixel_max is None:
             raise ValueError("no images were added: mean and covariance are undefined")
+        return self.pixel_max
 
     def state_dict(self) -> dict[str, Any]:
         """The state as plain values and CPU tensors (``torch.save``-able, ``weights_only`` loadable)."""
@@ -229,7 +231,7 @@ class CrossMoments:
             and torch.equal(self.cross.cpu(), other.cross.cpu())
         )
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         return (

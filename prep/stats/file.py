@@ -53,7 +53,7 @@ _PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construct
 
 def pixels_of(decoder: str | None) -> str | None:
     """Whose pixels ``decoder`` gives: ``auto`` gives PIL's; every other decoder its own."""
-    return _PIXELS_OF.get(decoder, decoder)
+    return decoder if decoder is None else _PIXELS_OF.get(decoder, decoder)
 
 
 def same_pixels(a: str | None, b: str | None) -> bool:
@@ -71,18 +71,18 @@ class Stats:
     ``transforms.Normalize`` assumes; ``per_image_std_mean`` is the mean over images of each
     image's own std, shown for comparison only.
 
-    ``skipped`` is given as every ``{path, reason}`` passed over (or a :class:`SkippedFiles`);
-    only the first :data:`~prep.stats.skipped.SKIPPED_LISTED` are kept, as a tuple, and
-    ``skipped_count`` and ``skipped_reasons`` (per :func:`~prep.stats.skipped.reason_category`)
-    count them all. A stats file gives ``skipped_count`` and ``skipped_reasons`` with the files it
-    lists.
+    ``skipped`` is given as every ``{path, reason}`` passed over (a :class:`SkippedFiles` gives
+    these three fields: ``Stats(..., **files.stats_fields())``); only the first
+    :data:`~prep.stats.skipped.SKIPPED_LISTED` are kept, as a tuple, and ``skipped_count`` and
+    ``skipped_reasons`` (per :func:`~prep.stats.skipped.reason_category`) count them all. A stats
+    file gives ``skipped_count`` and ``skipped_reasons`` with the files it lists.
     """
 
     source: Mapping[str, Any]
     fingerprint: Mapping[str, Any] | None
     mode: str
     state: ChannelMoments
-    skipped: Sequence[Mapping[str, str]] | SkippedFiles = ()
+    skipped: Sequence[Mapping[str, str]] = ()
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     prep_version: str = __version__
     skipped_count: int | None = None
@@ -141,7 +141,7 @@ class Stats:
             from prep.sources.folder import split_folder
 
             root = str(split_folder(root, split))
-        if self.skipped_count > len(self.skipped):
+        if (self.skipped_count or 0) > len(self.skipped):
             warnings.warn(
                 f"the stats file names {len(self.skipped)} of the {self.skipped_count} files it skipped; "
                 "the others pass is_valid_file",
@@ -365,7 +365,7 @@ class Stats:
     def skipped_files(self) -> SkippedFiles:
         """The files passed over, as listed (the first :data:`~prep.stats.skipped.SKIPPED_LISTED`) and counted."""
         listed = [(x["path"], x["reason"]) for x in self.skipped]
-        return SkippedFiles(listed, self.skipped_count, dict(self.skipped_reasons))
+        return SkippedFiles(listed, self.skipped_count or 0, dict(self.skipped_reasons or {}))
 
     # -------------------------------------------------------------- freshness
     def stale_reason(

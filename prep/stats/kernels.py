@@ -54,6 +54,7 @@ def histogram_interleaved(hwc: np.ndarray) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"image: expected 1 or 3 channels; got {channels}")
     hist = np.zeros((channels, LEVELS), np.int64)
+    assert _LIB is not None  # callers check AVAILABLE
     _LIB.prep_histogram_interleaved(hwc.ctypes.data, hwc.size // channels, channels, hist.ctypes.data)
     return hist
 
@@ -65,6 +66,7 @@ def cross_interleaved(hwc: np.ndarray, squares=None) -> list[list[int]]:
     if hwc.ndim != 3 or hwc.shape[-1] != 3:
         raise ValueError(f"image: expected (H, W, 3); got shape {hwc.shape}")
     out = np.zeros(3, np.uint64)
+    assert _LIB is not None  # callers check AVAILABLE
     _LIB.prep_cross_interleaved3(hwc.ctypes.data, hwc.shape[0] * hwc.shape[1], out.ctypes.data)
     rg, rb, gb = (int(v) for v in out)
     return _with_diagonal([[0, rg, rb], [rg, 0, gb], [rb, gb, 0]], squares)
@@ -79,6 +81,7 @@ def cross_batch(batch: np.ndarray, squares=None) -> list[list[int]]:
     n, c = batch.shape[:2]
     out = np.zeros((c, c), np.uint64)
     if batch.size:
+        assert _LIB is not None  # callers check AVAILABLE
         _LIB.prep_cross_batch(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
     upper = [[int(v) for v in row] for row in out]
     return _with_diagonal([[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)], squares)

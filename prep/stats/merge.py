@@ -65,7 +65,7 @@ def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = F
         fingerprint=first.fingerprint,
         mode=first.mode,
         state=state,
-        skipped=skipped,
+        **skipped.stats_fields(),
         transform=first.transform,
         decoder=first.decoder if len({s.decoder for s, _ in loaded}) == 1 else "pil",  # else: pil and auto
         percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
@@ -90,9 +90,12 @@ def _shard_of(stats: Stats, name: str) -> tuple[int, int]:
     if shard is None:
         raise MismatchError(f"{name}: not the statistics of a shard (made without --shard I/N)")
     try:
-        return parse_shard(shard)
+        parsed = parse_shard(shard)
     except OptionError:
-        raise StatsFileError(f"{name}: field 'source.shard' is not I/N: {shard!r}") from None
+        parsed = None
+    if parsed is None:
+        raise StatsFileError(f"{name}: field 'source.shard' is not I/N: {shard!r}")
+    return parsed
 
 
 def _check_same(a: Stats, a_name: str, b: Stats, b_name: str) -> None:

@@ -151,6 +151,23 @@ class ChannelMoments:
         ((0.5,), (0.5,))
     """
 
+    # the state, one attribute per entry of STATE_FIELDS (declared here for readers and type checkers)
+    count: np.ndarray  # int64 (C,)
+    mean: np.ndarray  # float64 (C,)
+    m2: np.ndarray  # float64 (C,)
+    min: np.ndarray  # float64 (C,), +inf where empty
+    max: np.ndarray  # float64 (C,), -inf where empty
+    exact_sum: list[int] | None
+    exact_sumsq: list[int] | None
+    histogram: np.ndarray | None  # int64 (C, 256)
+    image_moments: list[list[int]] | None
+    cross: list[list[int]] | None
+    images: int
+    image_std_sum: list[int]
+    image_std_count: np.ndarray  # int64 (C,)
+    nonfinite: np.ndarray  # int64 (C,)
+    pixel_max: float
+
     def __init__(self, channels: int, track_images: bool = False, covariance: bool = False) -> None:
         if not 1 <= channels <= MAX_CHANNELS:
             raise ValueError(f"channels must be 1 to {MAX_CHANNELS}; got {channels}")
@@ -192,7 +209,8 @@ class ChannelMoments:
             batch = checked_sixteen_bit(batch)
         if not batch.dtype.is_floating_point and scale == SIXTEEN_BIT_MAX:  # 16-bit: exact integer sums
             cross = None if self.cross is None else cross_sums(batch)
-            self._fold_integers(*integer_image_sums(batch), scale=SIXTEEN_BIT_MAX, cross=cross)
+            n_img, s_img, q_img, low, high = integer_image_sums(batch)
+            self._fold_integers(n_img, s_img, q_img, low, high, scale=SIXTEEN_BIT_MAX, cross=cross)
             return self
         n, mean, m2, vmin, vmax, nonfinite = float_image_moments(batch, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
@@ -284,7 +302,7 @@ class ChannelMoments:
             ]
         if scale != EIGHT_BIT_MAX:
             self.exact_sum = self.exact_sumsq = None
-        elif self.exact_sum is not None:
+        elif self.exact_sum is not None and self.exact_sumsq is not None:
             self.exact_sum = [a + b for a, b in zip(self.exact_sum, totals)]
             self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
         self.pixel_max = max(self.pixel_max, float(scale))

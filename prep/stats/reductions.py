@@ -173,12 +173,12 @@ def float_image_moments(batch: torch.Tensor, scale: float):
 
     n, c = batch.shape[:2]
     x = batch.reshape(n * c, -1)
-    dev_kw = {"dtype": torch.float64, "device": batch.device}
-    count = torch.zeros(n * c, dtype=torch.int64, device=batch.device)
-    total = torch.zeros(n * c, **dev_kw)
-    vmin = torch.full((n * c,), math.inf, **dev_kw)
-    vmax = torch.full((n * c,), -math.inf, **dev_kw)
-    zero = torch.zeros((), **dev_kw)
+    f64, dev = torch.float64, batch.device
+    count = torch.zeros(n * c, dtype=torch.int64, device=dev)
+    total = torch.zeros(n * c, dtype=f64, device=dev)
+    vmin = torch.full((n * c,), math.inf, dtype=f64, device=dev)
+    vmax = torch.full((n * c,), -math.inf, dtype=f64, device=dev)
+    zero = torch.zeros((), dtype=f64, device=dev)
 
     def unit(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         values = part.to(torch.float64)

@@ -53,6 +53,11 @@ class SkippedFiles:
     def __bool__(self) -> bool:
         return self.count > 0
 
+    def stats_fields(self) -> dict[str, Any]:
+        """``skipped``, ``skipped_count`` and ``skipped_reasons`` of a :class:`~prep.stats.file.Stats`."""
+        files = self.to_json()
+        return {"skipped": files["files"], "skipped_count": files["count"], "skipped_reasons": files["reasons"]}
+
     def to_json(self) -> dict[str, Any]:
         """``{"count", "reasons", "files"}``: the total, the total per reason, the listed files."""
         return {
@@ -127,4 +132,4 @@ def tally_skipped(skipped: Any, count: int | None, reasons: Mapping[str, int] | 
         tally = SkippedFiles()
         tally.extend(pairs)
         return tally
-    return SkippedFiles(list(itertools.islice(pairs, SKIPPED_LISTED)), count, dict(reasons))
+    return SkippedFiles(list(itertools.islice(pairs, SKIPPED_LISTED)), count, dict(reasons or {}))

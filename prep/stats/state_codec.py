@@ -93,9 +93,10 @@ def decode_field(f: StateField, value: Any, channels: int, where: str) -> Any:
     return np.array(values, np.int64 if f.kind == "int" else np.float64)
 
 
-def _check_number(v: Any, numbers: tuple[type, ...], kind_name: str, f: StateField, where: str) -> Any:
-    if isinstance(v, bool) or not isinstance(v, numbers):
-        raise StatsFileError(f"{where}: expected {kind_name} values; got {v!r}")
+def _check_number(value: Any, numbers: tuple[type, ...], kind_name: str, f: StateField, where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, numbers):
+        raise StatsFileError(f"{where}: expected {kind_name} values; got {value!r}")
+    v = value if isinstance(value, int | float) else math.nan  # numbers holds no other type
     if f.kind == "int" and not -(2**63) <= v < 2**63:
         raise StatsFileError(f"{where}: integer out of range; got {v!r}")
     if isinstance(v, float) and not math.isfinite(v):
@@ -129,7 +130,7 @@ def check_consistency(state: ChannelMoments, where: str) -> None:
             for j in range(c):  # Cauchy-Schwarz
                 if square[i][j] ** 2 > square[i][i] * square[j][j]:
                     raise StatsFileError(f"{where}.cross: inconsistent with its diagonal")
-    if state.exact_sum is not None:
+    if state.exact_sum is not None and state.exact_sumsq is not None:
         for n, total, total_sq in zip(state.count.tolist(), state.exact_sum, state.exact_sumsq):
             # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
             if total > EIGHT_BIT_MAX * n or total * total > n * total_sq or total_sq > EIGHT_BIT_MAX * total:
@@ -138,17 +139,19 @@ def check_consistency(state: ChannelMoments, where: str) -> None:
 
 def _check_histogram(state: ChannelMoments, where: str) -> None:
     """The histogram must count every pixel, span exactly min..max, and give the exact sums."""
-    if state.exact_sum is None:
+    hist, sums, squares = state.histogram, state.exact_sum, state.exact_sumsq
+    if sums is None or squares is None:
         raise StatsFileError(f"{where}.histogram: must be null when exact_sum is")
-    if state.histogram.sum(1).tolist() != state.count.tolist():
+    assert hist is not None  # called only for a state with a histogram
+    if hist.sum(1).tolist() != state.count.tolist():
         raise StatsFileError(f"{where}.histogram: its counts do not add up to {where}.count")
-    low, high = histogram_range(state.histogram)
+    low, high = histogram_range(hist)
     empty = state.count == 0
     if np.any(~empty & ((low / EIGHT_BIT_MAX != state.min) | (high / EIGHT_BIT_MAX != state.max))):
         raise StatsFileError(f"{where}.histogram: does not span {where}.min..{where}.max")
     levels = list(range(LEVELS))
-    for c, row in enumerate(state.histogram.tolist()):
+    for c, row in enumerate(hist.tolist()):
         total = sum(v * h for v, h in zip(levels, row))
         total_sq = sum(v * v * h for v, h in zip(levels, row))
-        if (total, total_sq) != (state.exact_sum[c], state.exact_sumsq[c]):
+        if (total, total_sq) != (sums[c], squares[c]):
             raise StatsFileError(f"{where}.histogram: inconsistent with {where}.exact_sum and exact_sumsq")

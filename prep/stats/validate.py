@@ -361,10 +361,10 @@ def _sample(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any] | 
     if images != state.images or images > total:
         raise StatsFileError(f"field 'sample.images': {images} is not state.images ({state.images}) or exceeds 'of'")
     ci95 = sample.get("ci95")
-    expected = None
+    expected: dict[str, list[float | None]] | None = None
     if state.image_moments is not None:
-        expected = sample_intervals(state.image_moments, images, total, state.pixel_max)
-        expected = {k: [v if v == v else None for v in values] for k, values in expected.items()}
+        intervals = sample_intervals(state.image_moments, images, total, state.pixel_max)
+        expected = {k: [v if v == v else None for v in values] for k, values in intervals.items()}
     if ci95 != expected:
         raise StatsFileError("field 'sample.ci95': does not match state.image_moments; was the file edited?")
     return {"images": images, "of": total, "seed": seed, "ci95": ci95}
