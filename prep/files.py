@@ -97,7 +97,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
     data = text.encode("utf-8")
-    write_atomic(path, lambda f: f.write(data))
+
+    def write(f: BinaryIO) -> None:
+        f.write(data)
+
+    write_atomic(path, write)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -168,7 +168,7 @@ def _duplicates(digests: np.ndarray) -> list[tuple[int, int]]:
         return []
     order = np.argsort(digests, kind="stable")
     ordered = digests[order]
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(ordered) + 1):
         if i == len(ordered) or ordered[i] != ordered[start]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from prep.errors import SourceError, os_reason
 from prep.sources.archive_members import ARCHIVE_ERRORS, ArchiveListing, Member, list_archive
 from prep.sources.archive_readers import InlineReader, TarMemberReader, ZipMemberReader
-from prep.sources.base import FileChunk, TaskSource
+from prep.sources.base import FileChunk, FileReader, TaskSource
 from prep.sources.folder import IMG_EXTENSIONS, has_image_extension
 
 
@@ -70,6 +70,8 @@ class ArchiveSource(TaskSource):
     extension of a sample's image (``"jpg"``) when samples have several. ``path``: what the
     stats file records and messages name (a brace pattern, a directory); default the one path.
     """
+
+    path: str  # always a file or folder here
 
     def __init__(
         self,
@@ -192,6 +194,7 @@ class ArchiveSource(TaskSource):
 
 def _chunk(listing: ArchiveListing, members: list[Member]) -> FileChunk:
     names = tuple(listing.display(m.name) for m in members)
+    reader: FileReader
     if listing.format == "zip":
         reader = ZipMemberReader(listing.path, tuple(zip(names, (m.raw for m in members))))
     else:
@@ -210,7 +213,7 @@ def _streamed_chunks(shard: Shard, first: int, size: int) -> Iterator[FileChunk]
     try:
         with tarfile.open(listing.path, "r|*") as tf:
             for index, info in enumerate(tf):
-                tf.members.clear()
+                tf.members.clear()  # type: ignore[attr-defined]  # TarFile keeps every member read otherwise
                 if done == len(wanted):
                     break
                 member = wanted[done]

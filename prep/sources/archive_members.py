@@ -171,7 +171,7 @@ def _list_tar(listing: ArchiveListing) -> None:
                 listing.skipped.append((listing.display(name), reason))
             else:
                 listing.members.append(Member(name, info.name, info.size, info.offset_data, index))
-            tf.members.clear()  # the listing keeps what it needs: memory stays flat
+            tf.members.clear()  # type: ignore[attr-defined]  # the listing keeps what it needs: memory stays flat
 
 
 def _drop_duplicates(listing: ArchiveListing) -> None:

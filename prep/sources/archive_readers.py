@@ -123,7 +123,7 @@ class _Window(io.RawIOBase):
         if count <= 0:
             return 0
         self._raw.seek(self._start + self._pos)
-        got = self._raw.readinto(memoryview(buffer)[:count]) or 0
+        got = self._raw.readinto(memoryview(buffer)[:count]) or 0  # type: ignore[attr-defined]  # a real file
         self._pos += got
         return got
 

@@ -46,7 +46,7 @@ class ArraySource(BatchSource):
         self.kind = kind
         self.root = os.fspath(root)
         self.files = list(files)
-        self.native_mode = native_mode
+        self._native_mode = native_mode
         self._reader = reader
         self._counter = counter
         self._estimator = estimator
@@ -121,7 +121,7 @@ class _ContentHash:
     def add(self, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
         self.digest.update(repr(array.shape).encode())
-        self.digest.update(memoryview(array).cast("B"))
+        self.digest.update(array.data.cast("B"))
         self.images += len(array)
         self.size += array.nbytes
 

@@ -38,11 +38,16 @@ class Source:
     """
 
     kind: str = ""
-    native_mode: str = "RGB"
+    _native_mode: str | None = "RGB"
 
     def __init__(self, path: str | None, split: str | None = None) -> None:
         self.path = path
         self.split = split
+
+    @property
+    def native_mode(self) -> str:
+        """The mode images of this source are measured in unless ``mode`` says otherwise."""
+        return self._native_mode or "RGB"
 
     def describe(self) -> dict[str, Any]:
         """``{"kind", "path", "split"}``: what the stats file records under ``source``."""

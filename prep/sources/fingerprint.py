@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 from prep.errors import os_reason
 from prep.sources.base import open_regular
@@ -64,7 +64,7 @@ def checksum_files(root: str | os.PathLike, relpaths: Iterable[str], *, follow_s
     return digest.hexdigest()
 
 
-def _file_sha256(f: BinaryIO) -> str:
+def _file_sha256(f: Any) -> str:
     """The SHA-256 hex of the rest of ``f``, read in blocks (hashlib.file_digest where there is one)."""
     if hasattr(hashlib, "file_digest"):  # Python 3.11+: a reused buffer, the GIL released while hashing
         return hashlib.file_digest(f, "sha256").hexdigest()

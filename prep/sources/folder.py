@@ -143,6 +143,8 @@ class FolderSource(TaskSource):
     without it does not match one checked with it (nor the reverse).
     """
 
+    path: str  # always a file or folder here
+
     kind = "folder"
 
     def __init__(

@@ -13,7 +13,7 @@ import gzip
 import os
 import stat
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -76,7 +76,8 @@ def _parse_header(path: str, header: bytes) -> tuple[int, int, int]:
         )
     if len(header) < HEADER_BYTES:
         raise SourceError(f"{path}: idx header cut short ({len(header)} of {HEADER_BYTES} bytes)")
-    return tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(IMAGE_DIMS))
+    n, height, width = (int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(IMAGE_DIMS))
+    return n, height, width
 
 
 def _describe(shape: tuple[int, int, int]) -> str:
@@ -100,13 +101,13 @@ def _check_size(path: str, shape: tuple[int, int, int], file_size: int, gz: bool
     return nbytes
 
 
-def _read_data(path: str, stream: BinaryIO, shape: tuple[int, int, int], nbytes: int, gz: bool) -> np.ndarray:
+def _read_data(path: str, stream: Any, shape: tuple[int, int, int], nbytes: int, gz: bool) -> np.ndarray:
     """The ``nbytes`` after the header, read in bounded pieces into one preallocated array."""
     try:
         data = np.empty(nbytes, np.uint8)
     except MemoryError:
         raise SourceError(f"{path}: {_describe(shape)}, too large to read into memory") from None
-    view = memoryview(data)
+    view = data.data  # a writable memoryview of the array
     got = 0
     while got < nbytes:
         n = stream.readinto(view[got : got + _READ_PIECE])
@@ -139,7 +140,9 @@ def _load(path: str, with_data: bool) -> np.ndarray | int:
 
 def count_idx_images(path: str | os.PathLike) -> int:
     """The image count from an idx3-ubyte header, checked against the file's size (no data is read)."""
-    return _load(os.fspath(path), with_data=False)
+    count = _load(os.fspath(path), with_data=False)
+    assert isinstance(count, int)
+    return count
 
 
 def read_idx_images(path: str | os.PathLike) -> np.ndarray:
@@ -148,7 +151,9 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
     ``.gz`` files are decompressed in bounded pieces: one holding more (or fewer) bytes than its
     header declares is refused without decompressing the rest.
     """
-    return _load(os.fspath(path), with_data=True)
+    images = _load(os.fspath(path), with_data=True)
+    assert isinstance(images, np.ndarray)
+    return images
 
 
 def idx_source(path: str | os.PathLike, kind: str = "idx", split: str | None = None) -> ArraySource:

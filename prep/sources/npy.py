@@ -29,7 +29,7 @@ import struct
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -96,6 +96,8 @@ def check_dtype(dtype: np.dtype, where: str) -> None:
 class NumpySource(BatchSource):
     """The images of a ``.npy`` file, or of one array in a ``.npz`` file (see the module's rules)."""
 
+    path: str  # always a file or folder here
+
     def __init__(self, path: str, split: str | None = None, key: str | None = None, layout: str | None = None) -> None:
         super().__init__(path, split)
         self.kind = "npz" if path.lower().endswith(".npz") else "npy"
@@ -107,8 +109,9 @@ class NumpySource(BatchSource):
                 raise SourceError(f"{path}: a .npy file has no splits; got --split {split}")
             self._where = path
             self._member: zipfile.ZipInfo | None = None
-            self._map = self._open_npy()
-            shape, dtype, fortran = self._map.shape, self._map.dtype, False
+            array = self._open_npy()
+            self._map: np.ndarray | None = array  # None: a compressed member, read as a stream
+            shape, dtype, fortran = array.shape, array.dtype, False
         else:
             self._member = self._pick_member()
             self._where = f"{path}:{self._member.filename[:-4]}"
@@ -120,7 +123,7 @@ class NumpySource(BatchSource):
         self.layout = image_layout(self.shape, layout, self._where)
         channels = 1 if self.layout == "NHW" else self.shape[3 if self.layout == "NHWC" else 1]
         self.channels = min(channels, 3)
-        self.native_mode = "L" if self.channels == 1 else "RGB"
+        self._native_mode = "L" if self.channels == 1 else "RGB"
 
     # ---------------------------------------------------------------- opening
     def _open_npy(self) -> np.ndarray:
@@ -181,7 +184,8 @@ class NumpySource(BatchSource):
             raise SourceError(f"{self._where}: not a readable .npy member ({_first_line(exc)})") from None
 
     @contextmanager
-    def _member_stream(self) -> Iterator[BinaryIO]:
+    def _member_stream(self) -> Iterator[IO[bytes]]:
+        assert self._member is not None  # an .npz member source
         with zipfile.ZipFile(self.path) as zf, zf.open(self._member) as stream:
             yield stream
 
@@ -253,21 +257,21 @@ class NumpySource(BatchSource):
         return batch[:, :3]  # a fourth channel is alpha: dropped
 
 
-def _read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(f)
     return np.lib.format.read_array_header_2_0(f)
 
 
-def _read_exact(stream: BinaryIO, size: int, where: str) -> bytes:
+def _read_exact(stream: IO[bytes], size: int, where: str) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise SourceError(f"{where}: the array data is truncated")
     return data
 
 
-def _skip(stream: BinaryIO, size: int, where: str) -> None:
+def _skip(stream: IO[bytes], size: int, where: str) -> None:
     while size > 0:
         got = len(stream.read(min(size, 1 << 24)))
         if got == 0:

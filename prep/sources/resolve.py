@@ -38,7 +38,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 # (follow_symlinks, checksum, key, layout, archives), each kind taking its own); the first match wins
 PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[..., Source]], ...] = (
     (Path.is_dir, lambda path, split, **o: _open_dir(path, split, **o)),
-    (lambda p: "idx3-ubyte" in p.name, lambda path, split, **o: idx_source(path, split=_no_split(path, split))),
+    (lambda p: "idx3-ubyte" in p.name, lambda path, split, **o: _open_idx(path, split)),
     (lambda p: is_archive_name(p.name), lambda path, split, **o: _open_archives([path], split, path, **o)),
     (lambda p: is_numpy_name(p.name), lambda path, split, **o: NumpySource(path, split, o["key"], o["layout"])),
 )
@@ -62,8 +62,14 @@ def _open_archives(
 
 
 def _no_split(path: str, split: str | None) -> None:
+    """Refuse ``--split`` for a source that is one file."""
     if split:
         raise SourceError(f"{path}: a single file has no splits; got --split {split}")
+
+
+def _open_idx(path: Path, split: str | None) -> Source:
+    _no_split(str(path), split)
+    return idx_source(path)
 
 
 def dataset_names() -> list[str]:

@@ -74,10 +74,10 @@ def sample_report(source: Source, state: Any) -> dict[str, Any] | None:
 
     if not isinstance(source, Sampled):
         return None
-    ci95 = None
+    ci95: dict[str, list[float | None]] | None = None
     if state.image_moments is not None:
-        ci95 = sample_intervals(state.image_moments, state.images, source.total, state.pixel_max)
-        ci95 = {k: [v if v == v else None for v in values] for k, values in ci95.items()}  # NaN -> null
+        intervals = sample_intervals(state.image_moments, state.images, source.total, state.pixel_max)
+        ci95 = {k: [v if v == v else None for v in values] for k, values in intervals.items()}  # NaN -> null
     return {"images": state.images, "of": source.total, "seed": source.seed, "ci95": ci95}
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prep.errors import OptionError
-from prep.sources.base import BatchSource, FileChunk, Source, TaskSource
+from prep.sources.base import BatchSource, FileChunk, FileReader, Source, TaskSource
 
 if TYPE_CHECKING:
     import torch
@@ -120,7 +120,8 @@ class ShardedTaskSource(_Sharded, TaskSource):
     def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
         position = selected = 0
         names: list[str] = []
-        reader = None
+        reader: FileReader | None = None
+        assert isinstance(self.inner, TaskSource)
         for chunk in self.inner.iter_tasks(0, size * self._spread()):
             for name in chunk.names:
                 mine = self._mine(position)
@@ -130,12 +131,12 @@ class ShardedTaskSource(_Sharded, TaskSource):
                 selected += 1
                 if selected <= start:
                     continue
-                if names and (chunk.reader is not reader or len(names) >= size):
+                if reader is not None and names and (chunk.reader is not reader or len(names) >= size):
                     yield FileChunk(reader, tuple(names))
                     names = []
                 reader = chunk.reader
                 names.append(name)
-        if names:
+        if reader is not None and names:
             yield FileChunk(reader, tuple(names))
 
 
@@ -158,6 +159,7 @@ class ShardedBatchSource(_Sharded, BatchSource):
         position = selected = 0
         spread = self._spread()
         wider = None if batch_size is None else batch_size * spread
+        assert isinstance(self.inner, BatchSource)
         for batch, images in self.inner.iter_batches(0, mode, pixels_per_batch * spread, wider):
             if images != len(batch):  # an item that is itself a batch: one image of the source
                 mine = self._mine(position)

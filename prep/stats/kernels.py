@@ -21,8 +21,9 @@ from prep.pixels import LEVELS
 _LIB: ctypes.CDLL | None = None
 if os.environ.get("PREP_NO_KERNELS", "") in ("", "0"):
     try:
-        from prep import _kernels  # type: ignore[attr-defined]
+        import importlib
 
+        _kernels = importlib.import_module("prep._kernels")  # a module only where setup.py built it
         _LIB = ctypes.CDLL(_kernels.__file__)
     except (ImportError, OSError):  # not built (no compiler at install time): PIL and torch do the work
         _LIB = None

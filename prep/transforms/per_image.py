@@ -84,7 +84,7 @@ def _check(x: Any, axes: str, groups: int | None, eps: float) -> int:
         if groups is not None:
             raise OptionError(f"groups is for axes='group' only; got groups={groups!r} with axes={axes!r}")
         return 1 if axes == "layer" else channels
-    if not is_int(groups) or groups < 1:
+    if groups is None or not is_int(groups) or groups < 1:
         raise OptionError(f"axes='group' needs groups=G, a positive integer; got {groups!r}")
     if channels % groups:
         raise OptionError(f"groups={groups} does not divide the {channels} channels of the image")
