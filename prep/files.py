@@ -38,11 +38,15 @@ def output_target(path: str | os.PathLike, what: str = "output") -> Path:
     try:
         st = os.stat(target)
     except FileNotFoundError:
-        st = None
+        try:  # /dev/stdout and the like: links to a pipe or terminal that realpath cannot name
+            st = os.stat(text)
+        except OSError:
+            st = None
     except OSError as exc:
         raise OutputError(f"{text}: cannot use as {what} ({os_reason(exc)})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"{text}: exists and is not a regular file; refusing to replace it with the {what}")
+        hint = "; '-o -' writes to standard output" if text in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1") else ""
+        raise OutputError(f"{text}: exists and is not a regular file; refusing to replace it with the {what}{hint}")
     folder = target.parent
     if not folder.is_dir():
         raise OutputError(f"{text}: cannot write the {what}: directory {folder} does not exist")

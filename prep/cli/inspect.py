@@ -18,23 +18,36 @@ from prep.options import click_options, resolve_options
 @main.command("show")
 @click.argument("file")
 @click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: the stats file (and, with --against, the verdict under 'against') as one JSON object.",
+)
+@click.option(
     "--against",
     help="Also compare the file's numbers with a published constant set (mnist, fashion-mnist, cifar10, "
     "cifar10-copied, cifar100, imagenet, inception) or another stats file, without reading data.",
 )
 @reports_errors
-def show_command(file: str, against: str | None) -> None:
+def show_command(file: str, output_format: str, against: str | None) -> None:
     """Pretty-print a stats file (and validate it)."""
     from prep.insight.checks import judge, resolve_reference
     from prep.insight.summary import format_summary
     from prep.stats.file import load_stats
 
     stats = load_stats(file)
-    verdict = None
+    judged = None
     if against:  # checked before anything is printed
         reference = resolve_reference(against)
         name = getattr(reference, "name", against)
-        verdict = judge(stats, reference, name, fingerprint="not read (prep show)").format()
+        judged = judge(stats, reference, name, fingerprint="not read (prep show)")
+    if output_format == "json":
+        data = stats.to_dict()
+        echo_out(json.dumps(data if judged is None else {**data, "against": judged.to_dict()}, indent=2))
+        return
+    verdict = None if judged is None else judged.format()
     echo_out(format_summary(stats, details=True))
     if verdict:
         echo_out("\n" + verdict)
@@ -79,7 +92,10 @@ def check_command(reference: str, tol: float, output_format: str, **given: Any) 
     if isinstance(opts["source"], str) and opts["split"] and "," in opts["split"]:
         raise click.UsageError("prep check measures one split at a time")
     result = check_stats(reference, opts["source"], tol=tol, **pass_kwargs(opts))
-    echo_out(json.dumps(result.to_dict()) if output_format == "json" else result.format())
+    if output_format == "json":
+        echo_out(json.dumps(result.to_dict()))
+    else:
+        echo_out(result.verdict() if opts["quiet"] else result.format())
     sys.exit(0 if result.ok else 1)
 
 

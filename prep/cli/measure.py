@@ -3,6 +3,7 @@ results."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -21,10 +22,23 @@ from prep.signals import deferred_sigint
     "config_path",
     help="TOML preset (see configs/); command-line options override it.",
 )
-@click.option("-o", "--out", help="Write the stats JSON here; reused when the data has not changed.")
+@click.option(
+    "-o",
+    "--out",
+    help="Write the stats JSON here; reused when the data has not changed. '-': the JSON on standard "
+    "output (the summary on standard error).",
+)
 @click_options("stats")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: the stats JSON on standard output instead of the summary table.",
+)
 @reports_errors
-def stats_command(config_path: str | None, **given: Any) -> None:
+def stats_command(config_path: str | None, output_format: str, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.
 
     SOURCE is an image directory, a zip or tar archive, WebDataset tar shards (several
@@ -83,6 +97,7 @@ def stats_command(config_path: str | None, **given: Any) -> None:
                 several=len(splits) > 1,
                 speak=speak,
                 distributed=distributed,
+                as_json=output_format == "json",
             )
     finally:
         if started:
@@ -102,19 +117,30 @@ def _check_splits(opts: dict[str, Any], splits: list[str | None]) -> None:
             raise SourceError(f"{src.where()}: split {split}: {src.empty_message()}")
 
 
-def _stats_of_split(opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False) -> None:
+def _stats_of_split(
+    opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False, as_json: bool = False
+) -> None:
     """One split of ``prep stats``: measure (or reuse ``out``), then print the summary (when this
-    process ``speak``s for the job: always, but rank 0 alone under torchrun)."""
+    process ``speak``s for the job: always, but rank 0 alone under torchrun). ``out`` ``-``
+    writes the stats JSON on standard output and the summary on standard error."""
     from prep.engine.measure import compute_stats, load_or_compute
     from prep.insight.summary import format_summary
 
     out, quiet = opts["out"], opts["quiet"]
+    to_stdout = out == "-"
     options = {**pass_kwargs(opts), "distributed": distributed}
-    if out:
+    if out and not to_stdout:
         result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
     else:
         result, reused = compute_stats(opts["source"], **options), False
     if not speak:
+        return
+    if to_stdout or as_json:
+        echo_out(json.dumps(result.to_dict(), indent=2))
+        if to_stdout and not quiet:
+            click.echo(format_summary(result), err=True)
+        elif reused and not quiet:
+            click.echo(f"{out} is up to date", err=True)
         return
     if quiet:
         echo_out(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())

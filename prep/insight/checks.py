@@ -97,10 +97,16 @@ class CheckResult:
             row("normalized mean", self.normalized_mean) + "   (want 0)",
             row("normalized std", self.normalized_std) + "   (want 1)",
             *(f"note: {note}" for note in self.notes),
-            f"verdict: {'ok' if self.ok else 'off'}: normalized mean within {self.tol:g} of 0 and std within "
-            f"{self.tol:g} of 1 {'in every channel' if self.ok else 'fails in channel(s) ' + self._failing()}",
+            self.verdict(),
         ]
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """The one line ``prep check -q`` prints."""
+        return (
+            f"verdict: {'ok' if self.ok else 'off'}: normalized mean within {self.tol:g} of 0 and std within "
+            f"{self.tol:g} of 1 {'in every channel' if self.ok else 'fails in channel(s) ' + self._failing()}"
+        )
 
     def _failing(self) -> str:
         bad = [

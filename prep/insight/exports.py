@@ -87,8 +87,9 @@ def _check_units(target: str, units: str | None) -> str:
         return FREE_UNITS.get(target, fixed)
     if units not in ("raw", "unit"):
         raise OptionError(f"--units must be 'raw' or 'unit'; got {units!r}")
-    if target not in FREE_UNITS and units != fixed:
-        raise OptionError(f"--units: {target} takes {'0..pixel max' if fixed == 'raw' else UNIT} only")
+    if target not in FREE_UNITS:  # its units are fixed: the option means nothing there
+        takes = "0..pixel max" if fixed == "raw" else UNIT
+        raise OptionError(f"--units is for {' and '.join(FREE_UNITS)} only; {target} takes {takes}")
     return units
 
 
@@ -182,7 +183,7 @@ _BUILDERS = {
 
 _INPUT = {
     "torchvision": "input: float tensor in unit scale, after ToDtype(scale=True) or ToTensor",
-    "albumentations": "input: HWC image in 0..{P}, channels {mode}; cv2.imread gives BGR",
+    "albumentations": "input: HWC image in 0..{P}, channels {mode}{bgr}",
     "hf": "preprocessor_config.json keys; the processor multiplies by rescale_factor, then normalizes",
     "timm": "input: float tensor in unit scale, as timm's transforms give",
     "kornia": "input: float tensor (B, C, H, W) in unit scale",
@@ -201,7 +202,8 @@ def render(exported: dict[str, Any], fmt: str = "text") -> str:
         return json.dumps(exported, indent=2, allow_nan=False)
     target = exported["target"]
     raw_max = exported.get("max_pixel_value", 255.0)
-    note = _INPUT[target].format(P=f"{raw_max:g}", units=exported["units"], mode=exported["mode"])
+    bgr = "; cv2.imread gives BGR" if exported["mode"] == "RGB" else ""  # a grey image has no channel order
+    note = _INPUT[target].format(P=f"{raw_max:g}", units=exported["units"], mode=exported["mode"], bgr=bgr)
     return f"# {target}: mean/std in {exported['units']} ({note})\n{exported['snippet']}"
 
 

@@ -58,7 +58,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         for i, q in enumerate(percentiles["q"]):
             lines.append(row(f"percentile {q:g}", [channel[i] for channel in percentiles["values"]]))
     pca = stats.pca
-    if pca is not None:
+    if pca is not None and stats.channels > 1:  # one channel has no principal axes: its variance is std**2
         if details:
             for name, row_values in zip(names, stats.covariance or []):
                 lines.append(row(f"covariance {name}", row_values))

@@ -235,4 +235,12 @@ def minmax_pipeline(
 def denormalize_pipeline(mean: Sequence[float], std: Sequence[float], eps: float | None = None) -> v2.Compose:
     """Invert :func:`normalize_pipeline` on float tensors: ``x = y * std + mean`` (unit scale)."""
     std = _checked_scale(std, "std", eps)
-    return v2.Compose([v2.Normalize(mean=[-m / s for m, s in zip(mean, std)], std=[1.0 / s for s in std])])
+    return Pipeline([v2.Normalize(mean=[-m / s for m, s in zip(mean, std)], std=[1.0 / s for s in std])])
+
+
+class Pipeline(v2.Compose):
+    """``v2.Compose`` that prints one transform a line, however many it holds."""
+
+    def __repr__(self) -> str:
+        lines = "".join(f"    {t!r}\n" for t in self.transforms)
+        return f"Compose(\n{lines})"

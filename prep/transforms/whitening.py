@@ -110,6 +110,14 @@ class Whitening:
     prep_version: str = __version__
     state: CrossMoments | None = None
 
+    def __repr__(self) -> str:
+        where = self.source.get("path") or self.source.get("kind") or "tensors"
+        c, h, w = self.shape
+        return (
+            f"Whitening({'PCA' if self.pca else 'ZCA'}, source={where!r}, mode={self.mode!r}, "
+            f"shape={c}x{h}x{w}, D={self.dim}, images={self.count}, eps={self.eps:g})"
+        )
+
     @property
     def dim(self) -> int:
         """``D = C * H * W``."""

@@ -100,8 +100,12 @@ def test_sixteen_bit_data_exports_in_0_to_65535(stats16):
 def test_unknown_target_and_fixed_units_are_one_line_errors(stats):
     with pytest.raises(prep.OptionError, match=r"--to: unknown target 'caffe'; choose one of torchvision, "):
         export(stats, "caffe")
-    with pytest.raises(prep.OptionError, match=r"--units: dali takes 0\.\.pixel max only"):
+    with pytest.raises(prep.OptionError, match=r"--units is for monai and keras only; dali takes 0\.\.pixel max"):
         export(stats, "dali", units="unit")
+    for target in ("torchvision", "albumentations", "hf", "timm", "kornia", "dali", "ffcv"):
+        for units in ("raw", "unit"):  # fixed units: the option means nothing there, even when it matches
+            with pytest.raises(prep.OptionError, match=f"--units is for monai and keras only; {target} takes"):
+                export(stats, target, units=units)
     with pytest.raises(prep.OptionError, match="--units must be 'raw' or 'unit'"):
         export(stats, "keras", units="0..1")
     with pytest.raises(prep.OptionError, match="--format must be one of text, json"):
