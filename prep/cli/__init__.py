@@ -98,6 +98,13 @@ def main() -> None:
     """Per-channel dataset statistics and the torchvision transforms that use them."""
 
 
+def format_flag(help: str) -> Callable[[Any], Any]:
+    """``--format text|json`` (``output_format``), with what ``json`` prints said in ``help``."""
+    return click.option(
+        "--format", "output_format", type=click.Choice(("text", "json")), default="text", show_default=True, help=help
+    )
+
+
 def pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`prep.compute_stats` for resolved options ``opts``."""
     from prep.transforms.measurement import measurement_transform

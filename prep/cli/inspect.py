@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from prep.cli import echo_out, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
+from prep.cli import echo_out, format_flag, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
 from prep.errors import PrepError
 from prep.insight.exports import TARGETS
 from prep.options import click_options, resolve_options
@@ -17,14 +17,7 @@ from prep.options import click_options, resolve_options
 
 @main.command("show")
 @click.argument("file")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help="json: the stats file (and, with --against, the verdict under 'against') as one JSON object.",
-)
+@format_flag("json: the stats file (and, with --against, the verdict under 'against') as one JSON object.")
 @click.option(
     "--against",
     help="Also compare the file's numbers with a published constant set (mnist, fashion-mnist, cifar10, "
@@ -53,14 +46,7 @@ def show_command(file: str, output_format: str, against: str | None) -> None:
         echo_out("\n" + verdict)
 
 
-_FORMAT = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help="json: one JSON object on stdout, for CI pipelines.",
-)
+_FORMAT = format_flag("json: one JSON object on stdout, for CI pipelines.")
 
 
 @main.command("check")
@@ -139,14 +125,7 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     help="monai and keras only: the units of their input, raw (0..255 for 8-bit data; the default) or unit "
     "(after a Rescaling(1/255) / ScaleIntensity step). Other libraries have fixed units.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help='json: {"target", "mean", "std", "units", ...} on stdout, for scripts.',
-)
+@format_flag('json: {"target", "mean", "std", "units", ...} on stdout, for scripts.')
 @click.option("-o", "--out", help="Write it to this file (atomically) instead of stdout; JSON for --to hf.")
 @click.option(
     "--into",

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from prep.cli import echo_out, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
+from prep.cli import echo_out, format_flag, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
 from prep.errors import PrepError
 from prep.options import SOURCE_OPTIONS, click_options, output_for, resolve_options
 from prep.signals import deferred_sigint
@@ -29,14 +29,7 @@ from prep.signals import deferred_sigint
     "output (the summary on standard error).",
 )
 @click_options("stats")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help="json: the stats JSON on standard output instead of the summary table.",
-)
+@format_flag("json: the stats JSON on standard output instead of the summary table.")
 @reports_errors
 def stats_command(config_path: str | None, output_format: str, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
+from prep.stats.exact import added, column_totals, cross_in, exact_mean_var, exact_moments, image_products
 from prep.stats.reductions import (
     cross_sums,
     float_image_moments,
@@ -274,7 +275,7 @@ class ChannelMoments:
             var_img = np.maximum(q_img / nf - (s_img / nf) ** 2, 0.0)
         self._count_images(n_img.shape[0], np.sqrt(var_img) / scale, valid)
         counts = [int(v) for v in n_img.sum(0)]
-        totals, totals_sq = _column_totals(s_img), _column_totals(q_img)
+        totals, totals_sq = column_totals(s_img), column_totals(q_img)
         n, mean, m2 = exact_moments(counts, totals, totals_sq, scale)
         self._fold(
             n,
@@ -294,11 +295,11 @@ class ChannelMoments:
                 target = max(self.pixel_max, float(scale))
                 pad = [[int(v) for v in row] + [0] * (MAX_CHANNELS - len(row)) for row in cross]
                 mine, theirs = cross_in(self.cross, self.pixel_max, target), cross_in(pad, scale, target)
-                self.cross = None if mine is None or theirs is None else _added(mine, theirs)
+                self.cross = None if mine is None or theirs is None else added(mine, theirs)
         if self.image_moments is not None:
             self.image_moments = [
                 [a + b for a, b in zip(mine, theirs)]
-                for mine, theirs in zip(self.image_moments, _image_products(n_img, s_img, q_img))
+                for mine, theirs in zip(self.image_moments, image_products(n_img, s_img, q_img))
             ]
         if scale != EIGHT_BIT_MAX:
             self.exact_sum = self.exact_sumsq = None
@@ -339,7 +340,7 @@ class ChannelMoments:
         if fixed.size and fixed.max() >= 2**62:  # stds beyond 2**14 (raw float data): Python integers
             totals = [sum(int(v) for v in column) for column in fixed.T]
         else:
-            totals = _column_totals(fixed.astype(np.int64))
+            totals = column_totals(fixed.astype(np.int64))
         self.image_std_sum = [a + b for a, b in zip(self.image_std_sum, totals)]
         self.image_std_count = self.image_std_count + valid.sum(0)
 
@@ -415,7 +416,7 @@ class ChannelMoments:
         """Per-channel statistics in unit scale; exact from the integer sums for 8-bit data."""
         n = self.count
         if self.exact_sum is not None:
-            mean, var = _exact_mean_var(n.tolist(), self.exact_sum, self.exact_sumsq)
+            mean, var = exact_mean_var(n.tolist(), self.exact_sum, self.exact_sumsq)
         else:
             mean = self.mean
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -469,55 +470,3 @@ class ChannelMoments:
 
 
 # ---------------------------------------------------------------------- exact arithmetic
-def exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and m2 per channel in unit scale from exact integer sums, each rounded once.
-
-    ``mean = S / (scale n)`` and ``m2 = (n Q - S**2) / (scale**2 n)``: Python integer arithmetic is
-    exact at any size and ``int / int`` is correctly rounded.
-    """
-    means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
-    m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
-    return np.array(counts, np.int64), np.array(means), np.array(m2s)
-
-
-def _exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:
-    """``mean = S / (255 n)`` and ``var = (n Q - S**2) / (255 n)**2``, each an exact fraction rounded once."""
-    scale = EIGHT_BIT_MAX
-    means = [s / (n * scale) if n else math.nan for n, s in zip(counts, totals)]
-    variances = [
-        (n * q - s * s) / (n * n * scale * scale) if n else math.nan for n, s, q in zip(counts, totals, totals_sq)
-    ]
-    return np.array(means), np.array(variances)
-
-
-def _column_totals(values: np.ndarray) -> list[int]:
-    """Exact per-column totals of non-negative int64 ``(N, C)`` values as Python ints."""
-    if values.size == 0 or int(values.max()) < 2**63 // max(1, len(values)):  # int64 cannot overflow
-        return [int(v) for v in values.sum(0)]
-    return [sum(int(v) for v in column) for column in values.T]
-
-
-def _image_products(n_img, s_img, q_img) -> list[list[int]]:
-    """Per channel, exact sums over images of :data:`IMAGE_MOMENTS` (Python integers)."""
-    n, s, q = (np.asarray(a).astype(np.int64).astype(object) for a in (n_img, s_img, q_img))
-    columns = (n, s, q, n * n, n * s, s * s, n * q, s * q, q * q)
-    return [[int(v) for v in row] for row in zip(*(c.sum(0) for c in columns))]
-
-
-def cross_in(cross: list[list[int]] | None, scale: float, target: float) -> list[list[int]] | None:
-    """Raw cross sums of data whose raw maximum is ``scale`` in the units of ``target``.
-
-    8-bit values become 16-bit ones exactly (``v / 255 = 257 v / 65535``), so their products
-    scale by ``257**2``; an empty state (``scale`` 0) has nothing to convert. Any other pair has
-    no exact common unit: None (the state then has no covariance).
-    """
-    if cross is None or scale == target or scale == 0:
-        return cross
-    if (scale, target) == (EIGHT_BIT_MAX, SIXTEEN_BIT_MAX):
-        factor = (SIXTEEN_BIT_MAX // EIGHT_BIT_MAX) ** 2
-        return [[v * factor for v in row] for row in cross]
-    return None
-
-
-def _added(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    return [[x + y for x, y in zip(row_a, row_b)] for row_a, row_b in zip(a, b)]

@@ -34,9 +34,10 @@ from prep.fields import (
 )
 from prep.options import MAX_PERCENTILES
 from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
+from prep.stats.exact import exact_moments
 from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.intervals import sample_intervals
-from prep.stats.moments import ChannelMoments, exact_moments
+from prep.stats.moments import ChannelMoments
 from prep.stats.skipped import SkippedFiles
 from prep.stats.state_codec import IMAGE_STD_SCALE
 
