@@ -175,8 +175,13 @@ def export_command(
 @click.argument("files", nargs=-1, required=True)
 @click.option("-o", "--out", required=True, help="The image to write (.png, .pdf or .svg), atomically.")
 @click.option("--label", "labels", multiple=True, help="Legend name of each FILE, in order (default: its source).")
+@click.option(
+    "--log/--linear",
+    default=None,
+    help="Logarithmic or linear count axis.  [default: log when one level holds most of a channel's pixels]",
+)
 @reports_errors
-def plot_command(files: tuple[str, ...], out: str, labels: tuple[str, ...]) -> None:
+def plot_command(files: tuple[str, ...], out: str, labels: tuple[str, ...], log: bool | None) -> None:
     """Per-channel histograms of one or more stats files, overlaid (e.g. train and test).
 
     Marks each file's mean, mean ± 1 std, stored percentiles and min..max range. 16-bit and
@@ -192,5 +197,5 @@ def plot_command(files: tuple[str, ...], out: str, labels: tuple[str, ...]) -> N
 
     if labels and len(labels) != len(files):
         raise PrepError(f"--label: give one per FILE ({len(files)}); got {len(labels)}")
-    plot_stats([load_stats(f) for f in files], out, labels=list(labels) or None)
+    plot_stats([load_stats(f) for f in files], out, labels=list(labels) or None, log=log)
     click.echo(f"wrote {out}", err=True)

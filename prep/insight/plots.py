@@ -40,23 +40,42 @@ def _figure_class():
     return Figure, FigureCanvasAgg
 
 
-def plot_stats(stats_list: Sequence[Any], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
+def plot_stats(
+    stats_list: Sequence[Any],
+    out_path: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    log: bool | None = None,
+) -> Path:
     """Draw the per-channel histograms of ``stats_list`` (one or more :class:`~prep.stats.file.Stats`
     with the same channel count) into ``out_path`` (``.png``, ``.pdf`` or ``.svg``), written
     atomically; returns the path. ``labels`` name the files in the legend (default: each one's
-    source). Raises :class:`~prep.errors.PrepError` when matplotlib is missing."""
+    source). ``log``: a logarithmic count axis; None (the default) chooses it when one level
+    holds more than :data:`LOG_SHARE` of a channel's pixels (MNIST's black background), and the
+    axis label says so. Raises :class:`~prep.errors.PrepError` when matplotlib is missing."""
     _figure_class()
     shown = os.fspath(out_path)
     fmt = Path(shown).suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise OptionError(f"-o/--out: {shown}: the plot's name must end in .png, .pdf or .svg")
     target = output_target(out_path, "plot")
-    fig = build_figure(stats_list, labels)
+    fig = build_figure(stats_list, labels, log)
     _save_atomic(fig, target, fmt, shown)
     return Path(shown)
 
 
-def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None) -> Any:
+LOG_SHARE = 0.5  # one level holding more than this share of a channel's pixels: a log axis by default
+
+
+def wants_log(stats_list: Sequence[Any]) -> bool:
+    """True when one level holds more than :data:`LOG_SHARE` of some channel's pixels."""
+    for stats in stats_list:
+        hist = stats.histogram
+        if hist is not None and np.any(hist.max(axis=1) > LOG_SHARE * np.maximum(hist.sum(axis=1), 1)):
+            return True
+    return False
+
+
+def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None, log: bool | None = None) -> Any:
     """The matplotlib ``Figure`` :func:`plot_stats` saves: one panel per channel, in order."""
     Figure, Canvas = _figure_class()
     stats_list = list(stats_list)
@@ -76,12 +95,15 @@ def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None)
     axes = fig.subplots(n_channels, 1, squeeze=False)[:, 0]
     names = CHANNEL_NAMES.get(n_channels, tuple(str(c) for c in range(n_channels)))
     any_histogram = any(st.histogram is not None for st in stats_list)
+    log = wants_log(stats_list) if log is None else bool(log)
     for c, ax in enumerate(axes):
         for i, (stats, label) in enumerate(zip(stats_list, labels)):
             _draw_channel(ax, stats, c, label, COLOURS[i], len(stats_list), i)
         ax.set_title(f"channel {names[c]}", loc="left", fontsize="medium")
         if any_histogram:
-            ax.set_ylabel("fraction of pixels")
+            ax.set_ylabel("fraction of pixels (log)" if log else "fraction of pixels")
+            if log:
+                ax.set_yscale("log")
         else:  # summary marks only: the height means nothing
             ax.set_ylim(0, 1)
             ax.set_yticks([])

@@ -170,3 +170,26 @@ def test_cli_plot_once_wired_in(tmp_path, two):
         assert img.format == "PNG"
     bad = run("plot", paths[0], "-o", tmp_path / "x.png", "--label", "a", "--label", "b")
     assert bad.exit_code == 2 and "--label" in bad.output
+
+
+def test_sparse_data_gets_a_log_axis_by_default_and_says_so(tmp_path):
+    pytest.importorskip("matplotlib")
+    from helpers import run
+    from prep.insight.plots import build_figure
+
+    rng = np.random.default_rng(6)
+    digits = np.zeros((20, 1, 28, 28), np.uint8)  # MNIST-like: 80% background
+    digits[:, :, 8:20, 10:18] = rng.integers(1, 256, (20, 1, 12, 8))
+    sparse = prep.compute_stats(torch.from_numpy(digits))
+    dense = prep.compute_stats(torch.from_numpy(rng.integers(0, 256, (20, 1, 28, 28), np.uint8)))
+    assert sparse.histogram[0].max() > 0.5 * sparse.histogram[0].sum()
+    log_axis = build_figure([sparse]).axes[0]
+    assert log_axis.get_yscale() == "log" and "(log)" in log_axis.get_ylabel()
+    linear_axis = build_figure([dense]).axes[0]
+    assert linear_axis.get_yscale() == "linear" and "(log)" not in linear_axis.get_ylabel()
+    assert build_figure([sparse], log=False).axes[0].get_yscale() == "linear"
+    assert build_figure([dense], log=True).axes[0].get_yscale() == "log"
+    path = tmp_path / "s.json"
+    sparse.save(path)
+    assert run("plot", path, "-o", tmp_path / "p.png", "--linear").exit_code == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
