@@ -377,6 +377,26 @@ def gpu_table(data: Path, images: int, reps: int, workers: int) -> None:
 
 
 # ------------------------------------------------------------------ main
+def _cli_seconds(*args: str) -> float:
+    """Wall seconds of one ``prep`` command in a fresh interpreter (imports included, as a user waits)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prep", *args], check=True, capture_output=True, timeout=600)
+    return time.perf_counter() - start
+
+
+def reuse_table(folder: Path, reps: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "f.json")
+        full = _cli_seconds("stats", str(folder), "-o", out, "-q")
+        reuse = statistics.median(_cli_seconds("stats", str(folder), "-o", out, "-q") for _ in range(reps))
+        show = statistics.median(_cli_seconds("show", out) for _ in range(reps))
+    print("\n| up-to-date -o | full pass (s) | reuse (s) | prep show (s) | reuse / show |")
+    print("|---|---|---|---|---|")
+    print(f"| {folder.name} | {full:.2f} | {reuse:.2f} | {show:.2f} | {reuse / show:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
@@ -389,11 +409,11 @@ def main() -> None:
         "--gpu-images", type=int, default=20_000, help="ImageNet-size JPEGs for the GPU table (default 20,000)"
     )
     parser.add_argument(
-        "--only", choices=["folder", "arrays", "memory", "variants", "contention", "gpu"], action="append"
+        "--only", choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu"], action="append"
     )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
     args = parser.parse_args()
-    parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention"])
+    parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention", "reuse"])
     args.data.mkdir(parents=True, exist_ok=True)
     w, reps, dev, decoder = args.workers, args.reps, args.device, args.decoder
     import torch
@@ -463,6 +483,8 @@ def main() -> None:
         )
     if args.profile:
         profile_folder(make_folder(args.data, args.images))
+    if "reuse" in parts:  # an up-to-date -o decided without importing torch, against prep show
+        reuse_table(make_folder(args.data, args.images), reps)
     if "variants" in parts:  # the same folder read other ways, against the plain folder pass
         import tempfile
 

@@ -52,9 +52,8 @@ def stats_command(config_path: str | None, output_format: str, **given: Any) -> 
 
     Exit codes: 0 done, 1 undecodable image under --strict, 2 bad input, 130 interrupted.
     """
-    with deferred_sigint():  # a Ctrl-C inside torch's import would abort in C++; act on it after
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
+    # torch is imported by the pass itself (prep.engine.measure.import_torch): deciding that -o is
+    # up to date needs only the file listing and the stats file
     from prep.sources.splits import parse_splits
 
     source_argument(given)

@@ -115,8 +115,19 @@ def compute_stats(source: Any, **options: Any) -> Stats:
     return stats
 
 
+def import_torch() -> None:
+    """Import torch and torchvision (seconds, the first time) with a Ctrl-C held until they are in:
+    one inside torch's C++ import aborts the process instead of raising KeyboardInterrupt."""
+    from prep.signals import deferred_sigint
+
+    with deferred_sigint():
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+
+
 def _measure(source: Any, options: dict[str, Any]) -> Stats:
     """:func:`compute_stats` without removing the checkpoint; ``options`` are its keyword arguments."""
+    import_torch()
     o = options
     checkpoint, transform, workers = o["checkpoint"], o["transform"], o["workers"]
     if checkpoint is not None:
@@ -305,14 +316,21 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     if options["per_image"] is not None:
         log.info("a per-image report needs a pass; measuring")
         return None
-    from prep.engine.devices import resolve_device
+    # only nvjpeg (--decoder torchvision with an explicit device) needs the device resolved, and
+    # torch with it: every other decision about reuse is made without importing torch
+    on_device = options["decoder"] == "torchvision" and options["device"] not in (None, "auto")
+    if on_device:
+        from prep.engine.devices import resolve_device
 
+        dev: Any = resolve_device(options["device"])
+    else:
+        dev = _HOST
     existing = reusable_stats(
         out,
         src,
         options["mode"] or src.native_mode,
         describe_transform(options["transform"]),
-        recorded_decoder(src, options, resolve_device(options["device"])),
+        recorded_decoder(src, options, dev),
     )
     if existing is None:
         return None
@@ -349,6 +367,15 @@ def _load_or_compute_distributed(out: str, src: Source, force: bool, options: di
     if rank == 0:
         stats.save(out)
     return stats, False
+
+
+class _Host:
+    """The device of a pass that decodes in its workers, as far as the reuse decision asks."""
+
+    type = "cpu"
+
+
+_HOST = _Host()
 
 
 def _refuse_undecodable(stats: Stats, src: Source) -> None:

@@ -14,7 +14,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +26,12 @@ from prep.errors import PrepError, SourceError, StatsFileError
 from prep.insight.per_image_report import PerImageReport, rows_from_batch
 from prep.pixels import CHANNELS, pixel_max_of
 from prep.sources.base import FileChunk, Source
-from prep.stats.cross_moments import MAX_DIM, CrossMoments
 from prep.stats.moments import ChannelMoments
+
+if TYPE_CHECKING:
+    from prep.stats.cross_moments import CrossMoments
+
+MAX_DIM = 16_384  # prep.stats.cross_moments.MAX_DIM (importing it imports torch)
 
 
 class MomentsReducer(Reducer):
@@ -150,6 +154,8 @@ class CrossMomentsReducer(Reducer):
     def update(self, pixels: Any, pixel_max: float | None, first: int, name: Callable[[int], str]) -> None:
         self.check(tuple(pixels.shape[1:]), pixel_max_of(pixels.dtype) if pixel_max is None else pixel_max, name(0))
         if self.state is None:
+            from prep.stats.cross_moments import CrossMoments
+
             assert self.shape is not None  # set by check() above
             self.state = CrossMoments(list(self.shape), device=self.device)
         try:
@@ -193,6 +199,8 @@ class CrossMomentsReducer(Reducer):
         if not isinstance(state, dict):
             raise StatsFileError(f"field '{where}' must be a dict")
         first = state.get("first")
+        from prep.stats.cross_moments import CrossMoments
+
         try:
             self.state = CrossMoments.from_state_dict(
                 {k: v for k, v in state.items() if k != "first"}, device=self.device

@@ -18,8 +18,6 @@ import pickle
 import re
 from typing import TYPE_CHECKING, Any
 
-from torchvision.transforms import v2
-
 from prep.errors import OptionError, PrepError, SmallImageError
 from prep.fields import is_int
 from prep.pixels import checked_sixteen_bit
@@ -49,36 +47,17 @@ def measurement_transform(resize: Any = None, center_crop: Any = None):
     given, or None when neither is."""
     if resize is None and center_crop is None:
         return None
-    steps = []
+    from torchvision.transforms import v2
+
+    from prep.transforms.no_padding import NoPadding
+
+    steps: list[Any] = []
     if resize is not None:
         steps.append(v2.Resize(parse_size(resize, "resize (--resize)"), antialias=True))
     if center_crop is not None:
         size = parse_size(center_crop, "center_crop (--center-crop)")
         steps += [NoPadding(size), v2.CenterCrop(size)]
     return v2.Compose(steps)
-
-
-class NoPadding(v2.Transform):
-    """Refuse an image smaller than the crop that follows: ``CenterCrop`` would pad it with zeros
-    and the statistics would count the padding as pixels."""
-
-    def __init__(self, size: list[int]) -> None:
-        super().__init__()
-        self.size = list(size)
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        height, width = (self.size * 2)[:2]
-        if inpt.shape[-2] < height or inpt.shape[-1] < width:
-            raise SmallImageError(
-                f"an image of {inpt.shape[-2]}x{inpt.shape[-1]} is smaller than the center crop "
-                f"{height}x{width} (CenterCrop would pad it with zeros); resize (--resize) it first"
-            )
-        return inpt
-
-    _transform = transform
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}"
 
 
 def describe_transform(transform: Any) -> str | None:

@@ -75,3 +75,28 @@ def test_grey_exports_name_no_channel_order_and_one_channel_has_no_pca_row(tmp_p
     assert "pca eigval" not in run("show", path).stdout and "pca eigval" in run("show", colour).stdout
     refused = run("export", path, "--to", "torchvision", "--units", "unit")
     assert refused.exit_code == 2 and "--units is for monai and keras only" in refused.stderr
+
+
+def test_an_up_to_date_output_is_decided_without_importing_torch(tmp_path):
+    out = tmp_path / "s.json"
+    assert run("stats", "sample", "-o", out, "-q", "--workers", 0).exit_code == 0
+    code = (
+        "import sys\n"
+        "from prep.cli import main\n"
+        f"main(['stats', 'sample', '-o', {str(out)!r}, '--workers', '0'], standalone_mode=False)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "is up to date" in result.stdout and result.stdout.strip().endswith("torch not imported")
+    stale = tmp_path / "other.json"
+    code = code.replace(str(out), str(stale))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip().endswith("torch imported")  # a pass needs it
+
+
+def test_the_whitening_reducer_knows_the_dimension_limit_without_torch():
+    from prep.engine.reducers import MAX_DIM
+    from prep.stats import cross_moments
+
+    assert MAX_DIM == cross_moments.MAX_DIM
