@@ -26,7 +26,7 @@ from prep.errors import BadImageError, OptionError, OutputError, PrepError, Prep
 from prep.files import output_target
 from prep.insight.per_image_report import PerImageReport
 from prep.options import DECODER_CHOICES, api_options, check_options, parse_percentiles, source_options
-from prep.pixels import CHANNELS, check_mode
+from prep.pixels import CHANNELS, SIXTEEN_BIT_MAX, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
 from prep.sources.shard import parse_shard, shard_source
@@ -468,4 +468,12 @@ def _check_result(stats: Stats, src: Source) -> None:
     if zero:
         warnings.warn(
             f"channel(s) {zero} have zero variance (std 0): normalize() will need eps", PrepWarning, stacklevel=3
+        )
+    if isinstance(src, TaskSource) and stats.transform is None and s.pixel_max == SIXTEEN_BIT_MAX:
+        warnings.warn(
+            f"{where} holds 16-bit images, measured as values / 65535; torchvision's default loader "
+            "(ImageFolder) clips them to 8 bits, so its tensors do not have these statistics: load them "
+            "with a 16-bit loader (see the decoders page of the docs)",
+            PrepWarning,
+            stacklevel=3,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -261,3 +262,17 @@ def test_strict_refuses_a_reused_file_whose_undecodable_files_are_past_the_liste
     assert json.loads(out.read_text())["skipped"]["reasons"]["cannot decode"] == 1
     again = run("stats", junk_folder, "-o", out, "--strict", "--workers", 0, "-q")
     assert again.exit_code == 1 and "1 file(s) could not be read or decoded" in again.stderr
+
+
+def test_a_folder_of_16_bit_images_warns_that_image_folder_clips_them(tmp_path):
+    Image.fromarray(np.full((6, 5), 40000, np.uint16)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((6, 5, 3), 9, np.uint8)).save(tmp_path / "b.png")
+    with pytest.warns(prep.PrepWarning, match=r"16-bit images.*ImageFolder.*clips them to 8 bits"):
+        stats = prep.compute_stats(tmp_path, workers=0)
+    assert stats.pixel_max == 65535
+    eight = tmp_path / "eight"
+    eight.mkdir()
+    Image.fromarray(np.arange(90, dtype=np.uint8).reshape(6, 5, 3)).save(eight / "b.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", prep.PrepWarning)
+        prep.compute_stats(eight, workers=0)  # 8-bit only: ImageFolder gives the same pixels, nothing said
