@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prep.pixels import channel_names
+from prep.stats.validate import FILE_SOURCE_KINDS
 
 if TYPE_CHECKING:
     from prep.stats.file import Stats
@@ -82,7 +83,8 @@ def _estimate_rows(stats: Stats, s, row) -> list[str]:
         return [f"{v:.4f} ± {h:.4f}" if h is not None else f"{v:.4f}" for v, h in zip(values, halves)]
 
     sample = stats.sample or {}
-    note = f"   (95%; sample of {sample['images']} of {sample['of']} images, seed {sample['seed']})"
+    of = "image files" if stats.source.get("kind") in FILE_SOURCE_KINDS else "images"
+    note = f"   (95%; {sample['images']} images measured, a sample of {sample['of']} {of}, seed {sample['seed']})"
     return [
         row("mean", with_ci(s.mean, ci95["mean"]), "{:>18}") + note,
         row("std", with_ci(s.std, ci95["std"]), "{:>18}"),

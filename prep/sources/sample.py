@@ -57,7 +57,8 @@ def sample_source(source: Source, sample: int | float | None, seed: int = DEFAUL
         raise OptionError(f"{source.where()}: sampling needs a source whose images can be counted")
     size = min(total, max(1, round(sample * total)) if isinstance(sample, float) else sample)
     if isinstance(sample, int) and sample > total:
-        log.warning("--sample %d: %s holds %d images; measuring all of them", sample, source.where(), total)
+        what = "image files" if isinstance(source, TaskSource) else "images"
+        log.warning("--sample %d: %s holds %d %s; measuring all of them", sample, source.where(), total, what)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
     if isinstance(source, TaskSource):
         return SampledTaskSource(source, chosen, total, seed)
@@ -78,6 +79,16 @@ def sample_report(source: Source, state: Any) -> dict[str, Any] | None:
     if state.image_moments is not None:
         intervals = sample_intervals(state.image_moments, state.images, source.total, state.pixel_max)
         ci95 = {k: [v if v == v else None for v in values] for k, values in intervals.items()}  # NaN -> null
+    drawn = len(source._chosen)
+    if state.images < drawn:  # files drawn that could not be decoded: say what was measured
+        log.warning(
+            "the sample drew %d of %d %s; %d could not be decoded, so %d images were measured",
+            drawn,
+            source.total,
+            "files" if isinstance(source, TaskSource) else "images",
+            drawn - state.images,
+            state.images,
+        )
     return {"images": state.images, "of": source.total, "seed": source.seed, "ci95": ci95}
 
 

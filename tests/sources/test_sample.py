@@ -69,7 +69,7 @@ def test_sampled_stats_files_round_trip_reuse_and_refuse_edits(tmp_path):
     loaded = prep.load_stats(out)
     assert loaded.sample["images"] == 10 and loaded.source["sample"] == "10/24 seed 2"
     shown = run("show", out)
-    assert "±" in shown.stdout and "sample of 10 of 24 images, seed 2" in shown.stdout
+    assert "±" in shown.stdout and "10 images measured, a sample of 24 image files, seed 2" in shown.stdout
     again = run("stats", "sample", "--sample", "10", "--seed", "2", "-o", out, "--workers", 0)
     assert "is up to date" in again.stdout
     other = run("stats", "sample", "--sample", "10", "--seed", "3", "-o", out, "--workers", 0)
@@ -94,4 +94,24 @@ def test_sample_and_shard_do_not_combine():
 
 def test_a_sample_larger_than_the_data_measures_everything_and_says_so(caplog):
     stats = prep.compute_stats("sample", sample=1000, workers=0)
-    assert stats.images == 24 and "holds 24 images; measuring all of them" in caplog.text
+    assert stats.images == 24 and "holds 24 image files; measuring all of them" in caplog.text
+
+
+def test_a_sample_that_draws_undecodable_files_says_what_it_measured(tmp_path, caplog):
+    from PIL import Image
+
+    for i in range(8):
+        Image.fromarray(np.full((4, 4, 3), 30 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    for i in range(4):
+        (tmp_path / f"bad{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    with pytest.warns(prep.PrepWarning):
+        stats = prep.compute_stats(tmp_path, sample=12, seed=0, workers=0)  # every file drawn
+    assert stats.images == 8 and stats.sample["images"] == 8 and stats.sample["of"] == 12
+    assert "the sample drew 12 of 12 files; 4 could not be decoded, so 8 images were measured" in caplog.text
+    caplog.clear()
+    with pytest.warns(prep.PrepWarning):
+        prep.compute_stats(tmp_path, sample=20, seed=0, workers=0)
+    assert "holds 12 image files; measuring all of them" in caplog.text
+    out = tmp_path.parent / f"{tmp_path.name}.json"
+    stats.save(out)
+    assert "8 images measured, a sample of 12 image files" in run("show", out).stdout
