@@ -78,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
         "split",
         None,
         (str,),
-        "train or test for named datasets; for a folder, its train/val/test subfolder; prep stats also takes "
+        "train or test for named datasets; for a folder (or a zip/tar of one), its train/val/test subfolder; prep "
+        "stats also takes "
         "several, train,test or all (one file each: {split} in -o).",
         "source",
         _STATS_WHITEN_CHECK,

@@ -69,6 +69,8 @@ class ArchiveSource(TaskSource):
     ``samples``: read WebDataset samples instead of files (implied by ``key``). ``key``: the
     extension of a sample's image (``"jpg"``) when samples have several. ``path``: what the
     stats file records and messages name (a brace pattern, a directory); default the one path.
+    ``split``: of one archive of files laid out as ``ImageFolder``'s split folders (``train/``,
+    ``val/``, ``test/``, at the top or under one top folder), only the members of that split.
     """
 
     path: str  # always a file or folder here
@@ -81,10 +83,13 @@ class ArchiveSource(TaskSource):
         key: str | None = None,
         path: str | None = None,
         kind: str | None = None,
+        split: str | None = None,
     ) -> None:
         if not paths:
             raise SourceError(f"{path or 'archives'}: no archives to read")
-        super().__init__(path or paths[0])
+        if split and (samples or key or len(paths) > 1):
+            raise SourceError(f"{path or paths[0]}: splits are folders of one archive of files; got --split {split}")
+        super().__init__(path or paths[0], split)
         self.paths = [os.fspath(p) for p in paths]
         self.key = key.lstrip(".") if key else None
         self.samples = samples or self.key is not None
@@ -100,6 +105,13 @@ class ArchiveSource(TaskSource):
 
     def _select(self, listing: ArchiveListing) -> Shard:
         shard = Shard(listing, skipped=list(listing.skipped))
+        if self.split:
+            prefix = split_prefix(listing, self.split)
+            shard.skipped = [(name, why) for name, why in shard.skipped if name.partition(":")[2].startswith(prefix)]
+            listing = ArchiveListing(
+                **{**vars(listing), "members": [m for m in listing.members if m.name.startswith(prefix)]}
+            )
+            shard.listing = listing
         if self.samples:
             self._select_samples(shard)
         else:
@@ -163,13 +175,16 @@ class ArchiveSource(TaskSource):
         return dict(self._fingerprint)
 
     def empty_message(self) -> str:
+        if self.split:
+            return f"split {self.split}: no image members in its folder"
         if self.samples:
             what = f"'{self.key}' members" if self.key else f"image members ({', '.join(IMG_EXTENSIONS)})"
             return f"no samples with {what}"
         return f"no image members found (looked for {', '.join(IMG_EXTENSIONS)})"
 
     def label(self) -> str:
-        return os.path.basename(os.path.normpath(self.path)) or self.path
+        name = os.path.basename(os.path.normpath(self.path)) or self.path
+        return f"{name} {self.split}" if self.split else name
 
     def display(self, name: str) -> str:
         """The whole path of a listed or skipped ``name`` (``data.zip:cls/a.jpg`` ->
@@ -238,3 +253,36 @@ def _streamed_chunks(shard: Shard, first: int, size: int) -> Iterator[FileChunk]
         raise changed
     if batch:
         yield FileChunk(InlineReader(listing.path, tuple(batch)), tuple(n for n, _ in batch))
+
+
+def archive_splits(listing: ArchiveListing) -> tuple[str, ...]:
+    """The splits (``train``, ``val``, ``test``, in that order) whose folders ``listing`` holds."""
+    from prep.sources.folder import SPLIT_FOLDERS
+
+    found = []
+    for split in SPLIT_FOLDERS:
+        try:
+            split_prefix(listing, split)
+        except SourceError:
+            continue
+        found.append(split)
+    return tuple(found)
+
+
+def split_prefix(listing: ArchiveListing, split: str) -> str:
+    """The member-name prefix of ``split``'s folder (``train/``, or ``pets/train/`` when every
+    member lies under one top folder), as :func:`~prep.sources.folder.split_folder` finds it."""
+    from prep.sources.folder import SPLIT_FOLDERS
+
+    names = next((names for names in SPLIT_FOLDERS.values() if split in names), (split,))
+    tops = {m.name.split("/", 1)[0] for m in listing.members if "/" in m.name}
+    roots = [""] + ([f"{next(iter(tops))}/"] if len(tops) == 1 else [])
+    for root in roots:
+        for name in names:
+            prefix = f"{root}{name}/"
+            if any(m.name.startswith(prefix) for m in listing.members):
+                return prefix
+    raise SourceError(
+        f"{listing.path}: no '{split}' split ({'/'.join(names)} folder at the top of the archive or under its one "
+        "top folder)"
+    )

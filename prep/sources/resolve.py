@@ -56,9 +56,7 @@ def _open_dir(path: str, split: str | None, *, follow_symlinks, checksum, archiv
 def _open_archives(
     paths: list[str], split: str | None, where: str, *, samples: bool = False, key: str | None = None, **_
 ) -> Source:
-    if split:
-        raise SourceError(f"{where}: archives have no splits; got --split {split}")
-    return ArchiveSource(paths, samples=samples, key=key, path=where)
+    return ArchiveSource(paths, samples=samples, key=key, path=where, split=split)
 
 
 def _no_split(path: str, split: str | None) -> None:

@@ -2,7 +2,7 @@
 
 Named datasets have torchvision's ``train`` and ``test``; a folder has the split subfolders it
 holds (:data:`~prep.sources.folder.SPLIT_FOLDERS`: ``train``, ``val``/``valid``/``validation``,
-``test``); other sources have none.
+``test``), and so has a zip or tar of such a folder; other sources have none.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ def available_splits(source: Any) -> tuple[str, ...]:
         return npz_splits(path)
     if path.is_dir():
         return tuple(split for split, names in SPLIT_FOLDERS.items() if any((path / n).is_dir() for n in names))
+    if path.is_file():
+        from prep.sources.archive import archive_splits
+        from prep.sources.archive_members import is_archive_name, list_archive
+
+        if is_archive_name(path.name):
+            return archive_splits(list_archive(os.fspath(path)))
     if not path.exists() and os.fspath(source).lower() in PRESETS:
         return SPLITS
     return ()
