@@ -102,3 +102,12 @@ def test_batch_covariance_is_the_same_with_and_without_kernels(monkeypatch, chan
     assert ChannelMoments(channels, covariance=True).update(batch).cross == with_kernels
     wide = batch.numpy().transpose(1, 0, 2, 3).reshape(channels, -1).astype(np.int64)
     assert [row[:channels] for row in with_kernels] == (wide @ wide.T).tolist()
+
+
+def test_a_batch_is_refused_where_an_image_is_expected():
+    if not kernels.AVAILABLE:
+        pytest.skip("the native kernels were not built")
+    batch = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"expected \(H, W\) or \(H, W, C\)"):
+        kernels.histogram_interleaved(batch)
+    assert kernels.histogram_interleaved(batch[0]).shape == (3, 256)

@@ -483,6 +483,7 @@ INCONSISTENT = {
     "eps changed": lambda d: d | {"eps": d["eps"] * 100 + 1e-2},
     "eigenvalues doubled": lambda d: d | {"eigenvalues": d["eigenvalues"] * 2},
     "kind flipped": lambda d: d | {"kind": "pca"},
+    "W scaled by 1 + 1e-7": lambda d: d | {"W": d["W"] * (1 + 1e-7)},
 }
 
 
@@ -618,3 +619,16 @@ def test_whiten_command_takes_the_pass_options(tmp_path):
     result = CliRunner().invoke(main, [*args, "--checkpoint", str(tmp_path / "ck.pt"), "--checkpoint-every", "2"])
     assert result.exit_code == 0, result.output
     assert load_whitening(out).count == len(names) and not (tmp_path / "ck.pt").exists()
+
+
+def test_what_the_whitening_file_check_cannot_catch_is_what_its_docs_say(saved):
+    """A permuted W (P W P^T) is the whitening matrix of the same eigenvalues for other data, and a
+    shifted mean has nothing to be checked against: both load, as load_whitening documents."""
+    from prep.transforms import whitening_file
+
+    data = torch.load(saved, weights_only=True)
+    perm = torch.randperm(data["W"].shape[0], generator=torch.Generator().manual_seed(0))
+    torch.save(data | {"W": data["W"][perm][:, perm], "mean": data["mean"] + 0.01}, saved)
+    assert load_whitening(saved).count == data["count"]
+    doc = whitening_file._check_matrix.__doc__
+    assert "P W P^T" in doc and "shifted ``mean``" in doc
