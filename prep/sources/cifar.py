@@ -4,10 +4,19 @@ Each batch file is a pickled dict whose ``data`` entry (``b"data"`` in the origi
 pickles, ``"data"`` in re-saved ones) is a uint8 array ``(N, 3072)``: 1024 red, 1024 green,
 then 1024 blue values per 32x32 image. Only NumPy arrays, lists and plain values may be
 unpickled: a file that asks for anything else is rejected instead of executed.
+
+Before anything is built, the pickle's opcodes are read by
+:func:`prep.sources.pickle_shape.check_pickle_shape` (plain Python, so Ctrl-C stops it, and linear
+in the file's size): dict keys must be ``str`` or ``bytes`` (hashing anything else is where a
+431-byte file can hang unpickling forever), there are no sets, no object contains itself, nesting
+and the object count are bounded, and memo references may not expand the structure beyond a small
+multiple of what the file spells out. Only a file that passes is unpickled, which then takes time
+in proportion to its size.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -17,6 +26,7 @@ import numpy as np
 from prep.errors import SourceError, os_reason
 from prep.sources.arrays import ArraySource
 from prep.sources.idx import open_regular_file
+from prep.sources.pickle_shape import PickleShapeError, check_pickle_shape
 
 SIDE = 32
 CHANNELS = 3
@@ -91,12 +101,18 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     with open_regular_file(path, "CIFAR batch") as f:
         try:
-            entry = _ArrayUnpickler(f, encoding="bytes").load()
-        except OSError as exc:
+            raw = f.read()
+        except (OSError, MemoryError) as exc:
             raise SourceError(f"{path}: cannot read CIFAR batch ({os_reason(exc)})") from None
-        except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
-            reason = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-            raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
+    try:
+        check_pickle_shape(raw)  # before anything is built: unpickling cannot be interrupted
+        entry = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except PickleShapeError as exc:
+        raise SourceError(f"{path}: not a CIFAR python pickle ({_printable(str(exc))})") from None
+    except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
+        reason = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
+    del raw
     if not isinstance(entry, dict):
         raise SourceError(f"{path}: expected a pickled dict with a 'data' entry; got {type(entry).__name__}")
     data = entry.get(b"data", entry.get("data"))
