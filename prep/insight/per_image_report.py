@@ -26,7 +26,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,35 +88,54 @@ def rows_from_batch(batch: Any, pixel_max: float, names: Sequence[str]) -> list[
 
 class PerImageReport:
     """Writes the rows to ``path`` (a temp file beside it, renamed when the pass ends) and keeps
-    what finding the outliers needs: 16 bytes per image and the first named of each kind."""
+    what finding the outliers needs: 16 bytes per image and the first named of each kind.
+
+    Any failed write (a full disk, a quota) removes the temp file and raises one
+    :class:`OutputError` line naming ``path``; a report already at ``path`` is kept."""
 
     def __init__(self, path: str | os.PathLike, channels: int, k: float = DEFAULT_K) -> None:
         self.path = os.fspath(path)
         self.target = output_target(self.path, "per-image report")
         self.channels, self.k = channels, k
         names = channel_names(channels)
-        fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
-        try:  # the mode a new file gets from the umask, or the replaced file's
-            old = os.stat(self.target)
-            os.fchmod(fd, stat.S_IMODE(old.st_mode))
-        except FileNotFoundError:
-            os.fchmod(fd, 0o666 & ~_umask())
-        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._file)
-        header = ["index", "name", "width", "height"]
-        for field in ("mean", "std", "min", "max"):
-            header += [f"{field}_{c}" for c in names]
-        self._csv.writerow([*header, "digest"])
+        self._tmp: str | None = None
+        self._file: Any = None
+        with self._writing():
+            fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
+            try:  # the mode a new file gets from the umask, or the replaced file's
+                old = os.stat(self.target)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            except FileNotFoundError:
+                os.fchmod(fd, 0o666 & ~_umask())
+            except OSError:
+                os.close(fd)
+                raise
+            self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._file)
+            header = ["index", "name", "width", "height"]
+            for field in ("mean", "std", "min", "max"):
+                header += [f"{field}_{c}" for c in names]
+            self._csv.writerow([*header, "digest"])
         self.index = 0
         self._brightness: list[float] = []
         self._digests: list[int] = []
         self.found: dict[str, list[Any]] = {"constant": [], "near_black": [], "near_white": []}
         self.counts = {"constant": 0, "near_black": 0, "near_white": 0}
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write inside the block: the temp file removed, one OutputError line."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot write the per-image report ({os_reason(exc)})") from None
+
     def add(self, rows: Iterable[Row]) -> None:
         for name, width, height, means, stds, mins, maxs, digest in rows:
             values = [f"{v:.9g}" for group in (means, stds, mins, maxs) for v in group]
-            self._csv.writerow([self.index, name, width, height, *values, f"{digest:016x}"])
+            with self._writing():
+                self._csv.writerow([self.index, name, width, height, *values, f"{digest:016x}"])
             for kind, hit in (
                 ("constant", all(s == 0 for s in stds)),
                 ("near_black", all(m < NEAR_BLACK for m in means)),
@@ -132,7 +151,8 @@ class PerImageReport:
 
     def finish(self) -> dict[str, Any]:
         """Close and rename the CSV into place; return the ``outliers`` of the stats file."""
-        self._file.close()
+        with self._writing():
+            self._file.close()  # the last rows reach the disk here
         brightness = np.array(self._brightness)
         far: list[int] = []
         if len(brightness) > 1 and brightness.std() > 0:
@@ -140,12 +160,10 @@ class PerImageReport:
             far = [int(i) for i in np.argsort(-z) if z[i] > self.k]
         duplicates = _duplicates(np.array(self._digests, np.uint64))
         wanted = set(far[:SHOWN]) | {i for pair in duplicates[:SHOWN] for i in pair}
-        names = _names_at(self._tmp, wanted)
-        try:
+        with self._writing():
+            names = _names_at(self._tmp, wanted)
             os.replace(self._tmp, self.target)
-        except OSError as exc:
-            self.abort()
-            raise OutputError(f"{self.path}: cannot write the per-image report ({os_reason(exc)})") from None
+        self._tmp = None
         outliers = {kind: {"count": self.counts[kind], "images": names_} for kind, names_ in self.found.items()}
         outliers["brightness"] = {"count": len(far), "k": self.k, "images": [names[i] for i in far[:SHOWN]]}
         outliers["duplicates"] = {
@@ -156,10 +174,12 @@ class PerImageReport:
 
     def abort(self) -> None:
         """Remove the unfinished CSV (a failed or interrupted pass leaves no partial report)."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()  # a full disk fails this flush again; the descriptor is closed anyway
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
 
 
 def _duplicates(digests: np.ndarray) -> list[tuple[int, int]]:
