@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from prep.errors import OutputError, StatsFileError, os_reason
+from prep.errors import OutputError, StatsFileError, os_reason, printable
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # stats files and checkpoints are KB to a few MB; configs less
 log = logging.getLogger("prep")
@@ -164,8 +164,7 @@ def _check_torch_pickles(f: BinaryIO, text: str, what: str, limit: int) -> None:
     except zipfile.BadZipFile as exc:
         raise StatsFileError(f"{text}: not a readable prep {what} (not a torch zip file: {exc})") from None
     except PickleShapeError as exc:
-        reason = str(exc) if str(exc).isprintable() else str(exc).encode("unicode_escape").decode("ascii")
-        raise StatsFileError(f"{text}: not a readable prep {what} ({reason})") from None
+        raise StatsFileError(f"{text}: not a readable prep {what} ({printable(str(exc))})") from None
 
 
 def read_torch_bounded(path: str | os.PathLike, what: str, limit: int = MAX_READ_BYTES) -> Any:

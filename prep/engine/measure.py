@@ -468,12 +468,15 @@ def decoding_device(options: dict[str, Any], dev: Any) -> Any:
 
 
 def _check_result(stats: Stats, src: Source) -> None:
+    from prep.errors import printable  # file names are untrusted: escape sequences are not printed
+
     s = stats.summary
     where = src.where()
     if stats.skipped_count:
-        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in stats.skipped[:3])
+        shown = "; ".join(f"{printable(x['path'])} ({printable(x['reason'])})" for x in stats.skipped[:3])
         more = f"; and {stats.skipped_count - 3} more" if stats.skipped_count > 3 else ""
-        warnings.warn(f"skipped {stats.skipped_count} file(s) under {where}: {shown}{more}", PrepWarning, stacklevel=3)
+        message = f"skipped {stats.skipped_count} file(s) under {printable(where)}: {shown}{more}"
+        warnings.warn(message, PrepWarning, stacklevel=3)
     if min(s.count, default=0) == 0:
         raise SourceError(f"{where}: no decodable images (nothing to measure)")
     for c, bad in enumerate(s.nonfinite):

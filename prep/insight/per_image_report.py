@@ -6,6 +6,11 @@ one row per decoded image: ``index, name, width, height``, then per channel ``me
 SHA-256 of the file's bytes, or of the pixels for sources without files). Rows are written as results arrive
 (the pool returns them in order), so memory holds 16 bytes per image, not the rows.
 
+A name is untrusted text that a spreadsheet would run as a formula (``=HYPERLINK(...)``): a
+name beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with a
+single quote in front (OWASP's advice against CSV injection), and so is a name beginning with a
+single quote, so the name is always the cell minus one leading quote when it has one.
+
 The suspicious images, at most :data:`SHOWN` named per kind with the total of each, go to the
 stats file under ``outliers``:
 
@@ -39,6 +44,7 @@ SHOWN = 10  # images named per kind of outlier
 NEAR_BLACK = 0.02  # every channel's mean below this: near black
 NEAR_WHITE = 0.98  # every channel's mean above this: near white
 DEFAULT_K = 4.0
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 
 # one image: (name, width, height, means, stds, mins, maxs, digest)
 Row = tuple[str, int, int, Sequence[float], Sequence[float], Sequence[float], Sequence[float], int]
@@ -135,7 +141,7 @@ class PerImageReport:
         for name, width, height, means, stds, mins, maxs, digest in rows:
             values = [f"{v:.9g}" for group in (means, stds, mins, maxs) for v in group]
             with self._writing():
-                self._csv.writerow([self.index, name, width, height, *values, f"{digest:016x}"])
+                self._csv.writerow([self.index, csv_cell(name), width, height, *values, f"{digest:016x}"])
             for kind, hit in (
                 ("constant", all(s == 0 for s in stds)),
                 ("near_black", all(m < NEAR_BLACK for m in means)),
@@ -182,6 +188,17 @@ class PerImageReport:
                 os.unlink(self._tmp)
 
 
+def csv_cell(name: str) -> str:
+    """``name`` as the report's cell: with a single quote in front when it begins like a formula
+    (:data:`FORMULA_STARTS`) or with a quote; :func:`name_of_cell` undoes it."""
+    return "'" + name if name.startswith((*FORMULA_STARTS, "'")) else name
+
+
+def name_of_cell(cell: str) -> str:
+    """The name a report cell holds (:func:`csv_cell` reversed)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def _duplicates(digests: np.ndarray) -> list[tuple[int, int]]:
     """``(index, index of the first image with the same digest)`` of every repeated image."""
     if len(digests) < 2:
@@ -209,5 +226,5 @@ def _names_at(path: str, indices: set[int]) -> dict[int, str]:
         for row in reader:
             index = int(row[0])
             if index in indices:
-                found[index] = row[1]
+                found[index] = name_of_cell(row[1])
     return found

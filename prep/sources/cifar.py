@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prep.errors import SourceError, os_reason
+from prep.errors import SourceError, os_reason, printable
 from prep.sources.arrays import ArraySource
 from prep.sources.idx import open_regular_file
 from prep.sources.pickle_shape import PickleShapeError, check_pickle_shape
@@ -62,11 +62,6 @@ _ALLOWED_GLOBALS = {
 _MAX_KEYS_SHOWN = 20
 
 
-def _printable(text: str) -> str:
-    """``text`` with newlines and other unprintable characters escaped, so a message stays one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
 def _key_text(key: object) -> str:
     """A dict key as a message shows it: ``str`` and UTF-8 ``bytes`` plainly, anything else by ``repr``."""
     if isinstance(key, bytes):
@@ -74,8 +69,8 @@ def _key_text(key: object) -> str:
     elif isinstance(key, str):
         text = key
     else:
-        return _printable(repr(key))[:60]
-    return text[:60] if text.isprintable() else _printable(repr(key))[:60]
+        return printable(repr(key))[:60]
+    return text[:60] if text.isprintable() else printable(repr(key))[:60]
 
 
 def _keys_text(entry: dict) -> str:
@@ -87,7 +82,7 @@ def _keys_text(entry: dict) -> str:
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {_printable(module)}.{_printable(name)}")
+            raise pickle.UnpicklingError(f"refusing to load {printable(module)}.{printable(name)}")
         # the NumPy 2 name first (numpy.core.* warns there), the NumPy 1 name where numpy._core is missing
         legacy = module.replace("numpy._core.", "numpy.core.", 1)
         try:
@@ -108,9 +103,9 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
         check_pickle_shape(raw)  # before anything is built: unpickling cannot be interrupted
         entry = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except PickleShapeError as exc:
-        raise SourceError(f"{path}: not a CIFAR python pickle ({_printable(str(exc))})") from None
+        raise SourceError(f"{path}: not a CIFAR python pickle ({printable(str(exc))})") from None
     except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
-        reason = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        reason = printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
     del raw
     if not isinstance(entry, dict):
