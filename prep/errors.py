@@ -60,6 +60,20 @@ class DegenerateStatsError(PrepError, ValueError):
     """A transform would divide by zero: a channel has zero std or zero range."""
 
 
+def printable(text: object) -> str:
+    """``str(text)`` safe to show on a terminal, on one line: every character that is not
+    printable (escape sequences such as ``\x1b]0;...\x07``, newlines, C1 controls, bidirectional
+    overrides, the surrogates of undecodable bytes in a file name) is written as its Python
+    escape (``\x1b``, ``\n``, ``\u202e``, ``\udcff``); printable text, non-ASCII included, is kept.
+
+    File names, archive members and fields of edited stats files are untrusted: prep passes
+    them through this before it prints them."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def os_reason(exc: BaseException) -> str:
     """The short reason of an OS-level failure (``strerror`` when there is one)."""
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

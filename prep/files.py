@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from prep.errors import OutputError, StatsFileError, os_reason
+from prep.errors import OutputError, StatsFileError, os_reason, printable
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # stats files and checkpoints are KB to a few MB; configs less
 log = logging.getLogger("prep")
@@ -153,6 +153,29 @@ def write_torch_atomic(path: str | os.PathLike, obj: Any, what: str) -> None:
         raise OutputError(f"{text}: cannot write the {what} ({first}; is the disk full?)") from None
 
 
+def _check_torch_pickles(f: BinaryIO, text: str, what: str, limit: int) -> None:
+    """The shape of the pickles in a torch zip file, checked before ``torch.load`` builds them
+    (:mod:`prep.sources.pickle_shape`: building a dict hashes its keys, in C, where a 1 KB file
+    can make that take for ever); files of torch's format before 1.6 (not a zip) are refused."""
+    import zipfile
+
+    from prep.sources.pickle_shape import PickleShapeError, check_pickle_shape
+
+    try:
+        with zipfile.ZipFile(f) as archive:
+            for info in archive.infolist():
+                if info.filename.endswith(".pkl"):
+                    with archive.open(info) as member:
+                        data = member.read(limit + 1)
+                    if len(data) > limit:
+                        raise StatsFileError(f"{text}: cannot read the {what} ({info.filename} is too large)")
+                    check_pickle_shape(data, persistent_ids=True)
+    except zipfile.BadZipFile as exc:
+        raise StatsFileError(f"{text}: not a readable prep {what} (not a torch zip file: {exc})") from None
+    except PickleShapeError as exc:
+        raise StatsFileError(f"{text}: not a readable prep {what} ({printable(str(exc))})") from None
+
+
 def read_torch_bounded(path: str | os.PathLike, what: str, limit: int = MAX_READ_BYTES) -> Any:
     """``torch.load(weights_only=True)`` of a regular file of at most ``limit`` bytes: only
     tensors and plain values are built, never arbitrary pickled objects. Any failure is one
@@ -166,6 +189,8 @@ def read_torch_bounded(path: str | os.PathLike, what: str, limit: int = MAX_READ
         with open_regular(text) as f:
             if os.fstat(f.fileno()).st_size > limit:
                 raise StatsFileError(f"{text}: cannot read the {what} (larger than {limit >> 20} MiB)")
+            _check_torch_pickles(f, text, what, limit)
+            f.seek(0)
             return torch.load(f, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise StatsFileError(f"{text}: cannot read the {what} ({os_reason(exc)})") from None

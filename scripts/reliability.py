@@ -1,10 +1,11 @@
 """Figures for the reliability page of the docs (docs/reliability.md), measured on this machine.
 
-* Peak memory per pixel of decoding and reducing one large image, by kind: 8-bit RGB JPEG,
-  8-bit RGB PNG with --resize, 16-bit grey PNG read as L and as RGB, float32 TIFF read as L
-  and RGB. Each is measured in a fresh process after a warm-up on a small image of the same
-  kind: the peak resident size (VmHWM, reset through /proc/self/clear_refs; Linux) minus the
-  resident size before, divided by the image's pixels.
+* Peak memory per pixel of decoding and reducing one large image, by kind: 8-bit RGB JPEG
+  (as RGB and as L, under --decoder pil and auto), 8-bit RGB PNG with --resize, 16-bit grey PNG
+  read as L and as RGB, float32 TIFF read as L and RGB. Each is measured in a fresh process
+  after a warm-up on a small image of the same kind: the peak resident size (VmHWM, reset
+  through /proc/self/clear_refs; Linux) minus the resident size before, divided by the
+  image's pixels.
 * Time to fail when a decoding worker dies: ``prep stats FOLDER --workers 2`` on a folder of
   slow-to-decode images, one worker killed with SIGKILL once the pass runs; the seconds from the
   kill to prep's exit (exit code 2), median of --reps runs.
@@ -29,7 +30,7 @@ from PIL import Image
 
 _MEASURE = """
 import sys
-from prep.decode.decoders import PILDecoder, TransformedDecoder
+from prep.decode.decoders import TransformedDecoder, make_decoder
 from prep.transforms.measurement import measurement_transform
 from prep.sources.base import FileChunk, FolderReader
 from prep.engine.workers import reduce_chunk
@@ -38,8 +39,11 @@ def status(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
-folder, name, small, mode, resize = sys.argv[1:6]
-decoder = TransformedDecoder(measurement_transform(resize=int(resize))) if resize != "0" else PILDecoder()
+folder, name, small, mode, resize, decoder_name = sys.argv[1:7]
+if resize != "0":
+    decoder = TransformedDecoder(measurement_transform(resize=int(resize)))
+else:
+    decoder = make_decoder(decoder_name)
 reader = FolderReader(folder)
 reduce_chunk(FileChunk(reader, (small,)), mode, decoder)
 with open("/proc/self/clear_refs", "w") as f:
@@ -50,8 +54,8 @@ print(status("VmHWM") - before)
 """
 
 
-def _images(folder: Path, side: int) -> list[tuple[str, str, str, int, str]]:
-    """Write the test images; (label, file, small file, resize, mode) per measurement."""
+def _images(folder: Path, side: int) -> list[tuple[str, str, str, int, str, str]]:
+    """Write the test images; (label, file, small file, resize, mode, decoder) per measurement."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:side, 0:side]
     smooth = ((np.sin(x / 37.0) + np.cos(y / 53.0)) * 60 + 128).astype(np.uint8)
@@ -67,12 +71,15 @@ def _images(folder: Path, side: int) -> list[tuple[str, str, str, int, str]]:
         img.save(folder / f"big.{ext}")
         img.resize((64, 64)).save(folder / f"small.{ext}")
     return [
-        ("8-bit RGB JPEG", "big.jpg", "small.jpg", 0, "RGB"),
-        ("8-bit RGB PNG, --resize 256", "big.png", "small.png", 256, "RGB"),
-        ("16-bit grey PNG as L", "big.i16.png", "small.i16.png", 0, "L"),
-        ("16-bit grey PNG as RGB", "big.i16.png", "small.i16.png", 0, "RGB"),
-        ("float32 TIFF as L", "big.f.tif", "small.f.tif", 0, "L"),
-        ("float32 TIFF as RGB", "big.f.tif", "small.f.tif", 0, "RGB"),
+        ("8-bit RGB JPEG", "big.jpg", "small.jpg", 0, "RGB", "pil"),
+        ("8-bit RGB JPEG, --decoder auto", "big.jpg", "small.jpg", 0, "RGB", "auto"),
+        ("8-bit RGB JPEG as L", "big.jpg", "small.jpg", 0, "L", "pil"),
+        ("8-bit RGB JPEG as L, --decoder auto", "big.jpg", "small.jpg", 0, "L", "auto"),
+        ("8-bit RGB PNG, --resize 256", "big.png", "small.png", 256, "RGB", "pil"),
+        ("16-bit grey PNG as L", "big.i16.png", "small.i16.png", 0, "L", "pil"),
+        ("16-bit grey PNG as RGB", "big.i16.png", "small.i16.png", 0, "RGB", "pil"),
+        ("float32 TIFF as L", "big.f.tif", "small.f.tif", 0, "L", "pil"),
+        ("float32 TIFF as RGB", "big.f.tif", "small.f.tif", 0, "RGB", "pil"),
     ]
 
 
@@ -81,9 +88,9 @@ def peak_memory(side: int) -> None:
         folder = Path(tmp)
         print(f"| image ({side}x{side}) | peak RSS over baseline (MiB) | bytes per pixel |")
         print("|---|---|---|")
-        for label, name, small, resize, mode in _images(folder, side):
+        for label, name, small, resize, mode, decoder in _images(folder, side):
             out = subprocess.run(
-                [sys.executable, "-c", _MEASURE, str(folder), name, small, mode, str(resize)],
+                [sys.executable, "-c", _MEASURE, str(folder), name, small, mode, str(resize), decoder],
                 capture_output=True,
                 text=True,
                 check=True,

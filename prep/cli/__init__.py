@@ -18,13 +18,13 @@ from typing import Any
 import click
 
 from prep._version import __version__
-from prep.errors import PrepError, os_reason
+from prep.errors import PrepError, os_reason, printable
 from prep.options import PASS_OPTIONS
 from prep.signals import INTERRUPTED, restore_sigint
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"prep: error: {message}", err=True)
+    click.echo(f"prep: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -34,7 +34,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         def show(message, category, filename, lineno, file=None, line=None):
-            click.echo(f"prep: warning: {message}", err=True)
+            click.echo(f"prep: warning: {printable(message)}", err=True)
 
         previous = warnings.showwarning
         warnings.showwarning = show
@@ -125,7 +125,7 @@ class _StderrHandler(logging.Handler):
     """Log records from the library as ``prep: message`` lines on the current stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"prep: {record.getMessage()}", err=True)
+        click.echo(f"prep: {printable(record.getMessage())}", err=True)
 
 
 def log_to_stderr(quiet: bool) -> None:

@@ -284,10 +284,10 @@ def load_or_compute(out: str | os.PathLike, source: Any, *, force: bool = False,
     """
     out = os.fspath(out)
     options = api_options(options)
+    if options["distributed"]:  # the source is resolved inside the first collective
+        return _load_or_compute_distributed(out, source, force, options)
     src = _subset(resolve_source(source, **source_options(options)), options)
     options["shard"] = options["sample"] = None  # src is the shard or sample already
-    if options["distributed"]:
-        return _load_or_compute_distributed(out, src, force, options)
     existing = _reusable_or_none(out, src, force, options)
     if existing is not None:
         return existing, True
@@ -346,21 +346,28 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     return existing
 
 
-def _load_or_compute_distributed(out: str, src: Source, force: bool, options: dict[str, Any]) -> tuple[Stats, bool]:
-    """:func:`load_or_compute` in a process group: rank 0 decides about ``out`` and writes it."""
-    from prep.engine.distributed import broadcast, raise_first_error, rank_and_world
+def _load_or_compute_distributed(out: str, source: Any, force: bool, options: dict[str, Any]) -> tuple[Stats, bool]:
+    """:func:`load_or_compute` in a process group: every rank resolves ``source`` and rank 0
+    decides about ``out`` (and writes it); a failure on any rank, before the pass, reaches
+    every rank through the first collective, so none waits for a peer that has left."""
+    from prep.engine.distributed import gather, raise_first_error, rank_and_world
 
     rank, _ = rank_and_world()
-    decision: tuple = ("compute", None)
-    if rank == 0:
-        try:
+    try:
+        src = _subset(resolve_source(source, **source_options(options)), options)
+        options = {**options, "shard": None, "sample": None}  # src is the shard or sample already
+        decision: tuple = ("compute", None)
+        if rank == 0:
             existing = _reusable_or_none(out, src, force, options)
             if existing is not None:
                 decision = ("reuse", existing.to_dict())
-        except PrepError as exc:
-            decision = ("error", str(exc), exc.exit_code)
-    decision = broadcast(decision)
-    raise_first_error([decision])
+    except PrepError as exc:
+        decision = ("error", str(exc), exc.exit_code)
+    except Exception as exc:  # never leave the other ranks waiting in the collective
+        decision = ("error", f"{type(exc).__name__}: {exc}", 2)
+    decisions = gather(decision)
+    raise_first_error(decisions)
+    decision = decisions[0]
     if decision[0] == "reuse":
         return Stats.from_dict(decision[1]), True
     stats = _measure_distributed(src, options)
@@ -453,12 +460,15 @@ def decoding_device(options: dict[str, Any], dev: Any) -> Any:
 
 
 def _check_result(stats: Stats, src: Source) -> None:
+    from prep.errors import printable  # file names are untrusted: escape sequences are not printed
+
     s = stats.summary
     where = src.where()
     if stats.skipped_count:
-        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in stats.skipped[:3])
+        shown = "; ".join(f"{printable(x['path'])} ({printable(x['reason'])})" for x in stats.skipped[:3])
         more = f"; and {stats.skipped_count - 3} more" if stats.skipped_count > 3 else ""
-        warnings.warn(f"skipped {stats.skipped_count} file(s) under {where}: {shown}{more}", PrepWarning, stacklevel=3)
+        message = f"skipped {stats.skipped_count} file(s) under {printable(where)}: {shown}{more}"
+        warnings.warn(message, PrepWarning, stacklevel=3)
     if min(s.count, default=0) == 0:
         raise SourceError(f"{where}: no decodable images (nothing to measure)")
     for c, bad in enumerate(s.nonfinite):

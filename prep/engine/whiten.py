@@ -18,7 +18,7 @@ from typing import Any
 from prep.engine.checkpoint import remove_checkpoint
 from prep.engine.loop import PassSettings, run_pass
 from prep.engine.reducers import CrossMomentsReducer
-from prep.errors import OptionError, PrepWarning, SourceError
+from prep.errors import OptionError, PrepWarning, SourceError, printable
 from prep.files import output_target
 from prep.options import DECODER_CHOICES, DEFAULTS, SOURCE_OPTIONS, check_options
 from prep.pixels import CHANNELS, check_mode
@@ -191,7 +191,7 @@ def warn_skipped(skipped: Any, src: Source, stacklevel: int = 3) -> None:
     """One :class:`~prep.errors.PrepWarning` naming the first skipped files (a
     :class:`~prep.stats.file.SkippedFiles`) and their count."""
     if skipped.count:
-        shown = "; ".join(f"{name} ({reason})" for name, reason in list(skipped)[:3])
+        shown = "; ".join(f"{printable(name)} ({printable(reason)})" for name, reason in list(skipped)[:3])
         more = f"; and {skipped.count - 3} more" if skipped.count > 3 else ""
-        message = f"skipped {skipped.count} file(s) under {src.where()}: {shown}{more}"
+        message = f"skipped {skipped.count} file(s) under {printable(src.where())}: {shown}{more}"
         warnings.warn(message, PrepWarning, stacklevel=stacklevel)

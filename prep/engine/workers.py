@@ -5,11 +5,14 @@
 is given, and reduces it, so pixels never cross a process boundary. :func:`map_ordered` runs it
 in a pool and yields results in task order with a bounded number in flight; a worker that dies
 (killed, out of memory) ends the pass with a :class:`~prep.errors.PrepError` naming its files
-instead of a hang.
+instead of a hang, and so do workers that stop making progress (a process stopped with SIGSTOP,
+a decoder that never returns): when no task completes for :data:`STALL_SECONDS` (or
+``stall_timeout``), the pass ends naming the files the busy workers held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -17,6 +20,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +43,10 @@ from prep.stats.moments import ChannelMoments
 MAX_WORKERS_PER_CPU = 4  # more processes than this per CPU only add memory and start-up time
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: keeps every worker busy, bounds memory
 POLL_SECONDS = 0.1  # how often a wait for a worker checks for Ctrl-C
+# the longest no task may complete before the pass ends as stalled: a task is a chunk of files,
+# and a single huge image (a gigapixel TIFF, a JPEG of Image.MAX_IMAGE_PIXELS) decodes in well
+# under a minute on one core, so ten minutes is a stall, not a slow file
+STALL_SECONDS = 600.0
 
 
 @dataclass
@@ -226,13 +234,24 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def map_ordered(
-    fn: Callable[..., Any], tasks: Iterable[Any], workers: int, *args: Any, describe: Callable[[Any], str] = str
+    fn: Callable[..., Any],
+    tasks: Iterable[Any],
+    workers: int,
+    *args: Any,
+    describe: Callable[[Any], str] = str,
+    stall_timeout: float | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield ``(task, fn(task, *args))`` in task order, computed by ``workers`` processes.
 
     ``workers <= 1`` runs in this process. A dead worker raises :class:`PrepError` naming
-    ``describe(task)`` of the tasks in flight; an exception raised by ``fn`` propagates.
+    ``describe(task)`` of the tasks in flight; an exception raised by ``fn`` propagates. When no
+    task completes for ``stall_timeout`` seconds (default :data:`STALL_SECONDS`) the workers
+    are stopped and :class:`PrepError` names the tasks still running: a worker stopped by
+    SIGSTOP or stuck in a decoder never leaves the pass waiting for ever. (In this process,
+    ``workers <= 1``, nothing can bound ``fn``.) The caller's own work between results (a
+    checkpoint) is not interrupted: the error comes from the wait for the next result.
     """
+    stall = STALL_SECONDS if stall_timeout is None else float(stall_timeout)
     if workers <= 1:
         for task in tasks:
             yield task, fn(task, *args)
@@ -255,8 +274,8 @@ def map_ordered(
                     pending.append((task, pool.submit(fn, task, *args)))
                 if not pending:
                     break
-                task, future = pending[0]
-                result = _wait(future, interrupted, [t for t, _ in pending][:workers], describe)
+                task = pending[0][0]
+                result = _wait(pending, workers, interrupted, describe, stall)
                 pending.popleft()
                 yield task, result
             finished = True
@@ -267,18 +286,38 @@ def map_ordered(
                 _stop(pool)
 
 
-def _wait(future: Future, interrupted: Callable[[], bool], held: list, describe: Callable[[Any], str]) -> Any:
-    """``future``'s result, checking for Ctrl-C every :data:`POLL_SECONDS`; a dead worker is a PrepError."""
+def _wait(
+    pending: deque[tuple[Any, Future]],
+    workers: int,
+    interrupted: Callable[[], bool],
+    describe: Callable[[Any], str],
+    stall: float,
+) -> Any:
+    """The first pending task's result, checking for Ctrl-C every :data:`POLL_SECONDS`; a dead
+    worker, or ``stall`` seconds without any pending task completing, is a PrepError."""
+    future = pending[0][1]
+    completed = sum(f.done() for _, f in pending)
+    since = time.monotonic()
     while True:
         if interrupted():
             raise KeyboardInterrupt
         try:
             return future.result(timeout=POLL_SECONDS)
         except FuturesTimeout:
-            continue
+            pass
         except BrokenProcessPool:
-            names = "; ".join(describe(t) for t in held)
+            names = "; ".join(describe(t) for t, _ in list(pending)[:workers])
             raise PrepError(f"a decoding worker died (killed, or out of memory) while reading {names}") from None
+        now_completed = sum(f.done() for _, f in pending)
+        if now_completed > completed:  # another worker finished a task: the pool makes progress
+            completed, since = now_completed, time.monotonic()
+        elif time.monotonic() - since >= stall:
+            running = [t for t, f in list(pending)[:workers] if not f.done()]
+            names = "; ".join(describe(t) for t in running)
+            raise PrepError(
+                f"no decoding worker finished a task in {stall:g} s (a stopped process, or a decoder "
+                f"that does not return) while reading {names}"
+            )
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -288,5 +327,11 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+            with contextlib.suppress(OSError):  # a stopped process (SIGSTOP) takes SIGTERM once continued
+                os.kill(process.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 5
     for process in processes:
-        process.join(timeout=5)
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if process.is_alive():  # it ignores SIGTERM: kill it
+            process.kill()
+            process.join(timeout=5)

@@ -6,6 +6,11 @@ one row per decoded image: ``index, name, width, height``, then per channel ``me
 SHA-256 of the file's bytes, or of the pixels for sources without files). Rows are written as results arrive
 (the pool returns them in order), so memory holds 16 bytes per image, not the rows.
 
+A name is untrusted text that a spreadsheet would run as a formula (``=HYPERLINK(...)``): a
+name beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with a
+single quote in front (OWASP's advice against CSV injection), and so is a name beginning with a
+single quote, so the name is always the cell minus one leading quote when it has one.
+
 The suspicious images, at most :data:`SHOWN` named per kind with the total of each, go to the
 stats file under ``outliers``:
 
@@ -26,7 +31,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ SHOWN = 10  # images named per kind of outlier
 NEAR_BLACK = 0.02  # every channel's mean below this: near black
 NEAR_WHITE = 0.98  # every channel's mean above this: near white
 DEFAULT_K = 4.0
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 
 # one image: (name, width, height, means, stds, mins, maxs, digest)
 Row = tuple[str, int, int, Sequence[float], Sequence[float], Sequence[float], Sequence[float], int]
@@ -88,35 +94,54 @@ def rows_from_batch(batch: Any, pixel_max: float, names: Sequence[str]) -> list[
 
 class PerImageReport:
     """Writes the rows to ``path`` (a temp file beside it, renamed when the pass ends) and keeps
-    what finding the outliers needs: 16 bytes per image and the first named of each kind."""
+    what finding the outliers needs: 16 bytes per image and the first named of each kind.
+
+    Any failed write (a full disk, a quota) removes the temp file and raises one
+    :class:`OutputError` line naming ``path``; a report already at ``path`` is kept."""
 
     def __init__(self, path: str | os.PathLike, channels: int, k: float = DEFAULT_K) -> None:
         self.path = os.fspath(path)
         self.target = output_target(self.path, "per-image report")
         self.channels, self.k = channels, k
         names = channel_names(channels)
-        fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
-        try:  # the mode a new file gets from the umask, or the replaced file's
-            old = os.stat(self.target)
-            os.fchmod(fd, stat.S_IMODE(old.st_mode))
-        except FileNotFoundError:
-            os.fchmod(fd, 0o666 & ~umask())
-        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._file)
-        header = ["index", "name", "width", "height"]
-        for field in ("mean", "std", "min", "max"):
-            header += [f"{field}_{c}" for c in names]
-        self._csv.writerow([*header, "digest"])
+        self._tmp: str | None = None
+        self._file: Any = None
+        with self._writing():
+            fd, self._tmp = tempfile.mkstemp(prefix=".prep-", suffix=".csv", dir=os.path.dirname(self.target) or ".")
+            try:  # the mode a new file gets from the umask, or the replaced file's
+                old = os.stat(self.target)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            except FileNotFoundError:
+                os.fchmod(fd, 0o666 & ~umask())
+            except OSError:
+                os.close(fd)
+                raise
+            self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._file)
+            header = ["index", "name", "width", "height"]
+            for field in ("mean", "std", "min", "max"):
+                header += [f"{field}_{c}" for c in names]
+            self._csv.writerow([*header, "digest"])
         self.index = 0
         self._brightness: list[float] = []
         self._digests: list[int] = []
         self.found: dict[str, list[Any]] = {"constant": [], "near_black": [], "near_white": []}
         self.counts = {"constant": 0, "near_black": 0, "near_white": 0}
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write inside the block: the temp file removed, one OutputError line."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot write the per-image report ({os_reason(exc)})") from None
+
     def add(self, rows: Iterable[Row]) -> None:
         for name, width, height, means, stds, mins, maxs, digest in rows:
             values = [f"{v:.9g}" for group in (means, stds, mins, maxs) for v in group]
-            self._csv.writerow([self.index, name, width, height, *values, f"{digest:016x}"])
+            with self._writing():
+                self._csv.writerow([self.index, csv_cell(name), width, height, *values, f"{digest:016x}"])
             for kind, hit in (
                 ("constant", all(s == 0 for s in stds)),
                 ("near_black", all(m < NEAR_BLACK for m in means)),
@@ -132,7 +157,8 @@ class PerImageReport:
 
     def finish(self) -> dict[str, Any]:
         """Close and rename the CSV into place; return the ``outliers`` of the stats file."""
-        self._file.close()
+        with self._writing():
+            self._file.close()  # the last rows reach the disk here
         brightness = np.array(self._brightness)
         far: list[int] = []
         if len(brightness) > 1 and brightness.std() > 0:
@@ -140,12 +166,11 @@ class PerImageReport:
             far = [int(i) for i in np.argsort(-z) if z[i] > self.k]
         duplicates = _duplicates(np.array(self._digests, np.uint64))
         wanted = set(far[:SHOWN]) | {i for pair in duplicates[:SHOWN] for i in pair}
-        names = _names_at(self._tmp, wanted)
-        try:
+        assert self._tmp is not None  # finish() is called once, on an open report
+        with self._writing():
+            names = _names_at(self._tmp, wanted)
             os.replace(self._tmp, self.target)
-        except OSError as exc:
-            self.abort()
-            raise OutputError(f"{self.path}: cannot write the per-image report ({os_reason(exc)})") from None
+        self._tmp = None
         outliers = {kind: {"count": self.counts[kind], "images": names_} for kind, names_ in self.found.items()}
         outliers["brightness"] = {"count": len(far), "k": self.k, "images": [names[i] for i in far[:SHOWN]]}
         outliers["duplicates"] = {
@@ -156,10 +181,23 @@ class PerImageReport:
 
     def abort(self) -> None:
         """Remove the unfinished CSV (a failed or interrupted pass leaves no partial report)."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()  # a full disk fails this flush again; the descriptor is closed anyway
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+
+
+def csv_cell(name: str) -> str:
+    """``name`` as the report's cell: with a single quote in front when it begins like a formula
+    (:data:`FORMULA_STARTS`) or with a quote; :func:`name_of_cell` undoes it."""
+    return "'" + name if name.startswith((*FORMULA_STARTS, "'")) else name
+
+
+def name_of_cell(cell: str) -> str:
+    """The name a report cell holds (:func:`csv_cell` reversed)."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def _duplicates(digests: np.ndarray) -> list[tuple[int, int]]:
@@ -189,5 +227,5 @@ def _names_at(path: str, indices: set[int]) -> dict[int, str]:
         for row in reader:
             index = int(row[0])
             if index in indices:
-                found[index] = row[1]
+                found[index] = name_of_cell(row[1])
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from prep.errors import printable
 from prep.pixels import channel_names
 from prep.stats.validate import FILE_SOURCE_KINDS
 
@@ -26,7 +27,9 @@ DECODER_NOTES = {  # prep.decode.decoders: how the recorded decoder is described
 def format_summary(stats: Stats, details: bool = False) -> str:
     """A human-readable table of a Stats object, ending with the Normalize line to paste.
 
-    ``details`` adds when and by which prep the file was made, and the skipped files.
+    ``details`` adds when and by which prep the file was made, and the skipped files. Text from
+    the file (paths, names, descriptions: an edited stats file may hold anything) is printed
+    through :func:`prep.errors.printable`, so it cannot carry terminal escape sequences.
     """
     s = stats.summary
     src = stats.source
@@ -36,14 +39,18 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         return f"{label:<22}" + "".join(fmt.format(v) for v in values)
 
     lines = [
-        f"source                {src.get('kind')} {src.get('path') or ''}".rstrip()
-        + (f"  split={src['split']}" if src.get("split") else "")
+        f"source                {printable(src.get('kind'))} {printable(src.get('path') or '')}".rstrip()
+        + (f"  split={printable(src['split'])}" if src.get("split") else "")
         + f"  mode={stats.mode}",
         f"images                {s.images}"
         + (f"  (skipped {stats.skipped_count} files)" if stats.skipped_count else ""),
         f"fingerprint           {_fingerprint(stats.fingerprint)}",
-        *([f"measured after        {stats.transform}"] if stats.transform else []),
-        *([f"decoded by            {DECODER_NOTES.get(stats.decoder, stats.decoder)}"] if stats.decoder else []),
+        *([f"measured after        {printable(stats.transform)}"] if stats.transform else []),
+        *(
+            [f"decoded by            {printable(DECODER_NOTES.get(stats.decoder, stats.decoder))}"]
+            if stats.decoder
+            else []
+        ),
         f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
@@ -67,7 +74,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         lines.append(row("pca eigval", pca["eigval"]) + imagenet)
     lines.extend(_outlier_lines(stats))
     if details:
-        lines.insert(1, f"created               {stats.created} by prep {stats.prep_version}")
+        lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
         lines.extend(_skipped_lines(stats))
     lines.append(stats.normalize_line())
     return "\n".join(lines)
@@ -98,7 +105,10 @@ def _outlier_lines(stats: Stats) -> list[str]:
         if not entry["count"]:
             continue
         pairs = kind == "duplicates"
-        named = [f"{a} = {b}" for a, b in entry["images"]] if pairs else list(entry["images"])
+        if pairs:
+            named = [f"{printable(a)} = {printable(b)}" for a, b in entry["images"]]
+        else:
+            named = [printable(name) for name in entry["images"]]
         more = entry["count"] - len(named)
         label = kind.replace("_", " ") + (f" (beyond {entry['k']:g} stds)" if kind == "brightness" else "")
         lines.append(
@@ -113,7 +123,7 @@ def _fingerprint(fp) -> str:
     if not fp:
         return "none (Python dataset without dataset_id)"
     if "dataset_id" in fp:
-        return f"dataset_id {_printable(fp['dataset_id'])}, {fp['images']} images"
+        return f"dataset_id {printable(fp['dataset_id'])}, {fp['images']} images"
     text = f"{fp['files']} files, {fp['bytes']} bytes, sha256 {fp['sha256'][:16]}"
     return text + (f", contents sha256 {fp['checksum'][:16]}" if fp.get("checksum") else "")
 
@@ -122,21 +132,16 @@ def _skipped_lines(stats: Stats) -> list[str]:
     """The totals per reason, the first :data:`SKIPPED_SHOWN` skipped files, and how many more."""
     if not stats.skipped_count:
         return []
-    reasons = ", ".join(f"{n} {_printable(category)}" for category, n in (stats.skipped_reasons or {}).items())
+    reasons = ", ".join(f"{n} {printable(category)}" for category, n in (stats.skipped_reasons or {}).items())
     lines = [f"skipped               {stats.skipped_count} files: {reasons}"]
     shown = list(stats.skipped)[:SKIPPED_SHOWN]
-    lines += [f"skipped               {_printable(x['path'])}: {_printable(x['reason'])}" for x in shown]
+    lines += [f"skipped               {printable(x['path'])}: {printable(x['reason'])}" for x in shown]
     more = stats.skipped_count - len(shown)
     if more:
         listed = len(stats.skipped)
         where = "see the file" if listed == stats.skipped_count else f"the file lists the first {listed}"
         lines.append(f"skipped               ... and {more} more ({where})")
     return lines
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line: control characters (a newline in a file name) escaped."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class _NullBar:

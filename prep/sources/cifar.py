@@ -4,19 +4,29 @@ Each batch file is a pickled dict whose ``data`` entry (``b"data"`` in the origi
 pickles, ``"data"`` in re-saved ones) is a uint8 array ``(N, 3072)``: 1024 red, 1024 green,
 then 1024 blue values per 32x32 image. Only NumPy arrays, lists and plain values may be
 unpickled: a file that asks for anything else is rejected instead of executed.
+
+Before anything is built, the pickle's opcodes are read by
+:func:`prep.sources.pickle_shape.check_pickle_shape` (plain Python, so Ctrl-C stops it, and linear
+in the file's size): dict keys must be ``str`` or ``bytes`` (hashing anything else is where a
+431-byte file can hang unpickling forever), there are no sets, no object contains itself, nesting
+and the object count are bounded, and memo references may not expand the structure beyond a small
+multiple of what the file spells out. Only a file that passes is unpickled, which then takes time
+in proportion to its size.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from dataclasses import dataclass
 
 import numpy as np
 
-from prep.errors import SourceError, os_reason
+from prep.errors import SourceError, os_reason, printable
 from prep.sources.arrays import ArraySource
 from prep.sources.idx import open_regular_file
+from prep.sources.pickle_shape import PickleShapeError, check_pickle_shape
 
 SIDE = 32
 CHANNELS = 3
@@ -52,11 +62,6 @@ _ALLOWED_GLOBALS = {
 _MAX_KEYS_SHOWN = 20
 
 
-def _printable(text: str) -> str:
-    """``text`` with newlines and other unprintable characters escaped, so a message stays one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
 def _key_text(key: object) -> str:
     """A dict key as a message shows it: ``str`` and UTF-8 ``bytes`` plainly, anything else by ``repr``."""
     if isinstance(key, bytes):
@@ -64,8 +69,8 @@ def _key_text(key: object) -> str:
     elif isinstance(key, str):
         text = key
     else:
-        return _printable(repr(key))[:60]
-    return text[:60] if text.isprintable() else _printable(repr(key))[:60]
+        return printable(repr(key))[:60]
+    return text[:60] if text.isprintable() else printable(repr(key))[:60]
 
 
 def _keys_text(entry: dict) -> str:
@@ -77,7 +82,7 @@ def _keys_text(entry: dict) -> str:
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {_printable(module)}.{_printable(name)}")
+            raise pickle.UnpicklingError(f"refusing to load {printable(module)}.{printable(name)}")
         # the NumPy 2 name first (numpy.core.* warns there), the NumPy 1 name where numpy._core is missing
         legacy = module.replace("numpy._core.", "numpy.core.", 1)
         try:
@@ -91,12 +96,18 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     with open_regular_file(path, "CIFAR batch") as f:
         try:
-            entry = _ArrayUnpickler(f, encoding="bytes").load()
-        except OSError as exc:
+            raw = f.read()
+        except (OSError, MemoryError) as exc:
             raise SourceError(f"{path}: cannot read CIFAR batch ({os_reason(exc)})") from None
-        except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
-            reason = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-            raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
+    try:
+        check_pickle_shape(raw)  # before anything is built: unpickling cannot be interrupted
+        entry = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except PickleShapeError as exc:
+        raise SourceError(f"{path}: not a CIFAR python pickle ({printable(str(exc))})") from None
+    except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
+        reason = printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise SourceError(f"{path}: not a CIFAR python pickle ({reason})") from None
+    del raw
     if not isinstance(entry, dict):
         raise SourceError(f"{path}: expected a pickled dict with a 'data' entry; got {type(entry).__name__}")
     data = entry.get(b"data", entry.get("data"))

@@ -49,9 +49,11 @@ def _uint8(array: np.ndarray, what: str) -> np.ndarray:
 
 
 def histogram_interleaved(hwc: np.ndarray) -> np.ndarray:
-    """``(C, 256)`` int64 counts of each value per channel of an ``(H, W, C)`` uint8 image (C 1 or 3)."""
+    """``(C, 256)`` int64 counts of each value per channel of an ``(H, W, C)`` uint8 image (C 1 or 3),
+    or ``(H, W)`` (one channel). Anything else (a batch ``(N, H, W, C)``) is a ``ValueError``: its
+    channels would be counted as one."""
     hwc = _uint8(hwc, "image")
-    if hwc.ndim not in (2, 3):  # a batch (N, H, W, C) would come back as one merged channel
+    if hwc.ndim not in (2, 3):
         raise ValueError(f"image: expected (H, W) or (H, W, C); got shape {hwc.shape}")
     channels = hwc.shape[-1] if hwc.ndim == 3 else 1
     if channels not in (1, 3):

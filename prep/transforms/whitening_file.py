@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 
 from prep.errors import StatsFileError
-from prep.fields import is_int
 from prep.files import read_torch_bounded
 from prep.pixels import CHANNELS, MODES
 from prep.stats.cross_moments import MAX_DIM
@@ -32,31 +32,46 @@ FILE_FIELDS = (  # every field of a whitening file, in the order they are checke
     "preprocessing",
     "prep_version",
 )
-MATRIX_TOL = 1e-9  # W against its eigenvalues and eps: norm, trace, row norms (relative)
 MAX_FILE_BYTES = 2 * 8 * MAX_DIM * MAX_DIM + (64 << 20)  # a float64 W at the largest D, with room
+# relative tolerance of the checks of W: float64 eigh leaves U orthogonal to about D * 2.2e-16
+# (below 4e-12 at MAX_DIM), so a W that is off by more than 1e-9 was not computed from the file's
+# eigenvalues and eps
+MATRIX_TOLERANCE = 1e-9
 
 
 def _check_matrix(w: torch.Tensor, eigenvalues: torch.Tensor, eps: float, kind: str, bad) -> None:
-    """``W`` must be the whitening matrix of these eigenvalues and eps, in O(D**2): with
-    ``g = 1/sqrt(lambda + eps)``, ZCA's ``W`` is symmetric with trace ``sum(g)``, PCA's rows have
-    squared norms ``g**2`` in order, and both have ``|W|_F**2 = sum(g**2)`` (U is orthogonal), each
-    to :data:`MATRIX_TOL` relative (float64 round-off of a D = 16,384 matrix is below 1e-11).
+    """``W`` must be the whitening matrix of these eigenvalues and eps, to :data:`MATRIX_TOLERANCE`
+    (relative), in O(D**2). With ``g = 1/sqrt(lambda + eps)`` and ``U`` orthogonal, ZCA's
+    ``W = U diag(g) U^T`` is symmetric with trace ``sum(g)`` and PCA's ``W = diag(g) U^T`` has
+    rows of squared norms ``g**2`` in order, orthogonal to each other (``W W^T x = g**2 x`` for a
+    fixed random ``x``); both have ``|W|_F**2 = sum(g**2)``.
 
-    What these checks cannot catch: ``W`` alone does not hold the eigenvectors, so a ``W``
-    conjugated by a permutation or any rotation (``P W P^T``) is the whitening matrix of the
-    same eigenvalues for other data and passes, and so does a shifted ``mean`` (the file keeps no
-    sums to check it against). Keep the file where it cannot be edited, or recompute it."""
+    What this catches: any scaling of ``W``, the eigenvalues or eps beyond 1e-9 (``W * (1 +
+    1e-7)`` included), an asymmetric ZCA matrix, PCA rows out of order or no longer orthogonal,
+    ``W`` of another kind, eigenvalues or eps. What it cannot: ``U`` is not in the file (the
+    covariance is not kept), so ``W`` alone does not tell which orthogonal ``U`` it was made with:
+    ``Q W Q^T`` for any orthogonal ``Q`` (a permutation ``P W P^T`` among them) is an equally valid
+    ZCA matrix, and ``W Q^T`` an equally valid PCA one, of the same eigenvalues (those of rotated
+    or permuted data); nor are ZCA edits that keep the trace, the norm and the symmetry (swapping
+    two mirrored pairs of entries), which only an O(D**3) eigen decomposition would see. The mean
+    is not tied to ``W`` at all: a shifted mean passes (it is checked to be finite)."""
+    tol = MATRIX_TOLERANCE
     gains = 1.0 / torch.sqrt(eigenvalues + eps)
     scale = float(gains.max()) if len(gains) else 1.0
-    if not math.isclose(float((w * w).sum()), float((gains * gains).sum()), rel_tol=MATRIX_TOL):
+    if not math.isclose(float((w * w).sum()), float((gains * gains).sum()), rel_tol=tol):
         raise bad("W", "is not the whitening matrix of the eigenvalues and eps (its norm differs); was it edited?")
     if kind == "zca":
-        if float((w - w.T).abs().max()) > 1e-9 * scale:
+        if float((w - w.T).abs().max()) > tol * scale:
             raise bad("W", "must be symmetric for ZCA whitening; was it edited?")
-        if not math.isclose(float(w.trace()), float(gains.sum()), rel_tol=MATRIX_TOL):
+        if not math.isclose(float(w.trace()), float(gains.sum()), rel_tol=tol):
             raise bad("W", "is not the ZCA matrix of the eigenvalues and eps (its trace differs); was it edited?")
-    elif not torch.allclose((w * w).sum(1), gains * gains, rtol=MATRIX_TOL, atol=0):
+        return
+    if not torch.allclose((w * w).sum(1), gains * gains, rtol=tol, atol=0):
         raise bad("W", "is not the PCA whitening matrix of the eigenvalues and eps (row norms differ)")
+    probe = torch.randn(len(gains), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    error = torch.linalg.vector_norm(w @ (w.T @ probe) - gains * gains * probe)
+    if float(error) > tol * scale**2 * float(torch.linalg.vector_norm(probe)):
+        raise bad("W", "is not the PCA whitening matrix of the eigenvalues and eps (rows not orthogonal)")
 
 
 def load_whitening(path: str | os.PathLike) -> Whitening:
@@ -85,10 +100,10 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
     if data["kind"] not in ("zca", "pca"):
         raise bad("kind", f"must be 'zca' or 'pca'; got {data['kind']!r}")
     dim = data["D"]
-    if not is_int(dim) or not 1 <= dim <= MAX_DIM:
+    if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
         raise bad("D", f"must be an integer from 1 to {MAX_DIM}; got {dim!r}")
     shape = data["shape"]
-    if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(is_int(v) and v > 0 for v in shape):
+    if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
         raise bad("shape", f"must be [C, H, W] of positive integers; got {shape!r}")
     if math.prod(shape) != dim:
         raise bad("shape", f"{list(shape)} does not hold D = {dim} values")
@@ -108,7 +123,7 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
     if isinstance(eps, bool) or not isinstance(eps, float | int) or not math.isfinite(eps) or eps < 0:
         raise bad("eps", f"must be a finite number >= 0; got {eps!r}")
     _check_matrix(data["W"], data["eigenvalues"], float(eps), data["kind"], bad)
-    if not is_int(data["count"]) or data["count"] < 1:
+    if not _is_int(data["count"]) or data["count"] < 1:
         raise bad("count", f"must be a positive integer; got {data['count']!r}")
     if not isinstance(data["exact"], bool):
         raise bad("exact", f"must be true or false; got {data['exact']!r}")
@@ -134,3 +149,7 @@ def load_whitening(path: str | os.PathLike) -> Whitening:
         preprocessing=data["preprocessing"],
         prep_version=data["prep_version"] or "unknown",
     )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -172,9 +172,9 @@ def test_refused_global_with_a_newline_stays_one_line(tmp_path):
 @pytest.mark.parametrize(
     "entry,keys",
     [
-        ({b"\xff\xfe": 1, 3: 2, (1, 2): 3, "labels": [1]}, "(1, 2), 3, \\xff\\xfe, labels"),
+        ({b"\xff\xfe": 1, "labels": [1]}, "\\xff\\xfe, labels"),
         ({b"batch_label": b"x", b"\x80data": np.zeros((1, 3072), np.uint8)}, "\\x80data, batch_label"),
-        ({"a\nb": 1, 2.5: 0}, "'a\\nb', 2.5"),
+        ({"a\nb": 1}, "'a\\nb'"),
         ({}, "none"),
     ],
 )
