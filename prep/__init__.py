@@ -35,6 +35,8 @@ _EXPORTS = {
     "KNOWN": "insight.known",
     "compute_stats": "engine.measure",
     "load_or_compute": "engine.measure",
+    "iter_split_stats": "engine.splits",
+    "torchrun_session": "engine.splits",
     "merge_stats": "stats.merge",
     "BadImageError": "errors",
     "ChannelMismatchError": "errors",

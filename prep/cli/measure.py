@@ -4,14 +4,12 @@ results."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
 
 from prep.cli import echo_out, format_flag, log_to_stderr, main, pass_kwargs, reports_errors, source_argument
-from prep.errors import PrepError
-from prep.options import SOURCE_OPTIONS, click_options, output_for, resolve_options
+from prep.options import SOURCE_OPTIONS, click_options, resolve_options
 from prep.signals import deferred_sigint
 
 
@@ -54,6 +52,7 @@ def stats_command(config_path: str | None, output_format: str, **given: Any) -> 
     """
     # torch is imported by the pass itself (prep.engine.measure.import_torch): deciding that -o is
     # up to date needs only the file listing and the stats file
+    from prep.engine.splits import iter_split_stats, torchrun_session
     from prep.sources.splits import parse_splits
 
     source_argument(given)
@@ -61,87 +60,41 @@ def stats_command(config_path: str | None, output_format: str, **given: Any) -> 
     log_to_stderr(quiet=opts["quiet"])
     if opts["source"] is None:
         raise click.UsageError("missing SOURCE (give it as an argument or as 'source' in --config)")
-    splits = parse_splits(opts["split"], opts["source"])
-    runs = [  # every split's files are checked before any work
-        {
-            **opts,
-            "split": split,
-            "out": output_for(opts["out"], split, len(splits)),
-            "checkpoint": output_for(opts["checkpoint"], split, len(splits)),
-        }
-        for split in splits
-    ]
-    if len(splits) > 1:
-        _check_splits(opts, splits)
-    from prep.engine.distributed import finish, init_from_env, launched_by_torchrun
-
-    distributed = launched_by_torchrun()
-    started = init_from_env(opts["device"]) if distributed else False
-    try:
-        speak = True
-        if distributed:
-            import torch.distributed as dist
-
-            speak = dist.get_rank() == 0  # rank 0 prints and writes for the job
-        for run_opts in runs:
-            _stats_of_split(
-                {**run_opts, "quiet": run_opts["quiet"] or not speak},
-                several=len(splits) > 1,
-                speak=speak,
-                distributed=distributed,
-                as_json=output_format == "json",
-            )
-    finally:
-        if started:
-            finish()
+    several = len(parse_splits(opts["split"], opts["source"])) > 1
+    with torchrun_session(opts["device"]) as (distributed, speak):  # rank 0 prints and writes for the job
+        options = {**pass_kwargs(opts), "distributed": distributed}
+        del options["split"]
+        to_stdout = opts["out"] == "-"
+        results = iter_split_stats(
+            opts["source"], opts["split"], None if to_stdout else opts["out"], force=opts["force"], **options
+        )
+        for result in results:
+            if speak:
+                _print_split(result, opts["quiet"], several, to_stdout, output_format == "json")
 
 
-def _check_splits(opts: dict[str, Any], splits: list[str | None]) -> None:
-    """Every split exists and holds images, before the first one is measured (nothing is written
-    when one of them cannot be)."""
-    from prep.errors import SourceError
-    from prep.options import source_options
-    from prep.sources import resolve_source
-
-    for split in splits:
-        src = resolve_source(opts["source"], **source_options({**opts, "split": split}))
-        if src.num_images() == 0:
-            raise SourceError(f"{src.where()}: split {split}: {src.empty_message()}")
-
-
-def _stats_of_split(
-    opts: dict[str, Any], several: bool, speak: bool = True, distributed: bool = False, as_json: bool = False
-) -> None:
-    """One split of ``prep stats``: measure (or reuse ``out``), then print the summary (when this
-    process ``speak``s for the job: always, but rank 0 alone under torchrun). ``out`` ``-``
-    writes the stats JSON on standard output and the summary on standard error."""
-    from prep.engine.measure import compute_stats, load_or_compute
+def _print_split(result: Any, quiet: bool, several: bool, to_stdout: bool, as_json: bool) -> None:
+    """What ``prep stats`` prints of one split (:class:`~prep.engine.splits.SplitStats`): ``-o -``
+    or ``--format json`` the stats JSON on stdout, else the summary table (``-q``: the Normalize
+    line)."""
     from prep.insight.summary import format_summary
 
-    out, quiet = opts["out"], opts["quiet"]
-    to_stdout = out == "-"
-    options = {**pass_kwargs(opts), "distributed": distributed}
-    if out and not to_stdout:
-        result, reused = load_or_compute(out, opts["source"], force=opts["force"], **options)
-    else:
-        result, reused = compute_stats(opts["source"], **options), False
-    if not speak:
-        return
+    stats, out, reused = result.stats, result.out, result.reused
     if to_stdout or as_json:
-        echo_out(json.dumps(result.to_dict(), indent=2))
+        echo_out(json.dumps(stats.to_dict(), indent=2))
         if to_stdout and not quiet:
-            click.echo(format_summary(result), err=True)
+            click.echo(format_summary(stats), err=True)
         elif reused and not quiet:
             click.echo(f"{out} is up to date", err=True)
         return
     if quiet:
-        echo_out(f"{opts['split']}: {result.normalize_line()}" if several else result.normalize_line())
+        echo_out(f"{result.split}: {stats.normalize_line()}" if several else stats.normalize_line())
         return
     if several:
-        echo_out(f"== split {opts['split']} ==")
+        echo_out(f"== split {result.split} ==")
     if reused:
         echo_out(f"{out} is up to date")
-    echo_out(format_summary(result))
+    echo_out(format_summary(stats))
     if out and not reused:
         click.echo(f"wrote {out}", err=True)
 
@@ -164,17 +117,11 @@ def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) 
       prep stats ./imagenet/train --shard 3/8 -o part-3.json     (on 8 machines, I = 0..7)
       prep merge part-*.json -o imagenet-train.json
     """
-    from prep.files import output_target
     from prep.insight.summary import format_summary
     from prep.stats.merge import merge_stats
 
-    target = output_target(out, "stats file")
-    for part in parts:
-        if os.path.exists(part) and os.path.exists(target) and os.path.samefile(part, target):
-            raise PrepError(f"{out}: is also one of the parts; write the merged file elsewhere")
     log_to_stderr(quiet=quiet)
-    result = merge_stats(list(parts), partial=partial)
-    result.save(out)
+    result = merge_stats(list(parts), partial=partial, out=out)
     echo_out(result.normalize_line() if quiet else format_summary(result))
     if not quiet:
         click.echo(f"wrote {out}", err=True)

@@ -24,10 +24,26 @@ from prep.stats.skipped import SkippedFiles, reason_category
 log = logging.getLogger("prep")
 
 
-def merge_stats(parts: Sequence[Stats | str | os.PathLike], *, partial: bool = False) -> Stats:
-    """The statistics of the whole dataset from its shards' statistics (paths or Stats)."""
+def merge_stats(
+    parts: Sequence[Stats | str | os.PathLike], *, partial: bool = False, out: str | os.PathLike | None = None
+) -> Stats:
+    """The statistics of the whole dataset from its shards' statistics (paths or Stats); with
+    ``out``, also saved there (refused before any work when ``out`` is one of the parts)."""
     if not parts:
         raise OptionError("nothing to merge")
+    if out is not None:
+        from prep.errors import OutputError
+        from prep.files import output_target
+
+        target = output_target(out, "stats file")
+        for part in parts:
+            if isinstance(part, Stats):
+                continue
+            if os.path.exists(part) and target.exists() and os.path.samefile(part, target):
+                raise OutputError(f"{os.fspath(out)}: is also one of the parts; write the merged file elsewhere")
+        merged = merge_stats(parts, partial=partial)
+        merged.save(out)
+        return merged
     loaded = [(p if isinstance(p, Stats) else load_stats(p), _name(p)) for p in parts]
     shards = [_shard_of(stats, name) for stats, name in loaded]
     first, first_name = loaded[0]
