@@ -64,6 +64,7 @@ _EXPORTS = {
     "PerImageNormalize": "transforms.per_image",
     "per_image_normalize": "transforms.per_image",
     "plot_stats": "insight.plots",
+    "report": "insight.report_page",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]  # one list: the names below, imported on first use

@@ -309,7 +309,7 @@ OPTIONS: tuple[Option, ...] = (
         (int, float),
         "Largest |mean shift| per channel, in A's std units.",
         "command",
-        ("compare",),
+        ("compare", "report"),
         minimum=0,
     ),
     Option(
@@ -318,7 +318,7 @@ OPTIONS: tuple[Option, ...] = (
         (int, float),
         "Largest std ratio per channel (B/A or A/B).",
         "command",
-        ("compare",),
+        ("compare", "report"),
         minimum=1,
     ),
     Option(

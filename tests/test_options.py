@@ -21,7 +21,7 @@ def _params(command: str) -> dict[str, click.Parameter]:
     return {p.name: p for p in main.commands[command].params}
 
 
-@pytest.mark.parametrize("command", ["stats", "whiten", "check", "compare"])
+@pytest.mark.parametrize("command", ["stats", "whiten", "check", "compare", "report"])
 def test_each_command_has_a_flag_for_every_option_that_names_it(command):
     params = _params(command)
     for option in OPTIONS:
@@ -40,7 +40,8 @@ def test_each_command_has_a_flag_for_every_option_that_names_it(command):
 def test_no_flag_without_a_declaration():
     declared = {o.name for o in OPTIONS}
     own = {"source", "out", "config_path", "pca_whiten", "output_format", "reference", "a", "b"}
-    for command in ("stats", "whiten", "check", "compare"):
+    own |= {"files", "labels", "thumbnails", "per_image"}  # prep report's
+    for command in ("stats", "whiten", "check", "compare", "report"):
         assert set(_params(command)) - declared <= own, command
 
 

@@ -146,6 +146,6 @@ def run() -> None:
 
 
 # the commands register themselves on `main` when their modules are imported
-from prep.cli import inspect, measure  # noqa: E402
+from prep.cli import inspect, measure, report  # noqa: E402
 
-__all__ = ["inspect", "main", "measure", "run"]
+__all__ = ["inspect", "main", "measure", "report", "run"]

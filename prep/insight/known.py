@@ -88,3 +88,24 @@ KNOWN: dict[str, KnownConstants] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class KnownLighting:
+    """A published PCA lighting constant set (AlexNet-style colour noise): eigenvalues and the
+    eigenvectors as the *columns* of ``eigvec``, as pasted, and where they come from."""
+
+    name: str
+    eigval: tuple[float, ...]
+    eigvec: tuple[tuple[float, ...], ...]
+    origin: str
+
+
+IMAGENET_LIGHTING = KnownLighting(
+    "imagenet",
+    (0.2175, 0.0188, 0.0045),
+    ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203)),
+    "fb.resnet.torch's ImageNet lighting constants (pasted into many PyTorch training scripts); on another "
+    "scale than a covariance in unit scale squared (their squares sum to 0.048 while ImageNet's pixel "
+    "variance is about 0.15): compare their ratios, not their values",
+)
