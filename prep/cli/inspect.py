@@ -151,15 +151,18 @@ def export_command(
       prep export cifar10.json --to dali --format json
     """
     from prep.files import output_target
-    from prep.insight.exports import export, render, save_export, update_preprocessor_config
+    from prep.insight.exports import check_units, export, render, save_export, update_preprocessor_config
     from prep.stats.file import load_stats
 
     if out == "-":  # standard output, where it goes without -o
         out = None
+    check_units(target, units)  # refused where it means nothing, --into included
     if into and target != "hf":
         raise PrepError(f"--into is for --to hf (a preprocessor_config.json); got --to {target}")
     if into and out:
         raise PrepError("--into and -o/--out: give one (--into updates a file in place)")
+    if into and output_format != "text":
+        raise PrepError("--into updates the file and prints nothing: drop --format")
     if out:
         output_target(out, "export")
     stats = load_stats(file)
