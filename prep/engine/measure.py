@@ -32,7 +32,7 @@ from prep.sources.sample import Sampled, parse_sample, sample_report, sample_sou
 from prep.sources.shard import parse_shard, shard_source
 from prep.stats.file import Stats, load_stats, pixels_of
 from prep.stats.histogram import DEFAULT_PERCENTILES
-from prep.transforms.measurement import check_transform, describe_transform
+from prep.transforms.measurement import built_transform, check_transform, describe_transform
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
@@ -129,7 +129,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     """:func:`compute_stats` without removing the checkpoint; ``options`` are its keyword arguments."""
     import_torch()
     o = options
-    checkpoint, transform, workers = o["checkpoint"], o["transform"], o["workers"]
+    checkpoint, transform, workers = o["checkpoint"], built_transform(o["transform"]), o["workers"]
     if checkpoint is not None:
         output_target(checkpoint, "checkpoint")  # before any work: a pass must not end unable to save
     parse_percentiles(o["percentiles"])  # a bad list is refused before the pass
