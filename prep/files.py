@@ -24,6 +24,8 @@ from typing import Any, BinaryIO
 from prep.errors import OutputError, StatsFileError, os_reason, printable
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # stats files and checkpoints are KB to a few MB; configs less
+# what `-o -` prints, and the commands that print it
+STDOUT_COMMANDS = {"stats file": "prep stats and prep merge", "export": "prep export"}
 log = logging.getLogger("prep")
 
 
@@ -31,9 +33,17 @@ def output_target(path: str | os.PathLike, what: str = "output") -> Path:
     """The regular file a write to ``path`` replaces (symlinks followed), checked before any work.
 
     Raises :class:`OutputError` when ``path`` exists but is not a regular file, or when its
-    directory does not exist or cannot be written.
+    directory does not exist or cannot be written, and for ``-``: the commands that can print
+    what they write (``prep stats``, ``prep merge`` and ``prep export`` with ``-o -``) handle it
+    before they get here, and anything else would write a file named ``-`` where standard
+    output was meant.
     """
     text = os.fspath(path)
+    if text == "-":
+        where = f" ('-o -' of {STDOUT_COMMANDS[what]} prints it)" if what in STDOUT_COMMANDS else ""
+        raise OutputError(
+            f"-: the {what} cannot be written to standard output here{where}; name a file ('./-' for one named '-')"
+        )
     target = Path(os.path.realpath(text))
     try:
         st = os.stat(target)
@@ -45,7 +55,8 @@ def output_target(path: str | os.PathLike, what: str = "output") -> Path:
     except OSError as exc:
         raise OutputError(f"{text}: cannot use as {what} ({os_reason(exc)})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        hint = "; '-o -' writes to standard output" if text in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1") else ""
+        stdout = text in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1") and what in STDOUT_COMMANDS
+        hint = "; '-o -' writes to standard output" if stdout else ""
         raise OutputError(f"{text}: exists and is not a regular file; refusing to replace it with the {what}{hint}")
     folder = target.parent
     if not folder.is_dir():

@@ -173,9 +173,10 @@ OPTIONS: tuple[Option, ...] = (
         (str,),
         "How image files are decoded: auto (PIL's pixels: torchvision.io for each JPEG kind whose pixels it "
         "gives exactly as PIL's, checked on the kind's first file, PIL otherwise); pil (PIL for every file, as "
-        "ImageFolder: the same numbers for 8-bit images; ImageFolder clips 16-bit ones to 8 bits, prep does "
-        "not); torchvision (torchvision.io's pixels for JPEGs, not with --resize; with "
-        "--device cuda, decoded on the GPU by nvjpeg, whose rounding may differ). Recorded in the stats file.",
+        "ImageFolder: the same numbers for 8-bit images; ImageFolder's default loader clips 16-bit and "
+        "truncates float images to 8 bits, prep keeps their values); torchvision (torchvision.io's pixels for "
+        "JPEGs, not with --resize; with --device cuda, decoded on the GPU by nvjpeg, whose rounding may "
+        "differ). Recorded in the stats file.",
         commands=_STATS_WHITEN_CHECK,
         choices=DECODER_CHOICES,
         shown="auto",

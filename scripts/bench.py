@@ -13,8 +13,9 @@ Measures, as the median of --reps runs each, in one process tree on this machine
   * prep: prep.compute_stats on the same data (device as given, default auto),
 the same folder read other ways (without the covariance, with the PIL decoder, as an
 uncompressed tar and a stored zip, with --per-image, a 1% --sample) against the default pass,
-what the covariance costs the array passes, the MNIST-size pass while a spinning process keeps
-every core busy, and the peak memory (main process + the largest
+what the covariance costs the array passes, how long an up-to-date -o takes (plain and with
+--resize/--center-crop, decided without importing torch) against prep show, the MNIST-size pass
+while a spinning process keeps every core busy, and the peak memory (main process + the largest
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
 and ratios. With --device cuda (or --only gpu) it also times --gpu-images ImageNet-size JPEGs
 (500x375, default 20,000) decoded by PIL in CPU workers and by nvjpeg, in images/s, and the
@@ -384,17 +385,26 @@ def _cli_seconds(*args: str) -> float:
     return time.perf_counter() - start
 
 
+REUSE_CASES = {  # an up-to-date -o: plain, and measured after --resize/--center-crop (described without torch)
+    "plain": (),
+    "--resize 256 --center-crop 224": ("--resize", "256", "--center-crop", "224"),
+}
+
+
 def reuse_table(folder: Path, reps: int) -> None:
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "f.json")
-        full = _cli_seconds("stats", str(folder), "-o", out, "-q")
-        reuse = statistics.median(_cli_seconds("stats", str(folder), "-o", out, "-q") for _ in range(reps))
-        show = statistics.median(_cli_seconds("show", out) for _ in range(reps))
-    print("\n| up-to-date -o | full pass (s) | reuse (s) | prep show (s) | reuse / show |")
-    print("|---|---|---|---|---|")
-    print(f"| {folder.name} | {full:.2f} | {reuse:.2f} | {show:.2f} | {reuse / show:.2f} |", flush=True)
+    print("\n| up-to-date -o | options | full pass (s) | reuse (s) | prep show (s) | reuse / show |")
+    print("|---|---|---|---|---|---|")
+    for name, options in REUSE_CASES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = str(Path(tmp) / "f.json")
+            full = _cli_seconds("stats", str(folder), "-o", out, "-q", *options)
+            reuse = statistics.median(
+                _cli_seconds("stats", str(folder), "-o", out, "-q", *options) for _ in range(reps)
+            )
+            show = statistics.median(_cli_seconds("show", out) for _ in range(reps))
+        print(f"| {folder.name} | {name} | {full:.2f} | {reuse:.2f} | {show:.2f} | {reuse / show:.2f} |", flush=True)
 
 
 def main() -> None:

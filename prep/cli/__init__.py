@@ -107,11 +107,12 @@ def format_flag(help: str) -> Callable[[Any], Any]:
 
 def pass_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`prep.compute_stats` for resolved options ``opts``."""
-    from prep.transforms.measurement import measurement_transform
+    from prep.transforms.measurement import measurement_spec
 
     options = {name: opts[name] for name in PASS_OPTIONS}
     options["progress"] = not opts["quiet"]
-    options["transform"] = measurement_transform(opts["resize"], opts["center_crop"])
+    # built by the pass: describing it for the reuse of -o needs no torch
+    options["transform"] = measurement_spec(opts["resize"], opts["center_crop"])
     return options
 
 

@@ -126,7 +126,9 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
     "(after a Rescaling(1/255) / ScaleIntensity step). Other libraries have fixed units.",
 )
 @format_flag('json: {"target", "mean", "std", "units", ...} on stdout, for scripts.')
-@click.option("-o", "--out", help="Write it to this file (atomically) instead of stdout; JSON for --to hf.")
+@click.option(
+    "-o", "--out", help="Write it to this file (atomically) instead of stdout ('-': stdout); JSON for --to hf."
+)
 @click.option(
     "--into",
     type=click.Path(dir_okay=False),
@@ -149,13 +151,18 @@ def export_command(
       prep export cifar10.json --to dali --format json
     """
     from prep.files import output_target
-    from prep.insight.exports import export, render, save_export, update_preprocessor_config
+    from prep.insight.exports import check_units, export, render, save_export, update_preprocessor_config
     from prep.stats.file import load_stats
 
+    if out == "-":  # standard output, where it goes without -o
+        out = None
+    check_units(target, units)  # refused where it means nothing, --into included
     if into and target != "hf":
         raise PrepError(f"--into is for --to hf (a preprocessor_config.json); got --to {target}")
     if into and out:
         raise PrepError("--into and -o/--out: give one (--into updates a file in place)")
+    if into and output_format != "text":
+        raise PrepError("--into updates the file and prints nothing: drop --format")
     if out:
         output_target(out, "export")
     stats = load_stats(file)

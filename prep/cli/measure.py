@@ -27,7 +27,9 @@ from prep.signals import deferred_sigint
     "output (the summary on standard error).",
 )
 @click_options("stats")
-@format_flag("json: the stats JSON on standard output instead of the summary table.")
+@format_flag(
+    "json: the stats JSON on standard output instead of the summary table (several splits: one object, keyed by split)."
+)
 @reports_errors
 def stats_command(config_path: str | None, output_format: str, **given: Any) -> None:
     """Measure per-channel count, mean, std, min and max of SOURCE in one pass.
@@ -65,25 +67,36 @@ def stats_command(config_path: str | None, output_format: str, **given: Any) -> 
         options = {**pass_kwargs(opts), "distributed": distributed}
         del options["split"]
         to_stdout = opts["out"] == "-"
+        as_json = to_stdout or output_format == "json"
+        # several splits as JSON: one object, {split: stats}, printed once every split is measured
+        collected: dict[str, Any] | None = {} if as_json and several else None
         results = iter_split_stats(
             opts["source"], opts["split"], None if to_stdout else opts["out"], force=opts["force"], **options
         )
         for result in results:
             if speak:
-                _print_split(result, opts["quiet"], several, to_stdout, output_format == "json")
+                _print_split(result, opts["quiet"], several, to_stdout, as_json, collected)
+        if speak and collected:
+            echo_out(json.dumps(collected, indent=2))
 
 
-def _print_split(result: Any, quiet: bool, several: bool, to_stdout: bool, as_json: bool) -> None:
+def _print_split(
+    result: Any, quiet: bool, several: bool, to_stdout: bool, as_json: bool, collected: dict[str, Any] | None = None
+) -> None:
     """What ``prep stats`` prints of one split (:class:`~prep.engine.splits.SplitStats`): ``-o -``
-    or ``--format json`` the stats JSON on stdout, else the summary table (``-q``: the Normalize
-    line)."""
+    or ``--format json`` the stats JSON on stdout (into ``collected`` under the split's name, with
+    several splits), else the summary table (``-q``: the Normalize line)."""
     from prep.insight.summary import format_summary
 
     stats, out, reused = result.stats, result.out, result.reused
-    if to_stdout or as_json:
-        echo_out(json.dumps(stats.to_dict(), indent=2))
+    if as_json:
+        if collected is None:
+            echo_out(json.dumps(stats.to_dict(), indent=2))
+        else:
+            collected[str(result.split)] = stats.to_dict()
+        heading = f"== split {result.split} ==\n" if several else ""
         if to_stdout and not quiet:
-            click.echo(format_summary(stats), err=True)
+            click.echo(heading + format_summary(stats), err=True)
         elif reused and not quiet:
             click.echo(f"{out} is up to date", err=True)
         return
@@ -101,7 +114,12 @@ def _print_split(result: Any, quiet: bool, several: bool, to_stdout: bool, as_js
 
 @main.command("merge")
 @click.argument("parts", nargs=-1, required=True)
-@click.option("-o", "--out", required=True, help="Write the merged stats JSON here.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    help="Write the merged stats JSON here. '-': the JSON on standard output (the summary on standard error).",
+)
 @click.option("--partial", is_flag=True, help="Merge even if some shards are missing (and say which).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the Normalize line.")
 @reports_errors
@@ -121,6 +139,12 @@ def merge_command(parts: tuple[str, ...], out: str, partial: bool, quiet: bool) 
     from prep.stats.merge import merge_stats
 
     log_to_stderr(quiet=quiet)
+    if out == "-":
+        merged = merge_stats(list(parts), partial=partial)
+        echo_out(json.dumps(merged.to_dict(), indent=2))
+        if not quiet:
+            click.echo(format_summary(merged), err=True)
+        return
     result = merge_stats(list(parts), partial=partial, out=out)
     echo_out(result.normalize_line() if quiet else format_summary(result))
     if not quiet:

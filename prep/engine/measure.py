@@ -26,13 +26,13 @@ from prep.errors import BadImageError, OptionError, OutputError, PrepError, Prep
 from prep.files import output_target
 from prep.insight.per_image_report import PerImageReport
 from prep.options import DECODER_CHOICES, api_options, check_options, parse_percentiles, source_options
-from prep.pixels import CHANNELS, SIXTEEN_BIT_MAX, check_mode
+from prep.pixels import CHANNELS, FLOAT_MAX, SIXTEEN_BIT_MAX, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
 from prep.sources.shard import parse_shard, shard_source
 from prep.stats.file import Stats, load_stats, pixels_of
 from prep.stats.histogram import DEFAULT_PERCENTILES
-from prep.transforms.measurement import check_transform, describe_transform
+from prep.transforms.measurement import built_transform, check_transform, describe_transform
 
 FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
@@ -129,7 +129,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     """:func:`compute_stats` without removing the checkpoint; ``options`` are its keyword arguments."""
     import_torch()
     o = options
-    checkpoint, transform, workers = o["checkpoint"], o["transform"], o["workers"]
+    checkpoint, transform, workers = o["checkpoint"], built_transform(o["transform"]), o["workers"]
     if checkpoint is not None:
         output_target(checkpoint, "checkpoint")  # before any work: a pass must not end unable to save
     parse_percentiles(o["percentiles"])  # a bad list is refused before the pass
@@ -479,11 +479,27 @@ def _check_result(stats: Stats, src: Source) -> None:
         warnings.warn(
             f"channel(s) {zero} have zero variance (std 0): normalize() will need eps", PrepWarning, stacklevel=3
         )
-    if isinstance(src, TaskSource) and stats.transform is None and s.pixel_max == SIXTEEN_BIT_MAX:
+    beyond_8_bits = _BEYOND_8_BITS.get(s.pixel_max)
+    if isinstance(src, TaskSource) and beyond_8_bits:  # image files, as ImageFolder would load them
         warnings.warn(
-            f"{where} holds 16-bit images, measured as values / 65535; torchvision's default loader "
-            "(ImageFolder) clips them to 8 bits, so its tensors do not have these statistics: load them "
-            "with a 16-bit loader (see the decoders page of the docs)",
+            f"{printable(where)} holds {beyond_8_bits[0]}; torchvision's default loader (ImageFolder's) "
+            f"{beyond_8_bits[1]}, so its tensors do not have these statistics: load them with a loader "
+            "that keeps their values (see the decoders page of the docs)",
             PrepWarning,
             stacklevel=3,
         )
+
+
+# the pixel max of a pass whose files were not all 8-bit (a merged state keeps the largest, so a
+# folder mixing 8- and 16-bit images has 16-bit's): what prep measured, and what ImageFolder's
+# default loader, Image.open(p).convert("RGB"), does to the same files instead
+_BEYOND_8_BITS = {
+    SIXTEEN_BIT_MAX: (
+        "16-bit images, measured as values / 65535",
+        "clips them to 8 bits (every value above 255 is 255)",
+    ),
+    FLOAT_MAX: (
+        "float images, measured as their values",
+        "truncates them to 8-bit integers (unit-scale values become 0 or 1 of 255)",
+    ),
+}

@@ -24,7 +24,7 @@ from prep.options import DECODER_CHOICES, DEFAULTS, SOURCE_OPTIONS, check_option
 from prep.pixels import CHANNELS, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.stats.cross_moments import CrossMoments
-from prep.transforms.measurement import check_transform, describe_transform
+from prep.transforms.measurement import built_transform, check_transform, describe_transform
 from prep.transforms.whitening import DEFAULT_EPS, Whitening, check_eps
 
 PASS_NAMES = (
@@ -137,7 +137,7 @@ def _measure(source: Any, given: dict[str, Any]) -> tuple[CrossMoments, Source, 
     if src.num_images() == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
     mode = check_mode(o["mode"] or src.native_mode)
-    transform = o["transform"]
+    transform = built_transform(o["transform"])
     if transform is not None:
         check_transform(transform, CHANNELS[mode])
         if decoder == "torchvision" and isinstance(src, TaskSource):

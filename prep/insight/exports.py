@@ -65,7 +65,7 @@ def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
     """
     if target not in TARGETS:
         raise OptionError(f"--to: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    units = _check_units(target, units)
+    units = check_units(target, units)
     pixel_max = float(stats.pixel_max)
     scale = pixel_max if units == "raw" else 1.0
     mean = [float(m) * scale for m in stats.mean]
@@ -81,7 +81,9 @@ def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _check_units(target: str, units: str | None) -> str:
+def check_units(target: str, units: str | None) -> str:
+    """The input units of ``target`` (``"raw"`` or ``"unit"``) for ``units`` as given (None: the
+    target's own); :class:`OptionError` for ``units`` where they are fixed, even when they match."""
     fixed = "raw" if target in ("dali", "ffcv") else "unit"
     if units is None:
         return FREE_UNITS.get(target, fixed)

@@ -255,6 +255,9 @@ def _streamed_chunks(shard: Shard, first: int, size: int) -> Iterator[FileChunk]
         yield FileChunk(InlineReader(listing.path, tuple(batch)), tuple(n for n, _ in batch))
 
 
+MACOS_FORKS = "__MACOSX"  # the folder a Finder zip keeps resource forks in (._name beside each file)
+
+
 def archive_splits(listing: ArchiveListing) -> tuple[str, ...]:
     """The splits (``train``, ``val``, ``test``, in that order) whose folders ``listing`` holds."""
     from prep.sources.folder import SPLIT_FOLDERS
@@ -271,11 +274,12 @@ def archive_splits(listing: ArchiveListing) -> tuple[str, ...]:
 
 def split_prefix(listing: ArchiveListing, split: str) -> str:
     """The member-name prefix of ``split``'s folder (``train/``, or ``pets/train/`` when every
-    member lies under one top folder), as :func:`~prep.sources.folder.split_folder` finds it."""
+    member lies under one top folder), as :func:`~prep.sources.folder.split_folder` finds it.
+    macOS's ``__MACOSX/`` folder of resource forks (a zip made by the Finder) is not a top folder."""
     from prep.sources.folder import SPLIT_FOLDERS
 
     names = next((names for names in SPLIT_FOLDERS.values() if split in names), (split,))
-    tops = {m.name.split("/", 1)[0] for m in listing.members if "/" in m.name}
+    tops = {m.name.split("/", 1)[0] for m in listing.members if "/" in m.name} - {MACOS_FORKS}
     roots = [""] + ([f"{next(iter(tops))}/"] if len(tops) == 1 else [])
     for root in roots:
         for name in names:

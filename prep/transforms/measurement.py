@@ -47,22 +47,85 @@ def measurement_transform(resize: Any = None, center_crop: Any = None):
     given, or None when neither is."""
     if resize is None and center_crop is None:
         return None
-    from torchvision.transforms import v2
+    return MeasurementTransform(resize, center_crop).build()
 
-    from prep.transforms.no_padding import NoPadding
 
-    steps: list[Any] = []
-    if resize is not None:
-        steps.append(v2.Resize(parse_size(resize, "resize (--resize)"), antialias=True))
-    if center_crop is not None:
-        size = parse_size(center_crop, "center_crop (--center-crop)")
-        steps += [NoPadding(size), v2.CenterCrop(size)]
-    return v2.Compose(steps)
+class MeasurementTransform:
+    """``--resize`` / ``--center-crop`` as the command line holds them until a pass needs them:
+    what the stats file records of them (:func:`describe_transform`) comes without importing
+    torch, so deciding that ``-o`` is up to date does not; the transform itself
+    (:func:`measurement_transform`'s) is built on first use, and calling this object applies it.
+
+    The description is prep's own, written out here (it equals torchvision's ``repr`` of the
+    transform today, so files written before read the same), and the built transform carries it:
+    a torchvision release that prints its transforms differently does not make files stale.
+    """
+
+    def __init__(self, resize: Any = None, center_crop: Any = None) -> None:
+        self.resize = None if resize is None else parse_size(resize, "resize (--resize)")
+        self.center_crop = None if center_crop is None else parse_size(center_crop, "center_crop (--center-crop)")
+        if self.resize is None and self.center_crop is None:
+            raise OptionError("a measuring transform needs resize or center_crop")
+        self._built: Any = None
+
+    @property
+    def prep_description(self) -> str:
+        steps = []
+        if self.resize is not None:
+            steps.append(f"Resize(size={self.resize}, interpolation=bilinear, antialias=True)")
+        if self.center_crop is not None:
+            crop = self.center_crop  # CenterCrop(N) holds (N, N), CenterCrop([H, W]) the list
+            steps += [f"NoPadding(size={crop})", f"CenterCrop(size={(crop[0], crop[0]) if len(crop) == 1 else crop})"]
+        # torch prints a module whose description is one line inline, several on lines of their own
+        return f"Compose( {steps[0]})" if len(steps) == 1 else f"Compose( {' '.join(steps)} )"
+
+    def build(self) -> Any:
+        """The torchvision v2 transform (built once), carrying :attr:`prep_description`."""
+        if self._built is None:
+            from torchvision.transforms import v2
+
+            from prep.transforms.no_padding import NoPadding
+
+            steps: list[Any] = []
+            if self.resize is not None:
+                steps.append(v2.Resize(self.resize, antialias=True))
+            if self.center_crop is not None:
+                steps += [NoPadding(self.center_crop), v2.CenterCrop(self.center_crop)]
+            built = v2.Compose(steps)
+            built.prep_description = self.prep_description
+            self._built = built
+        return self._built
+
+    def __call__(self, inpt: Any) -> Any:
+        return self.build()(inpt)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_built": None}  # workers build their own
+
+    def __repr__(self) -> str:
+        return self.prep_description
+
+
+def measurement_spec(resize: Any = None, center_crop: Any = None) -> MeasurementTransform | None:
+    """The command line's ``--resize`` / ``--center-crop`` (None when neither is given), not built
+    yet: see :class:`MeasurementTransform`."""
+    if resize is None and center_crop is None:
+        return None
+    return MeasurementTransform(resize, center_crop)
+
+
+def built_transform(transform: Any) -> Any:
+    """``transform``, or the torchvision transform a :class:`MeasurementTransform` stands for."""
+    return transform.build() if isinstance(transform, MeasurementTransform) else transform
 
 
 def describe_transform(transform: Any) -> str | None:
-    """The one-line ``repr`` of ``transform`` that the stats file records (None for none)."""
-    return None if transform is None else " ".join(repr(transform).split())
+    """The one-line description of ``transform`` that the stats file records (None for none): a
+    measuring transform's own (:class:`MeasurementTransform`), else its one-line ``repr``."""
+    if transform is None:
+        return None
+    described = getattr(transform, "prep_description", None)
+    return described if isinstance(described, str) else " ".join(repr(transform).split())
 
 
 def is_picklable(transform: Any) -> bool:

@@ -163,7 +163,8 @@ class Whitening:
         )
 
     def transform(self) -> v2.Compose:
-        """``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), LinearTransformation(W^T, mean)])``.
+        """``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), WhiteningTransformation(...)])``,
+        the last torchvision's ``LinearTransformation(W^T, mean)`` with the image shape checked first.
 
         Takes what :class:`~prep.transforms.normalize.ConvertPixels` takes (PIL images, tensors
         ``(..., C, H, W)``, NumPy images) of this :attr:`shape`, and gives float32 tensors
