@@ -3,7 +3,8 @@
 ``formats`` writes the real on-disk formats from their specifications, ``reference`` holds the
 independent references the numbers are checked against, ``cli`` runs the command line in this
 process; the most used of them are re-exported here. ``processes`` runs ``prep`` in other
-processes, ``errors`` checks prep's one-line errors, ``stats_files`` edits prep's JSON files.
+processes, ``errors`` checks prep's one-line errors, ``stats_files`` edits prep's JSON files,
+``tiff_files`` writes multi-band GeoTIFFs as GDAL lays them out (and damaged or hostile ones).
 """
 
 from helpers.cli import run
@@ -30,6 +31,7 @@ from helpers.reference import (
     source_arrays,
     torchvision_cifar,
 )
+from helpers.tiff_files import write_float32_nan, write_geotiff, write_int16_negatives, write_sentinel2
 
 __all__ = [
     "assert_close",
@@ -49,7 +51,11 @@ __all__ = [
     "split_folder",
     "torchvision_cifar",
     "write_cifar_batch",
+    "write_float32_nan",
+    "write_geotiff",
     "write_idx_images",
     "write_idx_labels",
+    "write_int16_negatives",
     "write_kinds",
+    "write_sentinel2",
 ]
