@@ -146,9 +146,12 @@ def iter_band_rows(
     """The selected bands as ``(C, h, W)`` pieces from the top, each about ``max_bytes`` or less
     (at least one row, or one strip or tile row of a compressed file); their concatenation along
     H is :func:`read_bands`' array. The header is checked when this is called, before the first
-    piece; a path is kept open until the last piece or the iterator is closed."""
+    piece; a path is kept open until the last piece or the iterator is closed, and a file object
+    must not be read elsewhere meanwhile."""
     if max_bytes < 1:
         raise OptionError(f"max_bytes must be positive; got {max_bytes}")
+    if not isinstance(source, (str, os.PathLike)):
+        source = _rewindable(source)  # opened twice: to check now, then to read
     with _opened(source) as tif:
         _Reader(tif, bands, max_values)  # the checks, now rather than at the first next()
     return _pieces(source, bands, max_bytes, max_values)
@@ -177,10 +180,7 @@ def _opened(source: Source) -> Iterator[tifffile.TiffFile]:
         with open(source, "rb") as fp, _parsed(fp) as tif:
             yield tif
         return
-    if not _seekable(source):
-        with _parsed(io.BytesIO(source.read())) as tif:
-            yield tif
-        return
+    source = _rewindable(source)
     start = source.tell()
     try:
         with _parsed(source) as tif:
@@ -189,11 +189,13 @@ def _opened(source: Source) -> Iterator[tifffile.TiffFile]:
         source.seek(start)  # as it was given: the same object can be probed, then read
 
 
-def _seekable(fp: IO[bytes]) -> bool:
+def _rewindable(fp: IO[bytes]) -> IO[bytes]:
+    """``fp``, or the bytes of a file object that cannot seek (a pipe) in memory."""
     try:
-        return bool(fp.seekable())
+        seekable = bool(fp.seekable())
     except (AttributeError, ValueError, OSError):
-        return False
+        seekable = False
+    return fp if seekable else io.BytesIO(fp.read())
 
 
 @contextmanager

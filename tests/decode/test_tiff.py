@@ -623,6 +623,7 @@ def test_a_stream_that_cannot_seek_is_read(tmp_path):
 
     data, array = tiff_bytes(write_int16_negatives)
     assert _same(read_bands(Pipe(data))[0], array)
+    assert _same(np.concatenate(list(iter_band_rows(Pipe(data), max_bytes=100)), axis=1), array)
 
 
 def test_a_missing_path_is_an_os_error_not_a_bad_image(tmp_path: Path):
