@@ -10,20 +10,22 @@ import numpy as np
 from prep.pixels import EIGHT_BIT_MAX, SIXTEEN_BIT_MAX
 
 
-def exact_moments(counts, totals, totals_sq, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def exact_moments(counts, totals, totals_sq, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Count, mean and m2 per channel in unit scale from exact integer sums, each rounded once.
 
     ``mean = S / (scale n)`` and ``m2 = (n Q - S**2) / (scale**2 n)``: Python integer arithmetic is
-    exact at any size and ``int / int`` is correctly rounded.
+    exact at any size and ``int / int`` is correctly rounded (an integer-valued ``scale`` is used
+    as an integer).
     """
+    scale = int(scale) if float(scale).is_integer() else scale
     means = [s / (n * scale) if n else 0.0 for n, s in zip(counts, totals)]
     m2s = [(n * q - s * s) / (n * scale * scale) if n else 0.0 for n, s, q in zip(counts, totals, totals_sq)]
     return np.array(counts, np.int64), np.array(means), np.array(m2s)
 
 
-def exact_mean_var(counts, totals, totals_sq) -> tuple[np.ndarray, np.ndarray]:
-    """``mean = S / (255 n)`` and ``var = (n Q - S**2) / (255 n)**2``, each an exact fraction rounded once."""
-    scale = EIGHT_BIT_MAX
+def exact_mean_var(counts, totals, totals_sq, scale: int = EIGHT_BIT_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """``mean = S / (scale n)`` and ``var = (n Q - S**2) / (scale n)**2``, each an exact fraction
+    rounded once (``scale`` 255 for 8-bit data in unit scale, 1 for the data's own values)."""
     means = [s / (n * scale) if n else math.nan for n, s in zip(counts, totals)]
     variances = [
         (n * q - s * s) / (n * n * scale * scale) if n else math.nan for n, s, q in zip(counts, totals, totals_sq)

@@ -10,6 +10,7 @@ bounded (:mod:`prep.stats.skipped`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from prep._version import __version__
 from prep.errors import OptionError, OutputError, StaleStatsError, StatsFileError, os_reason
 from prep.fields import INT64_MAX, check_shape, parse_json, short_repr
 from prep.files import read_bytes_bounded, write_json_atomic
-from prep.pixels import EIGHT_BIT_MAX
-from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
+from prep.pixels import EIGHT_BIT_MAX, channel_names, units_of
+from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles, float_percentile
 from prep.stats.histogram import percentiles as histogram_percentiles
 from prep.stats.moments import ChannelMoments, ChannelSummary
+from prep.stats.reductions import WIDE_OFFSETS, float_key_bounds
 from prep.stats.skipped import SkippedFiles, tally_skipped
 from prep.stats.validate import SCHEMA_VERSION, check_derived, check_state, stats_fields
 
@@ -92,8 +94,13 @@ class Stats:
     percentiles_q: tuple[float, ...] = DEFAULT_PERCENTILES  # the percentiles the file lists
     sample: Mapping[str, Any] | None = None  # a sampled pass: its size, seed and 95% intervals
     outliers: Mapping[str, Any] | None = None  # suspicious images, from a per-image report
+    band_names: tuple[str, ...] | None = None  # the bands' names (a GeoTIFF's descriptions, or --band-names)
+    bands: tuple[int, ...] | None = None  # the bands measured, 0-based (None: every band)
+    nodata: tuple[float, ...] | None = None  # per band, the value left out (None: none)
 
     def __post_init__(self) -> None:
+        if self.nodata is None and self.state.nodata is not None:
+            object.__setattr__(self, "nodata", self.state.nodata)
         tally = tally_skipped(self.skipped, self.skipped_count, self.skipped_reasons)
         object.__setattr__(self, "skipped", tuple({"path": p, "reason": r} for p, r in tally.listed))
         object.__setattr__(self, "skipped_count", tally.count)
@@ -155,6 +162,29 @@ class Stats:
     def channels(self) -> int:
         return self.state.channels
 
+    @property
+    def channel_names(self) -> list[str]:
+        """What tables call the channels: the band names, else R, G, B / L, else B1, B2, ..."""
+        return channel_names(self.channels, self.mode, self.band_names)
+
+    @property
+    def units(self) -> str:
+        """``"raw"``: the numbers are in the data's own values (``--mode bands``); ``"unit"``:
+        divided by :attr:`pixel_max`, as ``ToDtype(torch.float32, scale=True)`` gives them."""
+        return units_of(self.mode)
+
+    @property
+    def nodata_count(self) -> tuple[int, ...]:
+        """Per channel, the pixels left out as nodata."""
+        return tuple(int(v) for v in self.state.nodata_count)
+
+    @property
+    def valid_fraction(self) -> tuple[float, ...]:
+        """Per channel, the fraction of all pixels that were measured (not nodata, NaN or inf)."""
+        s = self.summary
+        totals = [n + bad + gone for n, bad, gone in zip(s.count, s.nonfinite, self.nodata_count)]
+        return tuple(n / total if total else 0.0 for n, total in zip(s.count, totals))
+
     @cached_property
     def summary(self) -> ChannelSummary:
         return self.state.compute()
@@ -194,15 +224,35 @@ class Stats:
     @property
     def options(self) -> dict[str, Any]:
         """The options that change the numbers (batch size and workers do not; the device only
-        through the decoder: ``torchvision-cuda`` is nvjpeg's rounding)."""
-        return {"mode": self.mode, "transform": self.transform, "decoder": self.decoder}
+        through the decoder: ``torchvision-cuda`` is nvjpeg's rounding); the bands and nodata
+        values only where set."""
+        out: dict[str, Any] = {"mode": self.mode, "transform": self.transform, "decoder": self.decoder}
+        if self.bands is not None:
+            out["bands"] = [b + 1 for b in self.bands]  # as --bands takes them: from 1
+        if self.nodata is not None:
+            out["nodata"] = [v if math.isfinite(v) else None for v in self.nodata]
+        return out
 
     # -------------------------------------------------------------- transforms
-    def normalize(self, eps: float | None = None):
-        """``Compose``: pixel conversion, float32 unit scale, ``Normalize(mean, std)``."""
+    def normalize(self, eps: float | None = None, clip_percentiles: tuple[float, float] | None = None):
+        """``Compose``: pixel conversion, float32 (unit scale, or the data's own values for
+        ``--mode bands``), ``Normalize(mean, std)``.
+
+        ``clip_percentiles=(lo, hi)`` (e.g. ``(2, 98)``, or CT's ``(0.5, 99.5)``) first clamps each
+        channel to its ``lo``-th and ``hi``-th percentiles, then standardizes with the mean and
+        std *of the clamped data* (from the histogram: exact for 8- and 16-bit data, from the bins'
+        midpoints for float data), so the output has mean 0 and std 1 over the measured pixels.
+        """
         from prep.transforms.normalize import normalize_pipeline
 
-        return normalize_pipeline(self.mean, self.std, self.mode, eps=eps)
+        if clip_percentiles is None:
+            return normalize_pipeline(self.mean, self.std, self.mode, eps=eps, units=self.units)
+        q_low, q_high = check_percentiles(clip_percentiles)
+        if not q_low < q_high:
+            raise OptionError(f"clip_percentiles must be (low, high) with low < high; got {clip_percentiles}")
+        low, high = self.percentile(q_low), self.percentile(q_high)
+        mean, std = clipped_moments(self.state, low, high)
+        return normalize_pipeline(mean, std, self.mode, eps=eps, units=self.units, clip=(low, high))
 
     def minmax(
         self,
@@ -286,21 +336,40 @@ class Stats:
         return Lighting(pca["eigval"], pca["eigvec"], alphastd)
 
     def percentile(self, q: float) -> tuple[float, ...]:
-        """Each channel's ``q``-th percentile in unit scale, exactly ``numpy.percentile(pixels /
-        255, q)`` (linear method) of the measured pixels; 8-bit data only (from the histogram)."""
+        """Each channel's ``q``-th percentile (in the file's units), ``numpy.percentile(pixels /
+        pixel_max, q)`` (linear method) of the measured pixels: exact for 8- and 16-bit data (from
+        their histograms), the midpoint of :meth:`percentile_bounds` for float data."""
         (q,) = check_percentiles([q])
-        if self.state.histogram is None:
-            raise StatsFileError("percentiles need the 8-bit histogram; these statistics include 16-bit or float data")
-        return tuple(row[0] for row in histogram_percentiles(self.state.histogram, [q], EIGHT_BIT_MAX))
+        found = state_percentiles(self.state, [q])
+        if found is None:
+            raise StatsFileError(
+                "percentiles need a histogram; these statistics mix data of several kinds or units, or have "
+                "too many bands"
+            )
+        return tuple(row[0] for row in found[0])
+
+    def percentile_bounds(self, q: float) -> tuple[tuple[float, float], ...]:
+        """Per channel, the interval that holds the exact ``q``-th percentile: a point for 8- and
+        16-bit data, about 2**-7 relative wide for float data (its histogram's bins)."""
+        (q,) = check_percentiles([q])
+        found = state_percentiles(self.state, [q])
+        if found is None:
+            raise StatsFileError("percentiles need a histogram; these statistics have none")
+        values, bounds = found
+        if bounds is None:
+            return tuple((row[0], row[0]) for row in values)
+        return tuple((row[0][0], row[0][1]) for row in bounds)
 
     @cached_property
     def percentiles(self) -> dict[str, Any] | None:
-        """``{"q": [...], "values": [[...] per channel]}`` for :attr:`percentiles_q`; None without
-        a histogram."""
-        if self.state.histogram is None:
-            return None
+        """``{"q": [...], "values": [[...] per channel]}`` for :attr:`percentiles_q` (float data
+        adds ``"bounds"``: ``[[low, high] per q] per channel``); None without a histogram."""
         q = list(self.percentiles_q)
-        return {"q": q, "values": histogram_percentiles(self.state.histogram, q, EIGHT_BIT_MAX)}
+        found = state_percentiles(self.state, q)
+        if found is None:
+            return None
+        values, bounds = found
+        return {"q": q, "values": values} if bounds is None else {"q": q, "values": values, "bounds": bounds}
 
     def denormalize(self, eps: float | None = None):
         """The inverse of :meth:`normalize` on float tensors: ``x * std + mean``, unit scale."""
@@ -338,6 +407,10 @@ class Stats:
             "max": list(s.max),
             "per_image_std_mean": list(s.per_image_std_mean),
             "nonfinite": list(s.nonfinite),
+            "units": self.units,
+            "band_names": None if self.band_names is None else list(self.band_names),
+            "nodata_count": list(self.nodata_count),
+            "valid_fraction": list(self.valid_fraction),
             "percentiles": self.percentiles,
             "covariance": self.covariance,
             "pca": self.pca,
@@ -404,6 +477,44 @@ class Stats:
                 return f"data changed ({old.get('files')} -> {new.get('files')} files)"
             return "data changed (contents, sizes or modification times differ)"
         return None
+
+
+def state_percentiles(state: ChannelMoments, q: Sequence[float]) -> tuple[list[list[float]], list | None] | None:
+    """Per channel, the percentiles ``q`` from the state's histogram in the state's units, and for
+    float data their bounds (``[[low, high] per q] per channel``); None without a histogram."""
+    if state.histogram is not None:
+        return histogram_percentiles(state.histogram, q, EIGHT_BIT_MAX), None
+    if state.wide is None or state.pixel_max <= 0:
+        return None
+    if state.wide_kind in WIDE_OFFSETS:
+        return histogram_percentiles(state.wide, q, state.pixel_max, WIDE_OFFSETS[state.wide_kind]), None
+    found = [[float_percentile(row, value, state.pixel_max) for value in q] for row in state.wide]
+    return [[v[0] for v in row] for row in found], [[[v[1], v[2]] for v in row] for row in found]
+
+
+def clipped_moments(state: ChannelMoments, low: Sequence[float], high: Sequence[float]) -> tuple[list, list]:
+    """Per channel, the mean and std (ddof=0) of the measured values clamped to ``[low, high]`` (in
+    the state's units), from its histogram, in float64."""
+    if state.histogram is not None:
+        hist, values = state.histogram, np.arange(state.histogram.shape[1]) / float(EIGHT_BIT_MAX)
+        rows = [(row, values) for row in hist]
+    elif state.wide is not None and state.wide_kind in WIDE_OFFSETS:
+        values = (np.arange(state.wide.shape[1]) + WIDE_OFFSETS[state.wide_kind]) / state.pixel_max
+        rows = [(row, values) for row in state.wide]
+    elif state.wide is not None:
+        lows, highs = float_key_bounds(np.arange(state.wide.shape[1]))
+        values = (lows + highs) / 2 / state.pixel_max
+        rows = [(row, values) for row in state.wide]
+    else:
+        raise StatsFileError("clipping at percentiles needs a histogram; these statistics have none")
+    means, stds = [], []
+    for (row, values), lo, hi in zip(rows, low, high):
+        used = row > 0
+        weights, clamped = row[used].astype(np.float64), np.clip(values[used], lo, hi)
+        mean = float((weights * clamped).sum() / weights.sum())
+        means.append(mean)
+        stds.append(math.sqrt(float((weights * (clamped - mean) ** 2).sum() / weights.sum())))
+    return means, stds
 
 
 def format_values(values: Sequence[float]) -> str:

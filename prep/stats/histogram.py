@@ -44,29 +44,62 @@ def order_statistic(cumulative: np.ndarray, k: int) -> int:
     return int(np.searchsorted(cumulative, k, side="right"))
 
 
-def percentile(hist: Sequence[int], q: float, pixel_max: float = EIGHT_BIT_MAX) -> float:
-    """``numpy.percentile(values / pixel_max, q)`` of the data whose raw-value counts are ``hist``."""
-    counts = np.asarray(hist, np.int64)
+def _neighbours(counts: np.ndarray, q: float) -> tuple[int, int, np.float64] | None:
+    """The bins of the two order statistics NumPy's ``linear`` percentile ``q`` interpolates
+    between, and the fraction ``t``; None for no data."""
     n = int(counts.sum())
     if n == 0:
-        return math.nan
+        return None
     cumulative = np.cumsum(counts)
     index = (n - 1) * np.float64(np.true_divide(q, 100))  # NumPy's virtual index, same operations
     if index >= n - 1:
-        return float(np.float64(order_statistic(cumulative, n - 1)) / pixel_max)
+        last = order_statistic(cumulative, n - 1)
+        return last, last, np.float64(0)
     if index < 0:
-        return float(np.float64(order_statistic(cumulative, 0)) / pixel_max)
+        first = order_statistic(cumulative, 0)
+        return first, first, np.float64(0)
     below = math.floor(index)
-    t = index - np.float64(below)
-    a = np.float64(order_statistic(cumulative, below)) / pixel_max
-    b = np.float64(order_statistic(cumulative, below + 1)) / pixel_max
+    return order_statistic(cumulative, below), order_statistic(cumulative, below + 1), index - np.float64(below)
+
+
+def _lerp(a: np.float64, b: np.float64, t: np.float64) -> float:
+    """NumPy's interpolation between neighbours, the same operations in the same order."""
     diff = b - a
     return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
 
 
-def percentiles(histograms: np.ndarray, q: Sequence[float], pixel_max: float = EIGHT_BIT_MAX) -> list[list[float]]:
+def percentile(hist: Sequence[int], q: float, pixel_max: float = EIGHT_BIT_MAX, offset: int = 0) -> float:
+    """``numpy.percentile(values / pixel_max, q)`` of the data whose raw-value counts are ``hist``
+    (bin ``i`` counting the value ``i + offset``)."""
+    found = _neighbours(np.asarray(hist, np.int64), q)
+    if found is None:
+        return math.nan
+    low, high, t = found
+    return _lerp(np.float64(low + offset) / pixel_max, np.float64(high + offset) / pixel_max, t)
+
+
+def percentiles(
+    histograms: np.ndarray, q: Sequence[float], pixel_max: float = EIGHT_BIT_MAX, offset: int = 0
+) -> list[list[float]]:
     """Per channel (rows of ``histograms``), the percentiles ``q`` in unit scale."""
-    return [[percentile(row, value, pixel_max) for value in q] for row in np.asarray(histograms)]
+    return [[percentile(row, value, pixel_max, offset) for value in q] for row in np.asarray(histograms)]
+
+
+def float_percentile(hist: Sequence[int], q: float, pixel_max: float = 1.0) -> tuple[float, float, float]:
+    """``numpy.percentile(values / pixel_max, q)`` of float data from its float-key histogram
+    (:func:`prep.stats.reductions.float_key_histogram`), as ``(estimate, low, high)``: the true
+    value lies in ``[low, high]``, the interpolation of the two order statistics' bins' lower
+    and upper bounds (a relative width of about 2**-7), and the estimate is its midpoint."""
+    from prep.stats.reductions import float_key_bounds
+
+    found = _neighbours(np.asarray(hist, np.int64), q)
+    if found is None:
+        return math.nan, math.nan, math.nan
+    a, b, t = found
+    lows, highs = float_key_bounds(np.array([a, b]))
+    low = _lerp(np.float64(lows[0]) / pixel_max, np.float64(lows[1]) / pixel_max, t)
+    high = _lerp(np.float64(highs[0]) / pixel_max, np.float64(highs[1]) / pixel_max, t)
+    return (low + high) / 2, low, high
 
 
 def _cdf_gaps(a: Sequence[int], b: Sequence[int]) -> list[Fraction]:

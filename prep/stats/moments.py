@@ -40,13 +40,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prep.pixels import EIGHT_BIT_MAX, LEVELS, SIXTEEN_BIT_MAX, checked_sixteen_bit, pixel_max_of
+from prep.pixels import EIGHT_BIT_MAX, LEVELS, checked_sixteen_bit, pixel_max_of
 from prep.stats.exact import added, column_totals, cross_in, exact_mean_var, exact_moments, image_products
 from prep.stats.reductions import (
+    WIDE_BINS,
+    WIDE_FLOAT,
+    WIDE_OFFSETS,
     cross_sums,
     float_image_moments,
+    float_key_histogram,
     histogram_range,
-    integer_image_sums,
+    integer_reduction,
+    rekeyed,
     uint8_cross_sums,
     uint8_histogram,
     uint8_sums,
@@ -64,7 +69,9 @@ if TYPE_CHECKING:
     import torch
 
 IMAGE_MOMENTS = ("n", "s", "q", "nn", "ns", "ss", "nq", "sq", "qq")
-MAX_CHANNELS = 4  # the sums of image_moments
+MAX_CHANNELS = 1024  # channels (bands) a state may have
+WIDE_MAX_CHANNELS = 64  # beyond: no wide histogram (512 KiB a channel; 64 bands hold 32 MiB a state)
+CHANNELS_WIDTH = -1  # a StateField width: one value per channel (a C x C matrix)
 _LEVEL_POWERS = np.stack([np.arange(LEVELS, dtype=np.float64), np.arange(LEVELS, dtype=np.float64) ** 2], axis=1)
 
 
@@ -77,7 +84,10 @@ class StateField:
     Chan's formula). ``empty``: the value of an empty state, and the identity of the merge;
     ``min``/``max`` store it as JSON ``null`` (they are infinite until a pixel arrives).
     ``optional``: the whole field may be None (exact sums and the histogram, once non-8-bit data
-    is mixed in). ``width``: a row of values per channel instead of one (the histogram).
+    is mixed in). ``width``: a row of values per channel instead of one (the histogram);
+    :data:`CHANNELS_WIDTH` for a row as long as the channel count (the cross sums). ``sparse``:
+    stored as its non-zero entries, and None in an empty state (the wide histogram).
+    ``since``: the state version that added the field; an older state reads as empty there.
     """
 
     name: str
@@ -88,13 +98,22 @@ class StateField:
     minimum: float | None = None
     optional: bool = False
     width: int = 0  # values per channel: 0 for one, else a row of ``width`` (a histogram)
+    sparse: bool = False
+    since: int = 1
+
+    def row(self, channels: int) -> int:
+        """Values per channel: 0 for one, else the row's length."""
+        return channels if self.width == CHANNELS_WIDTH else self.width
 
     def default(self, channels: int) -> Any:
+        width = self.row(channels)
+        if self.sparse:
+            return None
         if self.kind == "exact":
-            return [[0] * self.width for _ in range(channels)] if self.width else [0] * channels
+            return [[0] * width for _ in range(channels)] if width else [0] * channels
         dtype = np.int64 if self.kind == "int" else np.float64
-        if self.width:
-            return np.full((channels, self.width), self.empty, dtype)
+        if width:
+            return np.full((channels, width), self.empty, dtype)
         if self.per_channel:
             return np.full(channels, self.empty, dtype)
         return dtype(self.empty).item()
@@ -111,15 +130,21 @@ STATE_FIELDS: tuple[StateField, ...] = (
     StateField("histogram", "int", "sum", minimum=0, optional=True, width=LEVELS),  # raw 8-bit value counts
     # per channel, sums over images of n, s, q, n*n, n*s, s*s, n*q, s*q, q*q (n pixels, s and q the
     # raw sum and sum of squares of the image; integer data): what a sample's intervals need
-    StateField("image_moments", "exact", "sum", minimum=0, optional=True, width=len(IMAGE_MOMENTS)),
-    # raw sums of x_i * x_j over every pixel, row i holding channel i's products with channels
-    # 0..3 (zero beyond the channel count); integer data, when asked for (the colour covariance)
-    StateField("cross", "exact", "sum", minimum=0, optional=True, width=MAX_CHANNELS),
+    StateField("image_moments", "exact", "sum", optional=True, width=len(IMAGE_MOMENTS)),
+    # raw sums of x_i * x_j over every pixel, row i holding channel i's products with every
+    # channel; integer data, when asked for (the colour covariance)
+    StateField("cross", "exact", "sum", optional=True, width=CHANNELS_WIDTH),
     StateField("images", "int", "sum", per_channel=False, minimum=0),
     StateField("image_std_sum", "exact", "sum", minimum=0),  # per-image stds in units of 2**-48
     StateField("image_std_count", "int", "sum", minimum=0),
     StateField("nonfinite", "int", "sum", minimum=0),
     StateField("pixel_max", "float", "max", per_channel=False, minimum=0),
+    StateField("nodata_count", "int", "sum", minimum=0, since=3),  # pixels equal to the channel's nodata value
+    # the wide histogram: per channel, the counts of each 16-bit value (kind 1: 0..65535, kind 2:
+    # -32768..32767) or of the top 16 bits of each float's order-preserving key (kind 3); kind 0:
+    # no data yet, -1: not kept (data of another kind or unit mixed in, or too many channels)
+    StateField("wide", "int", "wide", minimum=0, optional=True, width=WIDE_BINS, sparse=True, since=3),
+    StateField("wide_kind", "int", "wide", per_channel=False, minimum=-1, since=3),
 )
 
 
@@ -168,13 +193,26 @@ class ChannelMoments:
     image_std_count: np.ndarray  # int64 (C,)
     nonfinite: np.ndarray  # int64 (C,)
     pixel_max: float
+    nodata_count: np.ndarray  # int64 (C,)
+    wide: np.ndarray | None  # int64 (C, 65536)
+    wide_kind: int
 
-    def __init__(self, channels: int, track_images: bool = False, covariance: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        track_images: bool = False,
+        covariance: bool = False,
+        nodata: tuple[float, ...] | None = None,
+    ) -> None:
         if not 1 <= channels <= MAX_CHANNELS:
             raise ValueError(f"channels must be 1 to {MAX_CHANNELS}; got {channels}")
         self.channels = channels
         for f in STATE_FIELDS:
             setattr(self, f.name, f.default(channels))
+        if channels > WIDE_MAX_CHANNELS:
+            self.wide_kind = -1
+        # configuration, not state: per channel, the value whose pixels are left out (or None)
+        self.nodata = None if nodata is None else _checked_nodata(nodata, channels)
         if not track_images:  # the per-image products cost a little; sampled passes want them
             self.image_moments = None
         if not covariance:  # the cross sums cost a pass over the pixels; asked for with covariance
@@ -186,7 +224,9 @@ class ChannelMoments:
         """Fold in a batch ``(N, C, H, W)`` (or one image ``(C, H, W)``) on any device.
 
         Values are read by :mod:`prep.pixels`' rule for the dtype (uint8 / 255, other integers
-        / 65535, floats as they are) unless ``pixel_max`` says otherwise.
+        / 65535, floats as they are) unless ``pixel_max`` says otherwise (1: the data's own
+        values, any integer or float dtype). Integers of up to 16 bits, signed or not, are
+        reduced exactly, with their wide histogram; other data in float64.
         """
         import torch
 
@@ -196,26 +236,50 @@ class ChannelMoments:
             raise ValueError(f"expected a batch (N, {self.channels}, H, W); got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
             return self
-        if batch.shape[1] > 1 and batch.stride(1) == 0:  # one channel broadcast (grey measured as RGB)
+        if batch.shape[1] > 1 and batch.stride(1) == 0 and self.nodata is None:  # grey measured as RGB
             part = ChannelMoments(1, self.image_moments is not None, self.cross is not None)
+            part.wide_kind = self.wide_kind if self.wide_kind < 0 else 0
             part.update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
-        if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX):
+        if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX) and self.nodata is None:
             n, total, total_sq = uint8_sums(batch, self._workspace)
             hist = uint8_histogram(batch)
             cross = None if self.cross is None else uint8_cross_sums(batch, total_sq)
             return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist, cross=cross)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
-        if pixel_max is None:
-            batch = checked_sixteen_bit(batch)
-        if not batch.dtype.is_floating_point and scale == SIXTEEN_BIT_MAX:  # 16-bit: exact integer sums
-            cross = None if self.cross is None else cross_sums(batch)
-            n_img, s_img, q_img, low, high = integer_image_sums(batch)
-            self._fold_integers(n_img, s_img, q_img, low, high, scale=SIXTEEN_BIT_MAX, cross=cross)
-            return self
-        n, mean, m2, vmin, vmax, nonfinite = float_image_moments(batch, scale)
+        if not batch.dtype.is_floating_point:
+            if self.nodata is not None:
+                _check_nodata_fits(self.nodata, batch.dtype)
+            if batch.dtype in _unsigned_wide():  # torch reads uint16/uint32 but few of its ops take them
+                batch = batch.to(torch.int32 if batch.dtype == torch.uint16 else torch.int64)
+            if pixel_max is None:
+                batch = checked_sixteen_bit(batch)
+            reduced = integer_reduction(batch, self.nodata)
+            if reduced is not None:  # values of up to 16 bits: exact sums and the wide histogram
+                cross = None
+                if self.cross is not None and self.nodata is None:
+                    cross = uint8_cross_sums(batch, reduced.q) if batch.dtype == torch.uint8 else cross_sums(batch)
+                counts8 = reduced.wide[:, : EIGHT_BIT_MAX + 1] if batch.dtype == torch.uint8 else None
+                self.nodata_count = self.nodata_count + reduced.excluded
+                return self._fold_integers(
+                    reduced.n,
+                    reduced.s,
+                    reduced.q,
+                    reduced.vmin,
+                    reduced.vmax,
+                    scale=scale,
+                    hist=counts8,
+                    cross=cross,
+                    wide=(reduced.kind, reduced.wide),
+                )
+        n, mean, m2, vmin, vmax, nonfinite, excluded = float_image_moments(batch, scale, self.nodata)
+        wide = None
+        if self.wide_kind >= 0 and self.pixel_max in (0, scale):
+            wide = float_key_histogram(*_valid_values(batch, self.nodata))
+        self._fold_wide(WIDE_FLOAT if wide is not None else -1, wide, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
+        self.nodata_count = self.nodata_count + excluded
         self.exact_sum = self.exact_sumsq = self.histogram = self.image_moments = self.cross = None
         self.pixel_max = max(self.pixel_max, scale)
         return self
@@ -253,17 +317,23 @@ class ChannelMoments:
         q_img,
         vmin,
         vmax,
-        scale: int = EIGHT_BIT_MAX,
+        scale: float = EIGHT_BIT_MAX,
         hist: np.ndarray | None = None,
         cross: Any = None,
+        wide: tuple[int, np.ndarray] | None = None,
     ) -> ChannelMoments:
         """Fold in integer images from exact per-image ``(N, C)`` pixel counts, sums and sums of
         squares of raw values, and the batch's raw per-channel min/max (empty: above/below any value).
 
         The batch's mean and m2 come from its exact integer totals, each rounded once, so constant
         data has m2 exactly 0. The exact totals, and the batch's ``(C, 256)`` histogram ``hist``, are
-        kept in the state for 8-bit data (``scale`` 255).
+        kept in the state for 8-bit data (``scale`` 255); ``wide`` is the batch's wide histogram
+        ``(kind, counts)`` of 16-bit data.
         """
+        if wide is None:
+            self._fold_wide(-1, None, scale)
+        else:
+            self._fold_wide(wide[0], wide[1], scale)
         n_img = np.asarray(n_img, np.int64)
         s_img = np.asarray(s_img).astype(np.int64)
         q_img = np.asarray(q_img).astype(np.int64)
@@ -293,8 +363,8 @@ class ChannelMoments:
                 self.cross = None  # data that came without its cross sums: no covariance
             else:
                 target = max(self.pixel_max, float(scale))
-                pad = [[int(v) for v in row] + [0] * (MAX_CHANNELS - len(row)) for row in cross]
-                mine, theirs = cross_in(self.cross, self.pixel_max, target), cross_in(pad, scale, target)
+                rows = [[int(v) for v in row] for row in cross]
+                mine, theirs = cross_in(self.cross, self.pixel_max, target), cross_in(rows, scale, target)
                 self.cross = None if mine is None or theirs is None else added(mine, theirs)
         if self.image_moments is not None:
             self.image_moments = [
@@ -308,6 +378,12 @@ class ChannelMoments:
             self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
         self.pixel_max = max(self.pixel_max, float(scale))
         return self
+
+    def _fold_wide(self, kind: int, hist: np.ndarray | None, scale: float) -> None:
+        """Add a batch's wide histogram (``kind`` -1: the batch has none) in the units ``scale``."""
+        if self.pixel_max not in (0, scale):  # another unit: the bins would not be comparable
+            kind, hist = -1, None
+        self.wide_kind, self.wide = merged_wide(self.wide_kind, self.wide, kind, hist)
 
     def _fold(self, n_b, mean_b, m2_b, min_b, max_b) -> None:
         """Chan et al.'s parallel update of ``self`` with a part ``(n_b, mean_b, m2_b)``."""
@@ -353,8 +429,12 @@ class ChannelMoments:
         out._fold(other.count, other.mean, other.m2, other.min, other.max)
         target = max(self.pixel_max, other.pixel_max)  # cross sums add in one unit: the larger raw max
         out.cross = cross_in(out.cross, self.pixel_max, target)
+        if 0 in (self.pixel_max, other.pixel_max) or self.pixel_max == other.pixel_max:
+            out.wide_kind, out.wide = merged_wide(self.wide_kind, self.wide, other.wide_kind, other.wide)
+        else:  # bins of two units
+            out.wide_kind, out.wide = -1, None
         for f in STATE_FIELDS:
-            if f.merge in ("moments", "min", "max") and f.per_channel:
+            if (f.merge in ("moments", "min", "max") and f.per_channel) or f.merge == "wide":
                 continue  # folded together above
             mine, theirs = getattr(out, f.name), getattr(other, f.name)
             if f.name == "cross":
@@ -389,7 +469,16 @@ class ChannelMoments:
         return merged
 
     def copy(self) -> ChannelMoments:
-        return ChannelMoments.from_state_dict(self.state_dict())
+        """An independent copy of the state (and the nodata values)."""
+        out = ChannelMoments(self.channels, nodata=self.nodata)
+        for f in STATE_FIELDS:
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = value.copy()
+            elif isinstance(value, list):
+                value = [list(row) if isinstance(row, list) else row for row in value]
+            setattr(out, f.name, value)
+        return out
 
     def repeated(self, channels: int) -> ChannelMoments:
         """A 1-channel state as the state of ``channels`` identical channels (grey read as RGB)."""
@@ -399,7 +488,7 @@ class ChannelMoments:
         for f in STATE_FIELDS:
             value = getattr(self, f.name)
             if f.name == "cross" and value is not None:  # every pair of identical channels: sum of x*x
-                value = [[value[0][0]] * channels + [0] * (MAX_CHANNELS - channels) for _ in range(channels)]
+                value = [[value[0][0]] * channels for _ in range(channels)]
             elif f.per_channel and value is not None:
                 value = value * channels if f.kind == "exact" else np.repeat(value, channels, axis=0)
             setattr(out, f.name, value)
@@ -417,6 +506,12 @@ class ChannelMoments:
         n = self.count
         if self.exact_sum is not None:
             mean, var = exact_mean_var(n.tolist(), self.exact_sum, self.exact_sumsq)
+        elif self.wide is not None and self.wide_kind in WIDE_OFFSETS and float(self.pixel_max).is_integer():
+            # 16-bit data: exact from its histogram
+            totals = [wide_sums(row, WIDE_OFFSETS[self.wide_kind]) for row in self.wide]
+            mean, var = exact_mean_var(
+                n.tolist(), [t[0] for t in totals], [t[1] for t in totals], scale=int(self.pixel_max)
+            )
         else:
             mean = self.mean
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -470,3 +565,76 @@ class ChannelMoments:
 
 
 # ---------------------------------------------------------------------- exact arithmetic
+
+
+def _unsigned_wide() -> tuple:
+    """torch's unsigned dtypes wider than 8 bits (as far as this torch has them)."""
+    import torch
+
+    return tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
+
+
+def merged_wide(kind_a: int, a: np.ndarray | None, kind_b: int, b: np.ndarray | None) -> tuple[int, np.ndarray | None]:
+    """The wide histogram of the union of two parts (``kind`` 0: no data yet, -1: not kept).
+
+    Integer kinds combine when one can hold the other's values (a ``0..65535`` histogram whose
+    values are all below 32768 is also a ``-32768..32767`` one, and the reverse for non-negative
+    data); anything else is not kept."""
+    if kind_a == 0:
+        return kind_b, None if b is None else b.copy()
+    if kind_b == 0:
+        return kind_a, a
+    if kind_a < 0 or kind_b < 0 or a is None or b is None:
+        return -1, None
+    if kind_a == kind_b:
+        return kind_a, a + b
+    if kind_a in WIDE_OFFSETS and kind_b in WIDE_OFFSETS:
+        for kind, mine, theirs in ((kind_a, a, rekeyed(b, kind_b, kind_a)), (kind_b, rekeyed(a, kind_a, kind_b), b)):
+            if mine is not None and theirs is not None:
+                return kind, mine + theirs
+    return -1, None
+
+
+def wide_sums(row: np.ndarray, offset: int) -> tuple[int, int]:
+    """The exact sum and sum of squares (Python integers) of the values a wide histogram row counts."""
+    bins = np.flatnonzero(row)
+    values = (bins + offset).astype(object)
+    counts = row[bins].astype(object)
+    return int((values * counts).sum()), int((values * values * counts).sum())
+
+
+def _valid_values(batch: torch.Tensor, nodata: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float batch ``(N, C, P)`` and which of its values count (finite, not nodata)."""
+    import torch
+
+    values = batch.reshape(*batch.shape[:2], -1)
+    valid = torch.isfinite(values)
+    if nodata is not None:
+        fills = torch.tensor(nodata, dtype=values.dtype, device=values.device)[None, :, None]
+        valid &= values != fills
+    return values, valid
+
+
+def _check_nodata_fits(nodata: tuple[float, ...], dtype: torch.dtype) -> None:
+    """``ValueError`` for a nodata value that is no value of integer ``dtype`` (no pixel could
+    equal it: a mistake, such as -9999 for uint16 data)."""
+    import torch
+
+    bits = {"uint16": 16, "uint32": 32, "uint64": 64}
+    name = str(dtype).removeprefix("torch.")
+    low, high = (0, 2 ** bits[name] - 1) if name in bits else (torch.iinfo(dtype).min, torch.iinfo(dtype).max)
+    for value in nodata:
+        if math.isnan(value):
+            continue
+        if not float(value).is_integer() or not low <= value <= high:
+            raise ValueError(f"nodata {value:g} does not fit {name} data ({low}..{high})")
+
+
+def _checked_nodata(nodata: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """One nodata value per channel (a single value applies to every channel)."""
+    values = tuple(float(v) for v in nodata)
+    if len(values) == 1:
+        values *= channels
+    if len(values) != channels:
+        raise ValueError(f"nodata: expected 1 or {channels} values (one per channel); got {len(values)}")
+    return values

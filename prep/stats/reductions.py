@@ -12,6 +12,8 @@ reach the host. Large images are reduced :data:`SLICE_ELEMENTS` values at a time
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,20 +132,19 @@ def integer_image_sums(batch: torch.Tensor):
 def cross_sums(batch: torch.Tensor) -> list[list[int]]:
     """Raw ``sum(x_i * x_j)`` over every pixel of an integer batch, per channel pair ``(C, C)``.
 
-    One float64 GEMM of the pixel matrix with itself per slice of pixels: every product and
-    partial sum of 8-bit data is an integer below 2**53, so any summation order is exact; 16-bit
-    values go through int64 (exact below 2**63, about 2 billion pixels per slice).
+    One float64 GEMM of the pixel matrix with itself per slice of pixels. Values are 16-bit at
+    most (``|x| <= 65535``), so a product is below 2**32 and a slice of at most
+    :data:`SLICE_ELEMENTS` (2**20) values sums to below 2**52: every partial sum is an integer
+    float64 holds exactly, in any summation order. The slices' sums add as Python integers.
     """
     import torch
 
     c = batch.shape[1]
     x = batch.transpose(0, 1).reshape(c, -1)
-    dtype = torch.float64 if batch.dtype == torch.uint8 else torch.int64
     total = [[0] * c for _ in range(c)]
     for part in pixel_slices(x):
-        values = part.to(dtype)
-        gram = (values @ values.T) if dtype == torch.float64 else (values.unsqueeze(1) * values.unsqueeze(0)).sum(-1)
-        gram = gram.cpu().tolist()
+        values = part.to(torch.float64)
+        gram = (values @ values.T).cpu().tolist()
         total = [[a + int(b) for a, b in zip(row_t, row_g)] for row_t, row_g in zip(total, gram)]
     return total
 
@@ -163,11 +164,13 @@ def uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int
     return cross_sums(batch)
 
 
-def float_image_moments(batch: torch.Tensor, scale: float):
-    """Per-image ``(N, C)`` finite count, mean, m2, min, max in float64 on the batch's device.
+def float_image_moments(batch: torch.Tensor, scale: float, nodata: Sequence[float] | None = None):
+    """Per-image ``(N, C)`` valid count, mean, m2, min, max in float64 on the batch's device, and
+    per channel the non-finite values and the values left out as ``nodata`` (one per channel).
 
     Two passes (the mean, then squared deviations from it), each over slices of
     :data:`SLICE_ELEMENTS` values, so the float64 scratch stays small whatever the image size.
+    A value counts when it is finite and (with ``nodata``) not its channel's nodata value.
     """
     import torch
 
@@ -175,29 +178,223 @@ def float_image_moments(batch: torch.Tensor, scale: float):
     x = batch.reshape(n * c, -1)
     f64, dev = torch.float64, batch.device
     count = torch.zeros(n * c, dtype=torch.int64, device=dev)
+    finite_count = torch.zeros_like(count)
     total = torch.zeros(n * c, dtype=f64, device=dev)
     vmin = torch.full((n * c,), math.inf, dtype=f64, device=dev)
     vmax = torch.full((n * c,), -math.inf, dtype=f64, device=dev)
     zero = torch.zeros((), dtype=f64, device=dev)
+    fills = (
+        None if nodata is None else torch.tensor([float(v) for v in nodata], dtype=f64, device=dev).repeat(n)[:, None]
+    )
 
-    def unit(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def unit(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         values = part.to(torch.float64)
+        finite = torch.isfinite(values)
+        valid = finite if fills is None else finite & (values != fills)
         if scale != 1.0:
             values = values / scale
-        return values, torch.isfinite(values)
+        return values, finite, valid
 
     for part in pixel_slices(x):
-        values, finite = unit(part)
-        count += finite.sum(-1)
-        total += torch.where(finite, values, zero).sum(-1)
-        vmin = torch.minimum(vmin, torch.where(finite, values, math.inf).amin(-1))
-        vmax = torch.maximum(vmax, torch.where(finite, values, -math.inf).amax(-1))
+        values, finite, valid = unit(part)
+        count += valid.sum(-1)
+        finite_count += finite.sum(-1)
+        total += torch.where(valid, values, zero).sum(-1)
+        vmin = torch.minimum(vmin, torch.where(valid, values, math.inf).amin(-1))
+        vmax = torch.maximum(vmax, torch.where(valid, values, -math.inf).amax(-1))
     mean = total / count.clamp(min=1)
     m2 = torch.zeros_like(total)
     for part in pixel_slices(x):
-        values, finite = unit(part)
-        deviation = torch.where(finite, values - mean[:, None], zero)
+        values, _, valid = unit(part)
+        deviation = torch.where(valid, values - mean[:, None], zero)
         m2 += (deviation * deviation).sum(-1)
     per_image = tuple(t.view(n, c).cpu().numpy() for t in (count, mean, m2, vmin, vmax))
-    nonfinite = (x.shape[-1] - count).view(n, c).sum(0).cpu().numpy()
-    return (*per_image, nonfinite)
+    nonfinite = (x.shape[-1] - finite_count).view(n, c).sum(0).cpu().numpy()
+    excluded = (finite_count - count).view(n, c).sum(0).cpu().numpy()
+    return (*per_image, nonfinite, excluded)
+
+
+# ---------------------------------------------------------------------- 16-bit and float data
+
+WIDE_BINS = 1 << 16  # bins of a wide histogram: every 16-bit value, or the top 16 bits of a float32 key
+WIDE_UNSIGNED, WIDE_SIGNED, WIDE_FLOAT = 1, 2, 3  # what a wide histogram's bins are (its kind)
+WIDE_OFFSETS = {WIDE_UNSIGNED: 0, WIDE_SIGNED: -(1 << 15)}  # value of bin 0 of an integer kind
+
+
+@dataclass
+class IntegerReduction:
+    """What :func:`integer_reduction` gives: per image and channel ``(N, C)`` the valid pixel
+    counts and exact sums and sums of squares of raw values; per channel the raw min and max of
+    the valid pixels (empty: above / below any value), the pixels left out as nodata, and the
+    ``(C, 65536)`` counts of each value (``kind`` :data:`WIDE_UNSIGNED`: 0..65535;
+    :data:`WIDE_SIGNED`: -32768..32767)."""
+
+    n: np.ndarray
+    s: np.ndarray
+    q: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    excluded: np.ndarray
+    wide: np.ndarray
+    kind: int
+
+
+def wide_kind(low: int, high: int) -> int | None:
+    """The integer kind whose bins hold every value in ``low..high``, or None (beyond 16 bits)."""
+    if low >= 0 and high <= WIDE_BINS - 1:
+        return WIDE_UNSIGNED
+    if low >= WIDE_OFFSETS[WIDE_SIGNED] and high < -WIDE_OFFSETS[WIDE_SIGNED]:
+        return WIDE_SIGNED
+    return None
+
+
+def integer_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None) -> IntegerReduction | None:
+    """Reduce an integer batch ``(N, C, H, W)`` of 16-bit values (signed or not) exactly; None
+    when its values do not fit 16 bits (the caller reduces it as floats).
+
+    ``nodata`` (one value per channel, or None) leaves out the pixels of a channel equal to its
+    value (GDAL's per-band rule). The histogram is one ``bincount`` per channel of ``value -
+    offset``; sums go through int64 :data:`SLICE_ELEMENTS` values at a time (exact: a 16-bit
+    square is below 2**32, so an image of up to 2**31 pixels sums without overflow).
+    """
+    import torch
+
+    n, c = batch.shape[:2]
+    x = batch.reshape(n, c, -1)
+    pixels = x.shape[-1]
+    if x.numel() == 0:
+        kind = WIDE_UNSIGNED
+    else:
+        found = wide_kind(int(x.amin()), int(x.amax()))
+        if found is None:
+            return None
+        kind = found
+    offset = WIDE_OFFSETS[kind]
+    fill = _nodata_values(nodata, c, batch)
+    rows = x.reshape(n * c, pixels)
+    fills = None if fill is None else fill.repeat(n)[:, None]
+    total = torch.zeros(n * c, dtype=torch.int64, device=batch.device)
+    total_sq = torch.zeros_like(total)
+    valid_n = torch.zeros_like(total)
+    counts = torch.zeros((c, WIDE_BINS), dtype=torch.int64, device=batch.device)
+    for part in pixel_slices(rows):
+        wide = part.to(torch.int64)
+        for ch in range(c):  # rows ch, ch + C, ...: the channel's pixels of every image in the slice
+            counts[ch] += torch.bincount(wide[ch::c].reshape(-1) - offset, minlength=WIDE_BINS)
+        if fills is not None:
+            keep = wide != fills
+            wide = wide * keep
+            valid_n += keep.sum(-1)
+        total += wide.sum(-1)
+        total_sq += (wide * wide).sum(-1)
+    hist = counts.cpu().numpy()
+    excluded = np.zeros(c, np.int64)
+    if fill is not None:
+        for ch, value in enumerate(fill.tolist()):
+            if 0 <= value - offset < WIDE_BINS:  # else no pixel equals it
+                excluded[ch] = hist[ch, value - offset]
+                hist[ch, value - offset] = 0
+        valid = valid_n.view(n, c).cpu().numpy()
+    else:
+        valid = np.full((n, c), pixels, np.int64)
+    vmin, vmax = wide_range(hist, kind)
+    return IntegerReduction(
+        valid, total.view(n, c).cpu().numpy(), total_sq.view(n, c).cpu().numpy(), vmin, vmax, excluded, hist, kind
+    )
+
+
+_NEVER = -(1 << 40)  # a nodata value no 16-bit pixel equals
+
+
+def _nodata_values(nodata: Sequence[float] | None, channels: int, batch: torch.Tensor) -> torch.Tensor | None:
+    """The nodata values as an int64 tensor ``(C,)`` on the batch's device; ``ValueError`` for one
+    that is no integer (it could never equal a pixel of integer data)."""
+    import torch
+
+    if nodata is None:
+        return None
+    values = []
+    for value in nodata:
+        if math.isnan(value):  # NaN: no integer pixel is ever left out
+            values.append(_NEVER)
+            continue
+        if not float(value).is_integer():
+            raise ValueError(f"nodata {value:g} is not an integer, and this data is integer ({batch.dtype})")
+        if batch.dtype != torch.int64:
+            info = torch.iinfo(batch.dtype)
+            if not info.min <= value <= info.max:
+                dtype = str(batch.dtype).removeprefix("torch.")
+                raise ValueError(f"nodata {value:g} does not fit {dtype} data ({info.min}..{info.max})")
+        values.append(int(value))
+    return torch.tensor(values, dtype=torch.int64, device=batch.device)
+
+
+def wide_range(hist: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the lowest and highest value an integer wide histogram counts (its kind's
+    offset added); an empty channel gives 65536 and -65537, above and below any value."""
+    present = np.asarray(hist) > 0
+    anything = present.any(1)
+    offset = WIDE_OFFSETS[kind]
+    low = np.where(anything, present.argmax(1) + offset, WIDE_BINS)
+    high = np.where(anything, WIDE_BINS - 1 - present[:, ::-1].argmax(1) + offset, -WIDE_BINS - 1)
+    return low.astype(np.int64), high.astype(np.int64)
+
+
+def rekeyed(hist: np.ndarray, kind: int, to: int) -> np.ndarray | None:
+    """An integer wide histogram of ``kind`` as one of kind ``to``, or None when it counts a value
+    the other kind has no bin for."""
+    if kind == to:
+        return hist
+    shift = WIDE_OFFSETS[kind] - WIDE_OFFSETS[to]  # bin i of kind is bin i + shift of to
+    out = np.zeros_like(hist)
+    if shift > 0:
+        if hist[:, WIDE_BINS - shift :].any():
+            return None
+        out[:, shift:] = hist[:, : WIDE_BINS - shift]
+    else:
+        if hist[:, :-shift].any():
+            return None
+        out[:, : WIDE_BINS + shift] = hist[:, -shift:]
+    return out
+
+
+def float_key_histogram(values: torch.Tensor, valid: torch.Tensor) -> np.ndarray:
+    """``(C, 65536)`` counts of the top 16 bits of the order-preserving float32 key of each valid
+    value of ``values`` ``(N, C, P)`` (float data; ``valid`` says which values count).
+
+    The key of a float32 ``f`` with bits ``b`` (as unsigned): ``b | 2**31`` when ``f >= 0``, else
+    ``~b``; keys sort as the floats do, so a bin holds the floats of one interval of 2**16 keys:
+    one sign, one exponent and the top 7 bits of the mantissa (a relative width of at most
+    2**-7). Float64 values are rounded to float32 first (which keeps their order).
+    """
+    import torch
+
+    c = values.shape[1]
+    rows = []
+    for ch in range(c):
+        v = values[:, ch].reshape(-1)
+        keep = valid[:, ch].reshape(-1)
+        f = v[keep].to(torch.float32).contiguous()
+        bits = f.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+        key = torch.where(bits >= (1 << 31), 0xFFFFFFFF - bits, bits + (1 << 31)) >> 16
+        rows.append(torch.bincount(key, minlength=WIDE_BINS))
+    return torch.stack(rows).cpu().numpy().astype(np.int64) if rows else np.zeros((0, WIDE_BINS), np.int64)
+
+
+def float_key_bounds(bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and largest finite float32 value whose key falls in each bin of ``bins``, as
+    float64 (widened by one float32 step each way, which covers float64 data rounded to float32)."""
+    bins = np.asarray(bins, np.int64)
+    low_key = bins << 16
+    high_key = low_key | 0xFFFF
+
+    def value(key: np.ndarray) -> np.ndarray:
+        bits = np.where(key >= (1 << 31), key - (1 << 31), 0xFFFFFFFF - key).astype(np.uint32)
+        out = bits.view(np.float32)
+        big = np.finfo(np.float32).max
+        return np.where(np.isfinite(out), out, np.where(key >= (1 << 31), big, -big)).astype(np.float32)
+
+    low, high = value(low_key), value(high_key)
+    low = np.nextafter(low, np.float32(-np.inf)).astype(np.float64)
+    high = np.nextafter(high, np.float32(np.inf)).astype(np.float64)
+    return low, high

@@ -26,7 +26,7 @@ from prep.stats.reductions import histogram_range
 if TYPE_CHECKING:
     from prep.stats.moments import ChannelMoments, StateField
 
-STATE_VERSION = 2  # 2: image_std_sum in fixed point (exact in any order), histogram; 1 is still read
+STATE_VERSION = 3  # 3: nodata_count and the wide histogram; 2: image_std_sum in fixed point, histogram; 1, 2 read
 IMAGE_STD_SCALE = 2**48  # image_std_sum holds each image's std rounded to a multiple of 2**-48
 
 
@@ -34,15 +34,33 @@ def read_header(state: Any, where: str) -> tuple[Mapping[str, Any], int]:
     """The state as version 2 (a version 1 state upgraded) and its channel count, both checked."""
     if not isinstance(state, Mapping):
         raise StatsFileError(f"{where}: expected an object")
+    from prep.stats.moments import MAX_CHANNELS, STATE_FIELDS
+
     version = state.get("version")
-    if isinstance(version, bool) or version not in (1, STATE_VERSION):
-        raise StatsFileError(f"{where}.version: expected 1 or {STATE_VERSION}; got {short_repr(version)}")
+    if isinstance(version, bool) or version not in range(1, STATE_VERSION + 1):
+        raise StatsFileError(f"{where}.version: expected 1 to {STATE_VERSION}; got {short_repr(version)}")
     if version == 1:
         state = _upgrade_v1(state, where)
     channels = state.get("channels")
-    if not is_int(channels) or not 1 <= channels <= 4:
-        raise StatsFileError(f"{where}.channels: expected 1 to 4; got {channels!r}")
+    if not is_int(channels) or not 1 <= channels <= MAX_CHANNELS:
+        raise StatsFileError(f"{where}.channels: expected 1 to {MAX_CHANNELS}; got {channels!r}")
+    version = int(version or 0)
+    if version < 3 and isinstance(state.get("cross"), list):  # rows were 4 long, zeros beyond the channels
+        state = {**state, "cross": _trimmed_cross(state["cross"], channels, where)}
+    added = {f.name: encode_field(f, f.default(channels)) for f in STATE_FIELDS if f.since > version}
+    if added:  # an older state: the fields added since are empty
+        state = {**state, **added, "wide_kind": -1 if "wide_kind" in added else state.get("wide_kind")}
     return state, channels
+
+
+def _trimmed_cross(cross: list, channels: int, where: str) -> list:
+    """A version 1 or 2 state's cross sums (rows of 4, zero beyond the channels) as rows of ``channels``."""
+    out = []
+    for row in cross:
+        if not isinstance(row, list) or len(row) != 4 or any(v != 0 for v in row[channels:]):
+            raise StatsFileError(f"{where}.cross: expected {channels} rows of 4 integers, zero beyond the channels")
+        out.append(row[:channels])
+    return out
 
 
 def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -50,13 +68,15 @@ def _upgrade_v1(state: Mapping[str, Any], where: str) -> dict[str, Any]:
     sums = state.get("image_std_sum")
     if not isinstance(sums, list) or not all(is_number(v) and math.isfinite(v) and 0 <= v < 2**60 for v in sums):
         raise StatsFileError(f"{where}.image_std_sum: expected non-negative numbers")
-    return {**state, "version": STATE_VERSION, "image_std_sum": [round(v * IMAGE_STD_SCALE) for v in sums]}
+    return {**state, "version": 2, "image_std_sum": [round(v * IMAGE_STD_SCALE) for v in sums]}
 
 
 def encode_field(f: StateField, value: Any) -> Any:
     """The JSON value of the field ``f`` holding ``value``."""
     if value is None or f.kind == "exact":
         return value
+    if f.sparse:  # per channel, the non-zero entries' indices and values
+        return [{"bins": np.flatnonzero(row).tolist(), "counts": row[row != 0].tolist()} for row in value]
     if f.width:
         return value.tolist()
     if not f.per_channel:
@@ -74,12 +94,15 @@ def decode_field(f: StateField, value: Any, channels: int, where: str) -> Any:
     kind_name = "integer" if f.kind in ("int", "exact") else "number"
     if not f.per_channel:
         return _check_number(value, numbers, kind_name, f, where)
-    if f.width:
+    if f.sparse:
+        return _decode_sparse(f, value, channels, where)
+    width = f.row(channels)
+    if width:
         if not isinstance(value, list) or len(value) != channels:
-            raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+            raise StatsFileError(f"{where}: expected {channels} rows of {width} {kind_name}s")
         for row in value:
-            if not isinstance(row, list) or len(row) != f.width:
-                raise StatsFileError(f"{where}: expected {channels} rows of {f.width} {kind_name}s")
+            if not isinstance(row, list) or len(row) != width:
+                raise StatsFileError(f"{where}: expected {channels} rows of {width} {kind_name}s")
             for v in row:
                 _check_number(v, numbers, kind_name, f, where)
         return [list(row) for row in value] if f.kind == "exact" else np.array(value, np.int64)
@@ -91,6 +114,31 @@ def decode_field(f: StateField, value: Any, channels: int, where: str) -> Any:
     if f.kind == "exact":
         return values
     return np.array(values, np.int64 if f.kind == "int" else np.float64)
+
+
+def _decode_sparse(f: StateField, value: Any, channels: int, where: str) -> np.ndarray:
+    """A ``(C, width)`` int64 array from per-channel ``{"bins": [...], "counts": [...]}``: bins
+    strictly increasing within the width, counts positive integers."""
+    expected = f'{channels} objects {{"bins": [...], "counts": [...]}}'
+    if not isinstance(value, list) or len(value) != channels:
+        raise StatsFileError(f"{where}: expected {expected}")
+    out = np.zeros((channels, f.width), np.int64)
+    for c, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or set(entry) != {"bins", "counts"}:
+            raise StatsFileError(f"{where}[{c}]: expected {expected}")
+        bins, counts = entry["bins"], entry["counts"]
+        if not isinstance(bins, list) or not isinstance(counts, list) or len(bins) != len(counts):
+            raise StatsFileError(f"{where}[{c}]: bins and counts must be lists of one length")
+        for v in (*bins, *counts):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+                raise StatsFileError(f"{where}[{c}]: expected non-negative integers; got {short_repr(v)}")
+        index, number = np.array(bins, np.int64), np.array(counts, np.int64)
+        if index.size and (index[0] < 0 or index[-1] >= f.width or np.any(np.diff(index) <= 0)):
+            raise StatsFileError(f"{where}[{c}].bins: must increase strictly within 0..{f.width - 1}")
+        if np.any(number <= 0):
+            raise StatsFileError(f"{where}[{c}].counts: must be positive (zero counts are left out)")
+        out[c, index] = number
+    return out
 
 
 def _check_number(value: Any, numbers: tuple[type, ...], kind_name: str, f: StateField, where: str) -> Any:
@@ -117,13 +165,14 @@ def check_consistency(state: ChannelMoments, where: str) -> None:
         raise StatsFileError(f"{where}.exact_sum: exact_sum and exact_sumsq must both be null or both be set")
     if state.histogram is not None:
         _check_histogram(state, where)
+    _check_wide(state, where)
     if state.cross is not None:
         c = state.channels
-        square = [row[:c] for row in state.cross[:c]]
-        if any(v for row in state.cross for v in row[c:]) or any(
-            square[i][j] != square[j][i] for i in range(c) for j in range(c)
+        square = state.cross
+        if any(square[i][j] != square[j][i] for i in range(c) for j in range(c)) or any(
+            square[i][i] < 0 for i in range(c)
         ):
-            raise StatsFileError(f"{where}.cross: must be symmetric, with zeros beyond the channels")
+            raise StatsFileError(f"{where}.cross: must be symmetric, with a non-negative diagonal")
         if state.exact_sumsq is not None and [square[i][i] for i in range(c)] != list(state.exact_sumsq):
             raise StatsFileError(f"{where}.cross: its diagonal must equal {where}.exact_sumsq")
         for i in range(c):
@@ -135,6 +184,27 @@ def check_consistency(state: ChannelMoments, where: str) -> None:
             # Cauchy-Schwarz: S**2 <= n * Q; and Q <= 255 * S for values in 0..255
             if total > EIGHT_BIT_MAX * n or total * total > n * total_sq or total_sq > EIGHT_BIT_MAX * total:
                 raise StatsFileError(f"{where}.exact_sum: inconsistent with {where}.count and exact_sumsq")
+
+
+def _check_wide(state: ChannelMoments, where: str) -> None:
+    """The wide histogram is set exactly for kinds 1 to 3, counts every pixel, and (integer
+    kinds) spans exactly min..max."""
+    from prep.stats.reductions import WIDE_OFFSETS, wide_range
+
+    kind, wide = state.wide_kind, state.wide
+    if kind > 3:
+        raise StatsFileError(f"{where}.wide_kind: expected -1 to 3; got {kind}")
+    if (wide is None) != (kind <= 0):
+        raise StatsFileError(f"{where}.wide: must be set exactly when {where}.wide_kind is 1, 2 or 3")
+    if wide is None:
+        return
+    if wide.sum(1).tolist() != state.count.tolist():
+        raise StatsFileError(f"{where}.wide: its counts do not add up to {where}.count")
+    if kind in WIDE_OFFSETS and state.pixel_max > 0:
+        low, high = wide_range(wide, kind)
+        empty = state.count == 0
+        if np.any(~empty & ((low / state.pixel_max != state.min) | (high / state.pixel_max != state.max))):
+            raise StatsFileError(f"{where}.wide: does not span {where}.min..{where}.max")
 
 
 def _check_histogram(state: ChannelMoments, where: str) -> None:

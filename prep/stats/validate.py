@@ -37,7 +37,7 @@ from prep.pixels import CHANNELS, EIGHT_BIT_MAX, MODES
 from prep.stats.exact import exact_moments
 from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.intervals import sample_intervals
-from prep.stats.moments import ChannelMoments
+from prep.stats.moments import MAX_CHANNELS, ChannelMoments
 from prep.stats.skipped import SkippedFiles
 from prep.stats.state_codec import IMAGE_STD_SCALE
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from prep.stats.file import Stats
 
 SCHEMA_VERSION = 1
-DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda")  # options.decoder: prep.decode.decoders
+DECODERS_RECORDED = ("pil", "auto", "torchvision", "torchvision-cuda", "bands")  # options.decoder: prep.decode.decoders
 FILE_SOURCE_KINDS = ("folder", "sample", "archive", "webdataset")  # sources of image files, which a decoder reads
 REL_TOL = 1e-9  # summary numbers, and float64 moments next to exact sums, must agree with the state this closely
 # the fields derived from the state, in the order Stats.to_dict writes them: (name, relative
@@ -81,6 +81,7 @@ FINGERPRINT_SHAPES = (
     (("files", "bytes", "sha256"), ("checksum",)),
     (("dataset_id", "images"), ()),
 )
+ADDED_FIELDS = ("units", "nodata_count", "valid_fraction")  # derived fields of prep 0.4 (band_names: read)
 OUTLIER_KINDS = ("constant", "near_black", "near_white", "brightness", "duplicates")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -103,10 +104,17 @@ def stats_fields(data: Any) -> dict[str, Any]:
     source = _source(data)
     mode = source["mode"]
     fingerprint = _fingerprint(data)
-    transform, decoder = _options(data, mode)
+    transform, decoder, bands, nodata = _options(data, mode)
     channels = read_field(data, "channels", int)
-    if channels != CHANNELS[mode]:
+    if mode in CHANNELS and channels != CHANNELS[mode]:
         raise StatsFileError(f"field 'channels': mode {mode} has {CHANNELS[mode]} channels; got {short_repr(channels)}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise StatsFileError(f"field 'channels': expected 1 to {MAX_CHANNELS}; got {short_repr(channels)}")
+    if bands is not None and len(bands) != channels:
+        raise StatsFileError(f"field 'options.bands': {len(bands)} band(s) for {channels} channel(s)")
+    if nodata is not None and len(nodata) != channels:
+        raise StatsFileError(f"field 'options.nodata': {len(nodata)} value(s) for {channels} channel(s)")
+    band_names = _band_names(data, channels)
     for name in ("mean", "std", "min", "max", "per_image_std_mean"):
         _vector(data, name, channels)
     if any(v < 0 for v in data["std"]):
@@ -129,6 +137,9 @@ def stats_fields(data: Any) -> dict[str, Any]:
         "percentiles_q": _percentiles_q(data, state),
         "sample": _sample(data, state),
         "outliers": _outliers(data),
+        "band_names": band_names,
+        "bands": bands,
+        "nodata": nodata,
     }
 
 
@@ -138,6 +149,9 @@ def check_derived(data: Mapping[str, Any], stats: Stats) -> None:
     :data:`DERIVED_FIELDS` what it derives from its state."""
     derived = stats.to_dict()
     refuse_unknown_keys(data, derived)
+    for name in ADDED_FIELDS:  # absent from the files of earlier versions; checked where present
+        if name in data and data[name] != derived[name]:
+            raise StatsFileError(f"field '{name}': {data[name]} does not match the stored state; was the file edited?")
     for name, rel, abs_tol, origin in DERIVED_FIELDS:
         value, want = _at(data, name), _at(derived, name)
         same = value == want if rel is None else _close(value, want, rel, abs_tol)
@@ -257,7 +271,19 @@ def _fingerprint(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return fingerprint
 
 
-def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None]:
+def _band_names(data: Mapping[str, Any], channels: int) -> tuple[str, ...] | None:
+    """``band_names``: absent or null, or one non-empty string per channel."""
+    names = data.get("band_names")
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) != channels or not all(isinstance(n, str) and n for n in names):
+        raise StatsFileError(f"field 'band_names': expected null or {channels} non-empty strings")
+    return tuple(names)
+
+
+def _options(
+    data: Mapping[str, Any], mode: str
+) -> tuple[str | None, str | None, tuple[int, ...] | None, tuple[float, ...] | None]:
     """``options``: ``mode`` (as ``source.mode``), ``transform`` (a description, or null) and
     ``decoder`` (one of :data:`DECODERS_RECORDED`, or null); returns the transform and the
     decoder. ``mode`` and ``transform`` are required: a file without its transform could be
@@ -265,7 +291,7 @@ def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None
     earlier, when PIL decoded every image file: read as ``pil`` for sources of image files."""
     options = read_field(data, "options", dict)
     transform = read_field(options, "transform", (str, type(None)), "options")
-    refuse_unknown_keys(options, ("mode", "transform", "decoder"), "options")
+    refuse_unknown_keys(options, ("mode", "transform", "decoder", "bands", "nodata"), "options")
     decoder = options.get("decoder")
     if "decoder" not in options and data["source"].get("kind") in FILE_SOURCE_KINDS:
         decoder = "pil"
@@ -278,7 +304,17 @@ def _options(data: Mapping[str, Any], mode: str) -> tuple[str | None, str | None
         raise StatsFileError(
             f"field 'options.mode': expected {mode!r} (as source.mode); got {short_repr(options.get('mode'))}"
         )
-    return transform, decoder
+    bands = options.get("bands")
+    if bands is not None:
+        if not isinstance(bands, list) or not bands or not all(is_int(b) and b >= 1 for b in bands):
+            raise StatsFileError("field 'options.bands': expected band numbers from 1")
+        bands = tuple(b - 1 for b in bands)
+    nodata = options.get("nodata")
+    if nodata is not None:
+        if not isinstance(nodata, list) or not all(v is None or (is_number(v) and math.isfinite(v)) for v in nodata):
+            raise StatsFileError("field 'options.nodata': expected a number (or null for NaN) per channel")
+        nodata = tuple(math.nan if v is None else float(v) for v in nodata)
+    return transform, decoder, bands, nodata
 
 
 def _created(data: Mapping[str, Any]) -> str:
@@ -314,7 +350,11 @@ def check_state(state: ChannelMoments) -> None:
     about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
     if max(state.image_std_count) > state.images:
         raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
-    if not any(state.nonfinite) and any(n != state.images for n in state.image_std_count):
+    if (
+        not any(state.nonfinite)
+        and not any(state.nodata_count)
+        and any(n != state.images for n in state.image_std_count)
+    ):
         # every image has every channel's pixels (no NaN left any out): one std per image and channel
         raise StatsFileError(
             f"field 'state.image_std_count': {[int(n) for n in state.image_std_count]} must equal state.images "
@@ -405,14 +445,15 @@ def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[floa
     [...]}`` with up to :data:`MAX_PERCENTILES` values of q in [0, 100]; returns q (the values are
     checked against the histogram by :func:`check_derived`)."""
     percentiles = read_field(data, "percentiles", (dict, type(None)))
-    if (percentiles is None) != (state.histogram is None):
+    has_histogram = state.histogram is not None or state.wide is not None
+    if (percentiles is None) != (not has_histogram):
         raise StatsFileError(
             "field 'percentiles': must be "
-            + ("null without state.histogram" if state.histogram is None else "an object when state.histogram is set")
+            + ("null without a histogram" if not has_histogram else "an object when the state has a histogram")
         )
     if percentiles is None:
         return DEFAULT_PERCENTILES
-    refuse_unknown_keys(percentiles, ("q", "values"), "percentiles")
+    refuse_unknown_keys(percentiles, ("q", "values", "bounds"), "percentiles")
     q = read_field(percentiles, "q", list, "percentiles")
     read_field(percentiles, "values", list, "percentiles")
     if len(q) > MAX_PERCENTILES:

@@ -65,17 +65,31 @@ def test_histograms_merge_by_addition_and_survive_a_split_pass():
     np.testing.assert_array_equal(whole.histogram, hist)
 
 
-def test_non_eight_bit_data_has_no_histogram_or_percentiles(tmp_path):
-    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 900).save(tmp_path / "a.png")
+def test_sixteen_bit_images_have_exact_percentiles_from_their_wide_histogram(tmp_path):
+    values = np.arange(64, dtype=np.uint16).reshape(8, 8) * 900
+    Image.fromarray(values).save(tmp_path / "a.png")
     stats = prep.compute_stats(tmp_path, mode="L", workers=0)
-    assert stats.histogram is None and stats.percentiles is None
-    with pytest.raises(StatsFileError, match="percentiles need the 8-bit histogram"):
-        stats.percentile(50)
+    assert stats.histogram is None  # the 8-bit histogram: none
+    q = [0.5, 1, 5, 50, 95, 99, 99.5]
+    expected = np.percentile(values.astype(np.float64) / 65535, q)
+    assert [stats.percentile(v)[0] for v in q] == expected.tolist()  # bit for bit
     stats.save(tmp_path / "s.json")
-    assert json.loads((tmp_path / "s.json").read_text())["percentiles"] is None
+    assert json.loads((tmp_path / "s.json").read_text())["percentiles"]["values"] == [
+        expected[[0, 1, 2, 3, 4, 5, 6]].tolist()
+    ]
+
+
+def test_data_of_two_kinds_or_units_has_no_histogram_or_percentiles(tmp_path):
     mixed = ChannelMoments(1).update(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
     mixed = mixed.merge(ChannelMoments(1).update(torch.ones(1, 1, 2, 2)))
-    assert mixed.histogram is None  # float data mixed in: no exact histogram any more
+    assert mixed.histogram is None and mixed.wide is None  # float data mixed in: no exact histogram any more
+    depths = ChannelMoments(1).update(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+    depths.update(torch.full((1, 1, 2, 2), 300, dtype=torch.int32))  # 16-bit data: another unit
+    assert depths.histogram is None and depths.wide is None and depths.wide_kind == -1
+    stats = prep.Stats(source={"kind": "tensor"}, fingerprint=None, mode="L", state=depths)
+    assert stats.percentiles is None
+    with pytest.raises(StatsFileError, match="percentiles need a histogram"):
+        stats.percentile(50)
 
 
 def test_robust_minmax_maps_the_percentiles_to_the_range_and_clips():
