@@ -13,6 +13,7 @@ default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from prep.errors import OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DECODER_CHOICES = ("auto", "pil", "torchvision")  # prep.decode.decoders; the default first
-MODE_CHOICES = ("RGB", "L")  # prep.pixels.MODES
+MODE_CHOICES = ("RGB", "L", "bands")  # prep.pixels.MODES
 MAX_PERCENTILES = 101  # percentiles a stats file lists at most (any other: Stats.percentile)
 DEFAULT_PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)  # what a stats file lists
 
@@ -225,10 +226,37 @@ OPTIONS: tuple[Option, ...] = (
         "mode",
         None,
         (str,),
-        "Pixel conversion: RGB (3 channels) or L (grey).",
+        "Pixel conversion: RGB (3 channels), L (grey), or bands (every band as stored, in the data's own values, "
+        "any count: multispectral TIFFs and arrays).",
         commands=_STATS_WHITEN,
         choices=MODE_CHOICES,
-        shown="RGB for folders and CIFAR, L for MNIST-format",
+        shown="bands for multi-band or non-8-bit TIFFs and arrays of other than 1, 3 or 4 channels; L for "
+        "MNIST-format; else RGB",
+    ),
+    Option(
+        "bands",
+        None,
+        (str, list),
+        "Measure only these bands, numbered from 1 as GDAL numbers them: 1,2,3 or 2-4,8 (--mode bands).",
+        commands=("stats", "check"),
+        shown="every band",
+    ),
+    Option(
+        "band_names",
+        None,
+        (str, list),
+        "Name the bands (after --bands), comma-separated: B02,B03,B04,B08; recorded in the stats file.",
+        commands=("stats", "check"),
+        shown="the file's band descriptions, else B1, B2, ...",
+    ),
+    Option(
+        "nodata",
+        None,
+        (str, int, float, list),
+        "Leave out pixels equal to this value, per band (GDAL's rule): one value, one per band, or none to ignore "
+        "a GeoTIFF's own nodata tag. NaN is always left out of float data.",
+        commands=("stats", "check"),
+        shown="the GeoTIFF's nodata tag, if any",
     ),
     # what prep stats measures and writes
     Option(
@@ -497,3 +525,64 @@ def describe_default(name: str) -> str:
     """``[default: ...]`` for the CLI's help, from the option's declaration."""
     o = BY_NAME[name]
     return f"[default: {o.default if o.shown is None else o.shown}]"
+
+
+def parse_bands(value: Any) -> tuple[int, ...] | None:
+    """``--bands``: ``"1,2,3"``, ``"2-4,8"`` or a list of band numbers, numbered from 1 as GDAL
+    numbers bands, as 0-based indices in the order given (None: every band)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    out: list[int] = []
+    try:
+        for part in parts:
+            if isinstance(part, str) and "-" in part.strip()[1:]:
+                first, last = (int(x) for x in part.split("-", 1))
+                if last < first:
+                    raise ValueError(f"range {part.strip()} runs backwards")
+                out.extend(range(first, last + 1))
+            elif isinstance(part, bool):
+                raise ValueError(f"not a band number: {part!r}")
+            else:
+                out.append(int(part))
+    except ValueError as exc:
+        raise OptionError(f"bands {value!r}: {exc}; give band numbers from 1, e.g. 1,2,3 or 2-4,8") from None
+    if not out or min(out) < 1:
+        raise OptionError(f"bands {value!r}: band numbers start at 1 (GDAL's numbering)")
+    if len(set(out)) != len(out):
+        raise OptionError(f"bands {value!r}: a band is listed twice")
+    return tuple(b - 1 for b in out)
+
+
+def parse_band_names(value: Any) -> tuple[str, ...] | None:
+    """``--band-names``: ``"B02,B03,B04"`` or a list of names (None: the file's, or none)."""
+    if value is None:
+        return None
+    names = [str(n).strip() for n in (value.split(",") if isinstance(value, str) else value)]
+    if not names or any(not n for n in names):
+        raise OptionError(f"band names {value!r}: expected non-empty, comma-separated names")
+    if len(set(names)) != len(names):
+        raise OptionError(f"band names {value!r}: a name is given twice")
+    return tuple(names)
+
+
+NODATA_NONE = "none"  # --nodata none: ignore a GeoTIFF's own nodata tag
+
+
+def parse_nodata(value: Any) -> tuple[float, ...] | str | None:
+    """``--nodata``: None (the file's own nodata tag, if any), ``"none"`` (no nodata at all), or
+    one value / one value per band (``"0"``, ``"-9999"``, ``"0,0,65535"``, ``"nan"``) as floats."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == NODATA_NONE:
+        return NODATA_NONE
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    try:
+        values = tuple(float(p) for p in parts if not isinstance(p, bool))
+    except (TypeError, ValueError):
+        raise OptionError(f"nodata {value!r}: expected a number, one per band, or none") from None
+    if len(values) != len(parts) or not values:
+        raise OptionError(f"nodata {value!r}: expected a number, one per band, or none")
+    if any(math.isinf(v) for v in values):
+        raise OptionError(f"nodata {value!r}: infinities are left out of float data already")
+    return values

@@ -1,7 +1,10 @@
 """The pixel rule: how an image becomes channel values in unit scale. Its one home.
 
 prep measures exactly what training code will see, so measuring and transforming share this
-one rule. ``mode`` is ``"RGB"`` (3 channels) or ``"L"`` (1 channel).
+one rule. ``mode`` is ``"RGB"`` (3 channels), ``"L"`` (1 channel) or ``"bands"``: every band of
+the data as stored, any number of them, in the data's own values (pixel max 1: nothing is
+divided, whatever the dtype), as torchgeo, MONAI and nnU-Net loaders give them to the model.
+The table below is the rule of ``RGB`` and ``L``.
 
 ============================================  ==========================================  =========
 PIL mode of the file                           conversion                                  pixel max
@@ -43,8 +46,10 @@ if TYPE_CHECKING:  # torch is imported where tensors are handled, not to read a 
     import torch
     from PIL import Image
 
-MODES = ("RGB", "L")
-CHANNELS = {"RGB": 3, "L": 1}
+MODES = ("RGB", "L", "bands")
+CHANNELS = {"RGB": 3, "L": 1}  # the modes of a fixed channel count; "bands" has the data's own
+BANDS = "bands"
+RAW_MAX = 1.0  # pixel max of the bands mode: the data's own values
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 FLOAT_MODES = frozenset({"F"})
 
@@ -56,9 +61,21 @@ LUMA_WEIGHTS = (19595, 38470, 7471)  # PIL's ITU-R 601-2 luma, fixed point with 
 LUMA_SHIFT = 16
 
 
-def channel_names(channels: int) -> list[str]:
-    """What tables call the channels: R, G, B for three, L for one."""
-    return ["R", "G", "B"] if channels == 3 else ["L"]
+def channel_names(channels: int, mode: str | None = None, names=None) -> list[str]:
+    """What tables call the channels: the band names when given; R, G, B for three and L for one
+    (outside the bands mode); else B1, B2, ... (GDAL's 1-based band numbers)."""
+    if names:
+        return [str(n) for n in names]
+    if mode != BANDS and channels == 3:
+        return ["R", "G", "B"]
+    if mode != BANDS and channels == 1:
+        return ["L"]
+    return [f"B{i + 1}" for i in range(channels)]
+
+
+def units_of(mode: str) -> str:
+    """``"raw"`` (the data's own values) for the bands mode, ``"unit"`` (divided by the pixel max) otherwise."""
+    return "raw" if mode == BANDS else "unit"
 
 
 def check_mode(mode: str) -> str:
@@ -185,7 +202,9 @@ def convert_channels(batch: torch.Tensor, mode: str) -> torch.Tensor:
     """
     import torch
 
-    channels = CHANNELS[check_mode(mode)]
+    if check_mode(mode) == BANDS:  # every band as it is
+        return batch
+    channels = CHANNELS[mode]
     have = batch.shape[-3] if batch.ndim >= 3 else None
     if have == channels:
         return batch

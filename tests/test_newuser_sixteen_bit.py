@@ -42,7 +42,7 @@ def test_float_files_warn_that_image_folder_truncates_them(tmp_path):
     for i in range(2):
         Image.fromarray(np.linspace(0, 1, 30, dtype=np.float32).reshape(5, 6) * (i + 1) / 2).save(folder / f"{i}.tif")
     with pytest.warns(prep.PrepWarning, match=r"holds float images.*truncates them to 8-bit integers"):
-        stats = prep.compute_stats(folder.parent, workers=0)
+        stats = prep.compute_stats(folder.parent, workers=0, mode="RGB")  # a TIFF folder's default: bands
     assert stats.pixel_max == 1.0
     loaded = np.asarray(Image.open(folder / "1.tif").convert("RGB"))  # ImageFolder's default loader
     assert set(np.unique(loaded)) <= {0, 1}  # what the warning says

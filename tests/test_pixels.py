@@ -72,9 +72,15 @@ def test_modes_from_real_files(tmp_path, pil_mode, ext):
     img.save(path, **({"lossless": True} if ext == "webp" else {}))
     with Image.open(path) as reread:
         x = _rule(reread, "RGB")
-    stats = prep.compute_stats(tmp_path, workers=0)
+    stats = prep.compute_stats(tmp_path, workers=0, mode="RGB")
     assert not stats.skipped
     assert_close(stats.mean, x.mean(0), rel=1e-12, abs_=1e-15)
+    if ext == "tiff" and pil_mode in ("I;16", "F"):  # scientific TIFFs: measured in their own values by default
+        default = prep.compute_stats(tmp_path, workers=0)
+        with Image.open(path) as reread:
+            raw = np.asarray(reread).astype(np.float64)
+        assert default.mode == "bands" and default.units == "raw"
+        assert_close(default.mean, [raw.mean()], rel=1e-12, abs_=1e-15)
 
 
 def test_exif_orientation_does_not_change_statistics(tmp_path):

@@ -19,7 +19,7 @@ from PIL import Image
 from prep.decode.jpeg_kinds import JpegKind, jpeg_components, read_header
 from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
-from prep.pixels import convert_channels, is_eight_bit, to_array
+from prep.pixels import RAW_MAX, convert_channels, is_eight_bit, to_array
 from prep.stats import kernels
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class PILDecoder:
         self.pixels = pixels  # every image as an ImageArray of all its channels (prep whiten)
 
     def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray:
+        refuse_multiband_tiff(fp, mode)
         with Image.open(fp) as img:
             if self.pixels:
                 return ImageArray(*to_array(img, mode))
@@ -294,6 +295,116 @@ class TransformedDecoder:
 
     def __repr__(self) -> str:
         return f"TransformedDecoder({self.transform!r})"
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, either byte order
+
+
+def is_tiff(fp: IO[bytes]) -> bool:
+    """True when the file starts as a TIFF does (the position is kept)."""
+    start = fp.tell()
+    head = fp.read(4)
+    fp.seek(start)
+    return head in TIFF_MAGIC
+
+
+def refuse_multiband_tiff(fp: IO[bytes], mode: str) -> None:
+    """In ``RGB`` and ``L`` modes, refuse a TIFF that PIL would read as other pixels than it holds
+    (a planar multispectral file opens as its first band alone): one line that says how many
+    bands it has and to measure it with ``--mode bands``."""
+    info = tiff_info(fp)
+    if info is not None and pil_reads_wrong(fp, info):
+        raise OptionError(
+            f"a TIFF of {info.bands} band(s) of {info.dtype}; mode {mode} would read it wrong: use --mode bands "
+            "(every band, in the data's own values)"
+        )
+
+
+def tiff_info(fp: IO[bytes]):
+    """The :class:`prep.decode.tiff.TiffInfo` of a TIFF (the position kept), or None for another
+    file or a TIFF too damaged to say (PIL then decides, and says why)."""
+    if not is_tiff(fp):
+        return None
+    from prep.decode.tiff import probe
+
+    start = fp.tell()
+    try:
+        return probe(fp)
+    except Exception:
+        return None
+    finally:
+        fp.seek(start)
+
+
+def pil_reads_wrong(fp: IO[bytes], info) -> bool:
+    """True when PIL opens the TIFF ``info`` describes with fewer or other bands than it holds:
+    more than one band of anything but 8 bits, or a band count PIL's mode does not have."""
+    if info.pil_compatible or info.bands == 1:
+        return False
+    if info.dtype != np.uint8:
+        return True
+    start = fp.tell()
+    try:
+        with Image.open(fp) as img:
+            return len(img.getbands()) != info.bands
+    except Exception:  # PIL cannot open it at all: it says so when it decodes
+        return False
+    finally:
+        fp.seek(start)
+
+
+class BandsDecoder:
+    """``--mode bands``: every band of a file as stored, in its own dtype and values (pixel max 1).
+
+    TIFFs are read by :mod:`prep.decode.tiff` (tifffile: any band count, planar or interleaved,
+    8 to 64-bit integers and floats); other image files by PIL without conversion (``L`` and
+    16-bit and float modes are one band, ``LA`` two, ``RGB`` three, ``RGBA`` and ``CMYK`` four;
+    palette images as their colours). ``bands`` (0-based indices) selects and orders bands.
+    """
+
+    name = "bands"
+
+    def __init__(self, bands: tuple[int, ...] | None = None) -> None:
+        self.bands = bands
+
+    def __call__(self, fp: IO[bytes], mode: str) -> ImageArray:
+        array, _, _ = read_bands_of(fp, self.bands)
+        return ImageArray(array, RAW_MAX)
+
+    def __repr__(self) -> str:
+        return f"BandsDecoder(bands={self.bands})"
+
+
+def read_bands_of(fp: IO[bytes], bands: tuple[int, ...] | None = None):
+    """``(array (C, H, W) as stored, band names or None, nodata or None)`` of an image file."""
+    if is_tiff(fp):
+        from prep.decode.tiff import read_bands
+
+        array, info = read_bands(fp, bands)
+        names = None
+        if info.band_names is not None:  # a band without a description gets GDAL's number
+            names = _selected([n or f"B{i + 1}" for i, n in enumerate(info.band_names)], bands)
+        return array, names, info.nodata
+    with Image.open(fp) as img:
+        if img.mode in ("1", "P", "PA", "YCbCr", "LAB", "HSV"):
+            array = np.asarray(img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB"))
+        else:
+            array = np.asarray(img)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if bands is not None:
+        _check_bands(bands, array.shape[0])
+        array = array[list(bands)]
+    return np.ascontiguousarray(array), None, None
+
+
+def _check_bands(bands: tuple[int, ...], count: int) -> None:
+    wrong = [b + 1 for b in bands if not 0 <= b < count]
+    if wrong:
+        raise OptionError(f"band {wrong[0]} does not exist: the file has {count} band(s), numbered from 1")
+
+
+def _selected(names, bands):
+    return tuple(names) if bands is None else tuple(names[b] for b in bands)
 
 
 def make_decoder(name: str, covariance: bool = False, pixels: bool = False) -> Decoder:

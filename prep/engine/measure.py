@@ -16,6 +16,7 @@ import os
 import warnings
 from typing import Any
 
+from prep.engine.bands import BandLayout, band_layout, native_mode
 from prep.engine.checkpoint import remove_checkpoint
 from prep.engine.loop import PassSettings, run_pass
 from prep.engine.reducers import MomentsReducer
@@ -25,8 +26,17 @@ from prep.engine.workers import (
 from prep.errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
 from prep.files import output_target
 from prep.insight.per_image_report import PerImageReport
-from prep.options import DECODER_CHOICES, api_options, check_options, parse_percentiles, source_options
-from prep.pixels import CHANNELS, FLOAT_MAX, SIXTEEN_BIT_MAX, check_mode
+from prep.options import (
+    DECODER_CHOICES,
+    api_options,
+    check_options,
+    parse_band_names,
+    parse_bands,
+    parse_nodata,
+    parse_percentiles,
+    source_options,
+)
+from prep.pixels import BANDS, FLOAT_MAX, SIXTEEN_BIT_MAX, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
 from prep.sources.shard import parse_shard, shard_source
@@ -148,15 +158,18 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     total = src.num_images()
     if total == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
-    mode = check_mode(o["mode"] or src.native_mode)
+    mode = check_mode(o["mode"] or native_mode(src))
+    layout = band_layout(
+        src, mode, parse_bands(o["bands"]), parse_band_names(o["band_names"]), parse_nodata(o["nodata"])
+    )
     if transform is not None:
-        check_transform(transform, CHANNELS[mode])
+        check_transform(transform, layout.channels)
     report = None
     if o["per_image"] is not None:
         if o["resume"]:
             raise OptionError("a per-image report is written in one go; it cannot resume (drop resume)")
-        report = PerImageReport(o["per_image"], CHANNELS[mode], _outlier_k(o["outlier_k"]))
-    decoder = recorded_decoder(src, o, dev)
+        report = PerImageReport(o["per_image"], layout.channels, _outlier_k(o["outlier_k"]))
+    decoder = recorded_decoder(src, o, dev, mode)
     reducer = MomentsReducer(
         src,
         mode,
@@ -164,7 +177,8 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         track_images=isinstance(src, Sampled),
         covariance=o["covariance"],
         report=report,
-        on_device=decoding_device(o, dev) if isinstance(src, TaskSource) else None,
+        on_device=decoding_device(o, dev) if isinstance(src, TaskSource) and mode != BANDS else None,
+        layout=layout,
     )
     settings = PassSettings(
         mode=mode,
@@ -178,7 +192,9 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         checkpoint_every=o["checkpoint_every"],
         resume=o["resume"],
     )
-    settings.identity = checkpoint_identity(src, mode, transform, o["covariance"], decoder) if checkpoint else {}
+    settings.identity = (
+        checkpoint_identity(src, mode, transform, o["covariance"], decoder, layout) if checkpoint else {}
+    )
     try:
         progress = run_pass(src, reducer, settings)
     except BaseException:
@@ -196,23 +212,31 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
         sample=sample_report(src, reducer.state),
         outliers=None if report is None else report.finish(),
+        band_names=layout.names,
+        bands=layout.bands,
     )
     _check_result(stats, src)
     return stats
 
 
-def checkpoint_identity(src: Source, mode: str, transform: Any, covariance: bool, decoder: str | None) -> dict:
+def checkpoint_identity(
+    src: Source, mode: str, transform: Any, covariance: bool, decoder: str | None, layout: BandLayout | None = None
+) -> dict:
     """What a checkpoint of a ``prep stats`` pass records, and what a resumed pass must match."""
+    options: dict[str, Any] = {
+        "mode": mode,
+        "transform": describe_transform(transform),
+        "covariance": covariance,
+        "decoder": pixels_of(decoder),  # auto resumes pil's checkpoints and back
+    }
+    if layout is not None and (layout.bands is not None or layout.nodata is not None):
+        options["bands"] = None if layout.bands is None else list(layout.bands)
+        options["nodata"] = None if layout.nodata is None else [repr(v) for v in layout.nodata]
     return {
         "source": src.describe(),
         "fingerprint": src.fingerprint(),
         "resume_key": src.resume_key(),
-        "options": {
-            "mode": mode,
-            "transform": describe_transform(transform),
-            "covariance": covariance,
-            "decoder": pixels_of(decoder),  # auto resumes pil's checkpoints and back
-        },
+        "options": options,
     }
 
 
@@ -325,12 +349,13 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
         dev: Any = resolve_device(options["device"])
     else:
         dev = _HOST
+    mode = options["mode"] or native_mode(src)
     existing = reusable_stats(
         out,
         src,
-        options["mode"] or src.native_mode,
+        mode,
         describe_transform(options["transform"]),
-        recorded_decoder(src, options, dev),
+        recorded_decoder(src, options, dev, mode),
     )
     if existing is None:
         return None
@@ -428,7 +453,7 @@ def reusable_stats(
     return existing
 
 
-def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | None:
+def recorded_decoder(src: Source, options: dict[str, Any], dev: Any, mode: str | None = None) -> str | None:
     """What decodes ``src``'s image files under ``options`` on device ``dev``, as the stats file
     records it (``options.decoder``): None for sources that hold no encoded images (arrays,
     datasets: ``pil`` and ``auto`` change nothing there, ``torchvision`` is refused),
@@ -443,6 +468,10 @@ def recorded_decoder(src: Source, options: dict[str, Any], dev: Any) -> str | No
                 f"shards), not a {src.kind} source"
             )
         return None
+    if mode == BANDS:  # every file as stored: tifffile for TIFFs, PIL unconverted otherwise
+        if name == "torchvision":
+            raise OptionError("--mode bands reads every band as stored; decoder torchvision converts: drop --decoder")
+        return BANDS
     name = "auto" if name is None else name
     if options["transform"] is not None and name == "torchvision":
         raise OptionError("a transform (--resize, --center-crop) is applied to PIL's pixels: use decoder pil or auto")
@@ -469,8 +498,11 @@ def _check_result(stats: Stats, src: Source) -> None:
         more = f"; and {stats.skipped_count - 3} more" if stats.skipped_count > 3 else ""
         message = f"skipped {stats.skipped_count} file(s) under {printable(where)}: {shown}{more}"
         warnings.warn(message, PrepWarning, stacklevel=3)
-    if min(s.count, default=0) == 0:
+    if s.images == 0 or max(s.count, default=0) == 0:
         raise SourceError(f"{where}: no decodable images (nothing to measure)")
+    if min(s.count) == 0:
+        empty = [name for name, n in zip(stats.channel_names, s.count) if n == 0]
+        raise SourceError(f"{where}: band(s) {', '.join(empty)} have no valid pixel (every one is nodata or NaN)")
     for c, bad in enumerate(s.nonfinite):
         if bad:
             warnings.warn(f"channel {c}: {bad} NaN/inf value(s) left out of the statistics", PrepWarning, stacklevel=3)
@@ -480,7 +512,7 @@ def _check_result(stats: Stats, src: Source) -> None:
             f"channel(s) {zero} have zero variance (std 0): normalize() will need eps", PrepWarning, stacklevel=3
         )
     beyond_8_bits = _BEYOND_8_BITS.get(s.pixel_max)
-    if isinstance(src, TaskSource) and beyond_8_bits:  # image files, as ImageFolder would load them
+    if isinstance(src, TaskSource) and beyond_8_bits and stats.mode != BANDS:  # files as ImageFolder loads them
         warnings.warn(
             f"{printable(where)} holds {beyond_8_bits[0]}; torchvision's default loader (ImageFolder's) "
             f"{beyond_8_bits[1]}, so its tensors do not have these statistics: load them with a loader "

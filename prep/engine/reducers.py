@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prep.decode.decoders import Decoder, ImageArray, TransformedDecoder, make_decoder
+from prep.decode.decoders import BandsDecoder, Decoder, ImageArray, TransformedDecoder, make_decoder
+from prep.engine.bands import BandLayout
 from prep.engine.checkpoint import moments_loader
 from prep.engine.loop import Reducer
 from prep.engine.workers import describe_failure, fold_pending, reduce_chunk
 from prep.errors import PrepError, SourceError, StatsFileError
 from prep.insight.per_image_report import PerImageReport, rows_from_batch
-from prep.pixels import CHANNELS, pixel_max_of
+from prep.pixels import BANDS, CHANNELS, RAW_MAX, pixel_max_of
 from prep.sources.base import FileChunk, Source
 from prep.stats.moments import ChannelMoments
 
@@ -57,6 +58,7 @@ class MomentsReducer(Reducer):
         covariance: bool = False,
         report: PerImageReport | None = None,
         on_device: Any = None,
+        layout: BandLayout | None = None,
     ) -> None:
         self.src = src
         self.mode = mode
@@ -64,13 +66,18 @@ class MomentsReducer(Reducer):
         self.covariance = covariance
         self.report = report
         self.on_device = on_device
-        self.state = ChannelMoments(CHANNELS[mode], track_images=track_images, covariance=covariance)
+        self.layout = layout or BandLayout(CHANNELS[mode])
+        self.state = ChannelMoments(
+            self.layout.channels, track_images=track_images, covariance=covariance, nodata=self.layout.nodata
+        )
 
     @property
     def images(self) -> int:
         return self.state.images
 
     def update(self, pixels: Any, pixel_max: float | None, first: int, name: Callable[[int], str]) -> None:
+        if self.mode == BANDS:
+            pixels, pixel_max = self._bands(pixels, name), RAW_MAX
         try:
             self.state.update(pixels, pixel_max)
         except (ValueError, TypeError) as exc:  # values the pixel rule cannot read (int64 beyond 16 bits, ...)
@@ -79,18 +86,32 @@ class MomentsReducer(Reducer):
             names = [str(self.src.index_of(first + i)) for i in range(len(pixels))]
             self.report.add(rows_from_batch(pixels, pixel_max or pixel_max_of(pixels.dtype), names))
 
+    def _bands(self, pixels: Any, name: Callable[[int], str]) -> Any:
+        """A batch of the bands mode: its selected bands, after checking their count."""
+        layout = self.layout
+        have = pixels.shape[1] if pixels.ndim == 4 else 0
+        if layout.bands is not None:
+            if max(layout.bands) >= have:
+                raise SourceError(f"{name(0)}: {have} band(s); --bands asks for band {max(layout.bands) + 1}")
+            pixels = pixels[:, list(layout.bands)]
+        elif have != layout.channels:
+            raise SourceError(f"{name(0)}: {have} band(s), but {layout.first} has {layout.channels}")
+        return pixels
+
     def worker_job(self, mode: str, transform: Any, workers: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         from prep.decode.device import PassJpegs
 
         decoder: Decoder
         if transform is not None:
             decoder = TransformedDecoder(transform)
+        elif mode == BANDS:
+            decoder = BandsDecoder(self.layout.bands)
         elif self.on_device is not None:
             decoder = PassJpegs(self.covariance)
         else:
             decoder = make_decoder(self.decoder, self.covariance)
         track = self.state.image_moments is not None
-        return reduce_chunk, (mode, decoder, track, self.report is not None, self.covariance)
+        return reduce_chunk, (mode, decoder, track, self.report is not None, self.covariance, self.layout)
 
     def fold(self, chunk: FileChunk, result: Any) -> None:
         if self.on_device is not None:
@@ -103,7 +124,8 @@ class MomentsReducer(Reducer):
         return self.state.state_dict()
 
     def load_state_dict(self, state: Any, where: str) -> None:
-        self.state, _ = moments_loader(CHANNELS[self.mode], self.covariance)(state, where)
+        self.state, _ = moments_loader(self.layout.channels, self.covariance)(state, where)
+        self.state.nodata = self.layout.nodata
 
 
 # ------------------------------------------------------------------ prep whiten

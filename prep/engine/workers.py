@@ -33,9 +33,10 @@ import numpy as np
 
 from prep.decode.decoders import Decoder, ImageArray, TorchvisionDecoder
 from prep.decode.device import EncodedJpeg, decode_on_device
-from prep.errors import PrepError
+from prep.engine.bands import BandLayout, all_nodata
+from prep.errors import BadImageError, PrepError, SourceError
 from prep.insight.per_image_report import Row, digest_of, row_from_array, rows_from_histograms
-from prep.pixels import CHANNELS, LEVELS
+from prep.pixels import BANDS, CHANNELS, LEVELS
 from prep.signals import deferred_sigint
 from prep.sources.base import FileChunk
 from prep.stats.moments import ChannelMoments
@@ -68,6 +69,7 @@ def reduce_chunk(
     track_images: bool = False,
     per_image: bool = False,
     covariance: bool = False,
+    layout: BandLayout | None = None,
 ) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
     ``track_images`` keeps the per-image products a sample's confidence intervals need;
@@ -77,8 +79,9 @@ def reduce_chunk(
     histograms. When the decoder passed JPEGs through to be decoded on the device, the 8-bit
     images are left in ``pending`` for :func:`fold_pending`, which folds them in the same order.
     """
-    channels = CHANNELS[mode]
-    result = ChunkResult(ChannelMoments(channels, track_images, covariance))
+    layout = layout or BandLayout(CHANNELS[mode])
+    channels = layout.channels
+    result = ChunkResult(ChannelMoments(channels, track_images, covariance, nodata=layout.nodata))
     eight_bit: list[tuple[int, str, Any, int]] = []
     for name in chunk.names:
         digest = 0
@@ -90,13 +93,26 @@ def reduce_chunk(
                     pixels = decoder(io.BytesIO(data), mode)
                 else:
                     pixels = decoder(fp, mode)
+        except BadImageError as exc:  # the file's fault, said by prep's own reader
+            result.skipped.append((name, f"cannot decode: {exc}"))
+            continue
         except PrepError as exc:  # not the file's fault (a transform that fails): ends the pass
             raise type(exc)(f"{chunk.reader.display(name)}: {exc}") from None
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
             continue
         if isinstance(pixels, ImageArray):
-            result.state.update_image(pixels.array, pixels.pixel_max)
+            if mode == BANDS and pixels.array.shape[0] == channels and all_nodata(pixels.array, layout.nodata):
+                result.skipped.append((name, "every pixel is nodata"))
+                continue
+            if mode == BANDS and pixels.array.shape[0] != channels:
+                raise SourceError(
+                    f"{chunk.reader.display(name)}: {pixels.array.shape[0]} band(s), but {layout.first} has {channels}"
+                )
+            try:
+                result.state.update_image(pixels.array, pixels.pixel_max)
+            except ValueError as exc:  # a nodata value that cannot be one of its values
+                raise SourceError(f"{chunk.reader.display(name)}: {exc}") from None
             if per_image:
                 result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
             continue

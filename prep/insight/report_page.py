@@ -335,7 +335,7 @@ def _channel_table(stats: Stats) -> dict[str, Any]:
     if percentiles is not None:
         for i, q in enumerate(percentiles["q"]):
             values = [channel[i] for channel in percentiles["values"]]
-            note = "exact, from the 8-bit histogram" if i == 0 else ""
+            note = _percentile_note(stats) if i == 0 else ""
             rows.append(_row(f"percentile {q:g}", f"percentile_{q:g}", values, note))
     return {"names": channel_names(stats.channels), "rows": rows}
 
@@ -614,8 +614,21 @@ def _histograms(stats_list: list[Stats], labels: list[str]) -> dict[str, Any]:
             {
                 "label": label,
                 "colour": COLOURS[i],
-                "note": None if s.histogram is not None else "no histogram: 16-bit or float data",
+                "note": None
+                if s.histogram is not None
+                else "no bars: data beyond 8 bits (percentiles marked)"
+                if s.percentiles is not None
+                else "no histogram: data of several kinds or units",
             }
             for i, (s, label) in enumerate(zip(stats_list, labels))
         ],
     }
+
+
+def _percentile_note(stats) -> str:
+    """How exact a stats file's percentiles are."""
+    if stats.histogram is not None:
+        return "exact, from the 8-bit histogram"
+    if "bounds" in stats.percentiles:
+        return "float data: within 2**-7 relative (bounds in the stats file)"
+    return "exact, from the 16-bit histogram"

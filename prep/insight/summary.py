@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prep.errors import printable
-from prep.pixels import channel_names
 from prep.stats.validate import FILE_SOURCE_KINDS
 
 if TYPE_CHECKING:
@@ -21,6 +20,7 @@ DECODER_NOTES = {  # prep.decode.decoders: how the recorded decoder is described
     "auto": "auto (PIL's pixels: by torchvision.io where it gives them, else by PIL)",
     "torchvision": "torchvision (torchvision.io's pixels for JPEGs)",
     "torchvision-cuda": "torchvision-cuda (nvjpeg on the GPU; may differ from PIL by rounding)",
+    "bands": "bands (every band as stored: tifffile for TIFFs, PIL unconverted otherwise)",
 }
 
 
@@ -33,7 +33,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     """
     s = stats.summary
     src = stats.source
-    names = channel_names(stats.channels)
+    names = stats.channel_names
 
     def row(label: str, values, fmt: str = "{:>10.6f}") -> str:
         return f"{label:<22}" + "".join(fmt.format(v) for v in values)
@@ -51,9 +51,25 @@ def format_summary(stats: Stats, details: bool = False) -> str:
             if stats.decoder
             else []
         ),
-        f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)",
+        (
+            f"raw max               {s.pixel_max:g}  (multiply unit-scale values by it for raw units)"
+            if stats.units == "unit"
+            else "units                 raw: the data's own values (ToDtype(float32, scale=False), then Normalize)"
+        ),
+        *([f"nodata                {_nodata(stats.nodata)}  (left out of each band)"] if stats.nodata else []),
+    ]
+    if stats.channels > WIDE_TABLE:  # many bands: a row per band
+        lines.extend(_band_table(stats))
+        lines.extend(_outlier_lines(stats))
+        if details:
+            lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
+            lines.extend(_skipped_lines(stats))
+        lines.append(stats.normalize_line())
+        return "\n".join(lines)
+    lines += [
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
+        *([row("valid fraction", stats.valid_fraction)] if any(stats.nodata_count) else []),
         *_estimate_rows(stats, s, row),
         row("min", s.min),
         row("max", s.max),
@@ -78,6 +94,37 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         lines.extend(_skipped_lines(stats))
     lines.append(stats.normalize_line())
     return "\n".join(lines)
+
+
+WIDE_TABLE = 4  # more channels than this: one row per band instead of one column
+
+
+def _nodata(values) -> str:
+    distinct = sorted({f"{v:g}" for v in values})
+    return distinct[0] if len(distinct) == 1 else ", ".join(f"{v:g}" for v in values)
+
+
+def _band_table(stats: Stats) -> list[str]:
+    """The per-channel numbers as rows, one band each (13 Sentinel-2 bands, 200 hyperspectral ones)."""
+    s = stats.summary
+    percentiles = stats.percentiles
+    q_cols: list[tuple[str, int]] = []
+    if percentiles is not None:
+        qs = percentiles["q"]
+        q_cols = [(f"p{qs[i]:g}", i) for i in sorted({0, len(qs) - 1})]
+    header = f"{'band':<10}{'valid':>8}{'mean':>14}{'std':>14}{'min':>12}{'max':>12}" + "".join(
+        f"{name:>12}" for name, _ in q_cols
+    )
+    lines = [header]
+    for c, name in enumerate(stats.channel_names):
+        line = (
+            f"{printable(name)[:9]:<10}{stats.valid_fraction[c]:>8.1%}{s.mean[c]:>14.6g}{s.std[c]:>14.6g}"
+            f"{s.min[c]:>12.6g}{s.max[c]:>12.6g}"
+        )
+        if percentiles is not None:
+            line += "".join(f"{percentiles['values'][c][i]:>12.6g}" for _, i in q_cols)
+        lines.append(line)
+    return lines
 
 
 def _estimate_rows(stats: Stats, s, row) -> list[str]:

@@ -1,11 +1,14 @@
 """NumPy image arrays: ``.npy`` files and arrays inside ``.npz`` files (MedMNIST and the like).
 
-Shapes: ``(N, H, W)`` (grey), ``(N, H, W, C)`` (``NHWC``) or ``(N, C, H, W)`` (``NCHW``) with
-``C`` 1, 3 or 4; a fourth channel is alpha and is dropped, as PIL's ``convert("RGB")`` drops it
-(native mode ``L`` for one channel, else ``RGB``). When both 4-D layouts fit the shape
-(``(N, 3, H, 3)``) ``layout="NHWC"`` or ``"NCHW"`` says which; without it that is a one-line
-error. dtypes: uint8 (divided by 255), other integers (16-bit values, 0..65535, divided by
-65535) and floats (unit scale already), by :mod:`prep.pixels`' rule; object arrays are refused
+Shapes: ``(N, H, W)`` (grey), ``(N, H, W, C)`` (``NHWC``) or ``(N, C, H, W)`` (``NCHW``). With
+``C`` 1, 3 or 4 the native mode is ``L`` (one channel) or ``RGB``, and a fourth channel is alpha,
+dropped as PIL's ``convert("RGB")`` drops it; any other ``C`` (up to 1,024: multispectral bands)
+is measured in the bands mode, every channel in its own values. The channel axis is the one of
+1, 3 or 4 values, else the one smaller than both image sides (``(N, 13, 256, 256)`` is NCHW);
+when the shape leaves it open (``(N, 3, H, 3)``, ``(N, 32, 32, 32)``) ``layout="NHWC"`` or
+``"NCHW"`` says which; without it that is a one-line error. dtypes: uint8 (divided by 255),
+other integers (16-bit values, 0..65535, divided by 65535) and floats (unit scale already), by
+:mod:`prep.pixels`' rule (in the bands mode, every dtype as it is); object arrays are refused
 (files are read with ``allow_pickle=False``, never unpickled).
 
 Memory: a ``.npy`` file is memory-mapped and batches are zero-copy views of the map (an NHWC
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
     import torch
 
 LAYOUTS = ("NHWC", "NCHW")
-CHANNEL_COUNTS = (1, 3, 4)
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: the modes L and RGB
+MAX_BANDS = 1024  # prep.stats.moments.MAX_CHANNELS
 NPY_SUFFIXES = (".npy", ".npz")
 
 
@@ -58,18 +62,25 @@ def image_layout(shape: tuple[int, ...], layout: str | None, where: str) -> str:
     """
     if layout is not None and layout.upper() not in LAYOUTS:
         raise SourceError(f"{where}: layout must be NHWC or NCHW; got {layout!r}")
-    expected = "(N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4"
+    expected = f"(N, H, W), (N, H, W, C) or (N, C, H, W) with C from 1 to {MAX_BANDS}"
     if len(shape) == 3:
         return "NHW"
     if len(shape) != 4:
         raise SourceError(f"{where}: array of shape {shape} is not {expected}")
-    fits = [name for name, c in (("NHWC", shape[3]), ("NCHW", shape[1])) if c in CHANNEL_COUNTS]
+    channels = {"NHWC": shape[3], "NCHW": shape[1]}
     if layout is not None:
-        if layout.upper() not in fits:
-            raise SourceError(f"{where}: array of shape {shape} is not {layout.upper()} with C in 1, 3, 4")
+        if not 1 <= channels[layout.upper()] <= MAX_BANDS:
+            raise SourceError(f"{where}: array of shape {shape} is not {layout.upper()} with C from 1 to {MAX_BANDS}")
         return layout.upper()
+    fits = [name for name, c in channels.items() if c in CHANNEL_COUNTS]
+    if not fits:  # bands: the axis smaller than both image sides
+        fits = [
+            name
+            for name, c, sides in (("NHWC", shape[3], shape[1:3]), ("NCHW", shape[1], shape[2:4]))
+            if c <= MAX_BANDS and c < min(sides)
+        ]
     if not fits:
-        raise SourceError(f"{where}: array of shape {shape} is not {expected}")
+        raise SourceError(f"{where}: array of shape {shape} is not {expected}; pass layout= (--layout) if it is")
     if len(fits) > 1:
         raise SourceError(f"{where}: array of shape {shape} could be NHWC or NCHW; pass layout= (--layout)")
     return fits[0]
@@ -122,8 +133,9 @@ class NumpySource(BatchSource):
         check_dtype(self.dtype, self._where)
         self.layout = image_layout(self.shape, layout, self._where)
         channels = 1 if self.layout == "NHW" else self.shape[3 if self.layout == "NHWC" else 1]
-        self.channels = min(channels, 3)
-        self._native_mode = "L" if self.channels == 1 else "RGB"
+        self.stored_channels = channels
+        self.channels = min(channels, 3) if channels in CHANNEL_COUNTS else channels
+        self._native_mode = {1: "L", 3: "RGB", 4: "RGB"}.get(channels, "bands")
 
     # ---------------------------------------------------------------- opening
     def _open_npy(self) -> np.ndarray:
@@ -220,7 +232,7 @@ class NumpySource(BatchSource):
         per_image = int(np.prod(self.shape[1:]))
         size = batch_size or max(1, pixels_per_batch // max(1, per_image))
         for block in self._blocks(start, size):
-            yield self._tensor(block), len(block)
+            yield self._tensor(block, mode), len(block)
 
     def _blocks(self, start: int, size: int) -> Iterator[np.ndarray]:
         """``(n, ...)`` blocks of the array from image ``start`` on: views of the map, or read."""
@@ -244,7 +256,7 @@ class NumpySource(BatchSource):
                 data = _read_exact(stream, n * image_bytes, self._where)
                 yield np.frombuffer(data, self.dtype).reshape(n, *self.shape[1:])
 
-    def _tensor(self, block: np.ndarray) -> torch.Tensor:
+    def _tensor(self, block: np.ndarray, mode: str = "RGB") -> torch.Tensor:
         from prep.engine.devices import tensor_view
 
         if not block.dtype.isnative:
@@ -254,6 +266,8 @@ class NumpySource(BatchSource):
             return batch.unsqueeze(1)
         if self.layout == "NHWC":
             batch = batch.permute(0, 3, 1, 2)
+        if mode == "bands":
+            return batch
         return batch[:, :3]  # a fourth channel is alpha: dropped
 
 

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 
 from prep.errors import DegenerateStatsError, OptionError
 from prep.pixels import (
+    BANDS,
     CHANNELS,
     EIGHT_BIT_MAX,
     SIXTEEN_BIT_MAX,
@@ -58,9 +59,11 @@ class ConvertPixels(v2.Transform):
     def __init__(self, mode: str) -> None:
         super().__init__()
         self.mode = check_mode(mode)
-        self.channels = CHANNELS[mode]
+        self.channels = CHANNELS.get(mode)  # None: the bands mode keeps the data's channels
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if self.mode == BANDS:
+            return _as_bands(inpt)
         if isinstance(inpt, Image.Image):
             array, _pixel_max = to_array(inpt, self.mode)
             tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
@@ -76,6 +79,24 @@ class ConvertPixels(v2.Transform):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
+
+
+def _as_bands(inpt: Any) -> Any:
+    """The bands mode's input as a ``(C, H, W)`` tensor of its own values: tensors (what torchgeo,
+    MONAI and rasterio-based loaders give) pass as they are, NumPy arrays are read as ``(C, H, W)``
+    (rasterio's ``read()``, tifffile's planar arrays) or ``(H, W)``, PIL images as stored."""
+    if isinstance(inpt, NOT_IMAGES):
+        return inpt
+    if isinstance(inpt, Image.Image):
+        array = np.asarray(inpt)
+        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)))
+    if isinstance(inpt, np.ndarray):
+        array = inpt[None] if inpt.ndim == 2 else inpt
+        if array.dtype == np.uint16 or array.dtype == np.uint32:
+            array = array.astype(np.int64)  # torch reads these dtypes but few of its ops do
+        return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)))
+    return inpt
 
 
 def _unit_unless_uint8(tensor: torch.Tensor) -> torch.Tensor:
@@ -149,16 +170,26 @@ class Lighting(v2.Transform):
 
 
 class Clip(v2.Transform):
-    """``y = min(max(x, low), high)`` on float image tensors (robust min-max scaling)."""
+    """``y = min(max(x, low), high)`` on float image tensors (robust min-max scaling, percentile
+    clipping); ``low`` and ``high`` are numbers, or one per channel ``(C, ...)``."""
 
-    def __init__(self, low: float, high: float) -> None:
+    def __init__(self, low: float | Sequence[float], high: float | Sequence[float]) -> None:
         super().__init__()
-        self.low, self.high = float(low), float(high)
+        self.per_channel = isinstance(low, Sequence)
+        self.low = [float(v) for v in low] if isinstance(low, Sequence) else float(low)
+        self.high = [float(v) for v in high] if isinstance(high, Sequence) else float(high)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, NOT_IMAGES):
             return inpt
-        out = inpt.as_subclass(torch.Tensor).clamp(self.low, self.high)
+        image = inpt.as_subclass(torch.Tensor)
+        if self.per_channel:
+            shape = (-1, 1, 1)  # channels before H and W
+            low = torch.tensor(self.low, dtype=image.dtype, device=image.device).view(shape)
+            high = torch.tensor(self.high, dtype=image.dtype, device=image.device).view(shape)
+            out = torch.minimum(torch.maximum(image, low), high)
+        else:
+            out = image.clamp(self.low, self.high)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     _transform = transform
@@ -180,14 +211,26 @@ def _checked_scale(values: Sequence[float], what: str, eps: float | None) -> lis
     return [float(v) for v in values]
 
 
-def _prefix(mode: str) -> list:
-    return [ConvertPixels(mode), v2.ToDtype(torch.float32, scale=True)]
+def _prefix(mode: str, units: str = "unit") -> list:
+    return [ConvertPixels(mode), v2.ToDtype(torch.float32, scale=units != "raw")]
 
 
-def normalize_pipeline(mean: Sequence[float], std: Sequence[float], mode: str, eps: float | None = None) -> v2.Compose:
-    """``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), Normalize(mean, std)])``."""
+def normalize_pipeline(
+    mean: Sequence[float],
+    std: Sequence[float],
+    mode: str,
+    eps: float | None = None,
+    units: str = "unit",
+    clip: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> v2.Compose:
+    """``Compose([ConvertPixels(mode), ToDtype(float32, scale=True), Normalize(mean, std)])``; in
+    ``units="raw"`` (the bands mode) ``ToDtype(float32, scale=False)``: the data's own values.
+    ``clip=(low, high)`` (per channel) clamps the values before ``Normalize``."""
     std = _checked_scale(std, "std", eps)
-    return v2.Compose([*_prefix(mode), v2.Normalize(mean=[float(m) for m in mean], std=std)])
+    steps = [*_prefix(mode, units)]
+    if clip is not None:
+        steps.append(Clip(list(clip[0]), list(clip[1])))
+    return v2.Compose([*steps, v2.Normalize(mean=[float(m) for m in mean], std=std)])
 
 
 def unit_float32(value: float, pixel_max: float) -> float:

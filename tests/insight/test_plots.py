@@ -97,14 +97,16 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, two, monke
     assert [p.name for p in tmp_path.iterdir()] == ["hist.png"]
 
 
-def test_sixteen_bit_stats_plot_their_summary_without_a_histogram(tmp_path):
+def test_sixteen_bit_stats_plot_their_summary_and_exact_percentiles_without_bars(tmp_path):
     pytest.importorskip("matplotlib")
     wide = RNG.integers(0, 65536, (3, 1, 8, 8)).astype(np.int32)
     stats = stats_of(wide)
     assert stats.histogram is None
     fig = build_figure([stats], labels=["depth"])
     (ax,) = fig.axes
-    assert not artists(ax, "histogram:0") and not artists(ax, "percentile:0")
+    assert not artists(ax, "histogram:0")
+    marks = [line.get_xdata()[0] for line in artists(ax, "percentile:0")]
+    assert marks == np.percentile(wide.ravel() / 65535, stats.percentiles["q"]).tolist()
     unit = wide.ravel() / 65535
     assert artists(ax, "mean:0")[0].get_xdata()[0] == pytest.approx(unit.mean(), rel=1e-12)
     np.testing.assert_allclose(artists(ax, "range:0")[0].get_xdata(), [unit.min(), unit.max()], rtol=1e-15)

@@ -87,12 +87,15 @@ def test_the_page_asks_the_network_for_nothing(sample, dirty):
 
 
 def test_sections_appear_only_with_their_data(tmp_path):
-    images = [torch.rand(3, 6, 5) for _ in range(4)]  # float data: no histogram, no covariance
+    images = [torch.rand(3, 6, 5) for _ in range(4)]  # float data: bounded percentiles, no bars, no covariance
     page = build_report(prep.compute_stats(images, workers=0, progress=False))
     assert page.count('<svg class="chart histogram"') == 3
-    assert "summary marks only" in page and "no histogram: 16-bit or float data" in page
-    assert 'data-field="percentile_' not in page and "mark-percentile" not in page.split("</style>")[1]
+    assert "summary marks only" in page and "no bars: data beyond 8 bits" in page
+    assert 'data-field="percentile_' in page and "within 2**-7 relative" in page
     assert "Covariance and PCA" not in page and "Suspicious images" not in page
+    mixed = prep.compute_stats([torch.rand(3, 6, 5), torch.zeros(3, 6, 5, dtype=torch.uint8)], workers=0)
+    page = build_report(mixed)  # two kinds of data: no histogram at all
+    assert "no histogram: data of several kinds" in page and 'data-field="percentile_' not in page
     grey = prep.compute_stats("sample", mode="L", workers=0, progress=False, covariance=True)
     page = build_report(grey)
     assert page.count('<svg class="chart histogram"') == 1

@@ -125,7 +125,7 @@ def test_ambiguous_layout_needs_layout(tmp_path):
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (np.zeros((3, 5, 5, 2), np.uint8), "is not (N, H, W), (N, H, W, C) or (N, C, H, W)"),
+        (np.zeros((3, 2, 5, 2), np.uint8), "is not (N, H, W), (N, H, W, C) or (N, C, H, W)"),
         (np.zeros((3, 25), np.uint8), "is not (N, H, W)"),
         (np.zeros((3, 4, 4), bool), "cannot read pixels of dtype bool"),
         (np.zeros((3, 4, 4), complex), "cannot read pixels of dtype complex128"),
