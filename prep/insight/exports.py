@@ -43,7 +43,21 @@ from typing import Any
 from prep.errors import OptionError, PrepError, os_reason
 from prep.files import read_bytes_bounded, write_json_atomic, write_text_atomic
 
-TARGETS = ("torchvision", "albumentations", "hf", "timm", "kornia", "monai", "dali", "ffcv", "keras")
+TARGETS = (
+    "torchvision",
+    "albumentations",
+    "hf",
+    "timm",
+    "kornia",
+    "monai",
+    "dali",
+    "ffcv",
+    "keras",
+    "torchgeo",
+    "terratorch",
+    "stac",
+)
+RAW = "the data's own values"  # the units of a stats file measured in --mode bands
 FORMATS = ("text", "json")
 UNIT = "unit scale"
 # targets whose input units are the user's choice, and their default; every other target has fixed units
@@ -67,7 +81,8 @@ def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
         raise OptionError(f"--to: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     units = check_units(target, units)
     pixel_max = float(stats.pixel_max)
-    scale = pixel_max if units == "raw" else 1.0
+    own = getattr(stats, "units", "unit") == "raw"  # measured in the data's own values: no scale applies
+    scale = pixel_max if units == "raw" and not own else 1.0
     mean = [float(m) * scale for m in stats.mean]
     std = [float(s) * scale for s in stats.std]
     out: dict[str, Any] = {
@@ -75,9 +90,12 @@ def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
         "mode": stats.mode,
         "mean": mean,
         "std": std,
-        "units": _units_label(scale),
+        "units": RAW if own else _units_label(scale),
     }
-    out.update(_BUILDERS[target](mean, std, pixel_max))
+    if target in _STATS_BUILDERS:
+        out.update(_STATS_BUILDERS[target](stats, mean, std))
+    else:
+        out.update(_BUILDERS[target](mean, std, pixel_max))
     return out
 
 
@@ -183,6 +201,88 @@ _BUILDERS = {
     "keras": _keras,
 }
 
+
+def _torchgeo(stats, mean, std):
+    """A torchgeo datamodule's ``mean``/``std`` and the kornia ``Normalize`` its ``aug`` applies."""
+    snippet = (
+        f"self.mean = torch.tensor({_seq(mean)})\n"
+        f"self.std = torch.tensor({_seq(std)})\n"
+        "self.aug = K.AugmentationSequential(K.Normalize(mean=self.mean, std=self.std), data_keys=None)"
+    )
+    return {"snippet": snippet, "band_names": _names(stats)}
+
+
+def _terratorch(stats, mean, std):
+    """TerraTorch's datamodule ``means``/``stds`` (YAML ``init_args``)."""
+    snippet = f"means: {_seq(mean)}\nstds: {_seq(std)}"
+    return {"means": mean, "stds": std, "snippet": snippet, "band_names": _names(stats)}
+
+
+STAC_BUCKETS = 256  # buckets of a STAC raster:bands histogram
+
+
+def _stac(stats, mean, std):
+    """The STAC raster extension's ``raster:bands``: per band ``nodata`` and ``statistics``
+    (minimum, maximum, mean, stddev, valid_percent) and a ``histogram`` (count, min, max, buckets)."""
+    bands = []
+    histograms = stac_histograms(stats)
+    for c in range(stats.channels):
+        band: dict[str, Any] = {}
+        if stats.nodata is not None:
+            band["nodata"] = "nan" if stats.nodata[c] != stats.nodata[c] else stats.nodata[c]
+        band["statistics"] = {
+            "minimum": float(stats.min[c]) * (stats.pixel_max if stats.units == "unit" else 1),
+            "maximum": float(stats.max[c]) * (stats.pixel_max if stats.units == "unit" else 1),
+            "mean": mean[c],
+            "stddev": std[c],
+            "valid_percent": 100.0 * stats.valid_fraction[c],
+        }
+        if histograms is not None:
+            band["histogram"] = histograms[c]
+        bands.append(band)
+    return {
+        "raster:bands": bands,
+        "snippet": json.dumps({"raster:bands": bands}, indent=2),
+        "band_names": _names(stats),
+    }
+
+
+def stac_histograms(stats) -> list[dict[str, Any]] | None:
+    """Per band, a STAC histogram of :data:`STAC_BUCKETS` equal buckets over min..max, from the
+    stats file's own histogram (exact counts for 8- and 16-bit data: each value falls in one
+    bucket; float data by its bins' midpoints); None without a histogram."""
+    import numpy as np
+
+    from prep.stats.reductions import WIDE_OFFSETS, float_key_bounds
+
+    state = stats.state
+    raw = stats.pixel_max if stats.units == "unit" else 1.0  # STAC's numbers are the data's values
+    if state.histogram is not None:
+        rows, values = state.histogram, np.arange(state.histogram.shape[1], dtype=np.float64) * (raw / 255.0)
+    elif state.wide is not None and state.wide_kind in WIDE_OFFSETS:
+        offset = WIDE_OFFSETS[state.wide_kind]
+        rows = state.wide
+        values = (np.arange(state.wide.shape[1]) + offset) / state.pixel_max * raw
+    elif state.wide is not None:
+        low, high = float_key_bounds(np.arange(state.wide.shape[1]))
+        rows, values = state.wide, (low + high) / 2 / state.pixel_max * raw
+    else:
+        return None
+    out = []
+    for c, row in enumerate(rows):
+        used = row > 0
+        lo, hi = float(stats.min[c]) * raw, float(stats.max[c]) * raw
+        counts, _ = np.histogram(np.clip(values[used], lo, hi), bins=STAC_BUCKETS, range=(lo, hi), weights=row[used])
+        out.append({"count": STAC_BUCKETS, "min": lo, "max": hi, "buckets": [int(v) for v in counts]})
+    return out
+
+
+def _names(stats) -> list[str]:
+    return list(stats.channel_names)
+
+
+_STATS_BUILDERS = {"torchgeo": _torchgeo, "terratorch": _terratorch, "stac": _stac}
+
 _INPUT = {
     "torchvision": "input: float tensor in unit scale, after ToDtype(scale=True) or ToTensor",
     "albumentations": "input: HWC image in 0..{P}, channels {mode}{bgr}",
@@ -193,6 +293,9 @@ _INPUT = {
     "dali": "input: decoded pixels in {units}, channels {mode}",
     "ffcv": "input: decoded pixels in {units}, channels {mode}",
     "keras": "input: channels-last float images in {units}; variance = std ** 2",
+    "torchgeo": "a datamodule's mean/std in {units}, bands {names}; K is kornia.augmentation",
+    "terratorch": "the datamodule's init_args in {units}, bands {names}",
+    "stac": "an item's raster:bands statistics in {units}, bands {names}",
 }
 
 
@@ -205,7 +308,8 @@ def render(exported: dict[str, Any], fmt: str = "text") -> str:
     target = exported["target"]
     raw_max = exported.get("max_pixel_value", 255.0)
     bgr = "; cv2.imread gives BGR" if exported["mode"] == "RGB" else ""  # a grey image has no channel order
-    note = _INPUT[target].format(P=f"{raw_max:g}", units=exported["units"], mode=exported["mode"], bgr=bgr)
+    names = ", ".join(exported.get("band_names") or []) or exported["mode"]
+    note = _INPUT[target].format(P=f"{raw_max:g}", units=exported["units"], mode=exported["mode"], bgr=bgr, names=names)
     return f"# {target}: mean/std in {exported['units']} ({note})\n{exported['snippet']}"
 
 
