@@ -292,6 +292,15 @@ OPTIONS: tuple[Option, ...] = (
         shown="",
     ),
     Option(
+        "per_class",
+        False,
+        (bool,),
+        "For a folder in ImageFolder's layout (or a zip/tar of one): also measure each class (first-level "
+        "subfolder) in the same pass: its images, pixels, mean, std, min and max under per_class in the file, a "
+        "table and the much darker or brighter classes in the summary; prep compare FILE:CLASS FILE:CLASS.",
+        shown="",
+    ),
+    Option(
         "outlier_k",
         4.0,
         (int, float),

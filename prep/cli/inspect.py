@@ -96,11 +96,13 @@ def compare_command(a: str, b: str, max_shift: float, max_std_ratio: float, outp
 
     Per channel: the mean shift in units of A's std, the ratio of the stds, both ranges, and
     where both files hold 8-bit histograms, the exact Wasserstein-1 distance (unit scale) and the
-    largest gap between the two CDFs (Kolmogorov-Smirnov).
+    largest gap between the two CDFs (Kolmogorov-Smirnov). A or B may be FILE:CLASS, one class
+    of a file measured with prep stats --per-class (an unknown class: exit 2).
 
     \b
-    Example:
+    Examples:
       prep compare cifar10-train.json cifar10-test.json --format json
+      prep compare pets.json:cats pets.json:dogs
     """
     from prep.insight.checks import compare_stats
 

@@ -38,6 +38,7 @@ from prep.options import (
 )
 from prep.pixels import BANDS, FLOAT_MAX, SIXTEEN_BIT_MAX, check_mode
 from prep.sources import Source, TaskSource, resolve_source
+from prep.sources.base import Classes
 from prep.sources.sample import Sampled, parse_sample, sample_report, sample_source
 from prep.sources.shard import parse_shard, shard_source
 from prep.stats.file import Stats, load_stats, pixels_of
@@ -92,6 +93,10 @@ def compute_stats(source: Any, **options: Any) -> Stats:
         sample, seed: measure a uniformly random subset of ``sample`` images (or of that fraction
             of them, for a float in (0, 1]), the same for the same ``seed``; the stats carry 95%
             confidence intervals of each channel's mean and std (:mod:`prep.sources.sample`).
+        per_class: also measure each class of a folder in ``ImageFolder``'s layout (its
+            first-level subfolders; or a zip/tar of one) in the same pass: ``Stats.classes``
+            lists them in ``ImageFolder``'s order and :meth:`Stats.class_stats` gives a class's
+            statistics; a source without classes raises :class:`~prep.errors.OptionError`.
         per_image: write a CSV row per image here during the pass (:mod:`prep.insight.per_image_report`),
             and name the suspicious images (constant, near black/white, brightness beyond
             ``outlier_k`` stds of the images', byte-identical duplicates) under ``outliers``.
@@ -164,6 +169,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     )
     if transform is not None:
         check_transform(transform, layout.channels)
+    classes = source_classes(src) if o["per_class"] else None
     report = None
     if o["per_image"] is not None:
         if o["resume"]:
@@ -178,6 +184,7 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         covariance=o["covariance"],
         report=report,
         on_device=decoding_device(o, dev) if isinstance(src, TaskSource) and mode != BANDS else None,
+        classes=classes,
         layout=layout,
     )
     settings = PassSettings(
@@ -192,9 +199,10 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         checkpoint_every=o["checkpoint_every"],
         resume=o["resume"],
     )
-    settings.identity = (
-        checkpoint_identity(src, mode, transform, o["covariance"], decoder, layout) if checkpoint else {}
+    identity = (
+        checkpoint_identity(src, mode, transform, o["covariance"], decoder, classes, layout) if checkpoint else {}
     )
+    settings.identity = identity
     try:
         progress = run_pass(src, reducer, settings)
     except BaseException:
@@ -214,21 +222,51 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         outliers=None if report is None else report.finish(),
         band_names=layout.names,
         bands=layout.bands,
+        classes=None if classes is None else classes.names,
+        class_states=reducer.class_states,
     )
     _check_result(stats, src)
     return stats
 
 
+def source_classes(src: Source) -> Classes:
+    """The classes of ``src`` for ``per_class``: refused (:class:`OptionError`, one line) for a
+    source without classes and for one with images outside every class folder."""
+    classes = src.classes()
+    if classes is None:
+        raise OptionError(
+            f"{src.where()}: per_class (--per-class) needs a folder in ImageFolder's layout (class subfolders) "
+            f"or a zip/tar of one; a {src.kind} source has no classes"
+        )
+    if classes.outside:
+        first = classes.outside[0]
+        more = f" and {len(classes.outside) - 1} more" if len(classes.outside) > 1 else ""
+        raise OptionError(
+            f"{src.where()}: per_class (--per-class): {first}{more} lie outside every class folder (ImageFolder "
+            "leaves them out); move them into a class subfolder, or measure without per_class"
+        )
+    return classes
+
+
 def checkpoint_identity(
-    src: Source, mode: str, transform: Any, covariance: bool, decoder: str | None, layout: BandLayout | None = None
+    src: Source,
+    mode: str,
+    transform: Any,
+    covariance: bool,
+    decoder: str | None,
+    classes: Classes | None = None,
+    layout: BandLayout | None = None,
 ) -> dict:
-    """What a checkpoint of a ``prep stats`` pass records, and what a resumed pass must match."""
+    """What a checkpoint of a ``prep stats`` pass records, and what a resumed pass must match
+    (with classes, their names: a pass without them records none, as before)."""
     options: dict[str, Any] = {
         "mode": mode,
         "transform": describe_transform(transform),
         "covariance": covariance,
         "decoder": pixels_of(decoder),  # auto resumes pil's checkpoints and back
     }
+    if classes is not None:
+        options["classes"] = list(classes.names)
     if layout is not None and (layout.bands is not None or layout.nodata is not None):
         options["bands"] = None if layout.bands is None else list(layout.bands)
         options["nodata"] = None if layout.nodata is None else [repr(v) for v in layout.nodata]
@@ -361,6 +399,9 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
         return None
     if options["covariance"] and existing.covariance is None:  # asked for by name, not by default
         log.warning("%s has no covariance (made without it); recomputing", out)
+        return None
+    if options["per_class"] and existing.classes is None:
+        log.warning("%s has no per-class statistics (made without --per-class); recomputing", out)
         return None
     if options["strict"]:
         _refuse_undecodable(existing, src)

@@ -24,10 +24,12 @@ from prep.engine.checkpoint import moments_loader
 from prep.engine.loop import Reducer
 from prep.engine.workers import describe_failure, fold_pending, reduce_chunk
 from prep.errors import PrepError, SourceError, StatsFileError
+from prep.fields import short_repr
 from prep.insight.per_image_report import PerImageReport, rows_from_batch
 from prep.pixels import BANDS, CHANNELS, RAW_MAX, pixel_max_of
-from prep.sources.base import FileChunk, Source
+from prep.sources.base import Classes, FileChunk, FirstFolder, Source
 from prep.stats.moments import ChannelMoments
+from prep.stats.state_codec import check_class_totals
 
 if TYPE_CHECKING:
     from prep.stats.cross_moments import CrossMoments
@@ -46,6 +48,9 @@ class MomentsReducer(Reducer):
         covariance: keep the colour cross sums.
         report: the per-image report rows are added to, or None.
         on_device: the torch device that decodes the JPEGs workers pass through (nvjpeg), or None.
+        classes: the source's classes (:meth:`~prep.sources.base.Source.classes`) to measure
+            each of, or None; ``class_states`` then holds a state per class that has images,
+            which merge into ``state`` exactly.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class MomentsReducer(Reducer):
         covariance: bool = False,
         report: PerImageReport | None = None,
         on_device: Any = None,
+        classes: Classes | None = None,
         layout: BandLayout | None = None,
     ) -> None:
         self.src = src
@@ -70,12 +76,16 @@ class MomentsReducer(Reducer):
         self.state = ChannelMoments(
             self.layout.channels, track_images=track_images, covariance=covariance, nodata=self.layout.nodata
         )
+        self.classes = classes
+        self.class_states: dict[str, ChannelMoments] | None = None if classes is None else {}
 
     @property
     def images(self) -> int:
         return self.state.images
 
     def update(self, pixels: Any, pixel_max: float | None, first: int, name: Callable[[int], str]) -> None:
+        if self.classes is not None:  # prep.engine.measure refuses classes of sources read in batches
+            raise SourceError(f"{self.src.where()}: classes are measured from image files (folders, archives)")
         if self.mode == BANDS:
             pixels, pixel_max = self._bands(pixels, name), RAW_MAX
         try:
@@ -111,21 +121,62 @@ class MomentsReducer(Reducer):
         else:
             decoder = make_decoder(self.decoder, self.covariance)
         track = self.state.image_moments is not None
-        return reduce_chunk, (mode, decoder, track, self.report is not None, self.covariance, self.layout)
+        return reduce_chunk, (
+            mode,
+            decoder,
+            track,
+            self.report is not None,
+            self.covariance,
+            self._class_of,
+            self.layout,
+        )
+
+    @property
+    def _class_of(self) -> FirstFolder | None:
+        return None if self.classes is None else self.classes.of
 
     def fold(self, chunk: FileChunk, result: Any) -> None:
         if self.on_device is not None:
-            fold_pending(result, list(chunk.names), self.mode, self.on_device, self.covariance)
+            fold_pending(result, list(chunk.names), self.mode, self.on_device, self.covariance, self._class_of)
         if self.report is not None:
             self.report.add(result.rows)
         self.state = self.state.merge(result.state)
+        if self.class_states is not None:
+            for name, part in result.classes.items():
+                mine = self.class_states.get(name)
+                self.class_states[name] = part if mine is None else mine.merge(part)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.state.state_dict()
+        """The state; with classes, ``{"overall": state, "classes": {name: state}}``."""
+        if self.class_states is None:
+            return self.state.state_dict()
+        return {
+            "overall": self.state.state_dict(),
+            "classes": {name: state.state_dict() for name, state in self.class_states.items()},
+        }
 
     def load_state_dict(self, state: Any, where: str) -> None:
-        self.state, _ = moments_loader(self.layout.channels, self.covariance)(state, where)
-        self.state.nodata = self.layout.nodata
+        load = moments_loader(self.layout.channels, self.covariance)
+        if self.classes is None:
+            self.state, _ = load(state, where)
+            self.state.nodata = self.layout.nodata
+            return
+        if (
+            not isinstance(state, dict)
+            or set(state) != {"overall", "classes"}
+            or not isinstance(state["classes"], dict)
+        ):
+            raise StatsFileError(f'field \'{where}\': expected {{"overall", "classes"}} (a pass with classes)')
+        overall, _ = load(state["overall"], f"{where}.overall")
+        class_states = {}
+        for name, raw in state["classes"].items():
+            if name not in self.classes.names:
+                raise StatsFileError(f"field '{where}.classes': {short_repr(name)} is not a class of the source")
+            class_states[name], _ = load(raw, f"{where}.classes.{name}")
+            class_states[name].nodata = self.layout.nodata
+        check_class_totals(overall, class_states, f"{where}.classes")
+        overall.nodata = self.layout.nodata
+        self.state, self.class_states = overall, class_states
 
 
 # ------------------------------------------------------------------ prep whiten

@@ -60,6 +60,22 @@ class ChunkResult:
     # on the device path (prep.decode.device), the chunk's 8-bit images in file order, still to be
     # folded: (row slot or -1, name, EightBitHistogram or EncodedJpeg, digest); rows of them are None
     pending: list[tuple[int, str, Any, int]] = field(default_factory=list)
+    # with classes: each class's state (class name -> state), the chunk's images routed by name
+    classes: dict[str, ChannelMoments] = field(default_factory=dict)
+
+    def class_state(self, name: str, class_of: Callable[[str], str | None] | None) -> ChannelMoments | None:
+        """The state of the class of the file ``name`` (made when first needed), or None without
+        classes or for a file outside every class."""
+        klass = None if class_of is None else class_of(name)
+        if klass is None:
+            return None
+        state = self.classes.get(klass)
+        if state is None:
+            like = self.state
+            state = self.classes[klass] = ChannelMoments(
+                like.channels, like.image_moments is not None, like.cross is not None, nodata=like.nodata
+            )
+        return state
 
 
 def reduce_chunk(
@@ -69,11 +85,14 @@ def reduce_chunk(
     track_images: bool = False,
     per_image: bool = False,
     covariance: bool = False,
+    class_of: Callable[[str], str | None] | None = None,
     layout: BandLayout | None = None,
 ) -> ChunkResult:
     """Decode and reduce the files of ``chunk`` in ``mode``; runs inside a worker (or in-process).
     ``track_images`` keeps the per-image products a sample's confidence intervals need;
-    ``per_image`` returns a row per image (:mod:`prep.insight.per_image_report`) with its file's digest.
+    ``per_image`` returns a row per image (:mod:`prep.insight.per_image_report`) with its file's digest;
+    ``class_of`` (a file's name -> its class, :class:`~prep.sources.base.FirstFolder`) also
+    reduces each file into its class's state (``classes``), beside the chunk's whole state.
 
     16-bit and float images are folded one by one, 8-bit ones at the end as one array of
     histograms. When the decoder passed JPEGs through to be decoded on the device, the 8-bit
@@ -110,7 +129,7 @@ def reduce_chunk(
                     f"{chunk.reader.display(name)}: {pixels.array.shape[0]} band(s), but {layout.first} has {channels}"
                 )
             try:
-                result.state.update_image(pixels.array, pixels.pixel_max)
+                _update_image(result, name, pixels, class_of)
             except ValueError as exc:  # a nodata value that cannot be one of its values
                 raise SourceError(f"{chunk.reader.display(name)}: {exc}") from None
             if per_image:
@@ -122,28 +141,65 @@ def reduce_chunk(
     if any(isinstance(item[2], EncodedJpeg) for item in eight_bit):
         result.pending = eight_bit
     else:
-        _fold_histograms(result, eight_bit, channels)
+        _fold_histograms(result, eight_bit, channels, class_of)
     return result
 
 
-def _fold_histograms(result: ChunkResult, items: list[tuple[int, str, Any, int]], channels: int) -> None:
-    """Fold 8-bit images ``(row slot, name, EightBitHistogram, digest)`` into ``result`` at once."""
+def _update_image(
+    result: ChunkResult, name: str, pixels: ImageArray, class_of: Callable[[str], str | None] | None
+) -> None:
+    """Fold one 16-bit or float image into ``result``'s state, and into its class's state
+    (reduced twice, so the whole state is the one a pass without classes computes)."""
+    result.state.update_image(pixels.array, pixels.pixel_max)
+    state = result.class_state(name, class_of)
+    if state is not None:
+        state.update_image(pixels.array, pixels.pixel_max)
+
+
+def _fold_histograms(
+    result: ChunkResult,
+    items: list[tuple[int, str, Any, int]],
+    channels: int,
+    class_of: Callable[[str], str | None] | None = None,
+) -> None:
+    """Fold 8-bit images ``(row slot, name, EightBitHistogram, digest)`` into ``result`` at once,
+    and each class's images into its class's state."""
     if not items:
         return
     hist = np.array([pixels.counts for _, _, pixels, _ in items], np.int64).reshape(-1, channels, LEVELS)
-    cross = None
-    if result.state.cross is not None:  # an image without its cross sums leaves the chunk without them
-        cross = [[0] * channels for _ in range(channels)]
-        for _, _, pixels, _ in items:
-            cross = None if cross is None or pixels.cross is None else _added(cross, pixels.cross)
-    result.state.update_histograms(hist, cross=cross)
+    _fold_group(result.state, hist, [pixels for _, _, pixels, _ in items], channels)
+    if class_of is not None:
+        groups: dict[int, list[int]] = {}
+        states: dict[int, ChannelMoments] = {}
+        for k, (_, name, _, _) in enumerate(items):
+            state = result.class_state(name, class_of)
+            if state is not None:
+                groups.setdefault(id(state), []).append(k)
+                states[id(state)] = state
+        for key, ks in groups.items():
+            _fold_group(states[key], hist[ks], [items[k][2] for k in ks], channels)
     for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
         if slot >= 0:
             result.rows[slot] = (name, *pixels.size, *row, digest)
 
 
+def _fold_group(state: ChannelMoments, hist: np.ndarray, images: list[Any], channels: int) -> None:
+    """Fold the histograms ``hist`` of the 8-bit ``images`` (with their cross sums) into ``state``."""
+    cross = None
+    if state.cross is not None:  # an image without its cross sums leaves the chunk without them
+        cross = [[0] * channels for _ in range(channels)]
+        for pixels in images:
+            cross = None if cross is None or pixels.cross is None else _added(cross, pixels.cross)
+    state.update_histograms(hist, cross=cross)
+
+
 def fold_pending(
-    result: ChunkResult, names: list[str], mode: str, device: Any, covariance: bool = False
+    result: ChunkResult,
+    names: list[str],
+    mode: str,
+    device: Any,
+    covariance: bool = False,
+    class_of: Callable[[str], str | None] | None = None,
 ) -> ChunkResult:
     """Decode the JPEGs a worker passed through on ``device`` (:func:`prep.decode.device.decode_on_device`)
     and fold the chunk's 8-bit images into ``result`` as :func:`reduce_chunk` would have, in the
@@ -169,12 +225,12 @@ def fold_pending(
             result.skipped.append((name, describe_failure(exc)))
             continue
         if isinstance(pixels, ImageArray):  # not for 8-bit JPEGs, but a decoder may say otherwise
-            result.state.update_image(pixels.array, pixels.pixel_max)
+            _update_image(result, name, pixels, class_of)
             if slot >= 0:
                 result.rows[slot] = row_from_array(name, pixels.array, pixels.pixel_max, channels, digest)
             continue
         items[k] = (slot, name, pixels, digest)
-    _fold_histograms(result, [item for item in items if item is not None], channels)
+    _fold_histograms(result, [item for item in items if item is not None], channels, class_of)
     order = {name: i for i, name in enumerate(names)}
     result.skipped.sort(key=lambda entry: order.get(entry[0], len(order)))
     result.rows = [row for row in result.rows if row is not None]

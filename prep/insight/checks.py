@@ -9,7 +9,8 @@ constant set (:mod:`prep.insight.known`). :func:`judge` does the same for statis
 :func:`compare_stats` compares two stats files per channel: the mean shift in units of A's
 std, the ratio of the stds, both ranges, and, where both hold 8-bit histograms, the exact
 Wasserstein-1 distance and largest CDF gap (Kolmogorov-Smirnov) between the two (see
-:mod:`prep.stats.histogram`).
+:mod:`prep.stats.histogram`); either side may be one class of a file measured with ``per_class``
+(``FILE:CLASS``).
 """
 
 from __future__ import annotations
@@ -288,8 +289,9 @@ class Comparison:
 def compare_stats(
     a: Any, b: Any, *, max_shift: float = DEFAULT_MAX_SHIFT, max_std_ratio: float = DEFAULT_MAX_STD_RATIO
 ) -> Comparison:
-    """Compare dataset B's statistics with dataset A's (stats objects or files)."""
-    sa, sb = (x if isinstance(x, Stats) else load_stats(x) for x in (a, b))
+    """Compare dataset B's statistics with dataset A's (stats objects or files); ``FILE:CLASS``
+    is one class of a file measured with ``per_class`` (:meth:`Stats.class_stats`)."""
+    sa, sb = (load_side(x) for x in (a, b))
     if sa.channels != sb.channels:
         raise MismatchError(
             f"{_label(b)}: {sb.channels}-channel statistics cannot be compared with {_label(a)}'s {sa.channels}"
@@ -311,6 +313,21 @@ def compare_stats(
         max_shift=float(max_shift),
         max_std_ratio=float(max_std_ratio),
     )
+
+
+def load_side(x: Any) -> Stats:
+    """A side of a comparison: a :class:`Stats`, a stats file, or ``FILE:CLASS`` (a path that
+    exists is always a file; otherwise the text after the last ``:`` names a class of ``FILE``)."""
+    if isinstance(x, Stats):
+        return x
+    text = os.fspath(x)
+    path, sep, klass = text.rpartition(":")
+    if os.path.exists(text) or not sep or not path or not os.path.exists(path):
+        return load_stats(text)
+    try:
+        return load_stats(path).class_stats(klass)
+    except OptionError as exc:
+        raise OptionError(f"{path}: {exc}") from None
 
 
 def _label(x: Any) -> str:

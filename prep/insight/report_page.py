@@ -56,7 +56,7 @@ OUTLIER_LABELS = {
     "brightness": "Brightness far from the others",
     "duplicates": "Byte-identical duplicates",
 }
-CLASS_FIELDS = ("classes", "per_class")  # where a stats file may hold per-class statistics
+CLASS_FIELDS = ("per_class",)  # where a Stats holds per-class statistics (Stats.per_class; --per-class)
 
 
 def report(
@@ -486,8 +486,8 @@ def read_brightness(path: str | os.PathLike, channels: int) -> np.ndarray:
 
 
 def _classes(stats: Stats) -> list[dict[str, Any]] | None:
-    """Per-class statistics, when the stats object holds them (``classes`` or ``per_class``: a
-    mapping of class name to an object or mapping with ``mean``, ``std`` and ``images``)."""
+    """Per-class statistics, when the stats object holds them (``per_class``: a mapping of class
+    name to a :class:`Stats`, or any object or mapping with ``mean``, ``std`` and ``images``)."""
     found = next((getattr(stats, name, None) for name in CLASS_FIELDS if getattr(stats, name, None)), None)
     if not found:
         return None

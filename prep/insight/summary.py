@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prep.errors import printable
@@ -89,6 +91,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         imagenet = "   (ImageNet's pasted eigval: 0.2175 0.0188 0.0045)" if stats.channels == 3 else ""
         lines.append(row("pca eigval", pca["eigval"]) + imagenet)
     lines.extend(_outlier_lines(stats))
+    lines.extend(class_lines(stats))
     if details:
         lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
         lines.extend(_skipped_lines(stats))
@@ -143,6 +146,107 @@ def _estimate_rows(stats: Stats, s, row) -> list[str]:
         row("mean", with_ci(s.mean, ci95["mean"]), "{:>18}") + note,
         row("std", with_ci(s.std, ci95["std"]), "{:>18}"),
     ]
+
+
+CLASSES_LISTED = 12  # classes the table lists; with more, the CLASS_EXTREMES darkest and brightest
+CLASS_EXTREMES = 5
+CLASSES_NAMED = 3  # much darker (or brighter) classes named on one line; the count says how many more
+# a class is much darker or brighter than the rest when its brightness (the mean of its channel
+# means) lies more than this many of the rest's pixel stds (the mean of its channel stds) from the
+# rest's brightness: after the dataset's Normalize its average pixel sits over one std off centre
+CLASS_SHIFT = 1.0
+
+
+@dataclass(frozen=True)
+class ClassBrightness:
+    """A class's brightness (the mean of its channel means, unit scale) beside the rest's, and
+    the gap in the rest's pixel stds."""
+
+    name: str
+    brightness: float
+    rest: float
+    shift: float  # (brightness - rest) / the rest's pixel std (the mean of its channel stds)
+
+
+def class_brightness(stats: Stats) -> list[ClassBrightness]:
+    """Each measured class against the rest of the data (the whole minus the class, from the
+    moments: ``n_rest * m_rest = N M - n m`` and the same for the second moments), in ``ImageFolder``'s
+    order; empty with fewer than two classes measured."""
+    per_class = stats.per_class or {}
+    if len(per_class) < 2:
+        return []
+    whole = stats.summary
+    out = []
+    for name, part in per_class.items():
+        s = part.summary
+        rest_means, rest_stds = [], []
+        for c in range(stats.channels):
+            n_all, n = whole.count[c], s.count[c]
+            if n_all <= n:
+                break
+            mean = (n_all * whole.mean[c] - n * s.mean[c]) / (n_all - n)
+            second = (n_all * (whole.std[c] ** 2 + whole.mean[c] ** 2) - n * (s.std[c] ** 2 + s.mean[c] ** 2)) / (
+                n_all - n
+            )
+            rest_means.append(mean)
+            rest_stds.append(math.sqrt(max(second - mean * mean, 0.0)))
+        if len(rest_means) < stats.channels:
+            continue
+        brightness, rest = sum(s.mean) / len(s.mean), sum(rest_means) / len(rest_means)
+        spread = sum(rest_stds) / len(rest_stds)
+        shift = (brightness - rest) / spread if spread > 0 else (0.0 if brightness == rest else math.inf)
+        out.append(ClassBrightness(name, brightness, rest, math.copysign(abs(shift), brightness - rest)))
+    return out
+
+
+def class_lines(stats: Stats) -> list[str]:
+    """The per-class table (images, mean and std per channel; with many classes only the darkest
+    and brightest), the classes much darker or brighter than the rest (:data:`CLASS_SHIFT`), and
+    the classes without a measured image."""
+    per_class = stats.per_class
+    if per_class is None:
+        return []
+    names = stats.channel_names
+    lines = [
+        f"classes               {len(stats.classes or ())} (ImageFolder's order); per class: images, mean, std",
+        f"{'class':<22}{'images':>8}"
+        + "".join(f"{'mean ' + n:>9}" for n in names)
+        + "".join(f"{'std ' + n:>9}" for n in names),
+    ]
+
+    def table_row(name: str) -> str:
+        part = per_class[name]
+        values = "".join(f"{v:>9.4f}" for v in (*part.mean, *part.std))
+        label = printable(name)
+        return f"{label if len(label) <= 21 else label[:20] + '~':<22}{part.images:>8d}{values}"
+
+    bright = class_brightness(stats)
+    if len(per_class) <= CLASSES_LISTED:
+        lines += [table_row(name) for name in per_class]
+    else:
+        ordered = sorted(per_class, key=lambda name: sum(per_class[name].mean))
+        lines += [table_row(name) for name in ordered[:CLASS_EXTREMES]]
+        lines.append(f"  ... {len(ordered) - 2 * CLASS_EXTREMES} classes between the darkest and the brightest")
+        lines += [table_row(name) for name in ordered[-CLASS_EXTREMES:]]
+    for word, sign in (("darker", -1), ("brighter", 1)):
+        far = sorted((b for b in bright if sign * b.shift > CLASS_SHIFT), key=lambda b: -sign * b.shift)
+        if not far:
+            continue
+        named = "; ".join(f"'{printable(b.name)}' {b.brightness:.2f} vs {b.rest:.2f}" for b in far[:CLASSES_NAMED])
+        more = f"; and {len(far) - CLASSES_NAMED} more" if len(far) > CLASSES_NAMED else ""
+        if len(far) == 1:
+            lines.append(
+                f"class '{printable(far[0].name)}' is much {word} than the rest: mean {far[0].brightness:.2f} vs "
+                f"{far[0].rest:.2f} ({abs(far[0].shift):.1f} of the rest's pixel stds)"
+            )
+        else:
+            lines.append(f"{len(far)} classes are much {word} than the rest (mean vs the rest's): {named}{more}")
+    empty = [name for name in stats.classes or () if name not in per_class]
+    if empty:
+        shown = ", ".join(printable(name) for name in empty[:CLASSES_NAMED])
+        more = f", and {len(empty) - CLASSES_NAMED} more" if len(empty) > CLASSES_NAMED else ""
+        lines.append(f"no measured image in {len(empty)} class(es): {shown}{more}")
+    return lines
 
 
 def _outlier_lines(stats: Stats) -> list[str]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from prep.errors import SourceError, os_reason
 from prep.sources.archive_members import ARCHIVE_ERRORS, ArchiveListing, Member, list_archive
 from prep.sources.archive_readers import InlineReader, TarMemberReader, ZipMemberReader
-from prep.sources.base import FileChunk, FileReader, TaskSource
+from prep.sources.base import Classes, FileChunk, FileReader, FirstFolder, TaskSource
 from prep.sources.folder import IMG_EXTENSIONS, has_image_extension
 
 
@@ -173,6 +173,21 @@ class ArchiveSource(TaskSource):
                 "sha256": digest.hexdigest(),
             }
         return dict(self._fingerprint)
+
+    def classes(self) -> Classes | None:
+        """For one archive of files (not WebDataset samples): the classes of ``ImageFolder``'s
+        layout, the first folders of its members (``class/file.jpg``, or ``train/class/file.jpg``
+        after ``split``), sorted; None for shards of samples."""
+        if self.samples or len(self.shards) != 1:
+            return None
+        (shard,) = self.shards
+        listing = shard.listing
+        prefix = split_prefix(listing, self.split) if self.split else ""
+        names = sorted(
+            {m.name[len(prefix) :].split("/", 1)[0] for m in listing.members if "/" in m.name[len(prefix) :]}
+        )
+        outside = tuple(m.name for m in shard.images if "/" not in m.name[len(prefix) :])
+        return Classes(tuple(names), FirstFolder(f"{listing.display('')}{prefix}"), outside)
 
     def empty_message(self) -> str:
         if self.split:

@@ -80,6 +80,11 @@ class Source:
         """``(name, reason)`` of entries passed over before any image is read (not images, loops)."""
         return []
 
+    def classes(self) -> Classes | None:
+        """The source's classes (``ImageFolder``'s: its first-level subfolders, sorted) and how a
+        file's name gives its class; None for a source without classes."""
+        return None
+
     def empty_message(self) -> str:
         """What is wrong when the source holds no images."""
         return "contains no images"
@@ -179,6 +184,32 @@ class FolderReader(FileReader):
 
     def display(self, name: str) -> str:
         return os.path.join(self.root, name)
+
+
+@dataclass(frozen=True)
+class FirstFolder:
+    """A file's class by ``ImageFolder``'s rule: the first folder of its name after ``prefix``
+    (``cats/x.png`` -> ``cats``; ``data.zip:train/cats/x.png`` after ``data.zip:train/``); None
+    for a name outside every class folder. Picklable: workers route each file's result by it."""
+
+    prefix: str = ""
+
+    def __call__(self, name: str) -> str | None:
+        if not name.startswith(self.prefix):
+            return None
+        head, sep, _ = name[len(self.prefix) :].partition("/")
+        return head if sep and head else None
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A source's classes: ``names`` in ``ImageFolder``'s order (``find_classes``: sorted), the
+    rule giving a file's class from its name in a :class:`FileChunk`, and the images that lie
+    outside every class folder (which ``ImageFolder`` leaves out)."""
+
+    names: tuple[str, ...]
+    of: FirstFolder
+    outside: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

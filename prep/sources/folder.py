@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prep.errors import SourceError, os_reason
-from prep.sources.base import FileChunk, FolderReader, TaskSource
+from prep.sources.base import Classes, FileChunk, FirstFolder, FolderReader, TaskSource
 from prep.sources.fingerprint import checksum_files, fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
@@ -117,6 +117,23 @@ def _is_symlink(entry: os.DirEntry) -> bool:
         return False
 
 
+def find_classes(root: str) -> tuple[str, ...]:
+    """The classes of ``root`` as torchvision's ``find_classes`` finds them: the names of its
+    entries that are directories (symlinks to directories included), sorted."""
+    try:
+        with os.scandir(root) as entries:
+            return tuple(sorted(entry.name for entry in entries if _is_dir(entry)))
+    except OSError as exc:
+        raise SourceError(f"{root}: {os_reason(exc)}") from None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 # subfolder names of each split, in the order they are looked for (ImageFolder's per-split layout)
 SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 
@@ -180,6 +197,11 @@ class FolderSource(TaskSource):
 
     def listed_skipped(self) -> list[tuple[str, str]]:
         return list(self.listing.skipped)
+
+    def classes(self) -> Classes:
+        """``ImageFolder``'s classes of the folder (of its split subfolder): its subfolders, sorted."""
+        outside = tuple(name for name in self.listing.images if "/" not in name)
+        return Classes(find_classes(self.root), FirstFolder(), outside)
 
     def empty_message(self) -> str:
         return f"no image files found (looked for {', '.join(IMG_EXTENSIONS)})"

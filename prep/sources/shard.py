@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prep.errors import OptionError
-from prep.sources.base import BatchSource, FileChunk, FileReader, Source, TaskSource
+from prep.sources.base import BatchSource, Classes, FileChunk, FileReader, Source, TaskSource
 
 if TYPE_CHECKING:
     import torch
@@ -80,6 +80,9 @@ class _Sharded:
 
     def index_of(self, position: int) -> int:
         return self.inner.index_of(self.index + position * self.count)
+
+    def classes(self) -> Classes | None:
+        return self.inner.classes()
 
     def _share(self, total: int | None) -> int | None:
         return None if total is None else max(0, (total - self.index + self.count - 1) // self.count)

@@ -50,6 +50,7 @@ __all__ = [
     "short_repr",
 ]
 
+CLASSES_NAMED = 5  # classes an error about an unknown class names
 _PIXELS_OF = {"auto": "pil"}  # decoders whose pixels are another's by construction (prep.decode.decoders)
 
 
@@ -97,6 +98,10 @@ class Stats:
     band_names: tuple[str, ...] | None = None  # the bands' names (a GeoTIFF's descriptions, or --band-names)
     bands: tuple[int, ...] | None = None  # the bands measured, 0-based (None: every band)
     nodata: tuple[float, ...] | None = None  # per band, the value left out (None: none)
+    # per_class: ImageFolder's classes in its order (find_classes), and the state of each class
+    # that has measured images; None without per_class
+    classes: Sequence[str] | None = None
+    class_states: Mapping[str, ChannelMoments] | None = None
 
     def __post_init__(self) -> None:
         if self.nodata is None and self.state.nodata is not None:
@@ -105,6 +110,16 @@ class Stats:
         object.__setattr__(self, "skipped", tuple({"path": p, "reason": r} for p, r in tally.listed))
         object.__setattr__(self, "skipped_count", tally.count)
         object.__setattr__(self, "skipped_reasons", dict(sorted(tally.reasons.items())))
+        if self.classes is not None:
+            names = tuple(self.classes)
+            states = dict(self.class_states or {})
+            unknown = sorted(set(states) - set(names))
+            if unknown:
+                raise StatsFileError(f"class state(s) of {', '.join(map(repr, unknown[:3]))}, not among the classes")
+            object.__setattr__(self, "classes", names)
+            object.__setattr__(self, "class_states", {name: states[name] for name in names if name in states})
+        elif self.class_states:
+            raise StatsFileError("class states without their classes")
 
     def __repr__(self) -> str:
         where = self.source.get("path") or self.source.get("kind")
@@ -156,6 +171,42 @@ class Stats:
                 stacklevel=3,
             )
         return frozenset(os.path.realpath(os.path.join(root, entry["path"])) for entry in self.skipped)
+
+    # -------------------------------------------------------------- classes (per_class)
+    @cached_property
+    def per_class(self) -> dict[str, Stats] | None:
+        """Each class with measured images (``ImageFolder``'s order) -> its statistics
+        (:meth:`class_stats`); None when the pass ran without ``per_class``."""
+        if self.class_states is None:
+            return None
+        return {name: self.class_stats(name) for name in self.class_states}
+
+    def class_stats(self, name: str) -> Stats:
+        """The statistics of the class ``name`` alone, as a :class:`Stats` (``mean``, ``std``,
+        ``count``, ``images``, ``histogram``, ``normalize()``... and :func:`prep.compare_stats`),
+        its ``source`` naming the class under ``class``. An unknown class, or one without a
+        measured image, is an :class:`~prep.errors.OptionError` naming a few known ones."""
+        if self.classes is None or self.class_states is None:
+            where = self.source.get("path") or self.source.get("kind")
+            raise OptionError(f"{where}: no per-class statistics (measured without --per-class)")
+        state = self.class_states.get(name)
+        if state is None:
+            shown = ", ".join(self.classes[:CLASSES_NAMED])
+            more = f", ... ({len(self.classes)} in all)" if len(self.classes) > CLASSES_NAMED else ""
+            if name in self.classes:
+                raise OptionError(f"class {name!r} has no measured image (every file skipped, or none)")
+            raise OptionError(f"no class {name!r}; the classes are {shown}{more}")
+        return Stats(
+            source={**self.source, "class": name},
+            fingerprint=self.fingerprint,
+            mode=self.mode,
+            state=state,
+            created=self.created,
+            prep_version=self.prep_version,
+            transform=self.transform,
+            decoder=self.decoder,
+            percentiles_q=self.percentiles_q,
+        )
 
     # -------------------------------------------------------------- derived numbers
     @property
@@ -416,9 +467,29 @@ class Stats:
             "pca": self.pca,
             "sample": None if self.sample is None else dict(self.sample),
             "outliers": None if self.outliers is None else dict(self.outliers),
+            **self._class_fields(),
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }
+
+    def _class_fields(self) -> dict[str, Any]:
+        """``classes`` (``ImageFolder``'s order) and ``per_class`` (each measured class's images,
+        pixels per channel, mean, std, min, max and its state), only for a pass with ``per_class``."""
+        if self.classes is None or self.class_states is None:
+            return {}
+        per_class = {}
+        for name, state in self.class_states.items():
+            s = state.compute()
+            per_class[name] = {
+                "images": s.images,
+                "count": list(s.count),
+                "mean": list(s.mean),
+                "std": list(s.std),
+                "min": list(s.min),
+                "max": list(s.max),
+                "state": state.state_dict(),
+            }
+        return {"classes": list(self.classes), "per_class": per_class}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the stats file atomically (temp file, fsync, rename)."""

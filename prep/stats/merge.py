@@ -72,6 +72,7 @@ def merge_stats(
         if k != order[0]:
             state = state.merge(stats.state)
         _add_skipped(skipped, stats)
+    classes, class_states = _merged_classes([loaded[k] for k in order])
     _warn_dropped(loaded)
     source = {key: value for key, value in first.source.items() if key != "shard"}
     if missing:
@@ -85,7 +86,29 @@ def merge_stats(
         transform=first.transform,
         decoder=first.decoder if len({s.decoder for s, _ in loaded}) == 1 else "pil",  # else: pil and auto
         percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
+        classes=classes,
+        class_states=class_states,
     )
+
+
+def _merged_classes(parts: list[tuple[Stats, str]]) -> tuple[tuple[str, ...] | None, dict | None]:
+    """The classes and the class states of the whole, each class's states merged by name in the
+    parts' order; none when a part was measured without ``per_class`` (said), refused when the
+    parts list other classes."""
+    with_classes = [(stats, name) for stats, name in parts if stats.classes is not None]
+    if len(with_classes) < len(parts):
+        if with_classes:
+            lacking = ", ".join(name for stats, name in parts if stats.classes is None)
+            log.warning("merged without per-class statistics: %s made without --per-class", lacking)
+        return None, None
+    first, first_name = with_classes[0]
+    states: dict = {}
+    for stats, name in with_classes:
+        if stats.classes != first.classes:
+            raise MismatchError(f"{name}: its classes differ from {first_name}'s (other class folders)")
+        for klass, part in (stats.class_states or {}).items():
+            states[klass] = part.copy() if klass not in states else states[klass].merge(part)
+    return tuple(first.classes or ()), states
 
 
 def _warn_dropped(loaded: list[tuple[Stats, str]]) -> None:

@@ -225,3 +225,30 @@ def _check_histogram(state: ChannelMoments, where: str) -> None:
         total_sq = sum(v * v * h for v, h in zip(levels, row))
         if (total, total_sq) != (sums[c], squares[c]):
             raise StatsFileError(f"{where}.histogram: inconsistent with {where}.exact_sum and exact_sumsq")
+
+
+def check_class_totals(whole: Any, parts: Mapping[str, Any], where: str) -> None:
+    """Refuse class states (``ChannelMoments`` by class name) that do not add up to the ``whole``
+    state exactly: their images, their pixel counts per channel and, where every state keeps
+    them, their exact 8-bit sums and histograms (a pass routes every image to one class)."""
+    states = list(parts.values())
+    totals = {
+        "images": (sum(p.images for p in states), whole.images),
+        "count": ([sum(int(p.count[c]) for p in states) for c in range(whole.channels)], whole.count.tolist()),
+    }
+    if whole.exact_sum is not None and all(p.exact_sum is not None for p in states):
+        for name in ("exact_sum", "exact_sumsq"):
+            totals[name] = (
+                [sum(getattr(p, name)[c] for p in states) for c in range(whole.channels)],
+                getattr(whole, name),
+            )
+    if whole.histogram is not None and all(p.histogram is not None for p in states):
+        totals["histogram"] = (
+            sum((p.histogram for p in states), np.zeros_like(whole.histogram)).tolist(),
+            whole.histogram.tolist(),
+        )
+    for name, (classes, overall) in totals.items():
+        if classes != overall:
+            raise StatsFileError(
+                f"field '{where}': the classes' {name} do not add up to the whole state's; was the file edited?"
+            )

@@ -39,7 +39,7 @@ from prep.stats.histogram import DEFAULT_PERCENTILES, check_percentiles
 from prep.stats.intervals import sample_intervals
 from prep.stats.moments import MAX_CHANNELS, ChannelMoments
 from prep.stats.skipped import SkippedFiles
-from prep.stats.state_codec import IMAGE_STD_SCALE
+from prep.stats.state_codec import IMAGE_STD_SCALE, check_class_totals
 
 if TYPE_CHECKING:
     from prep.stats.file import Stats
@@ -140,6 +140,7 @@ def stats_fields(data: Any) -> dict[str, Any]:
         "band_names": band_names,
         "bands": bands,
         "nodata": nodata,
+        **_classes(data, state),
     }
 
 
@@ -162,7 +163,52 @@ def check_derived(data: Mapping[str, Any], stats: Stats) -> None:
                 f"field '{name}': {value} does not match the stored state ({want}); was the file edited?"
             )
         raise StatsFileError(f"field '{name}': does not match {origin}; was the file edited?")
+    _check_class_fields(data, derived)
     check_covariance(stats)
+
+
+CLASS_FIELDS = ("images", "count", "mean", "std", "min", "max", "state")  # of each per_class entry
+
+
+def _classes(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any]:
+    """``classes`` and ``per_class`` (both or neither; absent from files of passes without
+    ``per_class``): the class names, unique strings, and by class name an object whose ``state``
+    is read as :func:`_state` reads the whole one; the classes' states must add up to the whole
+    state exactly (:func:`~prep.stats.state_codec.check_class_totals`)."""
+    if "classes" not in data and "per_class" not in data:
+        return {}
+    names = read_field(data, "classes", list)
+    if not all(isinstance(n, str) and n and "/" not in n for n in names) or len(set(names)) != len(names):
+        raise StatsFileError("field 'classes': expected unique folder names (non-empty strings without '/')")
+    per_class = read_field(data, "per_class", dict)
+    states = {}
+    for name, entry in per_class.items():
+        where = field_name("per_class", name)
+        if name not in names:
+            raise StatsFileError(f"field '{where}': not one of 'classes'")
+        if not isinstance(entry, dict):
+            raise StatsFileError(f"field '{where}': expected an object")
+        refuse_unknown_keys(entry, CLASS_FIELDS, where)
+        for key in CLASS_FIELDS:
+            if key not in entry:
+                raise StatsFileError(f"missing field '{where}.{key}'")
+        states[name] = _state(entry, state.channels, where)
+    check_class_totals(state, states, "per_class")
+    return {"classes": names, "class_states": states}
+
+
+def _check_class_fields(data: Mapping[str, Any], derived: Mapping[str, Any]) -> None:
+    """Each ``per_class`` entry's numbers are those its state gives (as :data:`DERIVED_FIELDS`)."""
+    for name, entry in (data.get("per_class") or {}).items():
+        want = derived["per_class"][name]
+        for key in CLASS_FIELDS[:-1]:
+            exact = key in ("images", "count")
+            same = entry[key] == want[key] if exact else _close(entry[key], want[key], REL_TOL, 1e-15)
+            if not same:
+                raise StatsFileError(
+                    f"field '{field_name(field_name('per_class', name), key)}': does not match its state; "
+                    "was the file edited?"
+                )
 
 
 COVARIANCE_TOL = 1e-9  # of E[x**2]: the covariance from float64 raw sums (16-bit data) has this much cancellation
@@ -326,30 +372,32 @@ def _created(data: Mapping[str, Any]) -> str:
     return created
 
 
-def _state(data: Mapping[str, Any], channels: int) -> ChannelMoments:
-    """``state``: the accumulator, checked by :meth:`ChannelMoments.from_state_dict` and
-    :func:`check_state`, with a pixel in every channel and the file's channel count."""
+def _state(data: Mapping[str, Any], channels: int, where: str = "") -> ChannelMoments:
+    """``state`` (of ``data``, the field ``where``): the accumulator, checked by
+    :meth:`ChannelMoments.from_state_dict` and :func:`check_state`, with a pixel in every channel
+    and the file's channel count."""
+    name = field_name(where, "state")
     try:
-        state = ChannelMoments.from_state_dict(read_field(data, "state", dict))
+        state = ChannelMoments.from_state_dict(read_field(data, "state", dict, where), where=name)
     except ValueError as exc:  # its messages repr values: an int of over 4300 digits (check_shape refuses those)
-        raise StatsFileError(f"field 'state': cannot be read ({type(exc).__name__})") from None
+        raise StatsFileError(f"field '{name}': cannot be read ({type(exc).__name__})") from None
     if state.channels != channels:
-        raise StatsFileError(f"field 'state.channels': expected {channels}; got {state.channels}")
-    check_state(state)
+        raise StatsFileError(f"field '{name}.channels': expected {channels}; got {state.channels}")
+    check_state(state, name)
     if min(state.count) == 0:
-        raise StatsFileError("field 'state.count': every channel needs at least one pixel")
+        raise StatsFileError(f"field '{name}.count': every channel needs at least one pixel")
     if state.pixel_max <= 0:
-        raise StatsFileError(f"field 'state.pixel_max': must be positive; got {state.pixel_max}")
+        raise StatsFileError(f"field '{name}.pixel_max': must be positive; got {state.pixel_max}")
     return state
 
 
-def check_state(state: ChannelMoments) -> None:
+def check_state(state: ChannelMoments, where: str = "state") -> None:
     """What :meth:`ChannelMoments.from_state_dict` cannot check alone (stats files and checkpoints):
     no more per-image stds than images, and with exact 8-bit sums kept, ``pixel_max`` 255 and
     float64 ``mean``/``m2`` that agree with the sums (Chan's float64 merges drift from them by
     about 1e-12 relative after millions of merges; :data:`REL_TOL` allows 1e-9)."""
     if max(state.image_std_count) > state.images:
-        raise StatsFileError(f"field 'state.images': {state.images} is fewer than state.image_std_count")
+        raise StatsFileError(f"field '{where}.images': {state.images} is fewer than state.image_std_count")
     if (
         not any(state.nonfinite)
         and not any(state.nodata_count)
@@ -357,7 +405,7 @@ def check_state(state: ChannelMoments) -> None:
     ):
         # every image has every channel's pixels (no NaN left any out): one std per image and channel
         raise StatsFileError(
-            f"field 'state.image_std_count': {[int(n) for n in state.image_std_count]} must equal state.images "
+            f"field '{where}.image_std_count': {[int(n) for n in state.image_std_count]} must equal state.images "
             f"({state.images}) in every channel"
         )
     for c, (total, n) in enumerate(zip(state.image_std_sum, state.image_std_count)):
@@ -367,26 +415,27 @@ def check_state(state: ChannelMoments) -> None:
         half_range = (float(state.max[c]) - float(state.min[c])) / 2
         if total > n * (half_range * IMAGE_STD_SCALE + 1):
             raise StatsFileError(
-                f"field 'state.image_std_sum': channel {c} holds more than {n} stds of at most "
+                f"field '{where}.image_std_sum': channel {c} holds more than {n} stds of at most "
                 f"{half_range:.6g} (half of state.max - state.min) can add up to"
             )
     present = state.count > 0
     slack = 1e-12 * np.maximum(1.0, np.abs(state.mean))
     if np.any(present & ((state.mean < state.min - slack) | (state.mean > state.max + slack))):
-        raise StatsFileError("field 'state.mean': outside state.min..state.max")
+        raise StatsFileError(f"field '{where}.mean': outside state.min..state.max")
     if state.exact_sum is not None and np.any(present & ((state.min < 0) | (state.max > 1))):
-        raise StatsFileError("field 'state.min': 8-bit data lies in 0..1 in unit scale")
+        raise StatsFileError(f"field '{where}.min': 8-bit data lies in 0..1 in unit scale")
     if state.exact_sum is None:
         return
     if max(state.count) > 0 and state.pixel_max != EIGHT_BIT_MAX:
         raise StatsFileError(
-            f"field 'state.pixel_max': exact 8-bit sums are kept, so it must be {EIGHT_BIT_MAX}; got {state.pixel_max}"
+            f"field '{where}.pixel_max': exact 8-bit sums are kept, so it must be {EIGHT_BIT_MAX}; "
+            f"got {state.pixel_max}"
         )
     _, means, m2s = exact_moments(state.count.tolist(), state.exact_sum, state.exact_sumsq, EIGHT_BIT_MAX)
     for name, stored, exact in (("mean", state.mean, means), ("m2", state.m2, m2s)):
         if not all(math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0) for a, b in zip(stored, exact)):
             raise StatsFileError(
-                f"field 'state.{name}': {stored.tolist()} does not match state.exact_sum and state.exact_sumsq "
+                f"field '{where}.{name}': {stored.tolist()} does not match state.exact_sum and state.exact_sumsq "
                 f"({exact.tolist()}); was the file edited?"
             )
 

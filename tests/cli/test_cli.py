@@ -230,3 +230,38 @@ def test_npz_key_layout_and_split_all_on_the_command_line(tmp_path):
     keyed = run("stats", tmp_path / "med.npz", "--key", "test_images", "--layout", "NCHW", "-q")
     assert keyed.exit_code == 0
     assert keyed.stdout.strip() == _stats(tmp_path / "med-test.json").normalize_line()
+
+
+def test_per_class_on_the_command_line_and_compare_of_two_classes(tmp_path):
+    from helpers import make_class_folder
+
+    make_class_folder(tmp_path / "pets")
+    out = tmp_path / "pets.json"
+    result = run("stats", tmp_path / "pets", "--per-class", "--workers", 2, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "class 'night' is much darker than the rest: mean 0.08 vs 0.51" in result.stdout
+    assert json.loads(out.read_text())["classes"] == ["birds", "cats", "dogs", "night", "zebras"]
+    assert "class 'night' is much darker" in run("show", out).stdout
+    assert run("compare", f"{out}:birds", f"{out}:birds").exit_code == 0
+    drift = run("compare", f"{out}:cats", f"{out}:night", "--format", "json")
+    assert drift.exit_code == 1 and json.loads(drift.stdout)["b"] == f"{out}:night"
+    missing = run("compare", f"{out}:cats", f"{out}:cow")
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert missing.stderr == f"prep: error: {out}: no class 'cow'; the classes are birds, cats, dogs, night, zebras\n"
+    assert "FILE:CLASS" in run("compare", "--help").stdout and "--per-class" in run("stats", "--help").stdout
+
+
+@pytest.mark.parametrize("kind", ["mnist", "npy"])
+def test_per_class_of_a_source_without_classes_is_one_line_exit_2_and_writes_nothing(tmp_path, kind):
+    if kind == "mnist":
+        make_mnist(tmp_path)
+        args = ["mnist", "--root", tmp_path]
+    else:
+        np.save(tmp_path / "x.npy", np.zeros((2, 6, 5, 3), np.uint8))
+        args = [tmp_path / "x.npy"]
+    out = tmp_path / "out.json"
+    result = run("stats", *args, "--per-class", "-o", out, "--checkpoint", tmp_path / "ck.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"a {kind} source has no classes" in lines[0], result.stderr
+    assert not out.exists() and not (tmp_path / "ck.json").exists()

@@ -196,6 +196,22 @@ def _exact_state(stats) -> dict:
     return {k: v for k, v in stats.state.state_dict().items() if k not in ("mean", "m2")}
 
 
+def test_every_path_routes_each_file_to_its_class(mixed_folder, monkeypatch):
+    """8-bit histograms, 16-bit and float images, and the JPEGs the device path decodes after the
+    worker: each class's state is that of its folder measured alone."""
+    alone = {name: prep.compute_stats(mixed_folder / name, decoder="pil", workers=0) for name in ("a", "b")}
+    pil = prep.compute_stats(mixed_folder, decoder="pil", per_class=True, workers=2)
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))
+    device = prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", per_class=True, workers=2)
+    monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cuda"}))
+    forced = prep.compute_stats(mixed_folder, decoder="torchvision", device="cpu", per_class=True, workers=0)
+    assert pil.classes == device.classes == forced.classes == ("a", "b")
+    for name in ("a", "b"):
+        assert _exact_state(pil.class_stats(name)) == _exact_state(alone[name])
+        assert _exact_state(device.class_stats(name)) == _exact_state(forced.class_stats(name))
+        np.testing.assert_allclose(pil.class_stats(name).mean, alone[name].mean, rtol=1e-12)
+
+
 def test_device_path_writes_the_same_per_image_rows(mixed_folder, tmp_path, monkeypatch):
     prep.compute_stats(mixed_folder, decoder="torchvision", per_image=tmp_path / "cpu.csv", workers=2)
     monkeypatch.setattr(prep.engine.measure, "DEVICE_DECODE", frozenset({"cpu", "cuda"}))

@@ -110,6 +110,31 @@ def make_folder(root: Path, n_per_class: int = 6, seed: int = 3) -> Path:
     return root
 
 
+# ImageFolder classes of different brightness: (low, high) of each class's uniform raw values
+CLASS_LEVELS = {"birds": (60, 200), "cats": (70, 210), "dogs": (50, 190), "night": (0, 40)}
+
+
+def make_class_folder(root: Path, n_per_class: int = 5, seed: int = 5) -> dict[str, list[Path]]:
+    """``root/<class>/`` PNG files of the :data:`CLASS_LEVELS` classes (RGB, one grey per class,
+    sizes differ), an undecodable ``dogs/broken.png``, a text file, and an empty class folder
+    ``zebras``; returns each class's decodable files."""
+    rng = np.random.default_rng(seed)
+    files: dict[str, list[Path]] = {}
+    for label, (low, high) in CLASS_LEVELS.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        files[label] = []
+        for i in range(n_per_class):
+            h, w = int(rng.integers(5, 20)), int(rng.integers(5, 20))
+            img = Image.fromarray(rng.integers(low, high + 1, (h, w, 3), dtype=np.uint8))
+            path = root / label / f"{label}{i}.png"
+            (img.convert("L") if i == 1 else img).save(path)
+            files[label].append(path)
+    (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "cats" / "notes.txt").write_text("not an image")
+    (root / "zebras").mkdir()
+    return files
+
+
 def good_images(folder: Path, n: int = 4) -> list[Path]:
     """``n`` small random RGB PNG files in ``folder``."""
     rng = np.random.default_rng(11)

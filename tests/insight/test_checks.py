@@ -171,3 +171,21 @@ def test_json_reports_are_strict_json_when_a_std_is_zero(tmp_path, folders):
 def test_check_against_imagenet_prints_the_eigenvalues():
     result = run("check", "imagenet", "sample", "--workers", 0)
     assert "PCA eigenvalues of this data" in result.stdout and "0.2175, 0.0188, 0.0045" in result.stdout
+
+
+def test_two_classes_of_one_file_compare_as_two_files(tmp_path):
+    from helpers import make_class_folder
+
+    make_class_folder(tmp_path / "pets")
+    out = tmp_path / "pets.json"
+    with pytest.warns(prep.PrepWarning):
+        prep.compute_stats(tmp_path / "pets", per_class=True, workers=0).save(out)
+    stats = prep.load_stats(out)
+    same = prep.compare_stats(f"{out}:cats", f"{out}:cats")
+    assert same.ok and same.a == f"{out}:cats" and same.wasserstein == (0.0,) * 3
+    drift = prep.compare_stats(f"{out}:cats", stats.class_stats("night"))
+    assert not drift.ok and all(shift < -2 for shift in drift.mean_shift)
+    cats, night = stats.class_stats("cats"), stats.class_stats("night")
+    assert drift.mean_shift == tuple((b - a) / s for a, b, s in zip(cats.mean, night.mean, cats.std))
+    with pytest.raises(prep.OptionError, match=r"pets\.json: no class 'cow'; the classes are birds, cats, dogs"):
+        prep.compare_stats(f"{out}:cats", f"{out}:cow")

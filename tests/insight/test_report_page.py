@@ -143,7 +143,7 @@ def test_what_the_page_refuses(sample, tmp_path):
 def test_strings_from_a_stats_file_are_text_never_markup(dirty):
     _, path, csv = dirty
     stats = prep.load_stats(path)
-    object.__setattr__(stats, "classes", {SCRIPT: {"mean": [0.1] * 3, "std": [0.2] * 3, "images": 3}})
+    object.__setattr__(stats, "per_class", {SCRIPT: {"mean": [0.1] * 3, "std": [0.2] * 3, "images": 3}})
     page = build_report(stats, labels=[IMG], per_image=[csv])
     assert page.count("<script") == 1 and "<img src=x" not in page and "<b>" not in page
     text = page.replace("&#34;", '"').replace("&#39;", "'")
@@ -235,6 +235,21 @@ def test_per_class_statistics_only_where_the_stats_hold_them(sample):
     )
     page = build_report(stats)
     assert "Per class" in page and '<th>cats</th><td class="num">12</td>' in page and "dogs" not in page
+
+
+def test_a_file_measured_with_per_class_has_its_classes_in_the_report(tmp_path):
+    from helpers import make_class_folder
+
+    make_class_folder(tmp_path / "pets")
+    out = tmp_path / "pets.json"
+    with pytest.warns(prep.PrepWarning):
+        prep.compute_stats(tmp_path / "pets", per_class=True, workers=0).save(out)
+    stats = prep.load_stats(out)
+    page = build_report(out)
+    assert page.count('<table class="classes">') == 1
+    for name, part in stats.per_class.items():
+        assert f'<th>{name}</th><td class="num">{part.images}</td>' in page
+    assert "<th>zebras</th>" not in page  # a class without a measured image has no row
 
 
 def test_the_report_is_written_like_every_prep_output(sample, tmp_path):
