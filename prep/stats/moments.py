@@ -220,28 +220,34 @@ class ChannelMoments:
         self._workspace: dict = {}  # scratch buffers reused across updates; not part of the state
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: torch.Tensor, pixel_max: float | None = None) -> ChannelMoments:
+    def update(
+        self, batch: torch.Tensor, pixel_max: float | None = None, mask: torch.Tensor | None = None
+    ) -> ChannelMoments:
         """Fold in a batch ``(N, C, H, W)`` (or one image ``(C, H, W)``) on any device.
 
         Values are read by :mod:`prep.pixels`' rule for the dtype (uint8 / 255, other integers
         / 65535, floats as they are) unless ``pixel_max`` says otherwise (1: the data's own
         values, any integer or float dtype). Integers of up to 16 bits, signed or not, are
-        reduced exactly, with their wide histogram; other data in float64.
+        reduced exactly, with their wide histogram; other data in float64. ``mask`` (``(N, H, W)``
+        booleans, or ``(H, W)`` for one image) measures only the pixels where it is True (a
+        foreground, a label's region), in every channel.
         """
         import torch
 
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
+            mask = None if mask is None else mask.reshape(1, *batch.shape[-2:])
         if batch.ndim != 4 or batch.shape[1] != self.channels:
             raise ValueError(f"expected a batch (N, {self.channels}, H, W); got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
             return self
-        if batch.shape[1] > 1 and batch.stride(1) == 0 and self.nodata is None:  # grey measured as RGB
+        masked = self.nodata is not None or mask is not None
+        if batch.shape[1] > 1 and batch.stride(1) == 0 and not masked:  # grey measured as RGB
             part = ChannelMoments(1, self.image_moments is not None, self.cross is not None)
             part.wide_kind = self.wide_kind if self.wide_kind < 0 else 0
             part.update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
-        if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX) and self.nodata is None:
+        if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX) and not masked:
             n, total, total_sq = uint8_sums(batch, self._workspace)
             hist = uint8_histogram(batch)
             cross = None if self.cross is None else uint8_cross_sums(batch, total_sq)
@@ -254,10 +260,10 @@ class ChannelMoments:
                 batch = batch.to(torch.int32 if batch.dtype == torch.uint16 else torch.int64)
             if pixel_max is None:
                 batch = checked_sixteen_bit(batch)
-            reduced = integer_reduction(batch, self.nodata)
+            reduced = integer_reduction(batch, self.nodata, mask)
             if reduced is not None:  # values of up to 16 bits: exact sums and the wide histogram
                 cross = None
-                if self.cross is not None and self.nodata is None:
+                if self.cross is not None and not masked:
                     cross = uint8_cross_sums(batch, reduced.q) if batch.dtype == torch.uint8 else cross_sums(batch)
                 counts8 = reduced.wide[:, : EIGHT_BIT_MAX + 1] if batch.dtype == torch.uint8 else None
                 self.nodata_count = self.nodata_count + reduced.excluded
@@ -272,10 +278,10 @@ class ChannelMoments:
                     cross=cross,
                     wide=(reduced.kind, reduced.wide),
                 )
-        n, mean, m2, vmin, vmax, nonfinite, excluded = float_image_moments(batch, scale, self.nodata)
+        n, mean, m2, vmin, vmax, nonfinite, excluded = float_image_moments(batch, scale, self.nodata, mask)
         wide = None
         if self.wide_kind >= 0 and self.pixel_max in (0, scale):
-            wide = float_key_histogram(*_valid_values(batch, self.nodata))
+            wide = float_key_histogram(*_valid_values(batch, self.nodata, mask))
         self._fold_wide(WIDE_FLOAT if wide is not None else -1, wide, scale)
         self._fold_images(n, mean, m2, vmin, vmax)
         self.nonfinite += nonfinite
@@ -284,15 +290,17 @@ class ChannelMoments:
         self.pixel_max = max(self.pixel_max, scale)
         return self
 
-    def update_image(self, array: np.ndarray, pixel_max: float) -> ChannelMoments:
+    def update_image(self, array: np.ndarray, pixel_max: float, mask: np.ndarray | None = None) -> ChannelMoments:
         """Fold in one image ``(C, H, W)`` held in NumPy, on the CPU; a 1-channel image is read
-        as the same grey in every channel (reduced once, never copied per channel)."""
+        as the same grey in every channel (reduced once, never copied per channel). ``mask``
+        ``(H, W)``: only its True pixels count."""
         import torch
 
         image = torch.from_numpy(np.require(array, requirements=["C", "W"]))
         if image.ndim == 3 and image.shape[0] == 1 and self.channels > 1:
             image = image.expand(self.channels, *image.shape[1:])
-        return self.update(image, pixel_max)
+        region = None if mask is None else torch.from_numpy(np.require(mask, bool, ["C"]))
+        return self.update(image, pixel_max, region)
 
     def update_histograms(self, hist: np.ndarray, cross: Any = None) -> ChannelMoments:
         """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts, with their
@@ -603,12 +611,16 @@ def wide_sums(row: np.ndarray, offset: int) -> tuple[int, int]:
     return int((values * counts).sum()), int((values * values * counts).sum())
 
 
-def _valid_values(batch: torch.Tensor, nodata: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float batch ``(N, C, P)`` and which of its values count (finite, not nodata)."""
+def _valid_values(
+    batch: torch.Tensor, nodata: tuple[float, ...] | None, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float batch ``(N, C, P)`` and which of its values count (finite, not nodata, in the mask)."""
     import torch
 
     values = batch.reshape(*batch.shape[:2], -1)
     valid = torch.isfinite(values)
+    if mask is not None:
+        valid &= mask.reshape(batch.shape[0], 1, -1).to(torch.bool)
     if nodata is not None:
         fills = torch.tensor(nodata, dtype=values.dtype, device=values.device)[None, :, None]
         valid &= values != fills

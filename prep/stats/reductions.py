@@ -164,13 +164,16 @@ def uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int
     return cross_sums(batch)
 
 
-def float_image_moments(batch: torch.Tensor, scale: float, nodata: Sequence[float] | None = None):
+def float_image_moments(
+    batch: torch.Tensor, scale: float, nodata: Sequence[float] | None = None, mask: torch.Tensor | None = None
+):
     """Per-image ``(N, C)`` valid count, mean, m2, min, max in float64 on the batch's device, and
     per channel the non-finite values and the values left out as ``nodata`` (one per channel).
 
     Two passes (the mean, then squared deviations from it), each over slices of
     :data:`SLICE_ELEMENTS` values, so the float64 scratch stays small whatever the image size.
-    A value counts when it is finite and (with ``nodata``) not its channel's nodata value.
+    A value counts when it is finite, (with ``nodata``) not its channel's nodata value, and (with
+    ``mask``, ``(N, H, W)`` booleans) inside the mask; values outside it are not counted at all.
     """
     import torch
 
@@ -186,17 +189,21 @@ def float_image_moments(batch: torch.Tensor, scale: float, nodata: Sequence[floa
     fills = (
         None if nodata is None else torch.tensor([float(v) for v in nodata], dtype=f64, device=dev).repeat(n)[:, None]
     )
+    inside = None if mask is None else _mask_rows(mask, n, c, x.shape[-1])
+    inside_count = torch.full_like(count, x.shape[-1]) if inside is None else inside.sum(-1)
 
-    def unit(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        values = part.to(torch.float64)
+    def unit(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values = x[:, start:stop].to(torch.float64)
         finite = torch.isfinite(values)
+        if inside is not None:
+            finite &= inside[:, start:stop]
         valid = finite if fills is None else finite & (values != fills)
         if scale != 1.0:
             values = values / scale
         return values, finite, valid
 
-    for part in pixel_slices(x):
-        values, finite, valid = unit(part)
+    for start, stop in column_ranges(x):
+        values, finite, valid = unit(start, stop)
         count += valid.sum(-1)
         finite_count += finite.sum(-1)
         total += torch.where(valid, values, zero).sum(-1)
@@ -204,12 +211,12 @@ def float_image_moments(batch: torch.Tensor, scale: float, nodata: Sequence[floa
         vmax = torch.maximum(vmax, torch.where(valid, values, -math.inf).amax(-1))
     mean = total / count.clamp(min=1)
     m2 = torch.zeros_like(total)
-    for part in pixel_slices(x):
-        values, _, valid = unit(part)
+    for start, stop in column_ranges(x):
+        values, _, valid = unit(start, stop)
         deviation = torch.where(valid, values - mean[:, None], zero)
         m2 += (deviation * deviation).sum(-1)
     per_image = tuple(t.view(n, c).cpu().numpy() for t in (count, mean, m2, vmin, vmax))
-    nonfinite = (x.shape[-1] - finite_count).view(n, c).sum(0).cpu().numpy()
+    nonfinite = (inside_count - finite_count).view(n, c).sum(0).cpu().numpy()
     excluded = (finite_count - count).view(n, c).sum(0).cpu().numpy()
     return (*per_image, nonfinite, excluded)
 
@@ -248,12 +255,16 @@ def wide_kind(low: int, high: int) -> int | None:
     return None
 
 
-def integer_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None) -> IntegerReduction | None:
+def integer_reduction(
+    batch: torch.Tensor, nodata: Sequence[float] | None = None, mask: torch.Tensor | None = None
+) -> IntegerReduction | None:
     """Reduce an integer batch ``(N, C, H, W)`` of 16-bit values (signed or not) exactly; None
     when its values do not fit 16 bits (the caller reduces it as floats).
 
     ``nodata`` (one value per channel, or None) leaves out the pixels of a channel equal to its
-    value (GDAL's per-band rule). The histogram is one ``bincount`` per channel of ``value -
+    value (GDAL's per-band rule); ``mask`` (``(N, H, W)`` booleans, every channel alike: a
+    foreground) leaves out the pixels where it is False altogether (they are neither measured nor
+    nodata). The histogram is one ``bincount`` per channel of ``value -
     offset``; sums go through int64 :data:`SLICE_ELEMENTS` values at a time (exact: a 16-bit
     square is below 2**32, so an image of up to 2**31 pixels sums without overflow).
     """
@@ -272,17 +283,22 @@ def integer_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None
     offset = WIDE_OFFSETS[kind]
     fill = _nodata_values(nodata, c, batch)
     rows = x.reshape(n * c, pixels)
+    inside = None if mask is None else _mask_rows(mask, n, c, pixels)
     fills = None if fill is None else fill.repeat(n)[:, None]
     total = torch.zeros(n * c, dtype=torch.int64, device=batch.device)
     total_sq = torch.zeros_like(total)
     valid_n = torch.zeros_like(total)
     counts = torch.zeros((c, WIDE_BINS), dtype=torch.int64, device=batch.device)
-    for part in pixel_slices(rows):
-        wide = part.to(torch.int64)
+    for start, stop in column_ranges(rows):
+        wide = rows[:, start:stop].to(torch.int64)
+        region = None if inside is None else inside[:, start:stop]
         for ch in range(c):  # rows ch, ch + C, ...: the channel's pixels of every image in the slice
-            counts[ch] += torch.bincount(wide[ch::c].reshape(-1) - offset, minlength=WIDE_BINS)
-        if fills is not None:
-            keep = wide != fills
+            values = wide[ch::c] if region is None else wide[ch::c][region[ch::c]]
+            counts[ch] += torch.bincount(values.reshape(-1) - offset, minlength=WIDE_BINS)
+        keep = None if fills is None else wide != fills
+        if region is not None:
+            keep = region if keep is None else keep & region
+        if keep is not None:
             wide = wide * keep
             valid_n += keep.sum(-1)
         total += wide.sum(-1)
@@ -294,6 +310,7 @@ def integer_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None
             if 0 <= value - offset < WIDE_BINS:  # else no pixel equals it
                 excluded[ch] = hist[ch, value - offset]
                 hist[ch, value - offset] = 0
+    if fill is not None or inside is not None:
         valid = valid_n.view(n, c).cpu().numpy()
     else:
         valid = np.full((n, c), pixels, np.int64)
@@ -327,6 +344,27 @@ def _nodata_values(nodata: Sequence[float] | None, channels: int, batch: torch.T
                 raise ValueError(f"nodata {value:g} does not fit {dtype} data ({info.min}..{info.max})")
         values.append(int(value))
     return torch.tensor(values, dtype=torch.int64, device=batch.device)
+
+
+def _mask_rows(mask: torch.Tensor, n: int, c: int, pixels: int) -> torch.Tensor:
+    """A mask ``(N, H, W)`` (or ``(N, 1, H, W)``) as ``(N * C, P)`` booleans, row ``i * C + c``
+    holding image ``i``'s mask for channel ``c``."""
+    import torch
+
+    flat = mask.reshape(n, -1)
+    if flat.shape[1] != pixels:
+        raise ValueError(f"mask of {flat.shape[1]} pixels per image; the images have {pixels}")
+    return flat.to(torch.bool)[:, None, :].expand(n, c, pixels).reshape(n * c, pixels)
+
+
+def column_ranges(rows: torch.Tensor):
+    """``(start, stop)`` column ranges of about :data:`SLICE_ELEMENTS` values each (as :func:`pixel_slices`)."""
+    count, pixels = rows.shape[0], rows.shape[-1]
+    width = max(1, SLICE_ELEMENTS // max(1, count))
+    if pixels == 0:
+        yield 0, 0
+    for start in range(0, pixels, width):
+        yield start, min(pixels, start + width)
 
 
 def wide_range(hist: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
