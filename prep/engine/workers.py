@@ -133,7 +133,9 @@ def reduce_chunk(
             except ValueError as exc:  # a nodata value that cannot be one of its values
                 raise SourceError(f"{chunk.reader.display(name)}: {exc}") from None
             if per_image:
-                result.rows.append(row_from_array(name, pixels.array, pixels.pixel_max, channels, digest))
+                result.rows.append(
+                    row_from_array(name, pixels.array, pixels.pixel_max, channels, digest, layout.nodata)
+                )
             continue
         eight_bit.append((len(result.rows) if per_image else -1, name, pixels, digest))
         if per_image:  # the row is made with the chunk's other histograms at once

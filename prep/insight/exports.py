@@ -253,28 +253,25 @@ def stac_histograms(stats) -> list[dict[str, Any]] | None:
     bucket; float data by its bins' midpoints); None without a histogram."""
     import numpy as np
 
-    from prep.stats.reductions import WIDE_OFFSETS, float_key_bounds
-
-    state = stats.state
     raw = stats.pixel_max if stats.units == "unit" else 1.0  # STAC's numbers are the data's values
-    if state.histogram is not None:
-        rows, values = state.histogram, np.arange(state.histogram.shape[1], dtype=np.float64) * (raw / 255.0)
-    elif state.wide is not None and state.wide_kind in WIDE_OFFSETS:
-        offset = WIDE_OFFSETS[state.wide_kind]
-        rows = state.wide
-        values = (np.arange(state.wide.shape[1]) + offset) / state.pixel_max * raw
-    elif state.wide is not None:
-        low, high = float_key_bounds(np.arange(state.wide.shape[1]))
-        rows, values = state.wide, (low + high) / 2 / state.pixel_max * raw
-    else:
+    state = stats.state
+    if state.histogram is not None:  # 8-bit data: the levels bucketed over min..max as for 16-bit data
+        levels = np.arange(state.histogram.shape[1]) * raw / 255.0
+        rows = [(levels, row) for row in state.histogram]
+        out = []
+        for c, (values, row) in enumerate(rows):
+            lo, hi = float(stats.min[c]) * raw, float(stats.max[c]) * raw
+            counts, _ = np.histogram(values, bins=STAC_BUCKETS, range=(lo, hi if hi > lo else lo + 1), weights=row)
+            out.append({"count": STAC_BUCKETS, "min": lo, "max": hi, "buckets": [int(v) for v in counts]})
+        return out
+    binned = stats.binned_histogram(STAC_BUCKETS)
+    if binned is None:
         return None
-    out = []
-    for c, row in enumerate(rows):
-        used = row > 0
-        lo, hi = float(stats.min[c]) * raw, float(stats.max[c]) * raw
-        counts, _ = np.histogram(np.clip(values[used], lo, hi), bins=STAC_BUCKETS, range=(lo, hi), weights=row[used])
-        out.append({"count": STAC_BUCKETS, "min": lo, "max": hi, "buckets": [int(v) for v in counts]})
-    return out
+    counts, edges = binned
+    return [
+        {"count": STAC_BUCKETS, "min": float(e[0]) * raw, "max": float(e[-1]) * raw, "buckets": [int(v) for v in row]}
+        for row, e in zip(counts, edges)
+    ]
 
 
 def _names(stats) -> list[str]:

@@ -31,6 +31,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -72,11 +73,17 @@ def rows_from_histograms(hist: np.ndarray) -> list[tuple[list[float], ...]]:
     return list(zip(means.tolist(), stds.tolist(), mins.tolist(), maxs.tolist()))
 
 
-def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int, digest: int) -> Row:
-    """A row from an image ``(C, H, W)`` (a single channel stands for every channel), float64."""
-    x = np.asarray(array, np.float64).reshape(array.shape[0], -1) / pixel_max
-    finite = np.where(np.isfinite(x), x, np.nan)
-    stats = [np.nanmean(finite, 1), np.nanstd(finite, 1), np.nanmin(finite, 1), np.nanmax(finite, 1)]
+def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int, digest: int, nodata=None) -> Row:
+    """A row from an image ``(C, H, W)`` (a single channel stands for every channel), float64,
+    over its valid values (finite, and not the channel's ``nodata`` value)."""
+    x = np.asarray(array, np.float64).reshape(array.shape[0], -1)
+    valid = np.isfinite(x)
+    if nodata is not None:
+        valid &= x != np.asarray(nodata, np.float64)[: x.shape[0], None]
+    finite = np.where(valid, x / pixel_max, np.nan)
+    with warnings.catch_warnings():  # a channel without a valid value: NaN in its columns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = [np.nanmean(finite, 1), np.nanstd(finite, 1), np.nanmin(finite, 1), np.nanmax(finite, 1)]
     if array.shape[0] == 1 and channels > 1:
         stats = [np.repeat(v, channels) for v in stats]
     return (name, int(array.shape[-1]), int(array.shape[-2]), *(v.tolist() for v in stats), digest)

@@ -27,7 +27,7 @@ from prep.files import output_target, write_atomic
 
 MISSING_MATPLOTLIB = "matplotlib is needed for plots: pip install 'prep[plot]'"
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
-CHANNEL_NAMES = {1: ("L",), 3: ("R", "G", "B")}
+SMALL_MULTIPLES = 4  # more channels than this: panels in a grid of up to 4 columns
 FORMATS = ("png", "pdf", "svg")
 
 
@@ -69,7 +69,8 @@ LOG_SHARE = 0.5  # one level holding more than this share of a channel's pixels:
 def wants_log(stats_list: Sequence[Any]) -> bool:
     """True when one level holds more than :data:`LOG_SHARE` of some channel's pixels."""
     for stats in stats_list:
-        hist = stats.histogram
+        binned = stats.binned_histogram()
+        hist = None if binned is None else binned[0]
         if hist is not None and np.any(hist.max(axis=1) > LOG_SHARE * np.maximum(hist.sum(axis=1), 1)):
             return True
     return False
@@ -90,11 +91,16 @@ def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None,
     if len(labels) != len(stats_list):
         raise OptionError(f"plot: {len(labels)} labels for {len(stats_list)} stats files")
     (n_channels,) = channels
-    fig = Figure(figsize=(6.4, 2.6 * n_channels), layout="constrained")
+    columns = 1 if n_channels <= SMALL_MULTIPLES else min(4, n_channels)  # many bands: a grid of small panels
+    rows = -(-n_channels // columns)
+    fig = Figure(figsize=(6.4 if columns == 1 else 3.6 * columns, 2.6 * rows), layout="constrained")
     Canvas(fig)
-    axes = fig.subplots(n_channels, 1, squeeze=False)[:, 0]
-    names = CHANNEL_NAMES.get(n_channels, tuple(str(c) for c in range(n_channels)))
-    any_histogram = any(st.histogram is not None for st in stats_list)
+    grid = fig.subplots(rows, columns, squeeze=False).ravel()
+    for spare in grid[n_channels:]:
+        spare.set_visible(False)
+    axes = grid[:n_channels]
+    names = stats_list[0].channel_names
+    any_histogram = any(st.binned_histogram() is not None for st in stats_list)
     log = wants_log(stats_list) if log is None else bool(log)
     for c, ax in enumerate(axes):
         for i, (stats, label) in enumerate(zip(stats_list, labels)):
@@ -111,7 +117,8 @@ def build_figure(stats_list: Sequence[Any], labels: Sequence[str] | None = None,
             ax.set_xlim(-0.02, 1.02)
         ax.legend(fontsize="small", loc="upper right")
         ax.tick_params(axis="x", pad=4 + 5 * len(stats_list))  # room for the min..max bars
-    axes[-1].set_xlabel("value (unit scale)")
+    for ax in axes[-columns:]:
+        ax.set_xlabel("value (unit scale)" if stats_list[0].units == "unit" else "value (the data's own)")
     fig.suptitle(_KEY + _percentile_note(stats_list), fontsize="small")
     return fig
 
@@ -140,11 +147,10 @@ def _in_unit_range(stats: Any) -> bool:
 def _draw_channel(ax: Any, stats: Any, c: int, label: str, colour: str, n_files: int, row: int) -> None:
     """One file's histogram and marks on channel ``c``'s panel; each artist's ``gid`` says what it
     is and for which file (``histogram:0``, ``mean:0``, ``std:0``, ``percentile:0``, ``range:0``)."""
-    hist = stats.histogram
+    binned = stats.binned_histogram()
     alpha = 0.55 if n_files > 1 else 0.8
-    if hist is not None:
-        counts = hist[c].astype(np.float64)
-        edges = (np.arange(hist.shape[1] + 1) - 0.5) / (hist.shape[1] - 1)
+    if binned is not None:
+        counts, edges = binned[0][c].astype(np.float64), binned[1][c]
         ax.stairs(
             counts / counts.sum(),
             edges,
@@ -155,7 +161,7 @@ def _draw_channel(ax: Any, stats: Any, c: int, label: str, colour: str, n_files:
             gid=f"histogram:{row}",
         )
     else:
-        ax.plot([], [], color=colour, label=f"{label}: no histogram (16-bit or float data)")
+        ax.plot([], [], color=colour, label=f"{label}: no histogram (data of several kinds or units)")
     mean, std = stats.mean[c], stats.std[c]
     ax.axvline(mean, color=colour, lw=1.6, gid=f"mean:{row}")
     for x in (mean - std, mean + std):

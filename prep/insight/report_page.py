@@ -337,7 +337,7 @@ def _channel_table(stats: Stats) -> dict[str, Any]:
             values = [channel[i] for channel in percentiles["values"]]
             note = _percentile_note(stats) if i == 0 else ""
             rows.append(_row(f"percentile {q:g}", f"percentile_{q:g}", values, note))
-    return {"names": channel_names(stats.channels), "rows": rows}
+    return {"names": stats.channel_names, "rows": rows}
 
 
 def _exports(stats: Stats) -> list[dict[str, str]]:
@@ -350,7 +350,7 @@ def _covariance(stats: Stats) -> dict[str, Any] | None:
     cov = stats.covariance
     if cov is None:
         return None
-    names = channel_names(stats.channels)
+    names = stats.channel_names
     context: dict[str, Any] = {
         "names": names,
         "matrix": [(name, [_cell(v, "{:.6g}") for v in row]) for name, row in zip(names, cov)],
@@ -528,7 +528,7 @@ def _comparison(
     a: Stats, b: Stats, label_a: str, label_b: str, index: int, max_shift: float, max_std_ratio: float
 ) -> dict[str, Any]:
     result = compare_stats(a, b, max_shift=max_shift, max_std_ratio=max_std_ratio)
-    names = channel_names(a.channels)
+    names = a.channel_names
     rows, failing = [], []
     for c, name in enumerate(names):
         shift, ratio = result.mean_shift[c], result.std_ratio[c]
@@ -574,7 +574,7 @@ def _histograms(stats_list: list[Stats], labels: list[str]) -> dict[str, Any]:
 
     from prep.insight.plots import wants_log
 
-    names = channel_names(stats_list[0].channels)
+    names = stats_list[0].channel_names
     fractions: list[np.ndarray | None] = []
     for stats in stats_list:
         hist = stats.histogram

@@ -336,6 +336,37 @@ class Stats:
         """Per channel, the counts of each raw 8-bit value ``(C, 256)``; None for other data."""
         return None if self.state.histogram is None else self.state.histogram.copy()
 
+    def binned_histogram(self, buckets: int = 256) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per channel, counts in ``buckets`` equal buckets over min..max and their edges (in the
+        file's units), ``((C, buckets), (C, buckets + 1))``; the 8-bit histogram as it is (a bucket
+        per level). From the wide histogram of 16-bit data every value falls in one bucket, so
+        the counts are exact; float data is bucketed by its bins' midpoints. None without a
+        histogram."""
+        state = self.state
+        if state.histogram is not None:
+            levels = state.histogram.shape[1]
+            edges = (np.arange(levels + 1) - 0.5) / (levels - 1)
+            return state.histogram.copy(), np.tile(edges, (self.channels, 1))
+        if state.wide is None or state.pixel_max <= 0:
+            return None
+        if state.wide_kind in WIDE_OFFSETS:
+            values = (np.arange(state.wide.shape[1]) + WIDE_OFFSETS[state.wide_kind]) / state.pixel_max
+        else:
+            low, high = float_key_bounds(np.arange(state.wide.shape[1]))
+            values = (low + high) / 2 / state.pixel_max
+        counts, edges = [], []
+        for c, row in enumerate(state.wide):
+            used = row > 0
+            lo, hi = float(self.min[c]), float(self.max[c])
+            if not hi > lo:
+                hi = lo + 1.0  # one value: a bucket around it
+            row_counts, row_edges = np.histogram(
+                np.clip(values[used], lo, hi), bins=buckets, range=(lo, hi), weights=row[used]
+            )
+            counts.append(np.rint(row_counts).astype(np.int64))
+            edges.append(row_edges)
+        return np.array(counts), np.array(edges)
+
     # -------------------------------------------------------------- colour covariance
     @cached_property
     def covariance(self) -> list[list[float]] | None:

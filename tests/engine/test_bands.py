@@ -183,3 +183,15 @@ def test_the_cli_prints_a_table_per_band_and_writes_the_units(tmp_path):
     data = json.loads(out.read_text())
     assert data["units"] == "raw" and "B8A" in data["band_names"] and data["options"]["nodata"] == [0.0] * 13
     assert "B8A" in result.output and "raw" in result.output
+
+
+def test_per_image_rows_leave_out_nodata(tmp_path):
+    import csv
+
+    folder, arrays = _folder(tmp_path, write_sentinel2, count=2)
+    prep.compute_stats(folder, workers=0, per_image=tmp_path / "rows.csv")
+    with open(tmp_path / "rows.csv", newline="") as f:
+        rows = {row["name"]: row for row in csv.DictReader(f)}
+    band = arrays[1][4].astype(np.float64)
+    assert float(rows["t1.tif"]["mean_B5"]) == pytest.approx(band[band != 0].mean(), rel=1e-6)
+    assert float(rows["t1.tif"]["min_B5"]) == band[band != 0].min()

@@ -97,20 +97,22 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, two, monke
     assert [p.name for p in tmp_path.iterdir()] == ["hist.png"]
 
 
-def test_sixteen_bit_stats_plot_their_summary_and_exact_percentiles_without_bars(tmp_path):
+def test_sixteen_bit_stats_plot_their_histogram_in_buckets_and_exact_percentiles(tmp_path):
     pytest.importorskip("matplotlib")
     wide = RNG.integers(0, 65536, (3, 1, 8, 8)).astype(np.int32)
     stats = stats_of(wide)
     assert stats.histogram is None
     fig = build_figure([stats], labels=["depth"])
     (ax,) = fig.axes
-    assert not artists(ax, "histogram:0")
+    (bars,) = artists(ax, "histogram:0")
+    unit = wide.ravel() / 65535
+    expected, _ = np.histogram(unit, bins=256, range=(unit.min(), unit.max()))
+    np.testing.assert_allclose(bars.get_data().values, expected / expected.sum(), rtol=1e-12)
     marks = [line.get_xdata()[0] for line in artists(ax, "percentile:0")]
-    assert marks == np.percentile(wide.ravel() / 65535, stats.percentiles["q"]).tolist()
+    assert marks == np.percentile(unit, stats.percentiles["q"]).tolist()
     unit = wide.ravel() / 65535
     assert artists(ax, "mean:0")[0].get_xdata()[0] == pytest.approx(unit.mean(), rel=1e-12)
     np.testing.assert_allclose(artists(ax, "range:0")[0].get_xdata(), [unit.min(), unit.max()], rtol=1e-15)
-    assert "no histogram" in ax.get_legend().get_texts()[0].get_text()
     plot_stats([stats], tmp_path / "depth.svg")
     assert (tmp_path / "depth.svg").read_text().lstrip().startswith("<?xml")
 
@@ -195,3 +197,14 @@ def test_sparse_data_gets_a_log_axis_by_default_and_says_so(tmp_path):
     sparse.save(path)
     assert run("plot", path, "-o", tmp_path / "p.png", "--linear").exit_code == 0
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_many_bands_are_small_multiples_named_by_band(tmp_path):
+    pytest.importorskip("matplotlib")
+    images = RNG.integers(0, 3000, (4, 13, 8, 8)).astype(np.uint16)
+    stats = prep.compute_stats(torch.from_numpy(images), mode="bands")
+    fig = build_figure([stats])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 13 and len(fig.axes) == 16  # a grid of 4 columns, 3 spare panels hidden
+    assert [ax.get_title(loc="left") for ax in visible] == [f"channel B{i}" for i in range(1, 14)]
+    assert all(artists(ax, "histogram:0") for ax in visible)

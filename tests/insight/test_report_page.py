@@ -26,6 +26,7 @@ from helpers.report_data import (
     hostile_stats,
 )
 from prep.errors import MismatchError, OptionError, OutputError, PrepError
+from prep.insight.exports import TARGETS
 from prep.insight.report_page import MAX_FILES, build_report, read_brightness, report
 from prep.insight.thumbnails import LIMIT
 
@@ -61,7 +62,7 @@ def test_the_sample_page_has_the_file_s_numbers_and_each_section(sample):
         assert (int(shown) if isinstance(value, int) else float(shown)) == value, key  # exactly, not rounded
         assert text == cell_text(value), key
     assert f"<code>{stats.normalize_line()}</code>" in page
-    assert page.count('class="copy"') == 1 + 9  # the Normalize line and each library's export
+    assert page.count('class="copy"') == 1 + len(TARGETS)  # the Normalize line and each library's export
     for target in ("torchvision", "albumentations", "hf", "timm", "kornia", "monai", "dali", "ffcv", "keras"):
         assert f'id="export-0-{target}"' in page
     assert page.count('<svg class="chart histogram"') == 3 and 'data-series="1"' in page
