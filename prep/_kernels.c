@@ -109,6 +109,49 @@ CLONES EXPORT void prep_cross_batch(const uint8_t *p, size_t images, int channel
     }
 }
 
+/* 16-bit data in planes (images, channels, length), uint16 or int16 (`is_signed`): per channel
+ * the 65,536-bin histogram of value - offset (hist[c * 65536 + key], int64, added to), and per
+ * image and channel the count, sum and sum of squares of the values that are not the channel's
+ * nodata key (nodata[c], or -1 for none): valid[n * C + c], sums[...] (int64) and squares[...]
+ * (uint64: a 16-bit square is below 2**32, so 2**32 of them fit). The nodata key is counted in
+ * the histogram; the caller removes its bin. One read of the data gives all of it. */
+CLONES EXPORT void prep_wide_planes(const uint16_t *p, size_t images, int channels, size_t length, int is_signed,
+                                    const int32_t *nodata, int64_t *hist, int64_t *valid, int64_t *sums,
+                                    uint64_t *squares) {
+    const uint16_t flip = is_signed ? 0x8000u : 0u; /* int16 bits -> key = value + 32768 */
+    const int64_t offset = is_signed ? -32768 : 0;
+    for (size_t n = 0; n < images; n++) {
+        for (int c = 0; c < channels; c++) {
+            const uint16_t *plane = p + (n * (size_t)channels + (size_t)c) * length;
+            int64_t *h = hist + (size_t)c * 65536;
+            int64_t skip_key = nodata[c];
+            uint64_t s = 0, q = 0; /* of the keys: sums of key (< 2**16) and key**2 (< 2**32) */
+            for (size_t i = 0; i < length; i++) {
+                uint32_t key = (uint32_t)(uint16_t)(plane[i] ^ flip);
+                h[key]++;
+                s += key;
+                q += (uint64_t)key * key;
+            }
+            size_t count = length;
+            if (skip_key >= 0) { /* the nodata key's pixels, taken back out of the sums */
+                size_t seen = 0;
+                for (size_t i = 0; i < length; i++) seen += (uint16_t)(plane[i] ^ flip) == (uint16_t)skip_key;
+                count -= seen;
+                s -= (uint64_t)skip_key * seen;
+                q -= (uint64_t)skip_key * (uint64_t)skip_key * seen;
+            }
+            /* back from keys to values v = key + offset: sum v = s + n offset, sum v**2 = q + 2 offset s + n offset**2 */
+            int64_t n_valid = (int64_t)count;
+            int64_t sum_v = (int64_t)s + n_valid * offset;
+            uint64_t sq_v = q + (uint64_t)(2 * offset) * s + (uint64_t)(n_valid * offset * offset);
+            size_t at = n * (size_t)channels + (size_t)c;
+            valid[at] = n_valid;
+            sums[at] = sum_v;
+            squares[at] = sq_v;
+        }
+    }
+}
+
 static struct PyModuleDef kernels_module = {
     PyModuleDef_HEAD_INIT,
     "_kernels",

@@ -34,10 +34,12 @@ import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +299,88 @@ def make_archives(root: Path, folder: Path) -> tuple[Path, Path]:
     return tar, zip_
 
 
+def _geotiff(args: tuple[Path, int, int]) -> None:
+    import tifffile
+
+    path, size, seed = args
+    rng = np.random.default_rng(seed)
+    bands = rng.integers(1, 12000, (13, size, size), dtype=np.uint16)
+    tifffile.imwrite(path, bands, planarconfig="separate", compression="zlib", tile=(256, 256) if size >= 256 else None)
+
+
+def make_geotiffs(root: Path, files: int, size: int = 256) -> Path:
+    """``files`` 13-band uint16 GeoTIFF-like tiles (planar, deflate) of ``size`` x ``size``."""
+    folder = root / f"geotiff-{files}-{size}"
+    if not folder.exists():
+        part = folder.with_suffix(".part")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        with ProcessPoolExecutor(default_workers()) as pool:
+            list(pool.map(_geotiff, [(part / f"t{i:05d}.tif", size, i) for i in range(files)], chunksize=16))
+        part.rename(folder)
+    return folder
+
+
+def _tifffile_read(path: str) -> int:
+    import tifffile
+
+    return int(tifffile.imread(path).shape[0])
+
+
+def floor_geotiffs(folder: Path, workers: int) -> None:
+    """tifffile's read of every tile alone, in ``workers`` processes."""
+    paths = sorted(str(p) for p in folder.iterdir())
+    if workers <= 1:
+        for p in paths:
+            _tifffile_read(p)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_tifffile_read, paths, chunksize=16))
+
+
+def bands_table(root: Path, files: int, npy_mib: int, reps: int, workers: int, dev: str) -> None:
+    """The bands mode: a folder of 13-band uint16 tiles against tifffile's read alone in the same
+    number of processes, and a (N, 13, 256, 256) uint16 .npy in GB/s on one core (with and
+    without the covariance) beside a memory read of the same bytes."""
+    import torch
+
+    folder = make_geotiffs(root, files)
+    floor, mine = paired(
+        lambda: floor_geotiffs(folder, workers),
+        lambda: prep.compute_stats(folder, workers=workers, device=dev, progress=False),
+        reps,
+    )
+    print(
+        f"  geotiff folder, {files} x 13 x 256 x 256 uint16 deflate: tifffile alone {floor:.3f} s, "
+        f"prep {mine:.3f} s, ratio {mine / floor:.2f}",
+        flush=True,
+    )
+    path = root / f"bands-{npy_mib}.npy"
+    images = max(1, npy_mib * 2**20 // (13 * 256 * 256 * 2))
+    if not path.exists():
+        array = np.lib.format.open_memmap(path, "w+", np.uint16, (images, 13, 256, 256))
+        rng = np.random.default_rng(0)
+        for i in range(0, images, 64):
+            array[i : i + 64] = rng.integers(0, 12000, array[i : i + 64].shape, dtype=np.uint16)
+        array.flush()
+        del array
+    size = path.stat().st_size
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = np.load(path, mmap_mode="r")
+        read = timed(lambda: int(np.asarray(data).sum(dtype=np.uint64) > 0), reps)
+        plain = timed(lambda: prep.compute_stats(path, device=dev, covariance=False, progress=False), reps)
+        full = timed(lambda: prep.compute_stats(path, device=dev, progress=False), reps)
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"  uint16 .npy, {size / 2**30:.2f} GiB, one core: memory read (a sum) {size / read / 1e9:.2f} GB/s, "
+        f"prep without covariance {size / plain / 1e9:.2f} GB/s, with it {size / full / 1e9:.2f} GB/s",
+        flush=True,
+    )
+
+
 def paired(base, other, reps: int) -> tuple[float, float]:
     """Medians of ``base`` and ``other`` run alternately, so that the machine's drift between
     runs (5-10% here) falls on both alike."""
@@ -419,9 +503,13 @@ def main() -> None:
         "--gpu-images", type=int, default=20_000, help="ImageNet-size JPEGs for the GPU table (default 20,000)"
     )
     parser.add_argument(
-        "--only", choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu"], action="append"
+        "--only",
+        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands"],
+        action="append",
     )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
+    parser.add_argument("--geotiffs", type=int, default=1000, help="13-band tiles of --only bands (default 1000)")
+    parser.add_argument("--npy-mib", type=int, default=1024, help="size of --only bands' uint16 .npy (default 1 GiB)")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention", "reuse"])
     args.data.mkdir(parents=True, exist_ok=True)
@@ -441,6 +529,8 @@ def main() -> None:
         rows.append((name, naive, floor, mine))
         print(f"  measured {name}: naive {naive:.3f} s, floor {floor:.3f} s, prep {mine:.3f} s", flush=True)
 
+    if "bands" in parts:
+        bands_table(args.data, args.geotiffs, args.npy_mib, reps, w, dev)
     if "folder" in parts:
         folder = make_folder(args.data, args.images)
         row(

@@ -32,10 +32,12 @@ if _LIB is not None:
     _LIB.prep_histogram_interleaved.argtypes = [_P, _N, ctypes.c_int, _P]
     _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
     _LIB.prep_cross_batch.argtypes = [_P, _N, ctypes.c_int, _N, _P]
+    _LIB.prep_wide_planes.argtypes = [_P, _N, ctypes.c_int, _N, ctypes.c_int, _P, _P, _P, _P, _P]
     for _fn in (
         "prep_histogram_interleaved",
         "prep_cross_interleaved3",
         "prep_cross_batch",
+        "prep_wide_planes",
     ):
         getattr(_LIB, _fn).restype = None
 
@@ -90,6 +92,39 @@ def cross_batch(batch: np.ndarray, squares=None) -> list[list[int]]:
         _LIB.prep_cross_batch(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
     upper = [[int(v) for v in row] for row in out]
     return _with_diagonal([[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)], squares)
+
+
+def wide_planes(batch: np.ndarray, nodata_keys: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a C-contiguous uint16 or int16 batch ``(N, C, H, W)``: the ``(C, 65536)``
+    histogram of ``value - offset`` (offset -32768 for int16, else 0), and per image and channel
+    ``(N, C)`` the count, sum and sum of squares of the values whose key is not the channel's
+    nodata key (``nodata_keys[c]``, -1: none). The nodata key stays counted in the histogram."""
+    if batch.dtype not in (np.uint16, np.int16) or not batch.flags.c_contiguous or batch.ndim != 4:
+        raise ValueError(
+            f"batch: expected a C-contiguous (N, C, H, W) uint16 or int16 array; got {batch.dtype}, {batch.shape}"
+        )
+    n, c = batch.shape[:2]
+    length = batch.shape[2] * batch.shape[3]
+    hist = np.zeros((c, 1 << 16), np.int64)
+    valid = np.zeros((n, c), np.int64)
+    sums = np.zeros((n, c), np.int64)
+    squares = np.zeros((n, c), np.uint64)
+    keys = np.asarray(nodata_keys, np.int32)
+    if batch.size:
+        assert _LIB is not None  # callers check AVAILABLE
+        _LIB.prep_wide_planes(
+            batch.ctypes.data,
+            n,
+            c,
+            length,
+            int(batch.dtype == np.int16),
+            keys.ctypes.data,
+            hist.ctypes.data,
+            valid.ctypes.data,
+            sums.ctypes.data,
+            squares.ctypes.data,
+        )
+    return hist, valid, sums, squares
 
 
 def _with_diagonal(cross: list[list[int]], squares) -> list[list[int]]:

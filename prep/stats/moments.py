@@ -51,6 +51,7 @@ from prep.stats.reductions import (
     float_key_histogram,
     histogram_range,
     integer_reduction,
+    kernel_reduction,
     rekeyed,
     uint8_cross_sums,
     uint8_histogram,
@@ -256,11 +257,13 @@ class ChannelMoments:
         if not batch.dtype.is_floating_point:
             if self.nodata is not None:
                 _check_nodata_fits(self.nodata, batch.dtype)
-            if batch.dtype in _unsigned_wide():  # torch reads uint16/uint32 but few of its ops take them
-                batch = batch.to(torch.int32 if batch.dtype == torch.uint16 else torch.int64)
-            if pixel_max is None:
-                batch = checked_sixteen_bit(batch)
-            reduced = integer_reduction(batch, self.nodata, mask)
+            reduced = None if mask is not None or pixel_max is None else kernel_reduction(batch, self.nodata)
+            if reduced is None:
+                if batch.dtype in _unsigned_wide():  # torch reads uint16/uint32 but few of its ops take them
+                    batch = batch.to(torch.int32 if batch.dtype == torch.uint16 else torch.int64)
+                if pixel_max is None:
+                    batch = checked_sixteen_bit(batch)
+                reduced = integer_reduction(batch, self.nodata, mask)
             if reduced is not None:  # values of up to 16 bits: exact sums and the wide histogram
                 cross = None
                 if self.cross is not None and not masked:

@@ -140,6 +140,9 @@ def cross_sums(batch: torch.Tensor) -> list[list[int]]:
     import torch
 
     c = batch.shape[1]
+    fast = _sixteen_bit_cross(batch)
+    if fast is not None:
+        return fast
     x = batch.transpose(0, 1).reshape(c, -1)
     total = [[0] * c for _ in range(c)]
     for part in pixel_slices(x):
@@ -147,6 +150,54 @@ def cross_sums(batch: torch.Tensor) -> list[list[int]]:
         gram = (values @ values.T).cpu().tolist()
         total = [[a + int(b) for a, b in zip(row_t, row_g)] for row_t, row_g in zip(total, gram)]
     return total
+
+
+def _sixteen_bit_dtypes() -> tuple:
+    """int16 and (where this torch has it) uint16: the dtypes the native 16-bit paths read."""
+    import torch
+
+    return (torch.int16, torch.uint16) if hasattr(torch, "uint16") else (torch.int16,)
+
+
+def _sixteen_bit_cross(batch: torch.Tensor) -> list[list[int]] | None:
+    """:func:`cross_sums` of a contiguous CPU uint16 or int16 batch by the native 8-bit kernel,
+    where it was built (else None): each value's key ``k = x - offset`` (0..65535) splits into
+    bytes ``k = 256 h + l``, so ``sum k_i k_j = 65536 sum h_i h_j + 256 (sum h_i l_j + sum l_i h_j)
+    + sum l_i l_j``, four 8-bit cross sums of exact integers; then ``sum x_i x_j = sum k_i k_j +
+    offset (sum k_i + sum k_j) + n offset**2``. The diagonal is ``sum x_i**2`` the same way."""
+
+    from prep.stats import kernels
+
+    if (
+        not kernels.AVAILABLE
+        or batch.device.type != "cpu"
+        or batch.dtype not in _sixteen_bit_dtypes()
+        or batch.ndim != 4
+    ):
+        return None
+    array = np.ascontiguousarray(batch.numpy())
+    n, c = array.shape[:2]
+    offset = -(1 << 15) if array.dtype == np.int16 else 0
+    keys = (array.view(np.uint16) ^ np.uint16(0x8000)) if offset else array.view(np.uint16)
+    planes = keys.reshape(n, c, -1)
+    low = (planes & 0xFF).astype(np.uint8)
+    high = (planes >> 8).astype(np.uint8)
+    both = np.ascontiguousarray(np.concatenate([high, low], axis=1))  # (N, 2C, P): h_0..h_{C-1}, l_0..l_{C-1}
+    square_h = [int(v) for v in np.einsum("ncp,ncp->c", high, high, dtype=np.uint64)]
+    square_l = [int(v) for v in np.einsum("ncp,ncp->c", low, low, dtype=np.uint64)]
+    square_hl = [int(v) for v in np.einsum("ncp,ncp->c", high, low, dtype=np.uint64)]
+    m = kernels.cross_batch(both.reshape(n, 2 * c, *array.shape[2:]) if array.ndim == 4 else both, None)
+    sums = [int(v) for v in planes.sum(axis=(0, 2), dtype=np.uint64)]
+    count = n * planes.shape[2]
+    out = [[0] * c for _ in range(c)]
+    for i in range(c):
+        for j in range(c):
+            if i == j:
+                kk = 65536 * square_h[i] + 512 * square_hl[i] + square_l[i]
+            else:
+                kk = 65536 * m[i][j] + 256 * (m[i][c + j] + m[c + i][j]) + m[c + i][c + j]
+            out[i][j] = kk + offset * (sums[i] + sums[j]) + count * offset * offset
+    return out
 
 
 def uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int]]:
@@ -344,6 +395,44 @@ def _nodata_values(nodata: Sequence[float] | None, channels: int, batch: torch.T
                 raise ValueError(f"nodata {value:g} does not fit {dtype} data ({info.min}..{info.max})")
         values.append(int(value))
     return torch.tensor(values, dtype=torch.int64, device=batch.device)
+
+
+def kernel_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None) -> IntegerReduction | None:
+    """:func:`integer_reduction` of a C-contiguous CPU uint16 or int16 batch in one native pass
+    (:func:`prep.stats.kernels.wide_planes`), where the kernels were built; None otherwise (the
+    caller reduces it with torch). The same numbers, the same kind of histogram."""
+
+    from prep.stats import kernels
+
+    if (
+        not kernels.AVAILABLE
+        or batch.device.type != "cpu"
+        or batch.dtype not in _sixteen_bit_dtypes()
+        or batch.ndim != 4
+    ):
+        return None
+    array = np.ascontiguousarray(batch.numpy())
+    c = array.shape[1]
+    signed = array.dtype == np.int16
+    kind = WIDE_SIGNED if signed else WIDE_UNSIGNED
+    offset = WIDE_OFFSETS[kind]
+    keys = [-1] * c
+    if nodata is not None:
+        for ch, value in enumerate(nodata):
+            if not math.isnan(value) and 0 <= value - offset < WIDE_BINS:
+                keys[ch] = int(value - offset)
+    hist, valid, sums, squares = kernels.wide_planes(array, keys)
+    excluded = np.zeros(c, np.int64)
+    for ch, key in enumerate(keys):
+        if key >= 0:
+            excluded[ch] = hist[ch, key]
+            hist[ch, key] = 0
+    if signed and not hist[:, : -WIDE_OFFSETS[WIDE_SIGNED]].any():  # no negative value: as torch keys it
+        unsigned = rekeyed(hist, WIDE_SIGNED, WIDE_UNSIGNED)
+        if unsigned is not None:
+            hist, kind = unsigned, WIDE_UNSIGNED
+    vmin, vmax = wide_range(hist, kind)
+    return IntegerReduction(valid, sums, squares.astype(np.int64), vmin, vmax, excluded, hist, kind)
 
 
 def _mask_rows(mask: torch.Tensor, n: int, c: int, pixels: int) -> torch.Tensor:
