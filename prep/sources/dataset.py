@@ -15,8 +15,10 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from prep.errors import SourceError
-from prep.pixels import mode_of_channels, native_mode, to_array
+from prep.pixels import BANDS, mode_of_channels, native_mode, to_array
 from prep.sources.base import BatchSource
 
 if TYPE_CHECKING:
@@ -102,7 +104,8 @@ class DatasetSource(BatchSource):
 
     @property
     def native_mode(self) -> str:
-        """From the first item: grey PIL modes and 1-channel tensors give ``L``, the rest ``RGB``."""
+        """From the first item: grey PIL modes and 1-channel tensors give ``L``, other PIL images and
+        3-channel tensors ``RGB``, tensors of any other channel count ``bands`` (their own values)."""
         if self._native_mode is None:
             first = self._image(self._first_item(), 0)
             from PIL import Image
@@ -110,7 +113,8 @@ class DatasetSource(BatchSource):
             if isinstance(first, Image.Image):
                 self._native_mode = native_mode(first)
             elif _is_tensor(first) and first.ndim >= 3:
-                self._native_mode = mode_of_channels(first.shape[-3])
+                channels = first.shape[-3]
+                self._native_mode = mode_of_channels(channels) if channels in (1, 3) else BANDS
             else:
                 raise SourceError(
                     f"{self.name}: item 0 is a {type(first).__name__}, not a PIL image or (C, H, W) tensor"
@@ -174,7 +178,7 @@ class DatasetSource(BatchSource):
             count += 1
             image = self._image(item, index)
             if isinstance(image, Image.Image):
-                image = tensor_view(to_array(image, mode)[0])
+                image = tensor_view(_bands_of(image) if mode == BANDS else to_array(image, mode)[0])
             elif not _is_tensor(image):
                 raise SourceError(
                     f"{self.name}: item {index} is a {type(image).__name__}, not a PIL image or image tensor"
@@ -196,6 +200,12 @@ class DatasetSource(BatchSource):
         yield from flush()
         if count == 0 and start == 0:
             raise SourceError(f"{self.name}: {self.empty_message()}")
+
+
+def _bands_of(image: Any) -> np.ndarray:
+    """A PIL image's bands as stored, ``(C, H, W)`` (the bands mode: no conversion)."""
+    array = np.asarray(image)
+    return np.ascontiguousarray(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
 
 
 def _item_bytes(image: Any) -> bytes:

@@ -195,3 +195,16 @@ def test_per_image_rows_leave_out_nodata(tmp_path):
     band = arrays[1][4].astype(np.float64)
     assert float(rows["t1.tif"]["mean_B5"]) == pytest.approx(band[band != 0].mean(), rel=1e-6)
     assert float(rows["t1.tif"]["min_B5"]) == band[band != 0].min()
+
+
+def test_python_datasets_of_tensors_and_pil_images_are_measured_in_bands():
+    from PIL import Image
+
+    tensors = [torch.randint(-500, 5000, (13, 16, 16), dtype=torch.int16) for _ in range(3)]
+    stats = prep.compute_stats(tensors)
+    assert stats.mode == "bands" and stats.channels == 13
+    flat = torch.stack(tensors).transpose(0, 1).reshape(13, -1).double()
+    np.testing.assert_allclose(stats.mean, flat.mean(1).numpy(), rtol=1e-15)
+    images = [Image.fromarray(np.full((4, 5), 1000 * (i + 1), np.uint16)) for i in range(2)]
+    grey = prep.compute_stats(images, mode="bands")
+    assert grey.channels == 1 and grey.mean == (1500.0,) and grey.units == "raw"
