@@ -24,6 +24,7 @@ from prep.stats import kernels
 
 if TYPE_CHECKING:
     from prep.decode.device import EncodedJpeg
+    from prep.stats.moments import ChannelMoments
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Decoder(Protocol):
 
     name: str
 
-    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray | EncodedJpeg: ...
+    def __call__(self, fp: IO[bytes], mode: str) -> EightBitHistogram | ImageArray | EncodedJpeg | ReducedImage: ...
 
 
 class PILDecoder:
@@ -353,6 +354,20 @@ def pil_reads_wrong(fp: IO[bytes], info) -> bool:
         fp.seek(start)
 
 
+WHOLE_IMAGE_BYTES = 256 << 20  # a TIFF decoding to more is reduced a piece of rows at a time
+PIECE_BYTES = 64 << 20  # the rows read at a time from such a TIFF
+PIECEWISE_MAX_VALUES = 1 << 34  # the most values a TIFF read a piece at a time may declare (16 G)
+
+
+@dataclass(frozen=True)
+class ReducedImage:
+    """One image already reduced, piece by piece (a TIFF too large to hold decoded): its state
+    (:meth:`prep.stats.moments.ChannelMoments.as_one_image`) and size (width, height)."""
+
+    state: ChannelMoments
+    size: tuple[int, int]
+
+
 class BandsDecoder:
     """``--mode bands``: every band of a file as stored, in its own dtype and values (pixel max 1).
 
@@ -360,19 +375,51 @@ class BandsDecoder:
     8 to 64-bit integers and floats); other image files by PIL without conversion (``L`` and
     16-bit and float modes are one band, ``LA`` two, ``RGB`` three, ``RGBA`` and ``CMYK`` four;
     palette images as their colours). ``bands`` (0-based indices) selects and orders bands.
+
+    A TIFF whose selected bands decode to more than :data:`WHOLE_IMAGE_BYTES` (a full Sentinel-2
+    tile: 3.1 GB) is never held whole: its rows are read :data:`PIECE_BYTES` at a time and
+    reduced into a :class:`ReducedImage` (with ``nodata``, ``track_images`` and ``covariance``
+    as the pass's state has them), so a worker holds one piece, about 64 MiB, whatever the image.
     """
 
     name = "bands"
 
-    def __init__(self, bands: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        bands: tuple[int, ...] | None = None,
+        nodata: tuple[float, ...] | None = None,
+        track_images: bool = False,
+        covariance: bool = False,
+    ) -> None:
         self.bands = bands
+        self.nodata = nodata
+        self.track_images = track_images
+        self.covariance = covariance
 
-    def __call__(self, fp: IO[bytes], mode: str) -> ImageArray:
+    def __call__(self, fp: IO[bytes], mode: str) -> ImageArray | ReducedImage:
+        info = tiff_info(fp)
+        if info is not None:
+            count = info.bands if self.bands is None else len(self.bands)
+            if info.height * info.width * count * info.dtype.itemsize > WHOLE_IMAGE_BYTES:
+                return self._piecewise(fp, info)
         array, _, _ = read_bands_of(fp, self.bands)
         return ImageArray(array, RAW_MAX)
 
+    def _piecewise(self, fp: IO[bytes], info) -> ReducedImage:
+        from prep.decode.tiff import iter_band_rows
+        from prep.stats.moments import ChannelMoments
+
+        if self.bands is not None:
+            _check_bands(self.bands, info.bands)
+        channels = info.bands if self.bands is None else len(self.bands)
+        nodata = None if self.nodata is None or len(self.nodata) != channels else self.nodata
+        state = ChannelMoments(channels, self.track_images, self.covariance, nodata=nodata)
+        for piece in iter_band_rows(fp, self.bands, PIECE_BYTES, PIECEWISE_MAX_VALUES):
+            state.update_image(piece, RAW_MAX)
+        return ReducedImage(state.as_one_image(), (info.width, info.height))
+
     def __repr__(self) -> str:
-        return f"BandsDecoder(bands={self.bands})"
+        return f"BandsDecoder(bands={self.bands}, nodata={self.nodata})"
 
 
 def read_bands_of(fp: IO[bytes], bands: tuple[int, ...] | None = None):

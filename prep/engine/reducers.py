@@ -115,7 +115,8 @@ class MomentsReducer(Reducer):
         if transform is not None:
             decoder = TransformedDecoder(transform)
         elif mode == BANDS:
-            decoder = BandsDecoder(self.layout.bands)
+            track = self.state.image_moments is not None
+            decoder = BandsDecoder(self.layout.bands, self.layout.nodata, track, self.covariance)
         elif self.on_device is not None:
             decoder = PassJpegs(self.covariance)
         else:

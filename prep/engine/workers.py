@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from prep.decode.decoders import Decoder, ImageArray, TorchvisionDecoder
+from prep.decode.decoders import Decoder, ImageArray, ReducedImage, TorchvisionDecoder
 from prep.decode.device import EncodedJpeg, decode_on_device
 from prep.engine.bands import BandLayout, all_nodata
 from prep.errors import BadImageError, PrepError, SourceError
-from prep.insight.per_image_report import Row, digest_of, row_from_array, rows_from_histograms
+from prep.insight.per_image_report import Row, digest_of, row_from_array, row_from_state, rows_from_histograms
 from prep.pixels import BANDS, CHANNELS, LEVELS
 from prep.signals import deferred_sigint
 from prep.sources.base import FileChunk
@@ -119,6 +119,21 @@ def reduce_chunk(
             raise type(exc)(f"{chunk.reader.display(name)}: {exc}") from None
         except Exception as exc:  # decoders raise many types for bad files; all mean "not decodable"
             result.skipped.append((name, describe_failure(exc)))
+            continue
+        if isinstance(pixels, ReducedImage):  # a large image, reduced a piece at a time
+            if pixels.state.channels != channels:
+                raise SourceError(
+                    f"{chunk.reader.display(name)}: {pixels.state.channels} band(s), but {layout.first} has {channels}"
+                )
+            if not pixels.state.count.any():
+                result.skipped.append((name, "every pixel is nodata"))
+                continue
+            result.state = result.state.merge(pixels.state)
+            klass = result.class_state(name, class_of)
+            if klass is not None and class_of is not None:
+                result.classes[str(class_of(name))] = klass.merge(pixels.state)
+            if per_image:
+                result.rows.append(row_from_state(name, pixels.size, pixels.state, digest))
             continue
         if isinstance(pixels, ImageArray):
             if mode == BANDS and pixels.array.shape[0] == channels and all_nodata(pixels.array, layout.nodata):

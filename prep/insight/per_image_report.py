@@ -89,6 +89,12 @@ def row_from_array(name: str, array: np.ndarray, pixel_max: float, channels: int
     return (name, int(array.shape[-1]), int(array.shape[-2]), *(v.tolist() for v in stats), digest)
 
 
+def row_from_state(name: str, size: tuple[int, int], state: Any, digest: int) -> Row:
+    """A row from one image's state (an image reduced a piece at a time), its size (width, height)."""
+    s = state.compute()
+    return (name, int(size[0]), int(size[1]), list(s.mean), list(s.std), list(s.min), list(s.max), digest)
+
+
 def rows_from_batch(batch: Any, pixel_max: float, names: Sequence[str]) -> list[Row]:
     """Rows of a tensor batch ``(N, C, H, W)``, named ``names`` (their indices in the source)."""
     x = batch.detach().cpu()

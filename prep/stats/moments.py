@@ -505,6 +505,35 @@ class ChannelMoments:
             setattr(out, f.name, value)
         return out
 
+    def as_one_image(self) -> ChannelMoments:
+        """This state of pieces of one image (rows read a piece at a time) as the state of that one
+        image: one image, whose per-image std is the std of all its pixels (and, where the state
+        tracks them, per-image products from its exact sums; dropped where it has none)."""
+        out = self.copy()
+        summary = self.compute()
+        out.images = 1
+        present = self.count > 0
+        std = np.where(present, np.nan_to_num(np.asarray(summary.std, np.float64)), 0.0)
+        out.image_std_sum = [int(v) for v in np.rint(std * IMAGE_STD_SCALE)]
+        out.image_std_count = present.astype(np.int64)
+        if out.image_moments is not None:
+            sums = self._integer_sums()
+            out.image_moments = (
+                None
+                if sums is None
+                else [[n, s, q, n * n, n * s, s * s, n * q, s * q, q * q] for n, s, q in zip(*sums)]
+            )
+        return out
+
+    def _integer_sums(self) -> tuple[list[int], list[int], list[int]] | None:
+        """Per channel the exact count, sum and sum of squares of raw values, where the state keeps them."""
+        if self.exact_sum is not None and self.exact_sumsq is not None:
+            return self.count.tolist(), list(self.exact_sum), list(self.exact_sumsq)
+        if self.wide is not None and self.wide_kind in WIDE_OFFSETS:
+            totals = [wide_sums(row, WIDE_OFFSETS[self.wide_kind]) for row in self.wide]
+            return self.count.tolist(), [t[0] for t in totals], [t[1] for t in totals]
+        return None
+
     def _absorb(self, other: ChannelMoments) -> ChannelMoments:
         """Take ``other``'s state as this one's (an in-place ``merge``); returns ``self``."""
         for f in STATE_FIELDS:

@@ -208,3 +208,26 @@ def test_python_datasets_of_tensors_and_pil_images_are_measured_in_bands():
     images = [Image.fromarray(np.full((4, 5), 1000 * (i + 1), np.uint16)) for i in range(2)]
     grey = prep.compute_stats(images, mode="bands")
     assert grey.channels == 1 and grey.mean == (1500.0,) and grey.units == "raw"
+
+
+def test_a_tiff_too_large_to_hold_is_reduced_a_piece_at_a_time(tmp_path, monkeypatch):
+    from prep.decode import decoders
+
+    folder, arrays = _folder(tmp_path, write_sentinel2, count=2)
+    whole = prep.compute_stats(folder, workers=0, per_image=tmp_path / "whole.csv")
+    monkeypatch.setattr(decoders, "WHOLE_IMAGE_BYTES", 1000)  # every tile goes piece by piece
+    monkeypatch.setattr(decoders, "PIECE_BYTES", 13 * 52 * 2 * 16)  # 16 rows a piece: 3 pieces a tile
+    from prep.decode import tiff
+
+    read = []
+    real = tiff.iter_band_rows
+    monkeypatch.setattr(tiff, "iter_band_rows", lambda *a, **k: (read.append(p) or p for p in real(*a, **k)))
+    pieces = prep.compute_stats(folder, workers=0, per_image=tmp_path / "pieces.csv")
+    assert [p.shape[1] for p in read] == [16, 16, 8] * 2  # 40 rows of each tile in three pieces
+    assert pieces.images == whole.images == 2
+    assert (pieces.mean, pieces.std, pieces.count) == (whole.mean, whole.std, whole.count)
+    assert pieces.percentiles == whole.percentiles and pieces.covariance is None  # nodata: no covariance
+    np.testing.assert_allclose(pieces.per_image_std_mean, whole.per_image_std_mean, rtol=1e-12)
+    assert (tmp_path / "pieces.csv").read_text().splitlines()[1].split(",")[:4] == (
+        (tmp_path / "whole.csv").read_text().splitlines()[1].split(",")[:4]
+    )
