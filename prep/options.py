@@ -267,6 +267,14 @@ OPTIONS: tuple[Option, ...] = (
         shown=",".join(f"{q:g}" for q in DEFAULT_PERCENTILES),
     ),
     Option(
+        "exact_percentiles",
+        False,
+        (bool,),
+        "Float data: a second pass that makes the percentiles exact (without it they lie within 2**-7 relative "
+        "bounds).",
+        shown="",
+    ),
+    Option(
         "shard",
         None,
         (str,),

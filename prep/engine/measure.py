@@ -18,6 +18,7 @@ from typing import Any
 
 from prep.engine.bands import BandLayout, band_layout, native_mode
 from prep.engine.checkpoint import remove_checkpoint
+from prep.engine.exact_percentiles import needs_second_pass
 from prep.engine.loop import PassSettings, run_pass
 from prep.engine.reducers import MomentsReducer
 from prep.engine.workers import (
@@ -209,6 +210,10 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         if report is not None:
             report.abort()
         raise
+    q = parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES
+    exact = None
+    if o["exact_percentiles"] and needs_second_pass(reducer.state):
+        exact = _exact_percentiles(src, reducer, settings, q, transform)
     stats = Stats(
         source=src.describe(),
         fingerprint=src.fingerprint(),
@@ -216,8 +221,9 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         transform=describe_transform(transform),
         decoder=decoder,
         state=reducer.state,
+        exact_percentiles=exact,
         **progress.skipped.stats_fields(),  # the first SKIPPED_LISTED named, all counted
-        percentiles_q=parse_percentiles(o["percentiles"]) or DEFAULT_PERCENTILES,
+        percentiles_q=q,
         sample=sample_report(src, reducer.state),
         outliers=None if report is None else report.finish(),
         band_names=layout.names,
@@ -227,6 +233,28 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     )
     _check_result(stats, src)
     return stats
+
+
+def _exact_percentiles(
+    src: Source, first: MomentsReducer, settings: PassSettings, q: tuple[float, ...], transform: Any
+) -> tuple[tuple[float, ...], ...]:
+    """The second pass of ``exact_percentiles`` (:mod:`prep.engine.exact_percentiles`): the same
+    source, decoders and options, no checkpoint; the data must not change in between."""
+    from prep.engine.exact_percentiles import PercentileReducer, exact_values, plan
+
+    before = src.fingerprint()
+    assert first.state.wide is not None  # needs_second_pass said so
+    planned = plan(first.state.wide, q)
+    decoder = first.worker_job(settings.mode, transform, 1)[1][1]  # the first pass's decoder
+    bands = first.layout.bands if first.mode == BANDS else None
+    reducer = PercentileReducer(planned, decoder, first.layout.nodata, bands)
+    again = dataclasses.replace(settings, checkpoint=None, resume=False, identity={})
+    log.info("exact percentiles: a second pass over %s", src.where())
+    run_pass(src, reducer, again)
+    if src.fingerprint() != before:
+        raise SourceError(f"{src.where()}: the data changed during the two passes of --exact-percentiles")
+    values = exact_values(planned, reducer.collected, first.state.pixel_max)
+    return tuple(tuple(row) for row in values)
 
 
 def source_classes(src: Source) -> Classes:

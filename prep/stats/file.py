@@ -98,6 +98,8 @@ class Stats:
     band_names: tuple[str, ...] | None = None  # the bands' names (a GeoTIFF's descriptions, or --band-names)
     bands: tuple[int, ...] | None = None  # the bands measured, 0-based (None: every band)
     nodata: tuple[float, ...] | None = None  # per band, the value left out (None: none)
+    # float data measured with exact_percentiles: per channel, the exact values of percentiles_q
+    exact_percentiles: tuple[tuple[float, ...], ...] | None = None
     # per_class: ImageFolder's classes in its order (find_classes), and the state of each class
     # that has measured images; None without per_class
     classes: Sequence[str] | None = None
@@ -422,6 +424,9 @@ class Stats:
         pixel_max, q)`` (linear method) of the measured pixels: exact for 8- and 16-bit data (from
         their histograms), the midpoint of :meth:`percentile_bounds` for float data."""
         (q,) = check_percentiles([q])
+        if self.exact_percentiles is not None and q in self.percentiles_q:
+            i = self.percentiles_q.index(q)
+            return tuple(row[i] for row in self.exact_percentiles)
         found = state_percentiles(self.state, [q])
         if found is None:
             raise StatsFileError(
@@ -451,7 +456,11 @@ class Stats:
         if found is None:
             return None
         values, bounds = found
-        return {"q": q, "values": values} if bounds is None else {"q": q, "values": values, "bounds": bounds}
+        if bounds is None:
+            return {"q": q, "values": values}
+        if self.exact_percentiles is not None:  # a second pass resolved them: exact within the bounds
+            return {"q": q, "values": [list(row) for row in self.exact_percentiles], "bounds": bounds, "exact": True}
+        return {"q": q, "values": values, "bounds": bounds}
 
     def denormalize(self, eps: float | None = None):
         """The inverse of :meth:`normalize` on float tensors: ``x * std + mean``, unit scale."""

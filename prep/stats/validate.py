@@ -135,6 +135,7 @@ def stats_fields(data: Any) -> dict[str, Any]:
         "transform": transform,
         "decoder": decoder,
         "percentiles_q": _percentiles_q(data, state),
+        "exact_percentiles": _exact_percentiles(data, state),
         "sample": _sample(data, state),
         "outliers": _outliers(data),
         "band_names": band_names,
@@ -489,6 +490,34 @@ def _outliers(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(outliers)
 
 
+def _exact_percentiles(data: Mapping[str, Any], state: ChannelMoments) -> tuple[tuple[float, ...], ...] | None:
+    """``percentiles.exact``: true where a second pass resolved float percentiles; each value must
+    then lie within the bounds the state's histogram gives (:func:`~prep.stats.file.state_percentiles`)."""
+    from prep.stats.file import state_percentiles
+
+    percentiles = data.get("percentiles")
+    if not isinstance(percentiles, dict) or "exact" not in percentiles:
+        return None
+    if percentiles["exact"] is not True:
+        raise StatsFileError("field 'percentiles.exact': expected true (or no such field)")
+    q = check_percentiles(read_field(percentiles, "q", list, "percentiles"))
+    values = read_field(percentiles, "values", list, "percentiles")
+    found = state_percentiles(state, q)
+    if found is None or found[1] is None:
+        raise StatsFileError("field 'percentiles.exact': only float data's percentiles are made exact")
+    bounds = found[1]
+    if len(values) != state.channels or any(not isinstance(row, list) or len(row) != len(q) for row in values):
+        raise StatsFileError(f"field 'percentiles.values': expected {state.channels} rows of {len(q)} numbers")
+    for c, row in enumerate(values):
+        for v, (low, high) in zip(row, bounds[c]):
+            if not is_number(v) or not (low <= v <= high or (math.isnan(low) and v is None)):
+                raise StatsFileError(
+                    f"field 'percentiles.values': {short_repr(v)} lies outside its bin [{low}, {high}]; "
+                    "was the file edited?"
+                )
+    return tuple(tuple(float(v) for v in row) for row in values)
+
+
 def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[float, ...]:
     """``percentiles``: null exactly when the state has no histogram, else ``{"q": [...], "values":
     [...]}`` with up to :data:`MAX_PERCENTILES` values of q in [0, 100]; returns q (the values are
@@ -502,7 +531,7 @@ def _percentiles_q(data: Mapping[str, Any], state: ChannelMoments) -> tuple[floa
         )
     if percentiles is None:
         return DEFAULT_PERCENTILES
-    refuse_unknown_keys(percentiles, ("q", "values", "bounds"), "percentiles")
+    refuse_unknown_keys(percentiles, ("q", "values", "bounds", "exact"), "percentiles")
     q = read_field(percentiles, "q", list, "percentiles")
     read_field(percentiles, "values", list, "percentiles")
     if len(q) > MAX_PERCENTILES:

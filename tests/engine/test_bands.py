@@ -213,7 +213,7 @@ def test_python_datasets_of_tensors_and_pil_images_are_measured_in_bands():
 def test_a_tiff_too_large_to_hold_is_reduced_a_piece_at_a_time(tmp_path, monkeypatch):
     from prep.decode import decoders
 
-    folder, arrays = _folder(tmp_path, write_sentinel2, count=2)
+    folder, _ = _folder(tmp_path, write_sentinel2, count=2)
     whole = prep.compute_stats(folder, workers=0, per_image=tmp_path / "whole.csv")
     monkeypatch.setattr(decoders, "WHOLE_IMAGE_BYTES", 1000)  # every tile goes piece by piece
     monkeypatch.setattr(decoders, "PIECE_BYTES", 13 * 52 * 2 * 16)  # 16 rows a piece: 3 pieces a tile
@@ -231,3 +231,29 @@ def test_a_tiff_too_large_to_hold_is_reduced_a_piece_at_a_time(tmp_path, monkeyp
     assert (tmp_path / "pieces.csv").read_text().splitlines()[1].split(",")[:4] == (
         (tmp_path / "whole.csv").read_text().splitlines()[1].split(",")[:4]
     )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_percentiles_of_float_data_equal_numpy_bit_for_bit(tmp_path, workers):
+    folder, arrays = _folder(tmp_path, write_float32_nan)
+    stats = prep.compute_stats(folder, workers=workers, exact_percentiles=True)
+    assert stats.percentiles["exact"] is True
+    for c, values in enumerate(_valid(arrays, None)):
+        assert [stats.percentile(q)[c] for q in Q] == np.percentile(values, Q).tolist()
+    stats.save(tmp_path / "s.json")
+    again = prep.load_stats(tmp_path / "s.json")
+    assert again.percentiles == stats.percentiles
+    data = json.loads((tmp_path / "s.json").read_text())
+    data["percentiles"]["values"][0][3] += 1.0  # outside its bin
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    with pytest.raises(prep.StatsFileError, match="lies outside its bin"):
+        prep.load_stats(tmp_path / "edited.json")
+
+
+def test_exact_percentiles_of_float_arrays():
+    rng = np.random.default_rng(3)
+    images = rng.normal(100, 30, (7, 2, 9, 8))  # float64
+    stats = prep.compute_stats(torch.from_numpy(images), mode="bands", exact_percentiles=True)
+    flat = images.transpose(1, 0, 2, 3).reshape(2, -1)
+    for c in range(2):
+        assert [stats.percentile(q)[c] for q in Q] == np.percentile(flat[c], Q).tolist()
