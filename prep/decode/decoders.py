@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from prep.decode.jpeg_kinds import JpegKind, jpeg_components, read_header
+from prep.decode.jpeg_kinds import JpegKind, is_plain, jpeg_components, read_header
 from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
 from prep.pixels import RAW_MAX, convert_channels, is_eight_bit, to_array
@@ -31,9 +31,18 @@ if TYPE_CHECKING:
 class EightBitHistogram:
     """PIL's flat per-channel histogram of an 8-bit image: ``C * 256`` counts, and its size."""
 
-    counts: list[int]
+    counts: list[int] | np.ndarray  # PIL's list, or the kernels' int64 array
     size: tuple[int, int] = (0, 0)  # width, height
     cross: list[list[int]] | None = None  # raw sums of x_i * x_j per channel pair, when asked for
+
+    def __eq__(self, other: object) -> bool:  # the same counts, whether a list or an array
+        return (
+            isinstance(other, EightBitHistogram)
+            and (self.size, self.cross) == (other.size, other.cross)
+            and list(map(int, self.counts)) == list(map(int, other.counts))
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable counts
 
 
 @dataclass(frozen=True)
@@ -102,13 +111,15 @@ def _replicated(reduced: EightBitHistogram, replicate: int) -> EightBitHistogram
     if replicate == 1:
         return reduced
     cross = None if reduced.cross is None else [[reduced.cross[0][0]] * replicate for _ in range(replicate)]
-    return EightBitHistogram(reduced.counts * replicate, reduced.size, cross)
+    counts = reduced.counts
+    tiled = np.tile(counts, replicate) if isinstance(counts, np.ndarray) else counts * replicate
+    return EightBitHistogram(tiled, reduced.size, cross)
 
 
 _SQUARES = np.arange(256, dtype=np.int64) ** 2
 
 
-def _squares(counts: list[int]) -> list[int]:
+def _squares(counts: list[int] | np.ndarray) -> list[int]:
     """Per channel, the raw sum of squares of an 8-bit image from its flat histogram."""
     return [int(v) for v in np.asarray(counts, np.int64).reshape(-1, 256) @ _SQUARES]
 
@@ -212,6 +223,8 @@ def torchvision_kind(data: bytes) -> JpegKind | None:
     limit = Image.MAX_IMAGE_PIXELS
     if not width or not height or (limit is not None and width * height > limit):
         return None
+    if is_plain(data):  # PIL would open it as its header says: no need to ask (jpeg_kinds.is_plain)
+        return kind
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -255,10 +268,11 @@ def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
         return _reduced(_pil_image(pixels), covariance)
     channels, height, width = pixels.shape
     hwc = _hwc(pixels)
-    counts = kernels.histogram_interleaved(hwc).reshape(-1).tolist()
+    hist = kernels.histogram_interleaved(hwc)
+    counts = hist.reshape(-1)
     cross = None
     if covariance:
-        squares = _squares(counts)
+        squares = (hist @ _SQUARES).tolist()
         cross = kernels.cross_interleaved(hwc, squares) if channels == 3 else [squares]
     return EightBitHistogram(counts, (width, height), cross)
 

@@ -76,3 +76,76 @@ def _jpeg_kind(data: bytes) -> tuple[JpegKind, int, int] | None:
             return None
         pos += length
     return None
+
+
+# APPn payloads PIL's JPEG parser interprets beyond storing them, and how long each must be for
+# its reads to succeed (None: anything it does with them is not plain, see is_plain)
+_APP_PREFIXES: tuple[tuple[int, bytes, int | None], ...] = (
+    (0xE0, b"JFIF", 12),  # version at 5, unit at 7, density at 8 and 10
+    (0xEE, b"Adobe", 12),  # version at 5, transform at 11
+    (0xE1, b"Exif\x00\x00", 6),  # stored
+    (0xE1, b"http://ns.adobe.com/xap/1.0/\x00", 29),  # XMP: stored after the NUL
+    (0xE2, b"ICC_PROFILE\x00", 12),  # stored, assembled after the header
+    (0xE2, b"FPXR\x00", None),  # FlashPix: parsed
+    (0xE2, b"MPF\x00", None),  # multi-picture: parsed after the header
+    (0xED, b"Photoshop 3.0\x00", None),  # image resources: parsed
+)
+
+
+def is_plain(data: bytes) -> bool:
+    """True when every segment of the JPEG header in ``data`` is one PIL's ``Image.open`` reads
+    without a check that could fail: APPn payloads long enough for what PIL reads of them (and
+    none it parses further), comments, whole quantization and Huffman tables, a DRI of 2 bytes,
+    one 8-bit frame of 1, 3 or 4 components of the right length, then a scan with data after it;
+    no fill bytes, stray markers or truncation. Such a file opens in PIL exactly as its header
+    says, so :mod:`prep.decode.decoders` need not ask PIL (its header probe costs more than a
+    small image's decode); anything else is asked."""
+    if not data.startswith(JPEG_MAGIC):
+        return False
+    pos, frames, end = 2, 0, len(data)
+    try:
+        for _ in range(_MAX_SEGMENTS):
+            if data[pos] != 0xFF or data[pos + 1] == 0xFF:  # a marker, without fill bytes
+                return False
+            marker = data[pos + 1]
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            payload = data[pos + 4 : pos + 2 + length]
+            if length < 2 or pos + 2 + length > end:
+                return False
+            if marker == 0xDA:  # start of scan: the header ends; scan data must follow
+                return frames == 1 and pos + 2 + length < end
+            if 0xE0 <= marker <= 0xEF:
+                for app, prefix, minimum in _APP_PREFIXES:
+                    if marker == app and payload.startswith(prefix):
+                        if minimum is None or len(payload) < minimum:
+                            return False
+                        break
+            elif marker == 0xDB:
+                if not _whole_tables(payload):
+                    return False
+            elif marker == 0xDD:
+                if len(payload) != 2:
+                    return False
+            elif marker in (0xC0, 0xC1, 0xC2):
+                frames += 1
+                if len(payload) < 6 or payload[0] != 8 or payload[5] not in (1, 3, 4):
+                    return False
+                if len(payload) != 6 + 3 * payload[5] or frames > 1:
+                    return False
+            elif marker not in (0xC4, 0xFE):  # DHT and COM: PIL skips or stores them
+                return False
+            pos += 2 + length
+    except (IndexError, struct.error):
+        return False
+    return False
+
+
+def _whole_tables(payload: bytes) -> bool:
+    """A DQT payload of whole 8- or 16-bit tables of ids 0..3 (what PIL's DQT reads without error)."""
+    pos = 0
+    while pos < len(payload):
+        precision, table = divmod(payload[pos], 16)
+        if precision > 1 or table > 3:
+            return False
+        pos += 1 + 64 * (precision + 1)
+    return pos == len(payload) and pos > 0
