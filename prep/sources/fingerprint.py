@@ -27,20 +27,21 @@ def fingerprint_files(root: str | os.PathLike, relpaths: Iterable[str], *, check
     with ``checksum``, also ``"checksum"`` over their contents (:func:`checksum_files`)."""
     root = Path(root)
     relpaths = list(relpaths)
-    fingerprint = fingerprint_listing((rel, (root / rel).stat()) for rel in relpaths)
+    stats = ((rel, (root / rel).stat()) for rel in relpaths)
+    fingerprint = fingerprint_listing((rel, st.st_size, st.st_mtime_ns) for rel, st in stats)
     if checksum:
         fingerprint["checksum"] = checksum_files(root, relpaths)
     return fingerprint
 
 
-def fingerprint_listing(entries: Iterable[tuple[str, os.stat_result]]) -> dict:
-    """The fingerprint of ``(relpath, stat)`` pairs already at hand (no further system calls)."""
+def fingerprint_listing(entries: Iterable[tuple[str, int, int]]) -> dict:
+    """The fingerprint of ``(relpath, size, mtime_ns)`` entries already at hand (no further system calls)."""
     digest = hashlib.sha256()
     files = size_total = 0
-    for rel, st in entries:
-        digest.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    for rel, size, mtime_ns in entries:
+        digest.update(f"{rel}\t{size}\t{mtime_ns}\n".encode("utf-8", "surrogateescape"))
         files += 1
-        size_total += st.st_size
+        size_total += size
     return {"files": files, "bytes": size_total, "sha256": digest.hexdigest()}
 
 

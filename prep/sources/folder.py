@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,18 +34,23 @@ NOT_FOLLOWED = "symlink (not followed)"  # the reason of a symlink listed under 
 
 @dataclass
 class FolderListing:
-    """Image files (relative POSIX paths, sorted) and files passed over, with reasons."""
+    """Image files (relative POSIX paths, sorted) and files passed over, with reasons.
+
+    The size and modification time of each image (what the fingerprint hashes) are kept in two
+    int64 arrays beside ``images``, 16 bytes a file, not a ``stat`` result each: a million files
+    cost the paths and 16 MB."""
 
     root: Path
     images: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    stats: dict[str, os.stat_result] = field(default_factory=dict, repr=False)
+    sizes: array = field(default_factory=lambda: array("q"), repr=False)
+    mtimes: array = field(default_factory=lambda: array("q"), repr=False)
     follow_symlinks: bool = True
 
     def fingerprint(self, checksum: bool = False) -> dict:
         """The dataset fingerprint, from the ``stat`` results the listing already made; with
         ``checksum``, also ``"checksum"`` over the images' contents (reads every file)."""
-        fingerprint = fingerprint_listing((rel, self.stats[rel]) for rel in self.images)
+        fingerprint = fingerprint_listing(zip(self.images, self.sizes, self.mtimes))
         if checksum:
             fingerprint["checksum"] = checksum_files(self.root, self.images, follow_symlinks=self.follow_symlinks)
         return fingerprint
@@ -100,11 +106,15 @@ def list_images(root: str | os.PathLike, follow_symlinks: bool = True) -> Folder
                 listing.skipped.append((rel, "not a regular file"))
             elif has_image_extension(entry.name):
                 listing.images.append(rel)
-                listing.stats[rel] = st
+                listing.sizes.append(st.st_size)
+                listing.mtimes.append(st.st_mtime_ns)
             else:
                 listing.skipped.append((rel, "not an image file extension"))
         stack.extend(reversed(subdirs))
-    listing.images.sort()
+    order = sorted(range(len(listing.images)), key=listing.images.__getitem__)
+    listing.images = [listing.images[i] for i in order]
+    listing.sizes = array("q", (listing.sizes[i] for i in order))
+    listing.mtimes = array("q", (listing.mtimes[i] for i in order))
     listing.skipped.sort()
     return listing
 
