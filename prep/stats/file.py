@@ -102,6 +102,10 @@ class Stats:
     # that has measured images; None without per_class
     classes: Sequence[str] | None = None
     class_states: Mapping[str, ChannelMoments] | None = None
+    # volumes (prep.engine.volumes): the voxels measured (every voxel, or a label map's foreground:
+    # its rule and options) and the header scalings met; None for other sources. With per_label,
+    # the classes are the label values measured
+    volume: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.nodata is None and self.state.nodata is not None:
@@ -206,7 +210,14 @@ class Stats:
             transform=self.transform,
             decoder=self.decoder,
             percentiles_q=self.percentiles_q,
+            band_names=self.band_names,
+            bands=self.bands,
         )
+
+    @property
+    def per_label(self) -> bool:
+        """True when the classes are the label values of volumes (``--per-label``)."""
+        return bool(self.volume and self.volume.get("per_label"))
 
     # -------------------------------------------------------------- derived numbers
     @property
@@ -468,6 +479,7 @@ class Stats:
             "sample": None if self.sample is None else dict(self.sample),
             "outliers": None if self.outliers is None else dict(self.outliers),
             **self._class_fields(),
+            **({} if self.volume is None else {"volume": dict(self.volume)}),
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }

@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.pixels import EIGHT_BIT_MAX, LEVELS, checked_sixteen_bit, pixel_max_of
-from prep.stats.exact import added, column_totals, cross_in, exact_mean_var, exact_moments, image_products
+from prep.stats.exact import (
+    added,
+    column_totals,
+    cross_in,
+    exact_mean_var,
+    exact_moments,
+    image_products,
+    image_products_exact,
+)
 from prep.stats.reductions import (
     WIDE_BINS,
     WIDE_FLOAT,
@@ -301,6 +309,25 @@ class ChannelMoments:
             image = image.expand(self.channels, *image.shape[1:])
         region = None if mask is None else torch.from_numpy(np.require(mask, bool, ["C"]))
         return self.update(image, pixel_max, region)
+
+    def as_one_image(self) -> ChannelMoments:
+        """Count this state, made of several updates (the slabs of a volume), as one image: its
+        images become 1 (0 when empty), its per-image std the whole state's, and with
+        ``track_images`` its per-image products those of its exact totals (16-bit data; other
+        data has none). Returns ``self``."""
+        valid = self.count > 0
+        std = np.asarray(self.compute().std, np.float64) if valid.any() else np.zeros(self.channels)
+        self.images = 1 if valid.any() else 0
+        self.image_std_sum = [int(v) for v in np.rint(np.where(valid, std, 0.0) * IMAGE_STD_SCALE)]
+        self.image_std_count = valid.astype(np.int64)
+        if self.image_moments is not None:
+            if self.wide is not None and self.wide_kind in WIDE_OFFSETS:
+                sums = [wide_sums(row, WIDE_OFFSETS[self.wide_kind]) for row in self.wide]
+                n, s, q = ([[v] for v in column] for column in ([int(c) for c in self.count], *zip(*sums)))
+                self.image_moments = image_products_exact(n, s, q)
+            else:
+                self.image_moments = None
+        return self
 
     def update_histograms(self, hist: np.ndarray, cross: Any = None) -> ChannelMoments:
         """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts, with their
