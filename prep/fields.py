@@ -17,7 +17,7 @@ from prep.errors import StatsFileError
 
 INT64_MAX = 2**63 - 1
 LONGEST_INT = 10**30  # no integer prep writes comes near (exact sums of squares of 8-bit data: < 10**24)
-MAX_DEPTH = 6  # nesting of JSON objects and lists; prep writes 4 (skipped.files[i] in the top-level object)
+MAX_DEPTH = 8  # nesting of JSON objects and lists; prep writes 7 (per_class.NAME.state.wide[c].counts)
 _KIND_NAMES = {"dict": "an object", "list": "a list", "str": "a string", "int": "an integer", "float": "a number"}
 
 

@@ -150,6 +150,15 @@ OPTIONS: tuple[Option, ...] = (
         "source",
         shown="",
     ),
+    Option(
+        "labels",
+        None,
+        (str,),
+        "NIfTI volumes: the folder of label maps, paired with the images by case name (CASE.nii.gz); default: "
+        "nnU-Net's labelsTr beside imagesTr, or a datalist's 'label'.",
+        "source",
+        shown="",
+    ),
     # how the pass runs
     Option(
         "device",
@@ -257,6 +266,44 @@ OPTIONS: tuple[Option, ...] = (
         "a GeoTIFF's own nodata tag. NaN is always left out of float data.",
         commands=("stats", "check"),
         shown="the GeoTIFF's nodata tag, if any",
+    ),
+    # which voxels of a volume are measured (prep.engine.volumes)
+    Option(
+        "foreground",
+        False,
+        (bool,),
+        "NIfTI volumes: measure only the foreground, voxels whose label map value is above 0 (nnU-Net's fingerprint).",
+        shown="",
+    ),
+    Option(
+        "ignore_label",
+        None,
+        (int,),
+        "NIfTI volumes: leave voxels of this label value out of the foreground (nnU-Net's ignore label).",
+        shown="",
+    ),
+    Option(
+        "label_values",
+        None,
+        (str, list),
+        "NIfTI volumes: measure only voxels whose label is one of these values, e.g. 1,2.",
+        shown="",
+    ),
+    Option(
+        "per_label",
+        False,
+        (bool,),
+        "NIfTI volumes: also measure each label value (above 0, or of --label-values) in the same pass, stored "
+        "under per_class by value.",
+        shown="",
+    ),
+    Option(
+        "nonzero",
+        False,
+        (bool,),
+        "Leave out each channel's voxels equal to 0 (MONAI's NormalizeIntensity(nonzero=True)); the same as "
+        "--nodata 0.",
+        shown="",
     ),
     # what prep stats measures and writes
     Option(

@@ -24,6 +24,7 @@ array passes on CUDA in GB/s.
     python scripts/bench.py                   # everything, about 6 minutes on 2 cores
     python scripts/bench.py --only arrays --reps 5
     python scripts/bench.py --only folder --profile   # and the cost of each stage per image
+    python scripts/bench.py --only volumes --volumes 20 --volume-shape 256x256x128   # NIfTI CT volumes
     python scripts/bench.py --device cuda             # on a GPU machine: the GPU table as well
 """
 
@@ -425,6 +426,61 @@ def peak_memory_mib(folder: Path, workers: int, device: str) -> tuple[float, flo
     return rss["main_kib"] / 1024, rss["worker_kib"] / 1024
 
 
+def make_volumes(root: Path, count: int, shape: tuple[int, int, int]) -> Path:
+    """``count`` CT-like int16 ``.nii.gz`` volumes of ``shape`` (air, a noisy body, bone), made once."""
+    import nibabel
+
+    folder = root / f"volumes-{count}x{'x'.join(map(str, shape))}"
+    if folder.is_dir() and len(list(folder.glob("*.nii.gz"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x, y = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    body = (x**2 + y**2 < 0.7)[..., None].repeat(shape[2], axis=2)
+    for k in range(count):
+        hu = np.full(shape, -1024, np.int16)
+        hu[body] = rng.normal(40, 30, int(body.sum())).astype(np.int16)
+        hu[(np.abs(x) < 0.08)[..., None].repeat(shape[2], axis=2) & body] = 1200
+        nibabel.save(nibabel.Nifti1Image(hu, np.eye(4)), folder / f"ct_{k:03d}.nii.gz")
+    return folder
+
+
+NIBABEL_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+import nibabel, numpy
+for path in sorted(Path(sys.argv[1]).glob("*.nii.gz")):
+    numpy.asanyarray(nibabel.load(path).dataobj).sum()
+with open("/proc/self/status") as f:
+    main = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"main_kib": main, "worker_kib": 0}))
+"""
+
+
+def volumes_table(data: Path, count: int, shape: tuple[int, int, int], reps: int, workers: int) -> None:
+    """Seconds and peak memory of prep stats over ``count`` CT-like .nii.gz volumes against
+    nibabel loading the same files alone (``np.asanyarray(img.dataobj)``: the stored int16)."""
+    import nibabel
+
+    folder = make_volumes(data, count, shape)
+    files = sorted(folder.glob("*.nii.gz"))
+    load = timed(lambda: [np.asanyarray(nibabel.load(p).dataobj).sum() for p in files], reps)
+    mine = timed(lambda: prep.compute_stats(folder, workers=workers), reps)
+    mine_1 = timed(lambda: prep.compute_stats(folder, workers=0), reps)
+    rss = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", NIBABEL_SCRIPT, str(folder)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    main_mib, worker_mib = peak_memory_mib(folder, workers, "cpu")
+    main_0, _ = peak_memory_mib(folder, 0, "cpu")
+    print(f"\n| {count} CT volumes {'x'.join(map(str, shape))} int16 .nii.gz | seconds | peak RSS (MiB) |")
+    print("|---|---|---|")
+    print(f"| nibabel load alone (1 process) | {load:.3f} | {rss['main_kib'] / 1024:.0f} |")
+    print(f"| prep stats, in-process | {mine_1:.3f} | {main_0:.0f} |")
+    print(f"| prep stats, {workers} workers | {mine:.3f} | {main_mib:.0f} + {worker_mib:.0f} per worker |", flush=True)
+
+
 def gpu_table(data: Path, images: int, reps: int, workers: int) -> None:
     """Images per second on ImageNet-size JPEGs (500x375), CPU decoding against nvjpeg, and the
     array passes on CUDA in GB/s of pixels (with a 2 GiB uint8 tensor already on the GPU)."""
@@ -502,9 +558,11 @@ def main() -> None:
     parser.add_argument(
         "--gpu-images", type=int, default=20_000, help="ImageNet-size JPEGs for the GPU table (default 20,000)"
     )
+    parser.add_argument("--volumes", type=int, default=20, help="CT-like .nii.gz volumes for --only volumes")
+    parser.add_argument("--volume-shape", default="256x256x128", help="their shape, XxYxZ (default 256x256x128)")
     parser.add_argument(
         "--only",
-        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands"],
+        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes"],
         action="append",
     )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
@@ -633,6 +691,9 @@ def main() -> None:
         print(f"| prep | {quiet:.3f} | {busy:.3f} | {busy / quiet:.2f} |", flush=True)
     if "gpu" in parts:
         gpu_table(args.data, args.gpu_images, reps, w)
+    if "volumes" in parts:  # asked for by name (nibabel is prep[medical]'s)
+        shape = tuple(int(n) for n in args.volume_shape.lower().split("x"))
+        volumes_table(args.data, args.volumes, shape, reps, w)  # type: ignore[arg-type]
     if "memory" in parts:
         folder = make_folder(args.data, args.images)
         big = make_folder_4x(args.data, folder)

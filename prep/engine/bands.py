@@ -43,6 +43,10 @@ class BandLayout:
 
 def native_mode(src: Source) -> str:
     """The mode ``src`` is measured in without ``--mode`` (see the module's rules)."""
+    from prep.sources.nifti import volume_source_of
+
+    if volume_source_of(src) is not None:  # volumes are data in their own values (Hounsfield units, MR)
+        return BANDS
     if isinstance(src, TaskSource):
         first = _first_file(src)
         if first is not None:
@@ -105,6 +109,12 @@ def _nodata(value: Any, from_file: float | None, channels: int) -> tuple[float, 
 
 def _first_image(src: Source) -> tuple[int, tuple[str, ...] | None, float | None, str]:
     """The band count, band names, nodata value and name of the source's first decodable image."""
+    from prep.sources.nifti import volume_source_of
+
+    volumes = volume_source_of(src)
+    if volumes is not None:
+        count, names, first = volumes.first_bands(PROBED_FILES)
+        return count, names, None, first
     if isinstance(src, BatchSource):
         for batch, _ in src.iter_batches(0, BANDS, 1, 1):
             if batch.ndim != 4:

@@ -20,7 +20,7 @@ from prep.engine.bands import BandLayout, band_layout, native_mode
 from prep.engine.checkpoint import remove_checkpoint
 from prep.engine.exact_percentiles import needs_second_pass
 from prep.engine.loop import PassSettings, run_pass
-from prep.engine.reducers import MomentsReducer
+from prep.engine.reducers import MomentsReducer, VolumePass
 from prep.engine.workers import (
     UNDECODABLE_REASONS,
 )
@@ -165,9 +165,13 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     if total == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
     mode = check_mode(o["mode"] or native_mode(src))
-    layout = band_layout(
-        src, mode, parse_bands(o["bands"]), parse_band_names(o["band_names"]), parse_nodata(o["nodata"])
-    )
+    volumes = volume_pass(src, o, mode, transform)
+    nodata = parse_nodata(o["nodata"])
+    if o["nonzero"]:
+        if nodata is not None:
+            raise OptionError("--nonzero is --nodata 0 in every channel; give one of them")
+        nodata = (0.0,)
+    layout = band_layout(src, mode, parse_bands(o["bands"]), parse_band_names(o["band_names"]), nodata)
     if transform is not None:
         check_transform(transform, layout.channels)
     classes = source_classes(src) if o["per_class"] else None
@@ -187,7 +191,10 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         on_device=decoding_device(o, dev) if isinstance(src, TaskSource) and mode != BANDS else None,
         classes=classes,
         layout=layout,
+        volumes=volumes,
     )
+    if volumes is not None and volumes.mask is not None and volumes.mask.per_label:
+        reducer.class_states = {}
     settings = PassSettings(
         mode=mode,
         device=dev,
@@ -203,6 +210,8 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
     identity = (
         checkpoint_identity(src, mode, transform, o["covariance"], decoder, classes, layout) if checkpoint else {}
     )
+    if checkpoint and volumes is not None and volumes.mask is not None:
+        identity["options"]["voxels"] = volumes.mask.describe()
     settings.identity = identity
     try:
         progress = run_pass(src, reducer, settings)
@@ -228,9 +237,13 @@ def _measure(source: Any, options: dict[str, Any]) -> Stats:
         outliers=None if report is None else report.finish(),
         band_names=layout.names,
         bands=layout.bands,
-        classes=None if classes is None else classes.names,
+        classes=_class_names(classes, reducer.class_states),
         class_states=reducer.class_states,
+        volume=None if volumes is None else volumes.describe(),
     )
+    if volumes is not None:
+        for message in volumes.warnings:
+            warnings.warn(message, PrepWarning, stacklevel=2)
     _check_result(stats, src)
     return stats
 
@@ -255,6 +268,61 @@ def _exact_percentiles(
         raise SourceError(f"{src.where()}: the data changed during the two passes of --exact-percentiles")
     values = exact_values(planned, reducer.collected, first.state.pixel_max)
     return tuple(tuple(row) for row in values)
+
+
+def _voxels_asked(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The voxel rule ``options`` ask of a volume pass (as the stats file's ``volume`` holds it)."""
+    from prep.engine.volumes import VoxelMask, voxel_mask
+
+    if not any(options.get(name) not in (None, False) for name in VOLUME_OPTIONS[1:]):
+        return None
+    mask = voxel_mask(options["foreground"], options["ignore_label"], options["label_values"], options["per_label"])
+    return (mask or VoxelMask()).describe()
+
+
+def _voxels_of(stats: Stats) -> dict[str, Any] | None:
+    """The voxel rule of a stats file (None: every voxel, or not volumes)."""
+    rule = {k: v for k, v in (stats.volume or {}).items() if k != "scaling"}
+    return rule if rule and rule.get("voxels") != "every voxel" else None
+
+
+def _class_names(classes: Classes | None, states: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The classes a stats file lists: the source's, or the label values measured (by value)."""
+    if classes is not None:
+        return classes.names
+    if states is None:
+        return None
+    return tuple(sorted(states, key=int))
+
+
+VOLUME_OPTIONS = ("labels", "foreground", "ignore_label", "label_values", "per_label")
+
+
+def volume_pass(src: Source, options: dict[str, Any], mode: str, transform: Any) -> VolumePass | None:
+    """What a pass over NIfTI volumes carries (:class:`VolumePass`), after refusing the options that
+    do not apply; None for other sources, which refuse the volume options."""
+    from prep.engine.volumes import voxel_mask
+    from prep.sources.nifti import volume_source_of
+
+    volumes = volume_source_of(src)
+    if volumes is None:
+        given = [name for name in VOLUME_OPTIONS if options.get(name) not in (None, False)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise OptionError(f"{src.where()}: {flag} is for NIfTI volumes (label maps), not a {src.kind} source")
+        return None
+    if mode != BANDS:
+        raise OptionError(f"{src.where()}: volumes are measured in their own values (--mode bands), not {mode}")
+    if transform is not None:
+        raise OptionError(f"{src.where()}: a transform (--resize, --center-crop) is for 2-D images, not volumes")
+    if options["per_image"] is not None:
+        raise OptionError(f"{src.where()}: --per-image is for 2-D images; volumes are listed by case in the summary")
+    if options["per_class"]:
+        raise OptionError(f"{src.where()}: volumes have no class folders; --per-label measures each label value")
+    mask = voxel_mask(options["foreground"], options["ignore_label"], options["label_values"], options["per_label"])
+    if mask is not None:
+        volumes.check_labels()
+    return VolumePass(mask)
 
 
 def source_classes(src: Source) -> Classes:
@@ -427,6 +495,9 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
         return None
     if options["covariance"] and existing.covariance is None:  # asked for by name, not by default
         log.warning("%s has no covariance (made without it); recomputing", out)
+        return None
+    if _voxels_asked(options) != _voxels_of(existing):
+        log.warning("%s measured other voxels (%s); recomputing", out, (existing.volume or {}).get("voxels"))
         return None
     if options["per_class"] and existing.classes is None:
         log.warning("%s has no per-class statistics (made without --per-class); recomputing", out)

@@ -37,6 +37,30 @@ if TYPE_CHECKING:
 MAX_DIM = 16_384  # prep.stats.cross_moments.MAX_DIM (importing it imports torch)
 
 
+@dataclass
+class VolumePass:
+    """What a pass over volumes (:mod:`prep.engine.volumes`) carries besides the state: the voxel
+    mask (None: every voxel), the header scalings met (``(slope, intercept)`` -> channel files)
+    and the warnings to give once the pass ends (each said once)."""
+
+    mask: Any = None  # a prep.engine.volumes.VoxelMask
+    scaling: dict[tuple[float, float], int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def fold(self, result: Any) -> None:
+        for key, n in result.scaling.items():
+            self.scaling[key] = self.scaling.get(key, 0) + n
+        self.warnings.extend(w for w in result.warnings if w not in self.warnings)
+
+    def describe(self) -> dict[str, Any]:
+        """The stats file's ``volume`` field: the voxels measured and the header scalings."""
+        from prep.engine.volumes import VoxelMask
+
+        mask = self.mask if self.mask is not None else VoxelMask()
+        scaling = [{"slope": k[0], "inter": k[1], "files": n} for k, n in sorted(self.scaling.items())]
+        return {**mask.describe(), "scaling": scaling}
+
+
 class MomentsReducer(Reducer):
     """``prep stats``: a :class:`ChannelMoments` of ``mode``'s channels (and the per-image report).
 
@@ -65,8 +89,10 @@ class MomentsReducer(Reducer):
         on_device: Any = None,
         classes: Classes | None = None,
         layout: BandLayout | None = None,
+        volumes: VolumePass | None = None,
     ) -> None:
         self.src = src
+        self.volumes = volumes
         self.mode = mode
         self.decoder = decoder
         self.covariance = covariance
@@ -111,6 +137,11 @@ class MomentsReducer(Reducer):
     def worker_job(self, mode: str, transform: Any, workers: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         from prep.decode.device import PassJpegs
 
+        if self.volumes is not None:
+            from prep.engine.volumes import reduce_volumes
+
+            track = self.state.image_moments is not None
+            return reduce_volumes, (self.layout, self.volumes.mask, track, self.covariance)
         decoder: Decoder
         if transform is not None:
             decoder = TransformedDecoder(transform)
@@ -141,6 +172,8 @@ class MomentsReducer(Reducer):
             fold_pending(result, list(chunk.names), self.mode, self.on_device, self.covariance, self._class_of)
         if self.report is not None:
             self.report.add(result.rows)
+        if self.volumes is not None:
+            self.volumes.fold(result)
         self.state = self.state.merge(result.state)
         if self.class_states is not None:
             for name, part in result.classes.items():
@@ -158,7 +191,7 @@ class MomentsReducer(Reducer):
 
     def load_state_dict(self, state: Any, where: str) -> None:
         load = moments_loader(self.layout.channels, self.covariance)
-        if self.classes is None:
+        if self.class_states is None:
             self.state, _ = load(state, where)
             self.state.nodata = self.layout.nodata
             return
@@ -171,11 +204,11 @@ class MomentsReducer(Reducer):
         overall, _ = load(state["overall"], f"{where}.overall")
         class_states = {}
         for name, raw in state["classes"].items():
-            if name not in self.classes.names:
+            if self.classes is not None and name not in self.classes.names:
                 raise StatsFileError(f"field '{where}.classes': {short_repr(name)} is not a class of the source")
             class_states[name], _ = load(raw, f"{where}.classes.{name}")
             class_states[name].nodata = self.layout.nodata
-        check_class_totals(overall, class_states, f"{where}.classes")
+        check_class_totals(overall, class_states, f"{where}.classes", images=self.volumes is None)
         overall.nodata = self.layout.nodata
         self.state, self.class_states = overall, class_states
 

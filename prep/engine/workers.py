@@ -62,6 +62,10 @@ class ChunkResult:
     pending: list[tuple[int, str, Any, int]] = field(default_factory=list)
     # with classes: each class's state (class name -> state), the chunk's images routed by name
     classes: dict[str, ChannelMoments] = field(default_factory=dict)
+    # volumes (prep.engine.volumes): what the pass says once it ends, and the header scaling
+    # (slope, intercept) of each case's channels, counted
+    warnings: list[str] = field(default_factory=list)
+    scaling: dict[tuple[float, float], int] = field(default_factory=dict)
 
     def class_state(self, name: str, class_of: Callable[[str], str | None] | None) -> ChannelMoments | None:
         """The state of the class of the file ``name`` (made when first needed), or None without

@@ -25,7 +25,14 @@ target             what it gives                                              un
                    ``variance = std ** 2``                                    ``image_dataset_from_directory``
                                                                               gives); ``units="unit"``
                                                                               after ``Rescaling(1/P)``
+``nnunet``         ``foreground_intensity_properties_per_channel`` (max,      0..P (the volumes'
+                   mean, median, min, percentile_00_5, percentile_99_5, std)  own values)
+``torchio``        ``RescaleIntensity(in_min_max=(p0.5, p99.5))`` and a       0..P
+                   z-score ``Lambda``
 =================  =========================================================  =====================
+
+Raw-unit statistics (volumes, ``--mode bands``) add MONAI's ``ScaleIntensityRanged(a_min=p0.5,
+a_max=p99.5, b_min=0, b_max=1, clip=True)`` to the ``monai`` export.
 
 ``P`` is the data's pixel max (255 for 8-bit data, 65535 for 16-bit, 1 for float data), so
 raw-unit numbers are ``mean * P`` and ``std * P`` (and ``variance = (std * P) ** 2``), computed
@@ -56,12 +63,15 @@ TARGETS = (
     "torchgeo",
     "terratorch",
     "stac",
+    "nnunet",
+    "torchio",
 )
 RAW = "the data's own values"  # the units of a stats file measured in --mode bands
 FORMATS = ("text", "json")
 UNIT = "unit scale"
 # targets whose input units are the user's choice, and their default; every other target has fixed units
 FREE_UNITS = {"monai": "raw", "keras": "raw"}
+RAW_TARGETS = ("dali", "ffcv", "nnunet", "torchio")  # targets whose inputs are always the data's own values
 HF_KEYS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
 
 
@@ -102,7 +112,7 @@ def export(stats: Any, target: str, units: str | None = None) -> dict[str, Any]:
 def check_units(target: str, units: str | None) -> str:
     """The input units of ``target`` (``"raw"`` or ``"unit"``) for ``units`` as given (None: the
     target's own); :class:`OptionError` for ``units`` where they are fixed, even when they match."""
-    fixed = "raw" if target in ("dali", "ffcv") else "unit"
+    fixed = "raw" if target in RAW_TARGETS else "unit"
     if units is None:
         return FREE_UNITS.get(target, fixed)
     if units not in ("raw", "unit"):
@@ -278,7 +288,89 @@ def _names(stats) -> list[str]:
     return list(stats.channel_names)
 
 
-_STATS_BUILDERS = {"torchgeo": _torchgeo, "terratorch": _terratorch, "stac": _stac}
+NNUNET_KEYS = ("max", "mean", "median", "min", "percentile_00_5", "percentile_99_5", "std")
+
+
+def nnunet_properties(stats) -> dict[str, dict[str, float]]:
+    """nnU-Net's ``foreground_intensity_properties_per_channel`` (``dataset_fingerprint.json`` and
+    ``plans.json``): per channel index as a string, :data:`NNUNET_KEYS` in the data's own values
+    (the median is the 50th percentile, as ``np.median``; exact for 16-bit data)."""
+    percentiles = [stats.percentile(q) for q in (0.5, 50.0, 99.5)]
+    raw = stats.pixel_max if stats.units == "unit" else 1.0
+    out = {}
+    for c in range(stats.channels):
+        low, median, high = (float(p[c]) * raw for p in percentiles)
+        out[str(c)] = {
+            "max": float(stats.max[c]) * raw,
+            "mean": float(stats.mean[c]) * raw,
+            "median": median,
+            "min": float(stats.min[c]) * raw,
+            "percentile_00_5": low,
+            "percentile_99_5": high,
+            "std": float(stats.std[c]) * raw,
+        }
+    return out
+
+
+def _nnunet(stats, mean, std):
+    """The block nnU-Net's CT normalization reads, to drop into a plans.json or fingerprint."""
+    block = {"foreground_intensity_properties_per_channel": nnunet_properties(stats)}
+    return {**block, "snippet": json.dumps(block, indent=2)}
+
+
+def _ranges(stats) -> list[tuple[float, float]] | None:
+    """Per channel, the 0.5th and 99.5th percentiles in the data's own values (None: no histogram)."""
+    if stats.histogram is None and stats.state.wide is None:
+        return None
+    raw = stats.pixel_max if stats.units == "unit" else 1.0
+    low, high = stats.percentile(0.5), stats.percentile(99.5)
+    return [(float(a) * raw, float(b) * raw) for a, b in zip(low, high)]
+
+
+def _monai_volumes(stats, mean, std):
+    """``monai``, and for raw-unit statistics ``ScaleIntensityRanged`` between the 0.5th and 99.5th
+    percentiles (one per channel: its a_min/a_max are one number)."""
+    out = _monai(mean, std, float(stats.pixel_max))
+    ranges = _ranges(stats) if stats.units == "raw" else None
+    if ranges is None:
+        return out
+    lines = [
+        f"ScaleIntensityRanged(keys=['image'], a_min={a!r}, a_max={b!r}, b_min=0.0, b_max=1.0, clip=True)"
+        + (f"  # channel {c}" if len(ranges) > 1 else "")
+        for c, (a, b) in enumerate(ranges)
+    ]
+    out["scale_intensity_range"] = [
+        {"a_min": a, "a_max": b, "b_min": 0.0, "b_max": 1.0, "clip": True} for a, b in ranges
+    ]
+    out["snippet"] = "\n".join([out["snippet"], *lines])
+    return out
+
+
+def _torchio(stats, mean, std):
+    """torchio: ``RescaleIntensity`` from the dataset's 0.5th/99.5th percentiles (``in_min_max``:
+    one range for every channel, so per channel for several) and a z-score with the dataset's
+    constants (``ZNormalization`` measures each image itself, so a ``Lambda``)."""
+    ranges = _ranges(stats) or []
+    lines = [
+        f"tio.RescaleIntensity(out_min_max=(0.0, 1.0), in_min_max=({a!r}, {b!r}))"
+        + (f"  # channel {c}" if len(ranges) > 1 else "")
+        for c, (a, b) in enumerate(ranges)
+    ]
+    lines.append(
+        f"tio.Lambda(lambda x: (x - torch.tensor({_seq(mean)}).view(-1, 1, 1, 1)) / "
+        f"torch.tensor({_seq(std)}).view(-1, 1, 1, 1), types_to_apply=[tio.INTENSITY])"
+    )
+    return {"in_min_max": [list(r) for r in ranges], "snippet": "\n".join(lines)}
+
+
+_STATS_BUILDERS = {
+    "torchgeo": _torchgeo,
+    "terratorch": _terratorch,
+    "stac": _stac,
+    "nnunet": _nnunet,
+    "torchio": _torchio,
+    "monai": _monai_volumes,
+}
 
 _INPUT = {
     "torchvision": "input: float tensor in unit scale, after ToDtype(scale=True) or ToTensor",
@@ -293,6 +385,8 @@ _INPUT = {
     "torchgeo": "a datamodule's mean/std in {units}, bands {names}; K is kornia.augmentation",
     "terratorch": "the datamodule's init_args in {units}, bands {names}",
     "stac": "an item's raster:bands statistics in {units}, bands {names}",
+    "nnunet": "the plans.json / dataset_fingerprint.json block in {units}, channels {names}",
+    "torchio": "input: channel-first ScalarImage in {units}; tio is torchio",
 }
 
 

@@ -29,6 +29,7 @@ from prep.sources.dataset import DatasetSource
 from prep.sources.folder import FolderSource
 from prep.sources.idx import idx_source
 from prep.sources.named import PRESETS, open_named
+from prep.sources.nifti import VolumeSource, is_datalist, is_volume_dir
 from prep.sources.npy import NumpySource, is_numpy_name
 from prep.sources.shard_patterns import expand_braces, has_braces, shard_paths, shards_in
 
@@ -37,13 +38,16 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 # (does this existing path hold this kind?, open it with a split or None and the options
 # (follow_symlinks, checksum, key, layout, archives), each kind taking its own); the first match wins
 PATH_KINDS: tuple[tuple[Callable[[Path], bool], Callable[..., Source]], ...] = (
+    (is_volume_dir, lambda path, split, **o: VolumeSource(path, split, labels=o["labels"])),
+    (is_datalist, lambda path, split, **o: VolumeSource(path, split, labels=o["labels"])),
     (Path.is_dir, lambda path, split, **o: _open_dir(path, split, **o)),
     (lambda p: "idx3-ubyte" in p.name, lambda path, split, **o: _open_idx(path, split)),
     (lambda p: is_archive_name(p.name), lambda path, split, **o: _open_archives([path], split, path, **o)),
     (lambda p: is_numpy_name(p.name), lambda path, split, **o: NumpySource(path, split, o["key"], o["layout"])),
 )
 PATH_KIND_NAMES = (
-    "a directory, an *-idx3-ubyte[.gz] file, an archive (.zip, .tar, .tar.gz, .tgz) or a NumPy file (.npy, .npz)"
+    "a directory, an *-idx3-ubyte[.gz] file, an archive (.zip, .tar, .tar.gz, .tgz), a NumPy file (.npy, .npz) "
+    "or a MONAI datalist (.json)"
 )
 
 
@@ -86,6 +90,7 @@ def resolve_source(
     layout: str | None = None,
     archives: bool = False,
     image_key: str | None = None,
+    labels: str | os.PathLike | None = None,
 ) -> Source:
     """Turn a path, a dataset name, a Dataset/iterable or a Source into a :class:`Source`.
 
@@ -100,18 +105,21 @@ def resolve_source(
     ``layout``: ``"NHWC"`` or ``"NCHW"`` for NumPy arrays whose shape fits both (:mod:`.npy`).
     ``archives``: a directory is a set of WebDataset shards (its archive files), not a folder.
     ``image_key``: the image's key in dict items of Python datasets (:class:`DatasetSource`).
+    ``labels``: for NIfTI volumes (:mod:`.nifti`), the folder of label maps.
     An option given for a source of a kind it does not apply to is an :class:`OptionError`
     (``key`` for a folder, say); Source objects (already made) ignore them.
     """
-    src = _resolve(source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key)
+    src = _resolve(source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key, labels)
     if not isinstance(source, Source):
-        _check_options_apply(src, key=key, layout=layout, archives=archives, image_key=image_key)
+        _check_options_apply(src, key=key, layout=layout, archives=archives, image_key=image_key, labels=labels)
     return src
 
 
-def _check_options_apply(src: Source, *, key, layout, archives, image_key) -> None:
+def _check_options_apply(src: Source, *, key, layout, archives, image_key, labels=None) -> None:
     """Refuse the source options that ``src``'s kind does not use, rather than ignore them."""
     where = src.where()
+    if labels is not None and not isinstance(src, VolumeSource):
+        raise OptionError(f"{where}: labels (--labels) is for NIfTI volumes, not a {src.kind} source")
     if key is not None and not (isinstance(src, ArchiveSource) or getattr(src, "kind", "") == "npz"):
         raise OptionError(f"{where}: key (--key) is for WebDataset shards and .npz files, not a {src.kind} source")
     if key is not None and getattr(src, "kind", "") == "npz" and src.split and isinstance(src, NumpySource):
@@ -124,7 +132,9 @@ def _check_options_apply(src: Source, *, key, layout, archives, image_key) -> No
         raise OptionError(f"{where}: image_key (--image-key) is for datasets of dict items, not a {src.kind} source")
 
 
-def _resolve(source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key) -> Source:
+def _resolve(
+    source, root, split, download, follow_symlinks, checksum, key, layout, archives, image_key, labels=None
+) -> Source:
     """:func:`resolve_source` before its check of the options."""
     options = {
         "follow_symlinks": follow_symlinks,
@@ -132,6 +142,7 @@ def _resolve(source, root, split, download, follow_symlinks, checksum, key, layo
         "key": key,
         "layout": layout,
         "archives": archives,
+        "labels": labels,
     }
     if isinstance(source, Source):
         return source

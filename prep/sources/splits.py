@@ -27,6 +27,12 @@ def available_splits(source: Any) -> tuple[str, ...]:
         from prep.sources.npy import npz_splits
 
         return npz_splits(path)
+    from prep.sources.nifti import datalist_splits, is_datalist, is_volume_dir, nnunet_splits
+
+    if is_datalist(path):
+        return datalist_splits(path)
+    if is_volume_dir(path):
+        return nnunet_splits(path)
     if path.is_dir():
         return tuple(split for split, names in SPLIT_FOLDERS.items() if any((path / n).is_dir() for n in names))
     if path.is_file():

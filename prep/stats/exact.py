@@ -47,6 +47,16 @@ def image_products(n_img, s_img, q_img) -> list[list[int]]:
     return [[int(v) for v in row] for row in zip(*(c.sum(0) for c in columns))]
 
 
+def image_products_exact(n: list[list[int]], s: list[list[int]], q: list[list[int]]) -> list[list[int]]:
+    """:func:`image_products` of per-channel rows of Python integers ``[[n of image 0, ...], ...]``
+    (the totals of a whole volume can pass int64: its sum of squares)."""
+    out = []
+    for n_c, s_c, q_c in zip(n, s, q):
+        columns = [(a, b, c, a * a, a * b, b * b, a * c, b * c, c * c) for a, b, c in zip(n_c, s_c, q_c)]
+        out.append([sum(values) for values in zip(*columns)])
+    return out
+
+
 def cross_in(cross: list[list[int]] | None, scale: float, target: float) -> list[list[int]] | None:
     """Raw cross sums of data whose raw maximum is ``scale`` in the units of ``target``.
 

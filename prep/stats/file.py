@@ -104,6 +104,10 @@ class Stats:
     # that has measured images; None without per_class
     classes: Sequence[str] | None = None
     class_states: Mapping[str, ChannelMoments] | None = None
+    # volumes (prep.engine.volumes): the voxels measured (every voxel, or a label map's foreground:
+    # its rule and options) and the header scalings met; None for other sources. With per_label,
+    # the classes are the label values measured
+    volume: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.nodata is None and self.state.nodata is not None:
@@ -208,7 +212,14 @@ class Stats:
             transform=self.transform,
             decoder=self.decoder,
             percentiles_q=self.percentiles_q,
+            band_names=self.band_names,
+            bands=self.bands,
         )
+
+    @property
+    def per_label(self) -> bool:
+        """True when the classes are the label values of volumes (``--per-label``)."""
+        return bool(self.volume and self.volume.get("per_label"))
 
     # -------------------------------------------------------------- derived numbers
     @property
@@ -295,17 +306,45 @@ class Stats:
         channel to its ``lo``-th and ``hi``-th percentiles, then standardizes with the mean and
         std *of the clamped data* (from the histogram: exact for 8- and 16-bit data, from the bins'
         midpoints for float data), so the output has mean 0 and std 1 over the measured pixels.
+
+        For volumes (``volume`` set: NIfTI sources) it is a
+        :class:`~prep.transforms.volume.NormalizeVolume` of channel-first ``(C, X, Y, Z)`` tensors
+        in the data's own values; nnU-Net's CT scheme is :meth:`ct_normalize`.
         """
         from prep.transforms.normalize import normalize_pipeline
 
         if clip_percentiles is None:
+            if self.volume is not None:
+                return self._volume_transform(self.mean, self.std, None, eps)
             return normalize_pipeline(self.mean, self.std, self.mode, eps=eps, units=self.units)
         q_low, q_high = check_percentiles(clip_percentiles)
         if not q_low < q_high:
             raise OptionError(f"clip_percentiles must be (low, high) with low < high; got {clip_percentiles}")
         low, high = self.percentile(q_low), self.percentile(q_high)
         mean, std = clipped_moments(self.state, low, high)
+        if self.volume is not None:
+            return self._volume_transform(mean, std, (low, high), eps)
         return normalize_pipeline(mean, std, self.mode, eps=eps, units=self.units, clip=(low, high))
+
+    def ct_normalize(self):
+        """nnU-Net's ``CTNormalization`` of volumes ``(C, X, Y, Z)``: clamp each channel to its 0.5th
+        and 99.5th percentiles, then ``(x - mean) / max(std, 1e-8)`` with the mean and std of the
+        *unclipped* measured voxels (nnU-Net's fingerprint: the foreground's), in float32, step for
+        step as nnU-Net computes it. :meth:`normalize` ``(clip_percentiles=(0.5, 99.5))`` instead
+        standardizes with the clamped voxels' mean and std (output mean 0, std 1)."""
+        from prep.transforms.volume import NNUNET_STD_FLOOR
+
+        low, high = self.percentile(0.5), self.percentile(99.5)
+        return self._volume_transform(self.mean, self.std, (low, high), NNUNET_STD_FLOOR)
+
+    def _volume_transform(self, mean, std, clip, eps):
+        """A :class:`~prep.transforms.volume.NormalizeVolume` of channel-first volumes, raw units."""
+        from prep.transforms.volume import NormalizeVolume
+
+        scale = self.pixel_max if self.units == "unit" else 1.0
+        rescale = [float(v) * scale for v in mean], [float(v) * scale for v in std]
+        bounds = None if clip is None else ([v * scale for v in clip[0]], [v * scale for v in clip[1]])
+        return NormalizeVolume(*rescale, clip=bounds, eps=eps)
 
     def minmax(
         self,
@@ -508,6 +547,7 @@ class Stats:
             "sample": None if self.sample is None else dict(self.sample),
             "outliers": None if self.outliers is None else dict(self.outliers),
             **self._class_fields(),
+            **({} if self.volume is None else {"volume": dict(self.volume)}),
             "skipped": self.skipped_files().to_json(),
             "state": self.state.state_dict(),
         }

@@ -88,7 +88,29 @@ def merge_stats(
         percentiles_q=tuple(sorted({q for stats, _ in loaded for q in stats.percentiles_q})),
         classes=classes,
         class_states=class_states,
+        volume=_merged_volume([loaded[k] for k in order]),
+        band_names=first.band_names,
+        bands=first.bands,
     )
+
+
+def _merged_volume(parts: list[tuple[Stats, str]]) -> dict | None:
+    """The ``volume`` field of the whole: the parts' voxel rule (the same in each, else refused)
+    and their header scalings, counted together."""
+    first, first_name = parts[0]
+    if first.volume is None:
+        return None
+    rule = {k: v for k, v in first.volume.items() if k != "scaling"}
+    counts: dict[tuple[float, float], int] = {}
+    for stats, name in parts:
+        volume = stats.volume or {}
+        if {k: v for k, v in volume.items() if k != "scaling"} != rule:
+            raise MismatchError(f"{name}: measured other voxels than {first_name} ({volume.get('voxels')})")
+        for entry in volume.get("scaling", []):
+            key = (entry["slope"], entry["inter"])
+            counts[key] = counts.get(key, 0) + entry["files"]
+    scaling = [{"slope": k[0], "inter": k[1], "files": n} for k, n in sorted(counts.items())]
+    return {**rule, "scaling": scaling}
 
 
 def _merged_classes(parts: list[tuple[Stats, str]]) -> tuple[tuple[str, ...] | None, dict | None]:
@@ -103,6 +125,11 @@ def _merged_classes(parts: list[tuple[Stats, str]]) -> tuple[tuple[str, ...] | N
         return None, None
     first, first_name = with_classes[0]
     states: dict = {}
+    if first.per_label:  # label values: each part lists those its volumes hold
+        for stats, _ in with_classes:
+            for value, part in (stats.class_states or {}).items():
+                states[value] = part.copy() if value not in states else states[value].merge(part)
+        return tuple(sorted(states, key=int)), states
     for stats, name in with_classes:
         if stats.classes != first.classes:
             raise MismatchError(f"{name}: its classes differ from {first_name}'s (other class folders)")

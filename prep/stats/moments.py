@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.pixels import EIGHT_BIT_MAX, LEVELS, checked_sixteen_bit, pixel_max_of
-from prep.stats.exact import added, column_totals, cross_in, exact_mean_var, exact_moments, image_products
+from prep.stats.exact import (
+    added,
+    column_totals,
+    cross_in,
+    exact_mean_var,
+    exact_moments,
+    image_products,
+    image_products_exact,
+)
 from prep.stats.reductions import (
     WIDE_BINS,
     WIDE_FLOAT,
@@ -305,6 +313,25 @@ class ChannelMoments:
         region = None if mask is None else torch.from_numpy(np.require(mask, bool, ["C"]))
         return self.update(image, pixel_max, region)
 
+    def as_one_image(self) -> ChannelMoments:
+        """Count this state, made of several updates (the slabs of a volume), as one image: its
+        images become 1 (0 when empty), its per-image std the whole state's, and with
+        ``track_images`` its per-image products those of its exact totals (16-bit data; other
+        data has none). Returns ``self``."""
+        valid = self.count > 0
+        std = np.asarray(self.compute().std, np.float64) if valid.any() else np.zeros(self.channels)
+        self.images = 1 if valid.any() else 0
+        self.image_std_sum = [int(v) for v in np.rint(np.where(valid, std, 0.0) * IMAGE_STD_SCALE)]
+        self.image_std_count = valid.astype(np.int64)
+        if self.image_moments is not None:
+            if self.wide is not None and self.wide_kind in WIDE_OFFSETS:
+                sums = [wide_sums(row, WIDE_OFFSETS[self.wide_kind]) for row in self.wide]
+                n, s, q = ([[v] for v in column] for column in ([int(c) for c in self.count], *zip(*sums)))
+                self.image_moments = image_products_exact(n, s, q)
+            else:
+                self.image_moments = None
+        return self
+
     def update_histograms(self, hist: np.ndarray, cross: Any = None) -> ChannelMoments:
         """Fold in 8-bit images given as per-image histograms ``(N, C, 256)`` of counts, with their
         summed ``(C, C)`` raw cross sums when the state keeps them."""
@@ -504,35 +531,6 @@ class ChannelMoments:
                 value = value * channels if f.kind == "exact" else np.repeat(value, channels, axis=0)
             setattr(out, f.name, value)
         return out
-
-    def as_one_image(self) -> ChannelMoments:
-        """This state of pieces of one image (rows read a piece at a time) as the state of that one
-        image: one image, whose per-image std is the std of all its pixels (and, where the state
-        tracks them, per-image products from its exact sums; dropped where it has none)."""
-        out = self.copy()
-        summary = self.compute()
-        out.images = 1
-        present = self.count > 0
-        std = np.where(present, np.nan_to_num(np.asarray(summary.std, np.float64)), 0.0)
-        out.image_std_sum = [int(v) for v in np.rint(std * IMAGE_STD_SCALE)]
-        out.image_std_count = present.astype(np.int64)
-        if out.image_moments is not None:
-            sums = self._integer_sums()
-            out.image_moments = (
-                None
-                if sums is None
-                else [[n, s, q, n * n, n * s, s * s, n * q, s * q, q * q] for n, s, q in zip(*sums)]
-            )
-        return out
-
-    def _integer_sums(self) -> tuple[list[int], list[int], list[int]] | None:
-        """Per channel the exact count, sum and sum of squares of raw values, where the state keeps them."""
-        if self.exact_sum is not None and self.exact_sumsq is not None:
-            return self.count.tolist(), list(self.exact_sum), list(self.exact_sumsq)
-        if self.wide is not None and self.wide_kind in WIDE_OFFSETS:
-            totals = [wide_sums(row, WIDE_OFFSETS[self.wide_kind]) for row in self.wide]
-            return self.count.tolist(), [t[0] for t in totals], [t[1] for t in totals]
-        return None
 
     def _absorb(self, other: ChannelMoments) -> ChannelMoments:
         """Take ``other``'s state as this one's (an in-place ``merge``); returns ``self``."""

@@ -227,15 +227,17 @@ def _check_histogram(state: ChannelMoments, where: str) -> None:
             raise StatsFileError(f"{where}.histogram: inconsistent with {where}.exact_sum and exact_sumsq")
 
 
-def check_class_totals(whole: Any, parts: Mapping[str, Any], where: str) -> None:
+def check_class_totals(whole: Any, parts: Mapping[str, Any], where: str, images: bool = True) -> None:
     """Refuse class states (``ChannelMoments`` by class name) that do not add up to the ``whole``
     state exactly: their images, their pixel counts per channel and, where every state keeps
-    them, their exact 8-bit sums and histograms (a pass routes every image to one class)."""
+    them, their exact 8-bit sums and histograms (a pass routes every image to one class).
+    ``images=False`` for the label values of volumes: a volume holds several labels, whose
+    voxels still partition the whole's."""
     states = list(parts.values())
-    totals = {
-        "images": (sum(p.images for p in states), whole.images),
-        "count": ([sum(int(p.count[c]) for p in states) for c in range(whole.channels)], whole.count.tolist()),
-    }
+    totals: dict[str, tuple[Any, Any]] = {}
+    if images:
+        totals["images"] = (sum(p.images for p in states), whole.images)
+    totals["count"] = ([sum(int(p.count[c]) for p in states) for c in range(whole.channels)], whole.count.tolist())
     if whole.exact_sum is not None and all(p.exact_sum is not None for p in states):
         for name in ("exact_sum", "exact_sumsq"):
             totals[name] = (

@@ -142,7 +142,43 @@ def stats_fields(data: Any) -> dict[str, Any]:
         "bands": bands,
         "nodata": nodata,
         **_classes(data, state),
+        **_volume(data),
     }
+
+
+VOLUME_FIELDS = ("voxels", "foreground", "ignore_label", "label_values", "per_label", "scaling")
+
+
+def _volume(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``volume`` (files of NIfTI volumes): the voxels measured and the header scalings."""
+    if "volume" not in data:
+        return {}
+    volume = read_field(data, "volume", dict)
+    refuse_unknown_keys(volume, VOLUME_FIELDS, "volume")
+    for key in VOLUME_FIELDS:
+        if key not in volume:
+            raise StatsFileError(f"missing field 'volume.{key}'")
+    if not isinstance(volume["voxels"], str):
+        raise StatsFileError("field 'volume.voxels': expected a string")
+    for key in ("foreground", "per_label"):
+        if not isinstance(volume[key], bool):
+            raise StatsFileError(f"field 'volume.{key}': expected true or false")
+    if volume["ignore_label"] is not None and not is_int(volume["ignore_label"]):
+        raise StatsFileError("field 'volume.ignore_label': expected an integer or null")
+    values = volume["label_values"]
+    if values is not None and not (isinstance(values, list) and all(is_int(v) for v in values)):
+        raise StatsFileError("field 'volume.label_values': expected a list of integers or null")
+    scaling = volume["scaling"]
+    if not isinstance(scaling, list) or not all(
+        isinstance(e, dict)
+        and set(e) == {"slope", "inter", "files"}
+        and is_number(e["slope"])
+        and is_number(e["inter"])
+        and is_int(e["files"])
+        for e in scaling
+    ):
+        raise StatsFileError("field 'volume.scaling': expected a list of {slope, inter, files}")
+    return {"volume": volume}
 
 
 def check_derived(data: Mapping[str, Any], stats: Stats) -> None:
@@ -194,7 +230,9 @@ def _classes(data: Mapping[str, Any], state: ChannelMoments) -> dict[str, Any]:
             if key not in entry:
                 raise StatsFileError(f"missing field '{where}.{key}'")
         states[name] = _state(entry, state.channels, where)
-    check_class_totals(state, states, "per_class")
+    volume = data.get("volume")
+    per_label = isinstance(volume, dict) and volume.get("per_label") is True
+    check_class_totals(state, states, "per_class", images=not per_label)
     return {"classes": names, "class_states": states}
 
 

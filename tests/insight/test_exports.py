@@ -67,7 +67,7 @@ def test_every_export_has_the_contract_fields_and_names_its_units(stats, target)
 def test_units_are_the_libraries_own(stats, target):
     raw_mean, raw_std = raw_moments()
     out = export(stats, target)
-    if target in ("dali", "ffcv", "monai", "keras"):  # decoded pixels / raw intensities: 0..255
+    if target in ("dali", "ffcv", "monai", "keras", "nnunet", "torchio"):  # decoded pixels / raw intensities: 0..255
         assert out["units"] == "0..255"
         assert_close(out["mean"], raw_mean, rel=1e-12)
         assert_close(out["std"], raw_std, rel=1e-12)

@@ -324,7 +324,11 @@ def test_the_files_prep_writes_for_each_kind_of_source_load(tmp_path, mnist_text
         (put("source", "kind", value="RAW"), "[" * 500 + "]" * 500, r"field 'source.kind(\[0\])+': nested deeper"),
         (put("state", "count", value="RAW"), "[" * 900 + "]" * 900, r"field 'state.count(\[0\])+': nested deeper"),
         (put("junk", value="RAW"), "[" * 100_000 + "]" * 100_000, r"not valid JSON"),
-        (put("created", value="RAW"), '{"a": {"b": {"c": {"d": {"e": {}}}}}}', r"field 'created.a.b.c.d.e': nested"),
+        (
+            put("created", value="RAW"),
+            '{"a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}',
+            r"field 'created.a.b.c.d.e.f.g': nested",
+        ),
     ],
 )
 def test_numbers_and_junk_json_can_hold_are_refused_in_one_line(tmp_path, mnist_text, change, raw, message):
