@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import warnings
 from typing import Any
@@ -29,6 +30,7 @@ from prep.files import output_target
 from prep.insight.per_image_report import PerImageReport
 from prep.options import (
     DECODER_CHOICES,
+    NODATA_NONE,
     api_options,
     check_options,
     parse_band_names,
@@ -502,6 +504,13 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
     if options["per_class"] and existing.classes is None:
         log.warning("%s has no per-class statistics (made without --per-class); recomputing", out)
         return None
+    changed = _bands_changed(existing, options)
+    if changed:
+        log.warning("%s measured other %s; recomputing", out, changed)
+        return None
+    if options["exact_percentiles"] and needs_second_pass(existing.state) and existing.exact_percentiles is None:
+        log.warning("%s has no exact percentiles (made without --exact-percentiles); recomputing", out)
+        return None
     if options["strict"]:
         _refuse_undecodable(existing, src)
     wanted = parse_percentiles(options["percentiles"])
@@ -509,6 +518,29 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
         existing = dataclasses.replace(existing, percentiles_q=wanted)  # from the stored histogram
         existing.save(out)
     return existing
+
+
+def _bands_changed(existing: Stats, options: dict[str, Any]) -> str | None:
+    """What of ``--bands``, ``--nodata`` and ``--band-names``, where given, differs from what
+    ``existing`` measured (None: nothing; an option not given accepts what the file holds)."""
+    bands = parse_bands(options["bands"])
+    if bands is not None and bands != existing.bands:
+        return "bands"
+    nodata = parse_nodata(options["nodata"])
+    if nodata is not None:
+        if nodata == NODATA_NONE:
+            if existing.nodata is not None:
+                return "nodata values"
+        else:
+            values = [float(v) for v in (nodata * existing.channels if len(nodata) == 1 else nodata)]
+            if existing.nodata is None or any(
+                not (a == b or (math.isnan(a) and math.isnan(b))) for a, b in zip(values, existing.nodata)
+            ):
+                return "nodata values"
+    names = parse_band_names(options["band_names"])
+    if names is not None and names != existing.band_names:
+        return "band names"
+    return None
 
 
 def _load_or_compute_distributed(out: str, source: Any, force: bool, options: dict[str, Any]) -> tuple[Stats, bool]:

@@ -257,3 +257,18 @@ def test_exact_percentiles_of_float_arrays():
     flat = images.transpose(1, 0, 2, 3).reshape(2, -1)
     for c in range(2):
         assert [stats.percentile(q)[c] for q in Q] == np.percentile(flat[c], Q).tolist()
+
+
+def test_an_up_to_date_file_is_measured_again_for_other_bands_or_nodata(tmp_path):
+    folder, _ = _folder(tmp_path, write_sentinel2, count=1)
+    out = str(tmp_path / "s.json")
+    _, reused = prep.load_or_compute(out, folder, workers=0)
+    assert not reused
+    _, reused = prep.load_or_compute(out, folder, workers=0)
+    assert reused  # up to date
+    again, reused = prep.load_or_compute(out, folder, workers=0, nodata="none")
+    assert not reused and again.nodata is None
+    again, reused = prep.load_or_compute(out, folder, workers=0, bands="1,2")
+    assert not reused and again.channels == 2
+    _, reused = prep.load_or_compute(out, folder, workers=0, bands="1,2")
+    assert reused
