@@ -207,16 +207,20 @@ def class_lines(stats: Stats) -> list[str]:
     if per_class is None:
         return []
     names = stats.channel_names
+    labels = bool((getattr(stats, "volume", None) or {}).get("per_label"))  # label values of volumes
+    word = "label" if labels else "class"
+    what = "by value); per label: volumes" if labels else "ImageFolder's order); per class: images"
+    number = "{:>9.4f}" if stats.units == "unit" else "{:>9.4g}"  # raw units: HU, reflectances
     lines = [
-        f"classes               {len(stats.classes or ())} (ImageFolder's order); per class: images, mean, std",
-        f"{'class':<22}{'images':>8}"
+        f"{word + 'es' if word == 'class' else word + 's':<22}{len(stats.classes or ())} ({what}, mean, std",
+        f"{word:<22}{'images':>8}"
         + "".join(f"{'mean ' + n:>9}" for n in names)
         + "".join(f"{'std ' + n:>9}" for n in names),
     ]
 
     def table_row(name: str) -> str:
         part = per_class[name]
-        values = "".join(f"{v:>9.4f}" for v in (*part.mean, *part.std))
+        values = "".join(number.format(v) for v in (*part.mean, *part.std))
         label = printable(name)
         return f"{label if len(label) <= 21 else label[:20] + '~':<22}{part.images:>8d}{values}"
 
@@ -228,6 +232,7 @@ def class_lines(stats: Stats) -> list[str]:
         lines += [table_row(name) for name in ordered[:CLASS_EXTREMES]]
         lines.append(f"  ... {len(ordered) - 2 * CLASS_EXTREMES} classes between the darkest and the brightest")
         lines += [table_row(name) for name in ordered[-CLASS_EXTREMES:]]
+    kind = word
     for word, sign in (("darker", -1), ("brighter", 1)):
         far = sorted((b for b in bright if sign * b.shift > CLASS_SHIFT), key=lambda b: -sign * b.shift)
         if not far:
@@ -236,7 +241,7 @@ def class_lines(stats: Stats) -> list[str]:
         more = f"; and {len(far) - CLASSES_NAMED} more" if len(far) > CLASSES_NAMED else ""
         if len(far) == 1:
             lines.append(
-                f"class '{printable(far[0].name)}' is much {word} than the rest: mean {far[0].brightness:.2f} vs "
+                f"{kind} '{printable(far[0].name)}' is much {word} than the rest: mean {far[0].brightness:.2f} vs "
                 f"{far[0].rest:.2f} ({abs(far[0].shift):.1f} of the rest's pixel stds)"
             )
         else:
