@@ -347,13 +347,14 @@ def _monai_volumes(stats, mean, std):
 
 
 def _torchio(stats, mean, std):
-    """torchio: ``RescaleIntensity`` from the dataset's 0.5th/99.5th percentiles (``in_min_max``:
-    one range for every channel, so per channel for several) and a z-score with the dataset's
-    constants (``ZNormalization`` measures each image itself, so a ``Lambda``)."""
+    """torchio: ``Clamp`` to the dataset's 0.5th/99.5th percentiles, then ``RescaleIntensity``
+    of that range onto 0..1 (it does not clip by itself; one range for every channel, so per
+    channel for several), and a z-score with the dataset's constants (``ZNormalization`` measures
+    each image itself, so a ``Lambda``)."""
     ranges = _ranges(stats) or []
     lines = [
-        f"tio.RescaleIntensity(out_min_max=(0.0, 1.0), in_min_max=({a!r}, {b!r}))"
-        + (f"  # channel {c}" if len(ranges) > 1 else "")
+        f"tio.Clamp(out_min={a!r}, out_max={b!r}), tio.RescaleIntensity(out_min_max=(0.0, 1.0), "
+        f"in_min_max=({a!r}, {b!r}))" + (f"  # channel {c}" if len(ranges) > 1 else "")
         for c, (a, b) in enumerate(ranges)
     ]
     lines.append(

@@ -110,12 +110,17 @@ def test_torchio_export(ct):
     _, data, stats, fg = ct
     out = export(stats, "torchio")
     assert out["in_min_max"] == [[np.percentile(fg, 0.5), np.percentile(fg, 99.5)]]
-    assert "tio.RescaleIntensity(out_min_max=(0.0, 1.0), in_min_max=(" in out["snippet"]
+    assert "tio.Clamp(out_min=" in out["snippet"] and "tio.RescaleIntensity(out_min_max=(0.0, 1.0)" in out["snippet"]
     tio = pytest.importorskip("torchio")
     hu, _ = next(iter(data.values()))
     image = tio.ScalarImage(tensor=torch.from_numpy(hu[None].astype(np.float32)))
-    rescaled = tio.RescaleIntensity(out_min_max=(0.0, 1.0), in_min_max=tuple(out["in_min_max"][0]))(image)
-    assert float(rescaled.data.min()) >= 0.0 and float(rescaled.data.max()) <= 1.0
+    low, high = out["in_min_max"][0]
+    pipeline = tio.Compose(
+        [tio.Clamp(out_min=low, out_max=high), tio.RescaleIntensity((0.0, 1.0), in_min_max=(low, high))]
+    )
+    rescaled = pipeline(image).data[0].numpy()
+    want = (np.clip(hu.astype(np.float64), low, high) - low) / (high - low)
+    assert np.allclose(rescaled, want, atol=1e-5) and rescaled.min() >= 0.0 and rescaled.max() <= 1.0
 
 
 def test_cli_export_to_nnunet_and_units_are_fixed(ct, tmp_path):
