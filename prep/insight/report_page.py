@@ -341,9 +341,17 @@ def _channel_table(stats: Stats) -> dict[str, Any]:
 
 
 def _exports(stats: Stats) -> list[dict[str, str]]:
+    """Every export target this file's numbers make sense for (nnU-Net's block needs percentiles,
+    for one: data of several kinds has none, and the page leaves that target out)."""
     from prep.insight.exports import TARGETS, export, render
 
-    return [{"target": t, "text": render(export(stats, t))} for t in TARGETS]
+    out = []
+    for target in TARGETS:
+        try:
+            out.append({"target": target, "text": render(export(stats, target))})
+        except PrepError:
+            continue
+    return out
 
 
 def _covariance(stats: Stats) -> dict[str, Any] | None:

@@ -143,3 +143,47 @@ def test_export_drops_into_an_nnunet_plans_file(ct, tmp_path):
     del plans["target"], plans["snippet"]
     props = plans["foreground_intensity_properties_per_channel"]["0"]
     assert set(props) == set(NNUNET_KEYS) and all(isinstance(v, float) for v in props.values())
+
+
+NNUNET_FINGERPRINT = """
+import json, sys
+from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+extractor = DatasetFingerprintExtractor(999, num_processes=1)
+extractor.num_foreground_voxels_for_intensitystats = float(sys.argv[1])
+print(json.dumps(extractor.run(overwrite_existing=True)["foreground_intensity_properties_per_channel"]))
+"""
+
+
+def test_nnunetv2_fingerprint_lies_within_its_sampling_error_of_prep_exact_values(tmp_path):
+    pytest.importorskip("nnunetv2")
+    import os
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    data = ct_dataset(raw / "Dataset999_CT", cases=3)
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(raw),
+        "nnUNet_preprocessed": str(tmp_path / "pre"),
+        "nnUNet_results": str(tmp_path / "results"),
+    }
+    samples = 300_000
+    done = subprocess.run(
+        [sys.executable, "-c", NNUNET_FINGERPRINT, str(samples)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])["0"]
+    # nnU-Net's foreground is every label > 0 (its ignore label included): measure the same voxels
+    stats = prep.compute_stats(str(raw / "Dataset999_CT"), workers=0, foreground=True)
+    ours = export(stats, "nnunet")["foreground_intensity_properties_per_channel"]["0"]
+    assert set(ours) == set(theirs) == set(NNUNET_KEYS)  # the block drops into nnU-Net's plans as it is
+    fg = np.concatenate([hu[lab > 0] for hu, lab in data.values()]).astype(np.float64)
+    assert ours["mean"] == fg.mean() and ours["percentile_99_5"] == np.percentile(fg, 99.5)
+    error = fg.std() / np.sqrt(samples)  # the standard error of a sampled mean
+    assert abs(theirs["mean"] - ours["mean"]) < 6 * error
+    assert abs(theirs["std"] - ours["std"]) < 0.02 * ours["std"]
+    assert ours["min"] <= theirs["min"] and theirs["max"] <= ours["max"]
+    span = ours["max"] - ours["min"]
+    for key in ("percentile_00_5", "median", "percentile_99_5"):
+        assert abs(theirs[key] - ours[key]) < 0.02 * span, key
