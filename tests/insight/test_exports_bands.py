@@ -69,3 +69,22 @@ def test_the_cli_exports_stac_as_json(s2, tmp_path):
     result = run("export", str(tmp_path / "s.json"), "--to", "stac", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["raster:bands"][0]["statistics"]["valid_percent"] > 0
+
+
+def test_pystac_reads_the_raster_bands_and_an_item_carries_them(s2):
+    pystac = pytest.importorskip("pystac")
+    from pystac.extensions.raster import RasterBand, RasterExtension
+
+    stats, _ = s2
+    bands = stats.export("stac")["raster:bands"]
+    item = pystac.Item("tile", None, None, __import__("datetime").datetime(2026, 1, 1), {})
+    asset = pystac.Asset("t0.tif", media_type=pystac.MediaType.COG)
+    item.add_asset("data", asset)
+    raster = RasterExtension.ext(asset, add_if_missing=True)
+    raster.bands = [RasterBand(dict(band)) for band in bands]
+    again = RasterExtension.ext(pystac.Item.from_dict(item.to_dict()).assets["data"]).bands
+    assert again is not None and len(again) == 13
+    for band, ours, mean, std in zip(again, bands, stats.mean, stats.std):
+        assert band.nodata == 0.0 and (band.statistics.mean, band.statistics.stddev) == (mean, std)
+        assert band.statistics.valid_percent == ours["statistics"]["valid_percent"]
+        assert band.histogram.buckets == ours["histogram"]["buckets"] and band.histogram.count == 256
