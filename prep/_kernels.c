@@ -152,6 +152,26 @@ CLONES EXPORT void prep_wide_planes(const uint16_t *p, size_t images, int channe
     }
 }
 
+/* Raw cross sums of an int16 batch (images, channels, length) in planes, summed over the batch:
+ * out[i * channels + j] += sum of x_i x_j, for i < j. A product of two int16 values lies within
+ * 2**30 in magnitude and an int64 holds 2**33 of them, so they are summed in int64 directly:
+ * the compiler widens the products and vectorizes the int64 sums. (uint16 data is passed as
+ * int16 keys x - 32768; the caller corrects the sums exactly.) */
+CLONES EXPORT void prep_cross_planes16(const int16_t *p, size_t images, int channels, size_t length, int64_t *out) {
+    for (size_t n = 0; n < images; n++) {
+        const int16_t *image = p + n * (size_t)channels * length;
+        for (int i = 0; i < channels; i++) {
+            const int16_t *a = image + (size_t)i * length;
+            for (int j = i + 1; j < channels; j++) {
+                const int16_t *b = image + (size_t)j * length;
+                int64_t acc = 0;
+                for (size_t k = 0; k < length; k++) acc += (int32_t)a[k] * (int32_t)b[k];
+                out[i * channels + j] += acc;
+            }
+        }
+    }
+}
+
 static struct PyModuleDef kernels_module = {
     PyModuleDef_HEAD_INIT,
     "_kernels",

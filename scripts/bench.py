@@ -323,9 +323,12 @@ def make_geotiffs(root: Path, files: int, size: int = 256) -> Path:
 
 
 def _tifffile_read(path: str) -> int:
+    """tifffile's read of one file in one thread, as each of prep's workers reads it (tifffile's
+    default decodes the tiles of one file in a thread per core, which is not the floor of
+    several processes each on a core)."""
     import tifffile
 
-    return int(tifffile.imread(path).shape[0])
+    return int(tifffile.imread(path, maxworkers=1).shape[0])
 
 
 def floor_geotiffs(folder: Path, workers: int) -> None:

@@ -33,11 +33,13 @@ if _LIB is not None:
     _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
     _LIB.prep_cross_batch.argtypes = [_P, _N, ctypes.c_int, _N, _P]
     _LIB.prep_wide_planes.argtypes = [_P, _N, ctypes.c_int, _N, ctypes.c_int, _P, _P, _P, _P, _P]
+    _LIB.prep_cross_planes16.argtypes = [_P, _N, ctypes.c_int, _N, _P]
     for _fn in (
         "prep_histogram_interleaved",
         "prep_cross_interleaved3",
         "prep_cross_batch",
         "prep_wide_planes",
+        "prep_cross_planes16",
     ):
         getattr(_LIB, _fn).restype = None
 
@@ -125,6 +127,19 @@ def wide_planes(batch: np.ndarray, nodata_keys: list[int]) -> tuple[np.ndarray, 
             squares.ctypes.data,
         )
     return hist, valid, sums, squares
+
+
+def cross_planes16(batch: np.ndarray) -> np.ndarray:
+    """Raw ``sum(x_i x_j)`` for ``i < j`` (upper triangle of a ``(C, C)`` int64 array, the rest
+    0) over a C-contiguous int16 batch ``(N, C, H, W)``."""
+    if batch.dtype != np.int16 or not batch.flags.c_contiguous or batch.ndim != 4:
+        raise ValueError(f"batch: expected a C-contiguous (N, C, H, W) int16 array; got {batch.dtype}, {batch.shape}")
+    n, c = batch.shape[:2]
+    out = np.zeros((c, c), np.int64)
+    if batch.size:
+        assert _LIB is not None  # callers check AVAILABLE
+        _LIB.prep_cross_planes16(batch.ctypes.data, n, c, batch.shape[2] * batch.shape[3], out.ctypes.data)
+    return out
 
 
 def _with_diagonal(cross: list[list[int]], squares) -> list[list[int]]:

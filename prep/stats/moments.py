@@ -275,7 +275,11 @@ class ChannelMoments:
             if reduced is not None:  # values of up to 16 bits: exact sums and the wide histogram
                 cross = None
                 if self.cross is not None and not masked:
-                    cross = uint8_cross_sums(batch, reduced.q) if batch.dtype == torch.uint8 else cross_sums(batch)
+                    cross = (
+                        uint8_cross_sums(batch, reduced.q)
+                        if batch.dtype == torch.uint8
+                        else cross_sums(batch, column_totals(np.asarray(reduced.q, np.int64)))
+                    )
                 counts8 = reduced.wide[:, : EIGHT_BIT_MAX + 1] if batch.dtype == torch.uint8 else None
                 self.nodata_count = self.nodata_count + reduced.excluded
                 return self._fold_integers(
@@ -468,7 +472,7 @@ class ChannelMoments:
         target = max(self.pixel_max, other.pixel_max)  # cross sums add in one unit: the larger raw max
         out.cross = cross_in(out.cross, self.pixel_max, target)
         if 0 in (self.pixel_max, other.pixel_max) or self.pixel_max == other.pixel_max:
-            out.wide_kind, out.wide = merged_wide(self.wide_kind, self.wide, other.wide_kind, other.wide)
+            out.wide_kind, out.wide = merged_wide(out.wide_kind, out.wide, other.wide_kind, other.wide)
         else:  # bins of two units
             out.wide_kind, out.wide = -1, None
         for f in STATE_FIELDS:
@@ -613,7 +617,8 @@ def _unsigned_wide() -> tuple:
 
 
 def merged_wide(kind_a: int, a: np.ndarray | None, kind_b: int, b: np.ndarray | None) -> tuple[int, np.ndarray | None]:
-    """The wide histogram of the union of two parts (``kind`` 0: no data yet, -1: not kept).
+    """The wide histogram of the union of two parts (``kind`` 0: no data yet, -1: not kept); ``a``
+    may be added to in place (the caller owns it), ``b`` is never changed.
 
     Integer kinds combine when one can hold the other's values (a ``0..65535`` histogram whose
     values are all below 32768 is also a ``-32768..32767`` one, and the reverse for non-negative
@@ -625,7 +630,8 @@ def merged_wide(kind_a: int, a: np.ndarray | None, kind_b: int, b: np.ndarray | 
     if kind_a < 0 or kind_b < 0 or a is None or b is None:
         return -1, None
     if kind_a == kind_b:
-        return kind_a, a + b
+        a += b  # in place: ``a`` is the caller's own (a state's copy, or the state being updated)
+        return kind_a, a
     if kind_a in WIDE_OFFSETS and kind_b in WIDE_OFFSETS:
         for kind, mine, theirs in ((kind_a, a, rekeyed(b, kind_b, kind_a)), (kind_b, rekeyed(a, kind_a, kind_b), b)):
             if mine is not None and theirs is not None:

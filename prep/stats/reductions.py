@@ -129,7 +129,7 @@ def integer_image_sums(batch: torch.Tensor):
     )
 
 
-def cross_sums(batch: torch.Tensor) -> list[list[int]]:
+def cross_sums(batch: torch.Tensor, squares: Sequence[int] | None = None) -> list[list[int]]:
     """Raw ``sum(x_i * x_j)`` over every pixel of an integer batch, per channel pair ``(C, C)``.
 
     One float64 GEMM of the pixel matrix with itself per slice of pixels. Values are 16-bit at
@@ -140,7 +140,7 @@ def cross_sums(batch: torch.Tensor) -> list[list[int]]:
     import torch
 
     c = batch.shape[1]
-    fast = _sixteen_bit_cross(batch)
+    fast = _sixteen_bit_cross(batch, squares)
     if fast is not None:
         return fast
     x = batch.transpose(0, 1).reshape(c, -1)
@@ -152,6 +152,13 @@ def cross_sums(batch: torch.Tensor) -> list[list[int]]:
     return total
 
 
+def _native_sixteen_bit(batch: torch.Tensor) -> bool:
+    """Whether the native 16-bit kernels (where built) take ``batch``: a CPU int16/uint16 (N, C, H, W)."""
+    from prep.stats import kernels
+
+    return kernels.AVAILABLE and batch.device.type == "cpu" and batch.dtype in _sixteen_bit_dtypes() and batch.ndim == 4
+
+
 def _sixteen_bit_dtypes() -> tuple:
     """int16 and (where this torch has it) uint16: the dtypes the native 16-bit paths read."""
     import torch
@@ -159,44 +166,32 @@ def _sixteen_bit_dtypes() -> tuple:
     return (torch.int16, torch.uint16) if hasattr(torch, "uint16") else (torch.int16,)
 
 
-def _sixteen_bit_cross(batch: torch.Tensor) -> list[list[int]] | None:
-    """:func:`cross_sums` of a contiguous CPU uint16 or int16 batch by the native 8-bit kernel,
-    where it was built (else None): each value's key ``k = x - offset`` (0..65535) splits into
-    bytes ``k = 256 h + l``, so ``sum k_i k_j = 65536 sum h_i h_j + 256 (sum h_i l_j + sum l_i h_j)
-    + sum l_i l_j``, four 8-bit cross sums of exact integers; then ``sum x_i x_j = sum k_i k_j +
-    offset (sum k_i + sum k_j) + n offset**2``. The diagonal is ``sum x_i**2`` the same way."""
-
+def _sixteen_bit_cross(batch: torch.Tensor, squares: Sequence[int] | None = None) -> list[list[int]] | None:
+    """:func:`cross_sums` of a contiguous CPU uint16 or int16 batch by the native int16 kernel,
+    where it was built (else None). uint16 values go in as ``s = x - 32768`` (their bits with the
+    top one flipped, read as int16), and ``sum x_i x_j = sum s_i s_j + 32768 (sum s_i + sum s_j)
+    + n 32768**2`` in Python integers. The diagonal is ``squares`` (each channel's ``sum x**2``,
+    which the caller has from the same pass), or computed here."""
     from prep.stats import kernels
 
-    if (
-        not kernels.AVAILABLE
-        or batch.device.type != "cpu"
-        or batch.dtype not in _sixteen_bit_dtypes()
-        or batch.ndim != 4
-    ):
+    if not _native_sixteen_bit(batch):
         return None
     array = np.ascontiguousarray(batch.numpy())
     n, c = array.shape[:2]
-    offset = -(1 << 15) if array.dtype == np.int16 else 0
-    keys = (array.view(np.uint16) ^ np.uint16(0x8000)) if offset else array.view(np.uint16)
-    planes = keys.reshape(n, c, -1)
-    low = (planes & 0xFF).astype(np.uint8)
-    high = (planes >> 8).astype(np.uint8)
-    both = np.ascontiguousarray(np.concatenate([high, low], axis=1))  # (N, 2C, P): h_0..h_{C-1}, l_0..l_{C-1}
-    square_h = [int(v) for v in np.einsum("ncp,ncp->c", high, high, dtype=np.uint64)]
-    square_l = [int(v) for v in np.einsum("ncp,ncp->c", low, low, dtype=np.uint64)]
-    square_hl = [int(v) for v in np.einsum("ncp,ncp->c", high, low, dtype=np.uint64)]
-    m = kernels.cross_batch(both.reshape(n, 2 * c, *array.shape[2:]) if array.ndim == 4 else both, None)
-    sums = [int(v) for v in planes.sum(axis=(0, 2), dtype=np.uint64)]
-    count = n * planes.shape[2]
+    shift = 1 << 15 if array.dtype == np.uint16 else 0
+    planes = (array.view(np.uint16) ^ np.uint16(0x8000)).view(np.int16) if shift else array
+    upper = kernels.cross_planes16(np.ascontiguousarray(planes))
+    count = n * int(np.prod(array.shape[2:]))
+    sums = [int(v) for v in planes.reshape(n, c, -1).sum(axis=(0, 2), dtype=np.int64)]
+    if squares is None:
+        wide = array.reshape(n, c, -1).astype(np.int64)
+        squares = [int(v) for v in np.einsum("ncp,ncp->c", wide, wide)]
     out = [[0] * c for _ in range(c)]
     for i in range(c):
-        for j in range(c):
-            if i == j:
-                kk = 65536 * square_h[i] + 512 * square_hl[i] + square_l[i]
-            else:
-                kk = 65536 * m[i][j] + 256 * (m[i][c + j] + m[c + i][j]) + m[c + i][c + j]
-            out[i][j] = kk + offset * (sums[i] + sums[j]) + count * offset * offset
+        out[i][i] = int(squares[i])
+        for j in range(i + 1, c):
+            value = int(upper[i, j]) + shift * (sums[i] + sums[j]) + count * shift * shift
+            out[i][j] = out[j][i] = value
     return out
 
 
@@ -404,12 +399,7 @@ def kernel_reduction(batch: torch.Tensor, nodata: Sequence[float] | None = None)
 
     from prep.stats import kernels
 
-    if (
-        not kernels.AVAILABLE
-        or batch.device.type != "cpu"
-        or batch.dtype not in _sixteen_bit_dtypes()
-        or batch.ndim != 4
-    ):
+    if not _native_sixteen_bit(batch):
         return None
     array = np.ascontiguousarray(batch.numpy())
     c = array.shape[1]
