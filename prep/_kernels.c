@@ -117,7 +117,7 @@ CLONES EXPORT void prep_cross_batch(const uint8_t *p, size_t images, int channel
  * the histogram; the caller removes its bin. One read of the data gives all of it. */
 CLONES EXPORT void prep_wide_planes(const uint16_t *p, size_t images, int channels, size_t length, int is_signed,
                                     const int32_t *nodata, int64_t *hist, int64_t *valid, int64_t *sums,
-                                    uint64_t *squares) {
+                                    uint64_t *squares, int32_t *kmin, int32_t *kmax) {
     const uint16_t flip = is_signed ? 0x8000u : 0u; /* int16 bits -> key = value + 32768 */
     const int64_t offset = is_signed ? -32768 : 0;
     for (size_t n = 0; n < images; n++) {
@@ -140,6 +140,17 @@ CLONES EXPORT void prep_wide_planes(const uint16_t *p, size_t images, int channe
                 s -= (uint64_t)skip_key * seen;
                 q -= (uint64_t)skip_key * (uint64_t)skip_key * seen;
             }
+            /* the plane's lowest and highest key but the nodata key: from the histogram's ends is
+             * not possible here (it holds earlier images too), so one more read of the plane */
+            int32_t lo = kmin[c], hi = kmax[c];
+            for (size_t i = 0; i < length; i++) {
+                int32_t key = (int32_t)(uint16_t)(plane[i] ^ flip);
+                if (key == skip_key) continue;
+                lo = key < lo ? key : lo;
+                hi = key > hi ? key : hi;
+            }
+            kmin[c] = lo;
+            kmax[c] = hi;
             /* back from keys to values v = key + offset: sum v = s + n offset, sum v**2 = q + 2 offset s + n offset**2 */
             int64_t n_valid = (int64_t)count;
             int64_t sum_v = (int64_t)s + n_valid * offset;

@@ -32,7 +32,7 @@ if _LIB is not None:
     _LIB.prep_histogram_interleaved.argtypes = [_P, _N, ctypes.c_int, _P]
     _LIB.prep_cross_interleaved3.argtypes = [_P, _N, _P]
     _LIB.prep_cross_batch.argtypes = [_P, _N, ctypes.c_int, _N, _P]
-    _LIB.prep_wide_planes.argtypes = [_P, _N, ctypes.c_int, _N, ctypes.c_int, _P, _P, _P, _P, _P]
+    _LIB.prep_wide_planes.argtypes = [_P, _N, ctypes.c_int, _N, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P]
     _LIB.prep_cross_planes16.argtypes = [_P, _N, ctypes.c_int, _N, _P]
     for _fn in (
         "prep_histogram_interleaved",
@@ -96,19 +96,28 @@ def cross_batch(batch: np.ndarray, squares=None) -> list[list[int]]:
     return _with_diagonal([[upper[min(i, j)][max(i, j)] if i != j else 0 for j in range(c)] for i in range(c)], squares)
 
 
-def wide_planes(batch: np.ndarray, nodata_keys: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def wide_planes(
+    batch: np.ndarray, nodata_keys: list[int], hist: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over a C-contiguous uint16 or int16 batch ``(N, C, H, W)``: the ``(C, 65536)``
-    histogram of ``value - offset`` (offset -32768 for int16, else 0), and per image and channel
-    ``(N, C)`` the count, sum and sum of squares of the values whose key is not the channel's
-    nodata key (``nodata_keys[c]``, -1: none). The nodata key stays counted in the histogram."""
+    histogram of ``value - offset`` (offset -32768 for int16, else 0; added into ``hist`` when
+    given, a C-contiguous int64 array), per image and channel ``(N, C)`` the count, sum and sum
+    of squares of the values whose key is not the channel's nodata key (``nodata_keys[c]``, -1:
+    none), and per channel the lowest and highest such key (65536 and -1 for none). The nodata
+    key stays counted in the histogram."""
     if batch.dtype not in (np.uint16, np.int16) or not batch.flags.c_contiguous or batch.ndim != 4:
         raise ValueError(
             f"batch: expected a C-contiguous (N, C, H, W) uint16 or int16 array; got {batch.dtype}, {batch.shape}"
         )
     n, c = batch.shape[:2]
     length = batch.shape[2] * batch.shape[3]
-    hist = np.zeros((c, 1 << 16), np.int64)
+    if hist is None:
+        hist = np.zeros((c, 1 << 16), np.int64)
+    elif hist.shape != (c, 1 << 16) or hist.dtype != np.int64 or not hist.flags.c_contiguous:
+        raise ValueError(f"hist: expected a C-contiguous ({c}, 65536) int64 array")
     valid = np.zeros((n, c), np.int64)
+    kmin = np.full(c, 1 << 16, np.int32)
+    kmax = np.full(c, -1, np.int32)
     sums = np.zeros((n, c), np.int64)
     squares = np.zeros((n, c), np.uint64)
     keys = np.asarray(nodata_keys, np.int32)
@@ -125,8 +134,10 @@ def wide_planes(batch: np.ndarray, nodata_keys: list[int]) -> tuple[np.ndarray, 
             valid.ctypes.data,
             sums.ctypes.data,
             squares.ctypes.data,
+            kmin.ctypes.data,
+            kmax.ctypes.data,
         )
-    return hist, valid, sums, squares
+    return hist, valid, sums, squares, kmin, kmax
 
 
 def cross_planes16(batch: np.ndarray) -> np.ndarray:

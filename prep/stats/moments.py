@@ -54,6 +54,7 @@ from prep.stats.reductions import (
     WIDE_BINS,
     WIDE_FLOAT,
     WIDE_OFFSETS,
+    WIDE_UNSIGNED,
     cross_sums,
     float_image_moments,
     float_key_histogram,
@@ -265,7 +266,9 @@ class ChannelMoments:
         if not batch.dtype.is_floating_point:
             if self.nodata is not None:
                 _check_nodata_fits(self.nodata, batch.dtype)
-            reduced = None if mask is not None or pixel_max is None else kernel_reduction(batch, self.nodata)
+            reduced = None
+            if mask is None and pixel_max is not None:
+                reduced = kernel_reduction(batch, self.nodata, self._wide_target(batch, float(pixel_max)))
             if reduced is None:
                 if batch.dtype in _unsigned_wide():  # torch reads uint16/uint32 but few of its ops take them
                     batch = batch.to(torch.int32 if batch.dtype == torch.uint16 else torch.int64)
@@ -280,7 +283,9 @@ class ChannelMoments:
                         if batch.dtype == torch.uint8
                         else cross_sums(batch, column_totals(np.asarray(reduced.q, np.int64)))
                     )
-                counts8 = reduced.wide[:, : EIGHT_BIT_MAX + 1] if batch.dtype == torch.uint8 else None
+                counts8 = None
+                if batch.dtype == torch.uint8 and reduced.wide is not None:
+                    counts8 = reduced.wide[:, : EIGHT_BIT_MAX + 1]
                 self.nodata_count = self.nodata_count + reduced.excluded
                 return self._fold_integers(
                     reduced.n,
@@ -362,7 +367,7 @@ class ChannelMoments:
         scale: float = EIGHT_BIT_MAX,
         hist: np.ndarray | None = None,
         cross: Any = None,
-        wide: tuple[int, np.ndarray] | None = None,
+        wide: tuple[int, np.ndarray | None] | None = None,
     ) -> ChannelMoments:
         """Fold in integer images from exact per-image ``(N, C)`` pixel counts, sums and sums of
         squares of raw values, and the batch's raw per-channel min/max (empty: above/below any value).
@@ -374,8 +379,9 @@ class ChannelMoments:
         """
         if wide is None:
             self._fold_wide(-1, None, scale)
-        else:
+        elif wide[1] is not None:
             self._fold_wide(wide[0], wide[1], scale)
+        # else: the counts were added into this state's histogram in place (kernel_reduction's ``into``)
         n_img = np.asarray(n_img, np.int64)
         s_img = np.asarray(s_img).astype(np.int64)
         q_img = np.asarray(q_img).astype(np.int64)
@@ -420,6 +426,24 @@ class ChannelMoments:
             self.exact_sumsq = [a + b for a, b in zip(self.exact_sumsq, totals_sq)]
         self.pixel_max = max(self.pixel_max, float(scale))
         return self
+
+    def _wide_target(self, batch: torch.Tensor, scale: float) -> np.ndarray | None:
+        """This state's 0..65535 histogram for a native pass to add a uint16 batch into in place
+        (made when the state has none yet), or None where the batch's counts must be folded."""
+        import torch
+
+        if not hasattr(torch, "uint16") or batch.dtype != torch.uint16 or batch.device.type != "cpu":
+            return None
+        if self.pixel_max not in (0, scale) or self.wide_kind not in (0, WIDE_UNSIGNED):
+            return None
+        from prep.stats import kernels
+
+        if not kernels.AVAILABLE:
+            return None
+        if self.wide is None:
+            self.wide = np.zeros((self.channels, WIDE_BINS), np.int64)
+        self.wide_kind = WIDE_UNSIGNED
+        return self.wide
 
     def _fold_wide(self, kind: int, hist: np.ndarray | None, scale: float) -> None:
         """Add a batch's wide histogram (``kind`` -1: the batch has none) in the units ``scale``."""
