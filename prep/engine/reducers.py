@@ -259,6 +259,8 @@ class CrossMomentsReducer(Reducer):
             )
 
     def update(self, pixels: Any, pixel_max: float | None, first: int, name: Callable[[int], str]) -> None:
+        if self.mode == BANDS:
+            pixel_max = RAW_MAX  # the bands mode: the data's own values
         self.check(tuple(pixels.shape[1:]), pixel_max_of(pixels.dtype) if pixel_max is None else pixel_max, name(0))
         if self.state is None:
             from prep.stats.cross_moments import CrossMoments
@@ -271,10 +273,14 @@ class CrossMomentsReducer(Reducer):
             raise SourceError(f"{name(0)}: {exc}") from None
 
     def worker_job(self, mode: str, transform: Any, workers: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        decoder: Decoder = (
-            TransformedDecoder(transform) if transform is not None else make_decoder(self.decoder, pixels=True)
-        )
-        return decode_chunk, (mode, decoder, transform is None)
+        decoder: Decoder
+        if transform is not None:
+            decoder = TransformedDecoder(transform)
+        elif mode == BANDS:
+            decoder = BandsDecoder()  # every band as stored (prep.pixels' bands mode)
+        else:
+            decoder = make_decoder(self.decoder, pixels=True)
+        return decode_chunk, (mode, decoder, transform is None and mode != BANDS)
 
     def fold(self, chunk: FileChunk, result: Any) -> None:
         for where, array, pixel_max in result.images:
@@ -355,7 +361,7 @@ def decode_chunk(chunk: FileChunk, mode: str, decoder: Decoder, check_header: bo
     """
     from PIL import Image
 
-    channels = CHANNELS[mode]
+    channels = CHANNELS.get(mode)  # None: the bands mode, the file's own
     out = DecodedChunk()
     for name in chunk.names:
         where = chunk.reader.display(name)
@@ -365,7 +371,7 @@ def decode_chunk(chunk: FileChunk, mode: str, decoder: Decoder, check_header: bo
             if check_header:
                 with Image.open(io.BytesIO(data)) as img:  # the header only: nothing is decoded
                     width, height = img.size
-                check_dim((channels, height, width), where)
+                check_dim((channels or 1, height, width), where)
             pixels = decoder(io.BytesIO(data), mode)
         except PrepError:
             raise
@@ -374,7 +380,7 @@ def decode_chunk(chunk: FileChunk, mode: str, decoder: Decoder, check_header: bo
             continue
         assert isinstance(pixels, ImageArray)
         array = pixels.array
-        if array.shape[0] != channels:  # a grey 16-bit or float image read as RGB: the same values thrice
+        if channels is not None and array.shape[0] != channels:  # grey 16-bit or float read as RGB: thrice
             array = np.repeat(array, channels, axis=0)
         check_dim(array.shape, where)
         out.images.append((where, array, pixels.pixel_max))

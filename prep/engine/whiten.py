@@ -15,13 +15,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from prep.engine.bands import native_mode
 from prep.engine.checkpoint import remove_checkpoint
 from prep.engine.loop import PassSettings, run_pass
 from prep.engine.reducers import CrossMomentsReducer
 from prep.errors import OptionError, PrepWarning, SourceError, printable
 from prep.files import output_target
 from prep.options import DECODER_CHOICES, DEFAULTS, SOURCE_OPTIONS, check_options
-from prep.pixels import CHANNELS, check_mode
+from prep.pixels import BANDS, CHANNELS, check_mode
 from prep.sources import Source, TaskSource, resolve_source
 from prep.stats.cross_moments import CrossMoments
 from prep.transforms.measurement import built_transform, check_transform, describe_transform
@@ -136,9 +137,11 @@ def _measure(source: Any, given: dict[str, Any]) -> tuple[CrossMoments, Source, 
     src = select_subset(src, o["shard"], o["sample"], o["seed"])
     if src.num_images() == 0:
         raise SourceError(f"{src.where()}: {src.empty_message()}")
-    mode = check_mode(o["mode"] or src.native_mode)
+    mode = check_mode(o["mode"] or native_mode(src))
     transform = built_transform(o["transform"])
     if transform is not None:
+        if mode == BANDS:
+            raise OptionError("a measuring transform (--resize, --center-crop) takes RGB or L images, not --mode bands")
         check_transform(transform, CHANNELS[mode])
         if decoder == "torchvision" and isinstance(src, TaskSource):
             raise OptionError(

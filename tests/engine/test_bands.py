@@ -272,3 +272,20 @@ def test_an_up_to_date_file_is_measured_again_for_other_bands_or_nodata(tmp_path
     assert not reused and again.channels == 2
     _, reused = prep.load_or_compute(out, folder, workers=0, bands="1,2")
     assert reused
+
+
+def test_whitening_a_folder_of_multiband_tiffs_equals_whitening_their_array(tmp_path):
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    tiles = [rng.integers(0, 3000, (5, 6, 7)).astype(np.uint16) for _ in range(4)]
+    for i, tile in enumerate(tiles):
+        write_geotiff(folder / f"t{i}.tif", tile)
+    np.save(tmp_path / "tiles.npy", np.stack(tiles))
+    from_files = prep.compute_cross_moments(folder, workers=0)
+    from_array = prep.compute_cross_moments(tmp_path / "tiles.npy")
+    assert from_files.count == from_array.count == 4
+    torch.testing.assert_close(from_files.mean(), from_array.mean())
+    torch.testing.assert_close(from_files.covariance(), from_array.covariance())
+    result = run("whiten", str(folder), "--resize", "4", "-o", str(tmp_path / "w.pt"))
+    assert result.exit_code == 2 and "not --mode bands" in result.output and "Traceback" not in result.output
