@@ -96,7 +96,7 @@ def is_plain(data: bytes) -> bool:
     """True when every segment of the JPEG header in ``data`` is one PIL's ``Image.open`` reads
     without a check that could fail: APPn payloads long enough for what PIL reads of them (and
     none it parses further), comments, whole quantization and Huffman tables, a DRI of 2 bytes,
-    one 8-bit frame of 1, 3 or 4 components of the right length, then a scan with data after it;
+    one 8-bit frame of 1, 3 or 4 components of the right length and a size, then a scan with data;
     no fill bytes, stray markers or truncation. Such a file opens in PIL exactly as its header
     says, so :mod:`prep.decode.decoders` need not ask PIL (its header probe costs more than a
     small image's decode); anything else is asked."""
@@ -129,6 +129,9 @@ def is_plain(data: bytes) -> bool:
             elif marker in (0xC0, 0xC1, 0xC2):
                 frames += 1
                 if len(payload) < 6 or payload[0] != 8 or payload[5] not in (1, 3, 4):
+                    return False
+                height, width = struct.unpack_from(">HH", payload, 1)
+                if not height or not width:  # PIL refuses an empty image
                     return False
                 if len(payload) != 6 + 3 * payload[5] or frames > 1:
                     return False

@@ -37,6 +37,13 @@ def test_what_pil_writes_is_plain():
     assert all(is_plain(data) for data in SAMPLES)
 
 
+def test_a_header_of_no_height_is_not_plain():
+    damaged = bytearray(SAMPLES[0])
+    frame = damaged.index(b"\xff\xc0")
+    damaged[frame + 5 : frame + 7] = b"\x00\x00"  # the frame's height
+    assert not is_plain(bytes(damaged))
+
+
 def _agrees_with_pil(data: bytes) -> None:
     header = read_header(data)
     assert header is not None
