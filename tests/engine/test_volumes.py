@@ -16,6 +16,9 @@ import pytest
 
 import prep
 from helpers import run
+
+pytest.importorskip("nibabel")  # NIfTI volumes need the medical extra
+
 from helpers.nifti_files import (
     AIR,
     IGNORE,

@@ -16,6 +16,9 @@ import torch
 
 import prep
 from helpers import run
+
+pytest.importorskip("nibabel")  # NIfTI volumes need the medical extra
+
 from helpers.nifti_files import IGNORE, ct_dataset
 from prep.insight.exports import NNUNET_KEYS, export, render
 

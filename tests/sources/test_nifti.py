@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+pytest.importorskip("nibabel")  # NIfTI volumes need the medical extra
+
 from helpers.nifti_files import ct_dataset, mri_case, write_nifti
 from prep.errors import OptionError, SourceError
 from prep.sources import resolve_source
