@@ -214,6 +214,55 @@ def _decode_jpeg(path: str) -> int:
     return int(decode_jpeg(data).shape[-1])
 
 
+def _png(args: tuple[Path, int, int]) -> None:
+    path, seed, side = args
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+
+
+def make_png_folder(root: Path, images: int, side: int = 32) -> Path:
+    """``images`` RGB PNGs of ``side`` x ``side`` in 10 class folders (CIFAR-10 as a folder)."""
+    folder = root / f"png-{images}-{side}"
+    marker = root / f".{folder.name}.complete"
+    if not marker.exists():
+        for cls in range(10):
+            (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
+        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.png", i, side) for i in range(images)]
+        with multiprocessing.get_context("fork").Pool(default_workers()) as pool:
+            pool.map(_png, jobs, chunksize=64)
+        marker.touch()
+    return folder
+
+
+def small_files_table(root: Path, images: int, reps: int, workers: int, dev: str) -> None:
+    """Small images, where prep's own per-file work shows: 64x64 JPEGs against decode_jpeg alone
+    and 32x32 PNGs against PIL's load() alone, in the same number of processes; and the listing
+    and fingerprint of the PNG folder, per file, in the main process."""
+    from prep.sources import resolve_source
+
+    jpegs = make_folder(root, images, (64, 64))
+    pngs = make_png_folder(root, images)
+    for name, folder, pattern, floor_fn, floor_name in (
+        (f"{images} JPEGs of 64x64", jpegs, "*.jpg", _decode_jpeg, "decode_jpeg alone"),
+        (f"{images} PNGs of 32x32", pngs, "*.png", _load_only, "PIL load() alone"),
+    ):
+        files = [str(p) for p in sorted(folder.rglob(pattern))]
+
+        def floor(files=files, floor_fn=floor_fn) -> None:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for _ in pool.imap(floor_fn, files, chunksize=64):
+                    pass
+
+        base, mine = paired(floor, lambda folder=folder: prep.compute_stats(folder, workers=workers, device=dev), reps)
+        print(
+            f"  {name}: {floor_name} {base:.3f} s, prep {mine:.3f} s ({mine / len(files) * 1e6:.0f} us an image), "
+            f"ratio {mine / base:.2f}",
+            flush=True,
+        )
+    listing = timed(lambda: resolve_source(str(pngs)).fingerprint(), reps)
+    print(f"  listing and fingerprint of {images} files: {listing / images * 1e6:.1f} us a file", flush=True)
+
+
 def true_floor_folder(folder: Path, workers: int, reps: int) -> tuple[float, str]:
     """The faster of PIL's decode alone and torchvision.io's, in ``workers`` processes."""
     files = [str(p) for p in sorted(folder.rglob("*.jpg"))]
@@ -565,11 +614,12 @@ def main() -> None:
     parser.add_argument("--volume-shape", default="256x256x128", help="their shape, XxYxZ (default 256x256x128)")
     parser.add_argument(
         "--only",
-        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes"],
+        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes", "small"],
         action="append",
     )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
     parser.add_argument("--geotiffs", type=int, default=1000, help="13-band tiles of --only bands (default 1000)")
+    parser.add_argument("--small-images", type=int, default=20000, help="files of each --only small folder")
     parser.add_argument("--npy-mib", type=int, default=1024, help="size of --only bands' uint16 .npy (default 1 GiB)")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention", "reuse"])
@@ -590,6 +640,8 @@ def main() -> None:
         rows.append((name, naive, floor, mine))
         print(f"  measured {name}: naive {naive:.3f} s, floor {floor:.3f} s, prep {mine:.3f} s", flush=True)
 
+    if "small" in parts:
+        small_files_table(args.data, args.small_images, reps, w, dev)
     if "bands" in parts:
         bands_table(args.data, args.geotiffs, args.npy_mib, reps, w, dev)
     if "folder" in parts:
