@@ -109,6 +109,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         os.close(dir_fd)
 
 
+FOREIGN_HEAD = 4096  # bytes of an existing output read to tell whether prep wrote it
+
+
+def refuse_foreign(shown: str, target: str | os.PathLike, ours: Callable[[bytes], bool], what: str) -> None:
+    """Refuse (:class:`OutputError`) to replace an existing non-empty file at ``target`` whose
+    first :data:`FOREIGN_HEAD` bytes ``ours`` does not recognise as prep's ``what``: an output
+    never overwrites an image or a config by a slip of ``-o``. An unreadable file is left to the
+    write to report."""
+    if not os.path.isfile(target):
+        return
+    try:
+        with open(target, "rb") as f:
+            head = f.read(FOREIGN_HEAD)
+    except OSError:
+        return
+    if head.strip() and not ours(head):
+        raise OutputError(f"{shown}: exists and is not a {what}; delete it or choose another -o")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
     data = text.encode("utf-8")

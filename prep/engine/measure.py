@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from prep.engine.bands import BandLayout, band_layout, native_mode
@@ -26,7 +27,7 @@ from prep.engine.workers import (
     UNDECODABLE_REASONS,
 )
 from prep.errors import BadImageError, OptionError, OutputError, PrepError, PrepWarning, SourceError, StatsFileError
-from prep.files import output_target
+from prep.files import output_target, refuse_foreign
 from prep.insight.per_image_report import PerImageReport
 from prep.options import (
     DECODER_CHOICES,
@@ -260,7 +261,7 @@ def _exact_percentiles(
     before = src.fingerprint()
     assert first.state.wide is not None  # needs_second_pass said so
     planned = plan(first.state.wide, q)
-    decoder = first.worker_job(settings.mode, transform, 1)[1][1]  # the first pass's decoder
+    decoder = first.file_decoder(settings.mode, transform)
     bands = first.layout.bands if first.mode == BANDS else None
     reducer = PercentileReducer(planned, decoder, first.layout.nodata, bands)
     again = dataclasses.replace(settings, checkpoint=None, resume=False, identity={})
@@ -419,14 +420,12 @@ def _measure_distributed(source: Any, options: dict[str, Any]) -> Stats:
         "shard": (rank, world),
         "progress": options["progress"] if rank == 0 else False,
     }
-    try:
+
+    def shard() -> tuple:
         with warnings.catch_warnings(record=True):  # a shard's warnings: the whole job's come below
-            item: tuple = ("ok", _measure(source, local).to_dict())
-    except PrepError as exc:
-        item = ("error", str(exc), exc.exit_code)
-    except Exception as exc:  # never leave the other ranks waiting in the collective
-        item = ("error", f"{type(exc).__name__}: {exc}", 2)
-    items = gather(item)
+            return ("ok", _measure(source, local).to_dict())
+
+    items = gather(_rank_item(shard))
     raise_first_error(items)
     stats = merge_stats([Stats.from_dict(data) for _, data in items])
     with warnings.catch_warnings(record=rank != 0):  # rank 0 speaks for the job
@@ -470,7 +469,7 @@ def _reusable_or_none(out: str, src: Source, force: bool, options: dict[str, Any
             if other in seen:
                 raise OutputError(f"{path}: the {what} and the {seen[other]} must be different files")
             seen[other] = what
-    _refuse_foreign(out, target)
+    refuse_foreign(out, target, _is_stats_head, "prep stats file")
     if force:
         return None
     if options["per_image"] is not None:
@@ -550,27 +549,35 @@ def _load_or_compute_distributed(out: str, source: Any, force: bool, options: di
     from prep.engine.distributed import gather, raise_first_error, rank_and_world
 
     rank, _ = rank_and_world()
-    try:
+    whole = {**options, "shard": None, "sample": None}  # what the pass takes: src is the shard or sample already
+    src: Source | None = None
+
+    def decide() -> tuple:
+        nonlocal src
         src = _subset(resolve_source(source, **source_options(options)), options)
-        options = {**options, "shard": None, "sample": None}  # src is the shard or sample already
-        decision: tuple = ("compute", None)
-        if rank == 0:
-            existing = _reusable_or_none(out, src, force, options)
-            if existing is not None:
-                decision = ("reuse", existing.to_dict())
-    except PrepError as exc:
-        decision = ("error", str(exc), exc.exit_code)
-    except Exception as exc:  # never leave the other ranks waiting in the collective
-        decision = ("error", f"{type(exc).__name__}: {exc}", 2)
-    decisions = gather(decision)
+        existing = _reusable_or_none(out, src, force, whole) if rank == 0 else None
+        return ("compute", None) if existing is None else ("reuse", existing.to_dict())
+
+    decisions = gather(_rank_item(decide))
     raise_first_error(decisions)
     decision = decisions[0]
     if decision[0] == "reuse":
         return Stats.from_dict(decision[1]), True
-    stats = _measure_distributed(src, options)
+    stats = _measure_distributed(src, whole)
     if rank == 0:
         stats.save(out)
     return stats, False
+
+
+def _rank_item(work: Callable[[], tuple]) -> tuple:
+    """What a rank contributes to a collective: ``work()``'s item, or ``("error", message, exit
+    code)`` for any failure, so that no rank leaves the others waiting in the collective."""
+    try:
+        return work()
+    except PrepError as exc:
+        return ("error", str(exc), exc.exit_code)
+    except Exception as exc:  # never leave the other ranks waiting in the collective
+        return ("error", f"{type(exc).__name__}: {exc}", 2)
 
 
 class _Host:
@@ -593,17 +600,9 @@ def _refuse_undecodable(stats: Stats, src: Source) -> None:
         raise BadImageError(f"{src.where()}: {undecodable} file(s) could not be read or decoded")
 
 
-def _refuse_foreign(out: str, target: Any) -> None:
-    """An existing ``out`` that is not a prep stats file (an image, a config) is never replaced."""
-    if not os.path.isfile(target):
-        return
-    try:
-        with open(target, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return
-    if head.strip() and not (head.lstrip().startswith(b"{") and b'"schema_version"' in head):
-        raise OutputError(f"{out}: exists and is not a prep stats file; delete it or choose another -o")
+def _is_stats_head(head: bytes) -> bool:
+    """Whether a file's first bytes are a prep stats file's (JSON with a schema_version)."""
+    return head.lstrip().startswith(b"{") and b'"schema_version"' in head
 
 
 def reusable_stats(

@@ -135,33 +135,33 @@ class MomentsReducer(Reducer):
         return pixels
 
     def worker_job(self, mode: str, transform: Any, workers: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        from prep.decode.device import PassJpegs
-
+        track = self.state.image_moments is not None
         if self.volumes is not None:
             from prep.engine.volumes import reduce_volumes
 
-            track = self.state.image_moments is not None
             return reduce_volumes, (self.layout, self.volumes.mask, track, self.covariance)
-        decoder: Decoder
-        if transform is not None:
-            decoder = TransformedDecoder(transform)
-        elif mode == BANDS:
-            track = self.state.image_moments is not None
-            decoder = BandsDecoder(self.layout.bands, self.layout.nodata, track, self.covariance)
-        elif self.on_device is not None:
-            decoder = PassJpegs(self.covariance)
-        else:
-            decoder = make_decoder(self.decoder, self.covariance)
-        track = self.state.image_moments is not None
         return reduce_chunk, (
             mode,
-            decoder,
+            self.file_decoder(mode, transform),
             track,
             self.report is not None,
             self.covariance,
             self._class_of,
             self.layout,
         )
+
+    def file_decoder(self, mode: str, transform: Any) -> Decoder:
+        """What decodes this pass's image files in the workers (a second pass reads them alike)."""
+        from prep.decode.device import PassJpegs
+
+        if transform is not None:
+            return TransformedDecoder(transform)
+        if mode == BANDS:
+            track = self.state.image_moments is not None
+            return BandsDecoder(self.layout.bands, self.layout.nodata, track, self.covariance)
+        if self.on_device is not None:
+            return PassJpegs(self.covariance)
+        return make_decoder(self.decoder, self.covariance)
 
     @property
     def _class_of(self) -> FirstFolder | None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from prep._version import __version__
 from prep.errors import MismatchError, OptionError, OutputError, PrepError, os_reason
-from prep.files import output_target, write_text_atomic
+from prep.files import output_target, refuse_foreign, write_text_atomic
 from prep.insight.checks import DEFAULT_MAX_SHIFT, DEFAULT_MAX_STD_RATIO, compare_stats
 from prep.insight.svg_charts import Series, distribution_chart, histogram_chart, log_decades
 from prep.insight.thumbnails import LIMIT, Budget, Thumbnail, Thumbnails
@@ -81,7 +81,9 @@ def report(
     """
     shown = os.fspath(out)
     target = output_target(shown, "report")  # refused before any work
-    _refuse_foreign(shown, target)
+    refuse_foreign(
+        shown, target, lambda head: f'<meta name="generator" content="{GENERATOR}'.encode() in head, "prep report"
+    )
     page = build_report(
         stats,
         labels=labels,
@@ -95,19 +97,6 @@ def report(
     except OSError as exc:
         raise OutputError(f"{shown}: cannot write the report ({os_reason(exc)})") from None
     return Path(shown)
-
-
-def _refuse_foreign(shown: str, target: Path) -> None:
-    """An existing ``out`` that is not a prep report (a stats file, a page of one's own) is never replaced."""
-    if not target.is_file():
-        return
-    try:
-        with open(target, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return
-    if head.strip() and f'<meta name="generator" content="{GENERATOR}'.encode() not in head:
-        raise OutputError(f"{shown}: exists and is not a prep report; delete it or choose another -o")
 
 
 def build_report(

@@ -35,7 +35,6 @@ def format_summary(stats: Stats, details: bool = False) -> str:
     """
     s = stats.summary
     src = stats.source
-    names = stats.channel_names
 
     def row(label: str, values, fmt: str = "{:>10.6f}") -> str:
         return f"{label:<22}" + "".join(fmt.format(v) for v in values)
@@ -60,15 +59,21 @@ def format_summary(stats: Stats, details: bool = False) -> str:
         ),
         *([f"nodata                {_nodata(stats.nodata)}  (left out of each band)"] if stats.nodata else []),
     ]
-    if stats.channels > WIDE_TABLE:  # many bands: a row per band
-        lines.extend(_band_table(stats))
-        lines.extend(_outlier_lines(stats))
-        if details:
-            lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
-            lines.extend(_skipped_lines(stats))
-        lines.append(stats.normalize_line())
-        return "\n".join(lines)
-    lines += [
+    lines += _band_table(stats) if stats.channels > WIDE_TABLE else _channel_columns(stats, row, details)
+    lines.extend(_outlier_lines(stats))
+    lines.extend(class_lines(stats))
+    if details:
+        lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
+        lines.extend(_skipped_lines(stats))
+    lines.append(stats.normalize_line())
+    return "\n".join(lines)
+
+
+def _channel_columns(stats: Stats, row, details: bool) -> list[str]:
+    """The per-channel numbers as columns, one channel each (up to :data:`WIDE_TABLE` of them)."""
+    s = stats.summary
+    names = stats.channel_names
+    lines = [
         row("channel", names, "{:>10}"),
         row("pixels", s.count, "{:>10d}"),
         *([row("valid fraction", stats.valid_fraction)] if any(stats.nodata_count) else []),
@@ -90,13 +95,7 @@ def format_summary(stats: Stats, details: bool = False) -> str:
                 lines.append(row(f"covariance {name}", row_values))
         imagenet = "   (ImageNet's pasted eigval: 0.2175 0.0188 0.0045)" if stats.channels == 3 else ""
         lines.append(row("pca eigval", pca["eigval"]) + imagenet)
-    lines.extend(_outlier_lines(stats))
-    lines.extend(class_lines(stats))
-    if details:
-        lines.insert(1, f"created               {printable(stats.created)} by prep {printable(stats.prep_version)}")
-        lines.extend(_skipped_lines(stats))
-    lines.append(stats.normalize_line())
-    return "\n".join(lines)
+    return lines
 
 
 WIDE_TABLE = 4  # more channels than this: one row per band instead of one column
