@@ -165,7 +165,12 @@ def test_the_copy_button_copies_the_normalize_line(browser, pages):
     button = browser.find_element(By.CSS_SELECTOR, 'button.copy[data-copy="normalize-0"]')
     assert button.is_displayed()  # the page's script ran (the CSP admits it by its hash) and showed it
     button.click()
-    status = browser.execute_script("return document.querySelector('.copy-status').textContent")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    read = "return document.querySelector('.copy-status').textContent"
+    # the clipboard's promise settles after the click returns: wait for the status, 5 s at most
+    WebDriverWait(browser, 5).until(lambda b: b.execute_script(read) != "")
+    status = browser.execute_script(read)
     assert status in ("copied", "selected: press Ctrl+C (Cmd+C) to copy")
     if status == "copied":
         pasted = browser.execute_async_script(
