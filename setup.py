@@ -12,7 +12,7 @@ setup(
     ext_modules=[
         Extension(
             "prep._kernels",
-            ["prep/_kernels.c"],
+            ["prep/_kernels.c", "prep/_kernels_api.c"],
             optional=True,
             extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
         )

@@ -183,12 +183,15 @@ CLONES EXPORT void prep_cross_planes16(const int16_t *p, size_t images, int chan
     }
 }
 
+extern PyMethodDef prep_kernel_methods[]; /* _kernels_api.c: called from Python directly */
+
 static struct PyModuleDef kernels_module = {
     PyModuleDef_HEAD_INIT,
     "_kernels",
-    "Exact histograms and cross sums of 8-bit pixels; called through ctypes by prep.kernels.",
+    "Exact histograms and cross sums of 8-bit pixels; called through ctypes by prep.kernels, and the "
+    "per-image functions of _kernels_api.c.",
     -1,
-    NULL,
+    prep_kernel_methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }

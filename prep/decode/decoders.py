@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from prep.decode.jpeg_kinds import JpegKind, is_plain, jpeg_components, read_header
+from prep.decode.jpeg_kinds import JpegKind, jpeg_components, scan
 from prep.errors import OptionError
 from prep.options import DECODER_CHOICES
 from prep.pixels import RAW_MAX, convert_channels, is_eight_bit, to_array
@@ -33,16 +33,22 @@ class EightBitHistogram:
 
     counts: list[int] | np.ndarray  # PIL's list, or the kernels' int64 array
     size: tuple[int, int] = (0, 0)  # width, height
-    cross: list[list[int]] | None = None  # raw sums of x_i * x_j per channel pair, when asked for
+    # raw sums of x_i * x_j per channel pair (C, C), when asked for: lists, or the kernels' int64 array
+    cross: list[list[int]] | np.ndarray | None = None
 
-    def __eq__(self, other: object) -> bool:  # the same counts, whether a list or an array
+    def __eq__(self, other: object) -> bool:  # the same counts and sums, whether lists or arrays
         return (
             isinstance(other, EightBitHistogram)
-            and (self.size, self.cross) == (other.size, other.cross)
+            and self.size == other.size
+            and _as_lists(self.cross) == _as_lists(other.cross)
             and list(map(int, self.counts)) == list(map(int, other.counts))
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable counts
+
+
+def _as_lists(cross: list[list[int]] | np.ndarray | None) -> list[list[int]] | None:
+    return None if cross is None else [[int(v) for v in row] for row in cross]
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class PILDecoder:
 def _reduced(img: Image.Image, covariance: bool, replicate: int = 1) -> EightBitHistogram:
     """The histogram (and cross sums) of an 8-bit ``RGB`` or ``L`` image; ``replicate`` 3 reads an
     ``L`` image as the same grey in three channels."""
+    if kernels.PER_IMAGE and img.mode in ("RGB", "L"):  # one native call on PIL's packed bytes
+        flat, sums = kernels.reduce8(img.tobytes(), len(img.mode), covariance)
+        return _replicated(EightBitHistogram(flat, img.size, sums), replicate)
     counts = img.histogram()
     cross = None
     if covariance:
@@ -110,7 +119,7 @@ def _replicated(reduced: EightBitHistogram, replicate: int) -> EightBitHistogram
     """A 1-channel reduction as that of ``replicate`` identical channels (grey read as RGB)."""
     if replicate == 1:
         return reduced
-    cross = None if reduced.cross is None else [[reduced.cross[0][0]] * replicate for _ in range(replicate)]
+    cross = None if reduced.cross is None else [[int(reduced.cross[0][0])] * replicate for _ in range(replicate)]
     counts = reduced.counts
     tiled = np.tile(counts, replicate) if isinstance(counts, np.ndarray) else counts * replicate
     return EightBitHistogram(tiled, reduced.size, cross)
@@ -216,14 +225,14 @@ def torchvision_kind(data: bytes) -> JpegKind | None:
     ``Image.MAX_IMAGE_PIXELS`` large: larger images go to PIL, whose decompression-bomb check
     torchvision.io does not have.
     """
-    header = read_header(data)
+    header = scan(data)
     if header is None or not torchvision_decodes(header[0]):
         return None
-    kind, width, height = header
+    kind, width, height, plain = header
     limit = Image.MAX_IMAGE_PIXELS
     if not width or not height or (limit is not None and width * height > limit):
         return None
-    if is_plain(data):  # PIL would open it as its header says: no need to ask (jpeg_kinds.is_plain)
+    if plain:  # PIL would open it as its header says: no need to ask (jpeg_kinds.is_plain)
         return kind
     try:
         with warnings.catch_warnings():
@@ -250,12 +259,43 @@ def torchvision_pixels(data: bytes, kind: JpegKind, mode: str, device: str = "cp
     import torch
 
     raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    read = _READ_RGB if jpeg_components(kind) == 4 else _READ_UNCHANGED
+    if device == "cpu":
+        return convert_channels(_cpu_jpeg_decoder()(raw, read), mode)
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        read = ImageReadMode.RGB if jpeg_components(kind) == 4 else ImageReadMode.UNCHANGED
-        return convert_channels(decode_jpeg(raw, mode=read, device=device), mode)
+        return convert_channels(decode_jpeg(raw, mode=ImageReadMode(read), device=device), mode)
+
+
+_READ_UNCHANGED, _READ_RGB = 0, 3  # torchvision.io.ImageReadMode's values
+_CPU_JPEG_DECODER: list = []
+
+
+def _cpu_jpeg_decoder():
+    """``decode(raw, read_mode) -> (C, H, W)`` on the CPU: torchvision.io's own operator, which its
+    ``decode_jpeg`` calls after checks that cost as much as a small image's decode (a deprecation
+    warning on every call, since 0.29); the public function where the operator is not there."""
+    if not _CPU_JPEG_DECODER:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg  # loads the operators
+
+        op = getattr(getattr(getattr(torch.ops, "image", None), "decode_jpeg", None), "default", None)
+        if op is not None:
+            _CPU_JPEG_DECODER.append(lambda raw, read: op(raw, read, False))
+        else:
+
+            def public(raw, read):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return decode_jpeg(raw, mode=ImageReadMode(read))
+
+            _CPU_JPEG_DECODER.append(public)
+    return _CPU_JPEG_DECODER[0]
 
 
 def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
@@ -264,17 +304,19 @@ def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
     ``RGB``: one unpacking copy)."""
     if pixels.shape[0] > 1 and pixels.stride(0) == 0:  # grey read as RGB: reduced once
         return _replicated(reduced_tensor(pixels[:1], covariance), pixels.shape[0])
+    channels, height, width = pixels.shape
+    if kernels.PER_IMAGE and channels in (1, 3):
+        flat, sums = kernels.reduce8(_hwc(pixels), channels, covariance)
+        return EightBitHistogram(flat, (width, height), sums)
     if not kernels.AVAILABLE:
         return _reduced(_pil_image(pixels), covariance)
-    channels, height, width = pixels.shape
     hwc = _hwc(pixels)
     hist = kernels.histogram_interleaved(hwc)
-    counts = hist.reshape(-1)
     cross = None
     if covariance:
         squares = (hist @ _SQUARES).tolist()
         cross = kernels.cross_interleaved(hwc, squares) if channels == 3 else [squares]
-    return EightBitHistogram(counts, (width, height), cross)
+    return EightBitHistogram(hist.reshape(-1), (width, height), cross)
 
 
 def _pil_image(pixels) -> Image.Image:

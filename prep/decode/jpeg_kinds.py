@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from prep.stats import kernels
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 # SOF markers: C0 baseline, C1 extended sequential, C2 progressive, C3 lossless; C5-C7 and
@@ -42,6 +44,20 @@ def read_header(data: bytes) -> tuple[JpegKind, int, int] | None:
         return _jpeg_kind(data)
     except (struct.error, IndexError, ValueError):
         return None
+
+
+def scan(data: bytes) -> tuple[JpegKind, int, int, bool] | None:
+    """``(kind, width, height, plain)`` of the JPEG in ``data`` (:func:`read_header` and
+    :func:`is_plain` in one), or None: one native walk of the header where prep's kernels were
+    built (:func:`prep.stats.kernels.jpeg_header`), else these two Python walks."""
+    if kernels.PER_IMAGE:
+        found = kernels.jpeg_header(data)
+        if found is None:
+            return None
+        marker, precision, components, sampling, adobe, ids, width, height, plain = found
+        return JpegKind("jpeg", marker, precision, components, sampling, adobe, ids), width, height, plain
+    header = read_header(data)
+    return None if header is None else (*header, is_plain(data))
 
 
 def jpeg_components(kind: JpegKind | None) -> int | None:

@@ -49,7 +49,6 @@ from prep.stats.file import Stats, load_stats, pixels_of
 from prep.stats.histogram import DEFAULT_PERCENTILES
 from prep.transforms.measurement import built_transform, check_transform, describe_transform
 
-FOLDER_CHUNK = 32  # files per worker task: small enough for smooth progress and a short tail
 DEVICE_DECODE = frozenset({"cuda"})  # device types where --decoder torchvision decodes JPEGs on the device
 log = logging.getLogger("prep")
 

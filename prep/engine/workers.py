@@ -207,10 +207,11 @@ def _fold_histograms(
 def _fold_group(state: ChannelMoments, hist: np.ndarray, images: list[Any], channels: int) -> None:
     """Fold the histograms ``hist`` of the 8-bit ``images`` (with their cross sums) into ``state``."""
     cross = None
-    if state.cross is not None:  # an image without its cross sums leaves the chunk without them
-        cross = [[0] * channels for _ in range(channels)]
-        for pixels in images:
-            cross = None if cross is None or pixels.cross is None else _added(cross, pixels.cross)
+    # an image without its cross sums leaves the chunk without them; with them, each is below
+    # 255**2 * 2**40 and a chunk holds far fewer than 2**23 such images, so int64 sums are exact
+    if state.cross is not None and all(pixels.cross is not None for pixels in images):
+        total = np.sum([np.asarray(pixels.cross, np.int64) for pixels in images], axis=0, dtype=np.int64)
+        cross = total.reshape(channels, channels).tolist()
     state.update_histograms(hist, cross=cross)
 
 
@@ -259,10 +260,6 @@ def fold_pending(
     return result
 
 
-def _added(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    return [[x + y for x, y in zip(row_a, row_b)] for row_a, row_b in zip(a, b)]
-
-
 UNDECODABLE_REASONS = ("cannot read", "cannot decode")  # how every reason of describe_failure starts
 
 
@@ -275,7 +272,7 @@ def describe_failure(exc: Exception) -> str:
     return f"cannot decode: {type(exc).__name__}{': ' + text if text else ''}"
 
 
-_FILE_OBJECT = re.compile(r"\s*<_io\.\w+ (?:name=.*|object at 0x[0-9a-f]+)>$")
+_FILE_OBJECT = re.compile(r"\s*<(?:_io\.\w+|InMemoryFile) (?:name=.*|object at 0x[0-9a-f]+)>$")
 
 
 def worker_limit(requested: int) -> int:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from prep.errors import SourceError, os_reason
 from prep.sources.archive_members import ARCHIVE_ERRORS, ArchiveListing, Member, list_archive
 from prep.sources.archive_readers import InlineReader, TarMemberReader, ZipMemberReader
-from prep.sources.base import Classes, FileChunk, FileReader, FirstFolder, TaskSource
+from prep.sources.base import Classes, FileChunk, FileReader, FirstFolder, TaskSource, chunk_ranges
 from prep.sources.folder import IMG_EXTENSIONS, has_image_extension
 
 
@@ -208,17 +208,20 @@ class ArchiveSource(TaskSource):
         folder = next((os.path.dirname(p) for p in self.paths if os.path.basename(p) == archive), "")
         return os.path.join(folder, name)
 
-    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+    sized = True
+
+    def iter_tasks(self, start: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
         offset = 0
         for shard in self.shards:
             count = len(shard.images)
             if start < offset + count:
                 first = max(0, start - offset)
                 if shard.listing.random_access:
-                    for i in range(first, count, size):
-                        yield _chunk(shard.listing, shard.images[i : i + size])
+                    sizes = [m.size for m in shard.images]
+                    for i, end in chunk_ranges(sizes, first, size, max_bytes):
+                        yield _chunk(shard.listing, shard.images[i:end])
                 else:
-                    yield from _streamed_chunks(shard, first, size)
+                    yield from _streamed_chunks(shard, first, size, max_bytes)
             offset += count
 
 
@@ -233,13 +236,13 @@ def _chunk(listing: ArchiveListing, members: list[Member]) -> FileChunk:
     return FileChunk(reader, names)
 
 
-def _streamed_chunks(shard: Shard, first: int, size: int) -> Iterator[FileChunk]:
+def _streamed_chunks(shard: Shard, first: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
     """Chunks of the compressed tar of ``shard`` from its image ``first`` on, read front to back once."""
     listing = shard.listing
     wanted = shard.images[first:]
     changed = SourceError(f"{listing.path}: the archive changed since it was listed")
     batch: list[tuple[str, bytes]] = []
-    done = 0
+    done = held = 0
     try:
         with tarfile.open(listing.path, "r|*") as tf:
             for index, info in enumerate(tf):
@@ -257,9 +260,10 @@ def _streamed_chunks(shard: Shard, first: int, size: int) -> Iterator[FileChunk]
                     raise changed
                 batch.append((listing.display(member.name), data))
                 done += 1
-                if len(batch) == size:
+                held += len(data)
+                if len(batch) == size or (max_bytes is not None and held >= max_bytes):
                     yield FileChunk(InlineReader(listing.path, tuple(batch)), tuple(n for n, _ in batch))
-                    batch = []
+                    batch, held = [], 0
     except ARCHIVE_ERRORS as exc:
         raise SourceError(f"{listing.path}: not a readable tar archive ({exc})") from None
     except OSError as exc:

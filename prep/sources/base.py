@@ -19,6 +19,7 @@ line in :mod:`prep.sources.resolve`.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from abc import ABC, abstractmethod
@@ -130,6 +131,9 @@ class FileReader(ABC):
         """How messages name the file ``name`` (a path users can find)."""
 
 
+SMALL_FILE_BYTES = 4 << 20  # regular files up to this size are read whole when opened
+
+
 def open_regular(path: str, *, follow_symlinks: bool = True) -> BinaryIO:
     """``path`` opened for binary reading, or ``OSError`` when it is not a regular file.
 
@@ -138,12 +142,41 @@ def open_regular(path: str, *, follow_symlinks: bool = True) -> BinaryIO:
     a writer; a regular file is then read normally. With ``follow_symlinks=False`` a symlink as
     the last component is refused (strerror ``symlink (not followed)``). The descriptor is closed
     on every error; the file object's ``name`` is ``path``, as with :func:`open`.
+
+    A file of at most :data:`SMALL_FILE_BYTES` is read whole at once and its descriptor closed:
+    the object returned holds its bytes (one ``read`` system call instead of a buffered file's
+    several; a folder of small images is opened at the cost of the syscalls alone).
     """
-    return open(path, "rb", opener=lambda name, flags: _open_regular_fd(name, flags, follow_symlinks))
+    fd, size = _open_regular_fd(path, 0, follow_symlinks)
+    if size > SMALL_FILE_BYTES:
+        fp = open(fd, "rb")  # noqa: SIM115 - the caller closes it
+        fp.raw.name = path  # type: ignore[attr-defined]  # as open(path) names it
+        return fp
+    try:
+        data = os.read(fd, size + 1)  # a short read of a regular file is its end
+        if len(data) > size:  # it grew since fstat: the rest, to its end, as read() would
+            rest = [data]
+            while chunk := os.read(fd, 1 << 20):
+                rest.append(chunk)
+            data = b"".join(rest)
+    finally:
+        os.close(fd)
+    return InMemoryFile(data, path)
 
 
-def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> int:
-    """A blocking descriptor of the regular file ``path`` (the opener of :func:`open_regular`)."""
+class InMemoryFile(io.BytesIO):
+    """A small file's bytes, read whole (:func:`open_regular`), named by its path."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:  # as a file object is named in messages (PIL's "cannot identify image file ...")
+        return f"<InMemoryFile name={self.name!r}>"
+
+
+def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> tuple[int, int]:
+    """A blocking descriptor of the regular file ``path`` and its size at ``fstat``."""
     flags |= os.O_RDONLY | _flag("O_NONBLOCK") | _flag("O_CLOEXEC") | _flag("O_NOCTTY") | _flag("O_BINARY")
     if not follow_symlinks:
         flags |= _flag("O_NOFOLLOW")
@@ -154,14 +187,15 @@ def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> int:
             raise OSError(errno.ELOOP, "symlink (not followed)", path) from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
         if _flag("O_NONBLOCK"):
             os.set_blocking(fd, True)  # fcntl(F_SETFL) clearing O_NONBLOCK: regular reads from here on
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, info.st_size
 
 
 def _flag(name: str) -> int:
@@ -221,8 +255,34 @@ class FileChunk:
 
 
 class TaskSource(Source, ABC):
-    """A source decoded by worker processes, one :class:`FileChunk` at a time."""
+    """A source decoded by worker processes, one :class:`FileChunk` at a time.
+
+    ``sized`` sources know their files' sizes from the listing: their chunks end at ``max_bytes``
+    too, so a folder of thumbnails makes few tasks and one of large photos short ones."""
+
+    sized = False
 
     @abstractmethod
-    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
-        """Yield chunks of up to ``size`` files, from image ``start`` on, in the source's order."""
+    def iter_tasks(self, start: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
+        """Yield chunks of up to ``size`` files, from image ``start`` on, in the source's order; in
+        a ``sized`` source, a chunk also ends with the file that brings it to ``max_bytes``."""
+
+
+def chunk_ranges(sizes, start: int, size: int, max_bytes: int | None) -> Iterator[tuple[int, int]]:
+    """``(first, end)`` of the chunks of the files ``start:`` whose byte sizes are ``sizes``: each
+    at most ``size`` files and ending with the file that brings it to ``max_bytes`` (at least one
+    file). One cumulative sum and a binary search per chunk: no per-file Python work."""
+    import numpy as np
+
+    count = len(sizes)
+    if max_bytes is None:
+        yield from ((i, min(i + size, count)) for i in range(start, count, size))
+        return
+    ends = np.cumsum(np.asarray(sizes, np.int64))
+    first = start
+    while first < count:
+        before = int(ends[first - 1]) if first else 0
+        last = int(np.searchsorted(ends, before + max_bytes, side="left"))  # reaches max_bytes
+        end = max(first + 1, min(last + 1, first + size, count))
+        yield first, end
+        first = end

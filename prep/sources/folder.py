@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prep.errors import SourceError, os_reason
-from prep.sources.base import Classes, FileChunk, FirstFolder, FolderReader, TaskSource
+from prep.sources.base import Classes, FileChunk, FirstFolder, FolderReader, TaskSource, chunk_ranges
 from prep.sources.fingerprint import checksum_files, fingerprint_listing
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
@@ -220,8 +220,10 @@ class FolderSource(TaskSource):
         name = os.path.basename(os.path.normpath(self.path)) or self.path
         return f"{name} {self.split}" if self.split else name
 
-    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+    sized = True
+
+    def iter_tasks(self, start: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
         reader = FolderReader(str(self.listing.root), follow_symlinks=self.follow_symlinks)
         images = self.listing.images
-        for i in range(start, len(images), size):
-            yield FileChunk(reader, tuple(images[i : i + size]))
+        for first, end in chunk_ranges(self.listing.sizes, start, size, max_bytes):
+            yield FileChunk(reader, tuple(images[first:end]))

@@ -366,7 +366,7 @@ class VolumeSource(TaskSource):
     def reader(self) -> CaseReader:
         return CaseReader(self.root, self.cases)
 
-    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+    def iter_tasks(self, start: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
         reader = self.reader()
         names = [case.name for case in self.cases]
         for i in range(start, len(names), size):

@@ -120,7 +120,7 @@ class ShardedTaskSource(_Sharded, TaskSource):
         """About how many images of the whole source make one of this part (for chunk sizes)."""
         return self.count
 
-    def iter_tasks(self, start: int, size: int) -> Iterator[FileChunk]:
+    def iter_tasks(self, start: int, size: int, max_bytes: int | None = None) -> Iterator[FileChunk]:
         position = selected = 0
         names: list[str] = []
         reader: FileReader | None = None

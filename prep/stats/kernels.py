@@ -19,12 +19,14 @@ import numpy as np
 from prep.pixels import LEVELS
 
 _LIB: ctypes.CDLL | None = None
+_API = None  # the module itself: the functions of prep/_kernels_api.c, called without ctypes
 if os.environ.get("PREP_NO_KERNELS", "") in ("", "0"):
     try:
         import importlib
 
         _kernels = importlib.import_module("prep._kernels")  # a module only where setup.py built it
         _LIB = ctypes.CDLL(_kernels.__file__)
+        _API = _kernels if hasattr(_kernels, "reduce8") else None  # a build older than the checkout has none
     except (ImportError, OSError):  # not built (no compiler at install time): PIL and torch do the work
         _LIB = None
 if _LIB is not None:
@@ -44,6 +46,27 @@ if _LIB is not None:
         getattr(_LIB, _fn).restype = None
 
 AVAILABLE = _LIB is not None
+PER_IMAGE = _API is not None  # reduce8 and jpeg_header: one call per small image
+
+
+def reduce8(pixels, channels: int, covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One interleaved 8-bit image (any C-contiguous buffer of ``H * W * channels`` bytes,
+    ``channels`` 1 or 3) in one native call: its flat ``(channels * 256,)`` int64 histogram and,
+    with ``covariance``, its raw cross sums ``sum(x_i x_j)`` as a ``(channels, channels)`` int64
+    array, diagonal included (exact below 2**40 pixels)."""
+    counts = np.empty(channels * LEVELS, np.int64)
+    cross = np.empty((channels, channels), np.int64) if covariance else None
+    assert _API is not None  # callers check PER_IMAGE
+    _API.reduce8(pixels, channels, counts, cross)
+    return counts, cross
+
+
+def jpeg_header(data: bytes) -> tuple | None:
+    """``(marker, precision, components, sampling, adobe, ids, width, height, plain)`` of a JPEG's
+    header, walked once in native code: what :func:`prep.decode.jpeg_kinds.read_header` and
+    :func:`~prep.decode.jpeg_kinds.is_plain` say of it; None where ``read_header`` says None."""
+    assert _API is not None  # callers check PER_IMAGE
+    return _API.jpeg_header(data)
 
 
 def _uint8(array: np.ndarray, what: str) -> np.ndarray:

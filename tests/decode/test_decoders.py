@@ -349,6 +349,7 @@ def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(prep.engine.loop._Run, "advance", interrupt)
+    monkeypatch.setattr(prep.engine.loop, "TASK_FILES", 2)  # several tasks of this small folder
     with pytest.raises(KeyboardInterrupt):
         prep.compute_stats(mixed_folder, decoder="pil", checkpoint=checkpoint, checkpoint_every=1, workers=0)
     assert checkpoint.exists()  # written under pil ...

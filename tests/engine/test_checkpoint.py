@@ -74,6 +74,8 @@ def test_resume_continues_a_folder_run_in_process(tmp_path, image_folder, monkey
     from prep.engine import loop, reducers
 
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 2)
+
+    monkeypatch.setattr(loop, "TASK_FILES", 2)
     ck = tmp_path / "ck.json"
     whole = prep.compute_stats(image_folder, workers=0)
 
@@ -191,6 +193,8 @@ def test_an_edited_checkpoint_position_is_refused(tmp_path, good_folder, positio
     from prep.engine import loop, reducers
 
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     ck = tmp_path / "ck.json"
 
     class Stop(Exception):
@@ -331,6 +335,7 @@ def test_a_resumed_pass_keeps_the_skipped_totals_of_its_checkpoint(tmp_path, jun
 
     ck = tmp_path / "ck.json"
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     real = reducers.reduce_chunk
 
     class Stop(Exception):
@@ -357,6 +362,8 @@ def _interrupted_checkpoint(tmp_path, good_folder, monkeypatch) -> tuple:
     from prep.engine import loop, reducers
 
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     ck = tmp_path / "ck.json"
     real, calls = reducers.reduce_chunk, {"n": 0}
 
@@ -403,6 +410,8 @@ def test_a_checkpoint_without_cross_sums_resumes_a_run_without_covariance(tmp_pa
     from prep.engine import loop, reducers
 
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     ck = tmp_path / "ck.json"
     real, calls = reducers.reduce_chunk, {"n": 0}
 

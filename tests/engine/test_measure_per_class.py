@@ -99,6 +99,7 @@ def test_resume_gives_the_classes_of_one_pass(classes, tmp_path, monkeypatch):
     root, _ = classes
     whole = prep.compute_stats(root, per_class=True, workers=0)
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 3)
+    monkeypatch.setattr(loop, "TASK_FILES", 3)
     ck = tmp_path / "ck.json"
     real, calls = reducers.reduce_chunk, {"n": 0}
 

@@ -47,6 +47,43 @@ def test_cross_sums_are_exact_integers(size):
     assert [got[0][1], got[0][2], got[1][2]] == [exact[0, 1], exact[0, 2], exact[1, 2]]
 
 
+needs_per_image = pytest.mark.skipif(not kernels.PER_IMAGE, reason="prep._kernels was not built (no C compiler)")
+
+
+@needs_per_image
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", SIZES)
+def test_reduce8_gives_the_histogram_and_every_cross_sum_exactly(size, channels):
+    x = _image(*size, channels, seed=size[0] + channels)
+    for pixels in (x, x.tobytes(), memoryview(x.tobytes())):  # an array or PIL's bytes
+        counts, cross = kernels.reduce8(pixels, channels, True)
+        wide = x.reshape(-1, channels).astype(np.int64)
+        for c in range(channels):
+            np.testing.assert_array_equal(counts[c * 256 : (c + 1) * 256], np.bincount(wide[:, c], minlength=256))
+        np.testing.assert_array_equal(cross, wide.T @ wide)  # the diagonal too
+        assert kernels.reduce8(pixels, channels, False)[1] is None
+    counts, cross = kernels.reduce8(b"", channels, True)  # an empty image
+    assert not counts.any() and not cross.any()
+
+
+@needs_per_image
+def test_reduce8_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="1 or 3"):
+        kernels.reduce8(bytes(8), 4, False)
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        kernels.reduce8(bytes(8), 3, False)
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        kernels.reduce8(np.zeros(3, np.int16), 3, False)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.reduce8(np.zeros((4, 4, 3), np.uint8)[:, ::2], 3, False)
+    with pytest.raises(ValueError, match="counts"):
+        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int32), None)
+    with pytest.raises(ValueError, match="cross"):
+        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int64), np.zeros(4, np.int64))
+    with pytest.raises(TypeError):
+        kernels._API.reduce8(bytes(3), 3)
+
+
 @needs_kernels
 def test_kernels_refuse_what_they_cannot_read():
     with pytest.raises(ValueError, match="uint8"):
@@ -67,10 +104,15 @@ def test_with_and_without_kernels_the_reductions_agree(monkeypatch, covariance):
     with_kernels = [reduced_tensor(x, covariance) for x in images]
     jpeg = io.BytesIO()
     Image.fromarray(_image(40, 30, 3, 9)).save(jpeg, "JPEG")
-    pil_with = PILDecoder(covariance)(io.BytesIO(jpeg.getvalue()), "RGB")
-    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    grey = io.BytesIO()
+    Image.fromarray(_image(40, 30, 1, 9)[..., 0]).save(grey, "PNG")
+    pil_with = [PILDecoder(covariance)(io.BytesIO(f.getvalue()), m) for f in (jpeg, grey) for m in ("RGB", "L")]
+    monkeypatch.setattr(kernels, "PER_IMAGE", False)  # the ctypes kernels, one call per statistic
     assert [reduced_tensor(x, covariance) for x in images] == with_kernels
-    assert PILDecoder(covariance)(io.BytesIO(jpeg.getvalue()), "RGB") == pil_with
+    assert [PILDecoder(covariance)(io.BytesIO(f.getvalue()), m) for f in (jpeg, grey) for m in ("RGB", "L")] == pil_with
+    monkeypatch.setattr(kernels, "AVAILABLE", False)  # no kernels at all: PIL and torch
+    assert [reduced_tensor(x, covariance) for x in images] == with_kernels
+    assert [PILDecoder(covariance)(io.BytesIO(f.getvalue()), m) for f in (jpeg, grey) for m in ("RGB", "L")] == pil_with
 
 
 def test_auto_is_pil_where_the_kernels_are_missing(monkeypatch, tmp_path):

@@ -535,6 +535,7 @@ def test_a_whitening_pass_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     names = equal_size_folder(tmp_path / "imgs", n=10)
     checkpoint = tmp_path / "ck.pt"
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     real, calls = loop._Run.advance, []
 
     def interrupt(self, *args, **kwargs):
@@ -563,6 +564,7 @@ def test_a_whitening_checkpoint_of_other_options_or_damaged_is_refused(tmp_path,
     equal_size_folder(tmp_path / "imgs", n=6)
     checkpoint = tmp_path / "ck.pt"
     monkeypatch.setattr(loop, "FOLDER_CHUNK", 1)
+    monkeypatch.setattr(loop, "TASK_FILES", 1)
     real = loop._Run.advance
 
     def interrupt(self, *args, **kwargs):
