@@ -263,6 +263,81 @@ def small_files_table(root: Path, images: int, reps: int, workers: int, dev: str
     print(f"  listing and fingerprint of {images} files: {listing / images * 1e6:.1f} us a file", flush=True)
 
 
+def profile_small(folder: Path, images: int = 4000) -> None:
+    """What each stage of the 64x64 JPEG pass costs per image, in one process (us per image):
+    the same functions the workers call, each timed alone over ``images`` files, and the rest
+    (the loop, the fold, the listing) as the whole pass less the stages."""
+    from prep.decode.decoders import reduced_tensor, torchvision_kind, torchvision_pixels
+    from prep.sources.base import open_regular
+
+    files = [str(p) for p in sorted(folder.rglob("*.jpg"))][:images]
+    stages: dict[str, float] = {}
+
+    def stage(name: str, fn, inputs: list) -> list:
+        out = [fn(x) for x in inputs[:200]]  # warms the page cache, the allocator and each kind's check
+        start = time.perf_counter()
+        out = [fn(x) for x in inputs]
+        stages[name] = (time.perf_counter() - start) / len(inputs) * 1e6
+        return out
+
+    def read(path: str) -> bytes:
+        with open_regular(path) as f:
+            return f.read()
+
+    datas = stage("open and read the file", read, files)
+    kinds = stage("JPEG header: kind, PIL's view of it", torchvision_kind, datas)
+    pixels = stage(
+        "decode (torchvision.io)", lambda i: torchvision_pixels(datas[i], kinds[i], "RGB"), range(len(files))
+    )
+    stage("histogram and cross sums", lambda p: reduced_tensor(p, True), pixels)
+    count = len(list(folder.rglob("*.jpg")))
+    whole = timed(lambda: prep.compute_stats(folder, workers=0), 3) / count * 1e6
+    print("\n| stage, 64x64 JPEGs, one process | us per image |")
+    print("|---|---|")
+    for name, us in stages.items():
+        print(f"| {name} | {us:.1f} |")
+    print(f"| the rest: loop, fold, listing, tasks (whole - stages) | {whole - sum(stages.values()):.1f} |")
+    print(f"| prep.compute_stats(workers=0), {count} files | {whole:.1f} |", flush=True)
+
+
+def make_tiny_folder(root: Path, files: int) -> Path:
+    """``files`` tiny files (a few bytes each, named like images) in folders of 1,000."""
+    folder = root / f"tiny-{files}"
+    marker = root / f".{folder.name}.complete"
+    if not marker.exists():
+        for start in range(0, files, 1000):
+            sub = folder / f"d{start // 1000:04d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            for i in range(start, min(start + 1000, files)):
+                (sub / f"img{i:07d}.png").write_bytes(b"x")
+        marker.touch()
+    return folder
+
+
+def listing_table(root: Path, files: int, reps: int) -> None:
+    """The main process's per-file work on a folder of ``files`` tiny files: listing and
+    fingerprint, per file (warm directory cache), and the memory the listing keeps, per file."""
+    import gc
+    import tracemalloc
+
+    from prep.sources import resolve_source
+
+    folder = make_tiny_folder(root, files)
+    seconds = timed(lambda: resolve_source(str(folder)).fingerprint(), reps)
+    gc.collect()
+    tracemalloc.start()
+    source = resolve_source(str(folder))
+    source.fingerprint()
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"  listing and fingerprint of {files} tiny files: {seconds / files * 1e6:.1f} us a file; "
+        f"the listing keeps {kept / files:.0f} bytes a file (peak {peak / files:.0f})",
+        flush=True,
+    )
+    del source
+
+
 def true_floor_folder(folder: Path, workers: int, reps: int) -> tuple[float, str]:
     """The faster of PIL's decode alone and torchvision.io's, in ``workers`` processes."""
     files = [str(p) for p in sorted(folder.rglob("*.jpg"))]
@@ -614,12 +689,16 @@ def main() -> None:
     parser.add_argument("--volume-shape", default="256x256x128", help="their shape, XxYxZ (default 256x256x128)")
     parser.add_argument(
         "--only",
-        choices=["folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes", "small"],
+        choices=[
+            *("folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes", "small"),
+            "listing",
+        ],
         action="append",
     )
     parser.add_argument("--profile", action="store_true", help="also print the cost of each stage per image")
     parser.add_argument("--geotiffs", type=int, default=1000, help="13-band tiles of --only bands (default 1000)")
     parser.add_argument("--small-images", type=int, default=20000, help="files of each --only small folder")
+    parser.add_argument("--listing-files", type=int, default=200_000, help="tiny files of --only listing")
     parser.add_argument("--npy-mib", type=int, default=1024, help="size of --only bands' uint16 .npy (default 1 GiB)")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention", "reuse"])
@@ -642,6 +721,10 @@ def main() -> None:
 
     if "small" in parts:
         small_files_table(args.data, args.small_images, reps, w, dev)
+        if args.profile:
+            profile_small(make_folder(args.data, args.small_images, (64, 64)))
+    if "listing" in parts:
+        listing_table(args.data, args.listing_files, reps)
     if "bands" in parts:
         bands_table(args.data, args.geotiffs, args.npy_mib, reps, w, dev)
     if "folder" in parts:

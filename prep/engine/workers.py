@@ -199,9 +199,10 @@ def _fold_histograms(
                 states[id(state)] = state
         for key, ks in groups.items():
             _fold_group(states[key], hist[ks], [items[k][2] for k in ks], channels)
-    for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
-        if slot >= 0:
-            result.rows[slot] = (name, *pixels.size, *row, digest)
+    if any(slot >= 0 for slot, _, _, _ in items):  # per-image rows were asked for
+        for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
+            if slot >= 0:
+                result.rows[slot] = (name, *pixels.size, *row, digest)
 
 
 def _fold_group(state: ChannelMoments, hist: np.ndarray, images: list[Any], channels: int) -> None:

@@ -177,7 +177,7 @@ class InMemoryFile(io.BytesIO):
 
 def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> tuple[int, int]:
     """A blocking descriptor of the regular file ``path`` and its size at ``fstat``."""
-    flags |= os.O_RDONLY | _flag("O_NONBLOCK") | _flag("O_CLOEXEC") | _flag("O_NOCTTY") | _flag("O_BINARY")
+    flags |= _OPEN_FLAGS
     if not follow_symlinks:
         flags |= _flag("O_NOFOLLOW")
     try:
@@ -201,6 +201,9 @@ def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> tuple[int,
 def _flag(name: str) -> int:
     """The ``os.O_*`` flag ``name``, or 0 where the platform has none."""
     return getattr(os, name, 0)
+
+
+_OPEN_FLAGS = os.O_RDONLY | _flag("O_NONBLOCK") | _flag("O_CLOEXEC") | _flag("O_NOCTTY") | _flag("O_BINARY")
 
 
 @dataclass(frozen=True)
