@@ -183,6 +183,90 @@ CLONES EXPORT void prep_cross_planes16(const int16_t *p, size_t images, int chan
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * 8-bit batches in planes, every per-batch statistic in one read of the data.
+ *
+ * prep_uint8_planes reads a C-contiguous uint8 batch (images, channels, length) once and gives:
+ *   hist[c * 256 + v]   += pixels of channel c with value v (the batch, int64, added to),
+ *   sums[n * C + c]      = sum of image n's channel c (int64, written),
+ *   squares[n * C + c]   = sum of its squares (int64, written),
+ *   cross[i * C + j]    += sum over the batch of x_i x_j, for i < j (uint64, added to; the rest
+ *                          untouched), when `cross` is not NULL.
+ * The planes are walked together PLANE_CHUNK pixels at a time, so that the histogram, the sums
+ * and the cross sums read each chunk from cache after its one read from memory.
+ *
+ * Exactness: within a chunk (at most PLANE_CHUNK = 4096 pixels) a sum is below 4096 * 255 < 2**20
+ * and a sum of squares or products below 4096 * 255 * 255 < 2**28, so uint32 holds them; they
+ * are added into int64 / uint64, which hold 2**63 / 65025 > 1.4e14 pixels' squares. The histogram
+ * counts in uint32 tables (four per channel, against the store-to-load dependency of repeated
+ * values) that are folded into the int64 histogram before any could pass 2**32 - 1 (a counter
+ * holds at most the pixels counted since the last fold) and at the end.
+ *
+ * Returns 0, or -1 when the tables' memory (4 KiB a channel) cannot be had (nothing is changed).
+ */
+#define PLANE_CHUNK 4096
+
+static inline void count_chunk(const uint8_t *x, size_t m, uint32_t *t) {
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        t[x[i]]++;
+        t[LEVELS + x[i + 1]]++;
+        t[2 * LEVELS + x[i + 2]]++;
+        t[3 * LEVELS + x[i + 3]]++;
+    }
+    for (; i < m; i++) t[x[i]]++;
+}
+
+static void fold_tables(uint32_t *tables, int channels, int64_t *hist) {
+    for (int c = 0; c < channels; c++) {
+        uint32_t *t = tables + (size_t)c * 4 * LEVELS;
+        for (int v = 0; v < LEVELS; v++)
+            hist[c * LEVELS + v] += (int64_t)t[v] + t[LEVELS + v] + t[2 * LEVELS + v] + t[3 * LEVELS + v];
+    }
+    memset(tables, 0, (size_t)channels * 4 * LEVELS * sizeof(uint32_t));
+}
+
+CLONES EXPORT int prep_uint8_planes(const uint8_t *p, size_t images, int channels, size_t length, int64_t *hist,
+                                    int64_t *sums, int64_t *squares, uint64_t *cross) {
+    uint32_t *tables = calloc((size_t)channels * 4 * LEVELS, sizeof(uint32_t));
+    if (tables == NULL) return -1;
+    size_t pending = 0; /* pixels of each channel counted in the tables since the last fold */
+    for (size_t n = 0; n < images; n++) {
+        const uint8_t *image = p + n * (size_t)channels * length;
+        int64_t *s = sums + n * (size_t)channels, *q = squares + n * (size_t)channels;
+        for (int c = 0; c < channels; c++) s[c] = q[c] = 0;
+        for (size_t k = 0; k < length; k += PLANE_CHUNK) {
+            size_t m = length - k < PLANE_CHUNK ? length - k : PLANE_CHUNK;
+            if (pending + m > UINT32_MAX) {
+                fold_tables(tables, channels, hist);
+                pending = 0;
+            }
+            pending += m;
+            for (int c = 0; c < channels; c++) {
+                const uint8_t *x = image + (size_t)c * length + k;
+                uint32_t a = 0, b = 0;
+                for (size_t i = 0; i < m; i++) {
+                    a += x[i];
+                    b += (uint32_t)x[i] * x[i];
+                }
+                s[c] += a;
+                q[c] += b;
+                count_chunk(x, m, tables + (size_t)c * 4 * LEVELS);
+                if (cross != NULL)
+                    for (int j = c + 1; j < channels; j++) {
+                        const uint8_t *y = image + (size_t)j * length + k;
+                        uint32_t d = 0;
+                        for (size_t i = 0; i < m; i++) d += (uint32_t)x[i] * y[i];
+                        cross[c * channels + j] += d;
+                    }
+            }
+        }
+    }
+    fold_tables(tables, channels, hist);
+    free(tables);
+    return 0;
+}
+
 extern PyMethodDef prep_kernel_methods[]; /* _kernels_api.c: called from Python directly */
 
 static struct PyModuleDef kernels_module = {

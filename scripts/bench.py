@@ -19,10 +19,12 @@ while a spinning process keeps every core busy, and the peak memory (main proces
 worker, times workers) of prep on the folder at 1x and 4x the images. Prints tables of times
 and ratios. With --device cuda (or --only gpu) it also times --gpu-images ImageNet-size JPEGs
 (500x375, default 20,000) decoded by PIL in CPU workers and by nvjpeg, in images/s, and the
-array passes on CUDA in GB/s.
+array passes on CUDA in GB/s. --only npy times a 1 GiB uint8 (N, 3, 256, 256) .npy (--npy8-mib) on
+one core in GB/s against a memory read and a 256-bin histogram of the same bytes.
 
     python scripts/bench.py                   # everything, about 6 minutes on 2 cores
     python scripts/bench.py --only arrays --reps 5
+    python scripts/bench.py --only npy        # a 1 GiB uint8 .npy on one core against a read and a histogram
     python scripts/bench.py --only folder --profile   # and the cost of each stage per image
     python scripts/bench.py --only volumes --volumes 20 --volume-shape 256x256x128   # NIfTI CT volumes
     python scripts/bench.py --device cuda             # on a GPU machine: the GPU table as well
@@ -509,6 +511,92 @@ def bands_table(root: Path, files: int, npy_mib: int, reps: int, workers: int, d
     )
 
 
+NO_KERNELS_SCRIPT = """
+import sys, time
+import prep
+start = time.perf_counter()
+prep.compute_stats(sys.argv[1], workers=0, device=sys.argv[2], progress=False)
+print(time.perf_counter() - start)
+"""
+
+
+def make_npy8(root: Path, mib: int) -> Path:
+    """A uint8 (N, 3, 256, 256) .npy of about ``mib`` MiB of random values (cached)."""
+    path = root / f"npy8-{mib}.npy"
+    if not path.exists():
+        images = max(1, mib * 2**20 // (3 * 256 * 256))
+        array = np.lib.format.open_memmap(path.with_suffix(".part.npy"), "w+", np.uint8, (images, 3, 256, 256))
+        rng = np.random.default_rng(0)
+        for i in range(0, images, 64):
+            array[i : i + 64] = rng.integers(0, 256, array[i : i + 64].shape, dtype=np.uint8)
+        array.flush()
+        del array
+        path.with_suffix(".part.npy").rename(path)
+    return path
+
+
+def npy8_table(root: Path, mib: int, reps: int, dev: str) -> None:
+    """A uint8 (N, 3, 256, 256) .npy from the page cache on one core (workers=0, one torch thread)
+    with every default statistic, in GB/s, beside the limits of the same bytes timed in the same
+    run: a memory read (the map summed as uint64 words), a 256-bin histogram by np.bincount (16 MiB
+    at a time) and by prep's native histogram kernel (where built); and prep without the kernels
+    (PREP_NO_KERNELS=1, in a fresh process: the import is not timed)."""
+    import torch
+
+    from prep.stats import kernels
+
+    path = make_npy8(root, mib)
+    chunk = 16 << 20
+
+    def mapped() -> np.ndarray:  # a fresh map each time, as prep's pass makes one
+        return np.asarray(np.load(path, mmap_mode="r")).reshape(-1)
+
+    def read() -> None:
+        flat = mapped()
+        int(flat[: flat.size // 8 * 8].view(np.uint64).sum())
+
+    def bincount() -> None:
+        flat = mapped()
+        for i in range(0, flat.size, chunk):
+            np.bincount(flat[i : i + chunk], minlength=256)
+
+    def native() -> None:
+        flat = mapped()
+        for i in range(0, flat.size, chunk):
+            kernels.histogram_interleaved(flat[i : i + chunk].reshape(1, -1))
+
+    def without_kernels() -> float:
+        env = {**os.environ, "PREP_NO_KERNELS": "1"}
+        out = subprocess.run(
+            [sys.executable, "-c", NO_KERNELS_SCRIPT, str(path), dev], env=env, capture_output=True, text=True
+        )
+        return float(out.stdout.split()[-1])
+
+    size = np.load(path, mmap_mode="r").nbytes  # the array's bytes, without the .npy header
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        read()  # into the page cache
+        t_read = timed(read, reps)
+        t_bincount = timed(bincount, reps)
+        t_native = timed(native, reps) if kernels.AVAILABLE else None
+        t_prep = timed(lambda: prep.compute_stats(path, workers=0, device=dev, progress=False), reps)
+        t_plain = statistics.median(without_kernels() for _ in range(reps))
+    finally:
+        torch.set_num_threads(threads)
+
+    def rate(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{size / seconds / 1e9:.2f}"
+
+    print(f"\n| uint8 .npy {size / 2**30:.2f} GiB (N, 3, 256, 256), one core, page cache | GB/s |")
+    print("|---|---|")
+    print(f"| memory read (a sum of the map as uint64) | {rate(t_read)} |")
+    print(f"| 256-bin histogram, np.bincount in 16 MiB pieces | {rate(t_bincount)} |")
+    print(f"| 256-bin histogram, prep's native kernel | {rate(t_native)} |")
+    print(f"| prep, every default statistic (histograms, covariance, per-image std, fingerprint) | {rate(t_prep)} |")
+    print(f"| prep without the native kernels (PREP_NO_KERNELS=1) | {rate(t_plain)} |", flush=True)
+
+
 def paired(base, other, reps: int) -> tuple[float, float]:
     """Medians of ``base`` and ``other`` run alternately, so that the machine's drift between
     runs (5-10% here) falls on both alike."""
@@ -690,8 +778,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         choices=[
-            *("folder", "arrays", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes", "small"),
-            "listing",
+            *("folder", "arrays", "npy", "memory", "variants", "contention", "reuse", "gpu", "bands", "volumes"),
+            *("small", "listing"),
         ],
         action="append",
     )
@@ -700,6 +788,7 @@ def main() -> None:
     parser.add_argument("--small-images", type=int, default=20000, help="files of each --only small folder")
     parser.add_argument("--listing-files", type=int, default=200_000, help="tiny files of --only listing")
     parser.add_argument("--npy-mib", type=int, default=1024, help="size of --only bands' uint16 .npy (default 1 GiB)")
+    parser.add_argument("--npy8-mib", type=int, default=1024, help="size of --only npy's uint8 .npy (default 1 GiB)")
     args = parser.parse_args()
     parts = set(args.only or ["folder", "arrays", "memory", "variants", "contention", "reuse"])
     args.data.mkdir(parents=True, exist_ok=True)
@@ -725,6 +814,8 @@ def main() -> None:
             profile_small(make_folder(args.data, args.small_images, (64, 64)))
     if "listing" in parts:
         listing_table(args.data, args.listing_files, reps)
+    if "npy" in parts:
+        npy8_table(args.data, args.npy8_mib, reps, dev)
     if "bands" in parts:
         bands_table(args.data, args.geotiffs, args.npy_mib, reps, w, dev)
     if "folder" in parts:

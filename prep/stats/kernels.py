@@ -181,3 +181,51 @@ def _with_diagonal(cross: list[list[int]], squares) -> list[list[int]]:
     if squares is None:
         return cross
     return [[int(squares[i]) if i == j else v for j, v in enumerate(row)] for i, row in enumerate(cross)]
+
+
+# ---------------------------------------------------------------------- 8-bit batches in one pass
+
+_UINT8_PLANES = None if _LIB is None else getattr(_LIB, "prep_uint8_planes", None)  # None: a build without it
+if _UINT8_PLANES is not None:
+    _UINT8_PLANES.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_size_t] + [ctypes.c_void_p] * 4
+    _UINT8_PLANES.restype = ctypes.c_int
+
+UINT8_PLANES = _UINT8_PLANES is not None  # whether :func:`uint8_planes` can run
+
+
+def uint8_planes(
+    batch: np.ndarray, hist: np.ndarray | None = None, cross: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One read of a C-contiguous uint8 batch ``(N, C, H, W)`` (or ``(N, C, L)``) for everything
+    :class:`~prep.stats.moments.ChannelMoments` keeps of it: the ``(C, 256)`` int64 histogram of
+    each channel's raw values (added into ``hist`` when given, a C-contiguous int64 array), per
+    image and channel ``(N, C)`` the int64 sum and sum of squares of the raw values, and (with
+    ``cross``) the raw ``sum(x_i x_j)`` over the batch for ``i < j`` as the upper triangle of a
+    ``(C, C)`` uint64 array (the rest 0; None without ``cross``). Exact integers throughout."""
+    batch = _uint8(batch, "batch")
+    if batch.ndim not in (3, 4):
+        raise ValueError(f"batch: expected (N, C, H, W) or (N, C, L); got shape {batch.shape}")
+    n, c = batch.shape[:2]
+    if hist is None:
+        hist = np.zeros((c, LEVELS), np.int64)
+    elif hist.shape != (c, LEVELS) or hist.dtype != np.int64 or not hist.flags.c_contiguous:
+        raise ValueError(f"hist: expected a C-contiguous ({c}, {LEVELS}) int64 array")
+    sums = np.zeros((n, c), np.int64)
+    squares = np.zeros((n, c), np.int64)
+    products = np.zeros((c, c), np.uint64) if cross else None
+    if batch.size:
+        assert _UINT8_PLANES is not None  # callers check UINT8_PLANES
+        length = batch.size // max(1, n * c)
+        status = _UINT8_PLANES(
+            batch.ctypes.data,
+            n,
+            c,
+            length,
+            hist.ctypes.data,
+            sums.ctypes.data,
+            squares.ctypes.data,
+            None if products is None else products.ctypes.data,
+        )
+        if status != 0:
+            raise MemoryError(f"uint8_planes: no memory for the histogram tables of {c} channels")
+    return hist, sums, squares, products

@@ -64,6 +64,7 @@ from prep.stats.reductions import (
     rekeyed,
     uint8_cross_sums,
     uint8_histogram,
+    uint8_reduction,
     uint8_sums,
 )
 from prep.stats.state_codec import (
@@ -258,9 +259,13 @@ class ChannelMoments:
             part.update(batch[:, :1], pixel_max)
             return self._absorb(self.merge(part.repeated(self.channels)))
         if batch.dtype == torch.uint8 and pixel_max in (None, EIGHT_BIT_MAX) and not masked:
-            n, total, total_sq = uint8_sums(batch, self._workspace)
-            hist = uint8_histogram(batch)
-            cross = None if self.cross is None else uint8_cross_sums(batch, total_sq)
+            native = uint8_reduction(batch, self.cross is not None)  # one read, where the kernels were built
+            if native is not None:
+                n, total, total_sq, hist, cross = native
+            else:
+                n, total, total_sq = uint8_sums(batch, self._workspace)
+                hist = uint8_histogram(batch)
+                cross = None if self.cross is None else uint8_cross_sums(batch, total_sq)
             return self._fold_integers(n, total, total_sq, *histogram_range(hist), hist=hist, cross=cross)
         scale = pixel_max_of(batch.dtype) if pixel_max is None else float(pixel_max)
         if not batch.dtype.is_floating_point:

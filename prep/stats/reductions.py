@@ -210,6 +210,32 @@ def uint8_cross_sums(batch: torch.Tensor, total_sq: np.ndarray) -> list[list[int
     return cross_sums(batch)
 
 
+def uint8_reduction(
+    batch: torch.Tensor, cross: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[int]] | None] | None:
+    """Everything a uint8 batch ``(N, C, H, W)`` gives the 8-bit state, from one native read
+    (:func:`prep.stats.kernels.uint8_planes`): per image and channel ``(N, C)`` the pixel counts,
+    sums and sums of squares, the batch's ``(C, 256)`` histogram and (with ``cross``) its raw
+    cross sums ``(C, C)`` as :func:`uint8_cross_sums` gives them. None where the kernels were not
+    built or the batch is not a C-contiguous CPU tensor: then :func:`uint8_sums`,
+    :func:`uint8_histogram` and :func:`uint8_cross_sums` give the same integers."""
+    from prep.stats import kernels
+
+    if not (kernels.AVAILABLE and kernels.UINT8_PLANES) or batch.device.type != "cpu" or not batch.is_contiguous():
+        return None
+    array = batch.numpy()
+    if not array.flags.c_contiguous:  # torch and NumPy disagree about strides of size-1 axes
+        return None
+    hist, sums, squares, upper = kernels.uint8_planes(array, cross=cross)
+    n, c = sums.shape
+    counts = np.full((n, c), int(np.prod(array.shape[2:])), np.int64)
+    products = None
+    if upper is not None:
+        diagonal = [int(v) for v in squares.sum(0)]
+        products = [[diagonal[i] if i == j else int(upper[min(i, j), max(i, j)]) for j in range(c)] for i in range(c)]
+    return counts, sums, squares, hist, products
+
+
 def float_image_moments(
     batch: torch.Tensor, scale: float, nodata: Sequence[float] | None = None, mask: torch.Tensor | None = None
 ):

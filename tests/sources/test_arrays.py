@@ -39,3 +39,17 @@ def test_array_fingerprints_made_during_the_pass_equal_a_separate_read(tmp_path)
     assert separate.num_images() is None  # CIFAR pickles do not say their size without being read
     assert separate.fingerprint() == during and during["bytes"] == 35 * 3072
     assert separate.num_images() == 35
+
+
+def test_a_pass_left_early_leaves_no_fingerprint_and_a_later_one_is_right(tmp_path):
+    """The files are hashed in a thread beside the pass; a pass given up half-way (the first
+    batch of the first of five files) keeps no partial fingerprint."""
+    make_cifar10(tmp_path, per_batch=7)
+    src = resolve_source("cifar10", root=tmp_path)
+    batches = src.iter_batches(0, "RGB", pixels_per_batch=3072 * 2)
+    next(batches)
+    batches.close()
+    assert src._scan is None
+    expected = resolve_source("cifar10", root=tmp_path).fingerprint()
+    assert sum(n for _, n in src.iter_batches(0, "RGB", pixels_per_batch=3072 * 2)) == 35
+    assert src.fingerprint() == expected and expected["bytes"] == 35 * 3072
