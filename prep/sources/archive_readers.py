@@ -4,7 +4,8 @@ A chunk's reader carries only that chunk's members (a name and where the member 
 a task costs the same whatever the archive's size:
 
 * :class:`TarMemberReader`: an uncompressed tar; a member is a window of the file at the data
-  offset the listing recorded, read with one seek (no rescan of headers);
+  offset the listing recorded, read with one seek (no rescan of headers); a small member is
+  read whole with one ``pread`` on a descriptor each process keeps open (as it keeps zips);
 * :class:`ZipMemberReader`: a zip; each process opens the archive once (its central directory
   is read once per process, not per member) and ``ZipFile.open`` decompresses a member as it is
   read. ``zipfile`` never returns more than a member's declared size, so a member declared tiny
@@ -22,19 +23,22 @@ import os
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import IO
 
-from prep.sources.base import FileReader, open_regular
+from prep.sources import base
+from prep.sources.base import FileReader, InMemoryFile, open_regular
 
 ZIPS_OPEN = 4  # zip files a process keeps open (several zip shards read in turn)
 _zips: OrderedDict[tuple[int, str, int, int], zipfile.ZipFile] = OrderedDict()
+_tars: OrderedDict[tuple[int, str, int, int], int] = OrderedDict()  # the same, descriptors of tars
 
 
-def _member(entries: tuple, name: str) -> tuple:
-    for entry in entries:
-        if entry[0] == name:
-            return entry
-    raise OSError(errno.ENOENT, "no such member", name)
+def _member(index: dict[str, tuple], name: str) -> tuple:
+    try:
+        return index[name]
+    except KeyError:
+        raise OSError(errno.ENOENT, "no such member", name) from None
 
 
 def _display(archive: str, name: str) -> str:
@@ -49,8 +53,14 @@ class TarMemberReader(FileReader):
     archive: str
     members: tuple[tuple[str, int, int], ...]
 
+    @cached_property
+    def _index(self) -> dict[str, tuple[str, int, int]]:  # built where the reader is used, once
+        return {member[0]: member for member in reversed(self.members)}  # the first of a name, as a search would find
+
     def open(self, name: str) -> IO[bytes]:
-        _, offset, size = _member(self.members, name)
+        _, offset, size = _member(self._index, name)
+        if size <= base.SMALL_FILE_BYTES and hasattr(os, "pread"):
+            return InMemoryFile(os.pread(_tar_descriptor(self.archive), size, offset), self.display(name))
         return io.BufferedReader(_Window(open_regular(self.archive), offset, size))
 
     def display(self, name: str) -> str:
@@ -64,8 +74,12 @@ class ZipMemberReader(FileReader):
     archive: str
     members: tuple[tuple[str, str], ...]
 
+    @cached_property
+    def _index(self) -> dict[str, tuple[str, str]]:
+        return {member[0]: member for member in reversed(self.members)}  # the first of a name, as a search would find
+
     def open(self, name: str) -> IO[bytes]:
-        _, raw = _member(self.members, name)
+        _, raw = _member(self._index, name)
         return _open_zip(self.archive).open(raw)
 
     def display(self, name: str) -> str:
@@ -79,8 +93,12 @@ class InlineReader(FileReader):
     archive: str
     members: tuple[tuple[str, bytes], ...]
 
+    @cached_property
+    def _index(self) -> dict[str, tuple[str, bytes]]:
+        return {member[0]: member for member in reversed(self.members)}  # the first of a name, as a search would find
+
     def open(self, name: str) -> IO[bytes]:
-        return io.BytesIO(_member(self.members, name)[1])
+        return io.BytesIO(_member(self._index, name)[1])
 
     def display(self, name: str) -> str:
         return _display(self.archive, name)
@@ -101,6 +119,24 @@ def _open_zip(archive: str) -> zipfile.ZipFile:
             _zips.popitem(last=False)[1].close()
     _zips.move_to_end(key)
     return zf
+
+
+def _tar_descriptor(archive: str) -> int:
+    """This process's open descriptor of the tar ``archive`` (opened by the rules of
+    :func:`~prep.sources.base.open_regular`; reopened when the file was replaced; one inherited
+    through fork is left to the parent). Members are read with ``pread``: no offset is shared."""
+    st = os.stat(archive)
+    key = (os.getpid(), archive, st.st_size, st.st_mtime_ns)
+    fd = _tars.get(key)
+    if fd is None:
+        for old in [k for k in _tars if k[0] != key[0]]:
+            del _tars[old]
+        fd, _ = base._open_regular_fd(archive, 0, True)
+        _tars[key] = fd
+        while len(_tars) > ZIPS_OPEN:
+            os.close(_tars.popitem(last=False)[1])
+    _tars.move_to_end(key)
+    return fd
 
 
 class _Window(io.RawIOBase):

@@ -334,3 +334,29 @@ def test_missing_shard_and_non_archive_in_a_list(tmp_path, good):
     (tmp_path / "x.png").write_bytes(good["cls/good0.png"])
     with pytest.raises(SourceError, match=r"x\.png: not an archive"):
         resolve_source([str(shard), str(tmp_path / "x.png")])
+
+
+def test_tar_members_small_and_large_read_the_same_and_a_replaced_tar_is_reopened(tmp_path, good, monkeypatch):
+    from prep.sources import archive_readers, base
+
+    entries = {f"{i:03d}.png": data for i, data in enumerate(good.values())}
+    path = make_tar(tmp_path / "t.tar", entries)
+    chunks = list(resolve_source(path).iter_tasks(0, 100, max_bytes=10**9))
+    assert len(chunks) == 1
+    reader = pickle.loads(pickle.dumps(chunks[0].reader))
+    for name in chunks[0].names:  # small members: one pread on the process's descriptor
+        with reader.open(name) as f:
+            assert f.read() == entries[name.split(":", 1)[1]] and name in repr(f)
+    with pytest.raises(OSError, match="no such member"):
+        reader.open("t.tar:absent.png")
+    monkeypatch.setattr(base, "SMALL_FILE_BYTES", 0)  # large members: a window of the file
+    for name in chunks[0].names:
+        with reader.open(name) as f:
+            assert f.read() == entries[name.split(":", 1)[1]]
+    monkeypatch.undo()
+    replaced = {name: data[::-1] for name, data in entries.items()}
+    os.replace(make_tar(tmp_path / "u.tar", replaced), path)  # the same names and sizes, other bytes
+    os.utime(path, ns=(1, 1))
+    with reader.open(chunks[0].names[0]) as f:
+        assert f.read() == replaced[chunks[0].names[0].split(":", 1)[1]]
+    assert len(archive_readers._tars) <= archive_readers.ZIPS_OPEN
