@@ -278,4 +278,15 @@ static struct PyModuleDef kernels_module = {
     prep_kernel_methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }
+/* The version of _kernels_api.c's calling conventions: prep.stats.kernels uses them only from a
+ * build of the version it expects (an editable install built before a change keeps its .so). */
+#define API_VERSION 2
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    PyObject *module = PyModule_Create(&kernels_module);
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", API_VERSION) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -8,9 +8,9 @@
  *   read_header and is_plain say (the Python functions stay the reference and the fallback;
  *   tests/decode/test_jpeg_header_native.py holds them equal on fuzzed headers);
  *
- *   reduce8(pixels, channels, counts, cross) reduces one interleaved 8-bit image to its
- *   per-channel histogram and, when asked, its raw cross sums (diagonal included), written
- *   into arrays the caller owns.
+ *   reduce8(pixels, channels, counts, cross, moments) reduces one interleaved 8-bit image to
+ *   its per-channel histogram, its per-channel pixel count, sum and sum of squares and, when
+ *   asked, its raw cross sums (diagonal included), written into arrays the caller owns.
  *
  * Only bytes the caller gives are read, and every read is bounds-checked against their length.
  */
@@ -18,6 +18,14 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__linux__)
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define HAVE_SCAN 1
+#endif
 
 #define LEVELS 256
 #define MAX_SEGMENTS 4096 /* as jpeg_kinds._MAX_SEGMENTS */
@@ -182,8 +190,8 @@ static int int64_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, const 
 }
 
 static PyObject *reduce8(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "reduce8(pixels, channels, counts, cross) takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "reduce8(pixels, channels, counts, cross, moments) takes 5 arguments");
         return NULL;
     }
     int channels = (int)PyLong_AsLong(args[1]);
@@ -192,7 +200,7 @@ static PyObject *reduce8(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_Format(PyExc_ValueError, "channels: expected 1 or 3; got %d", channels);
         return NULL;
     }
-    Py_buffer pixels, counts, cross;
+    Py_buffer pixels, counts, cross, moments;
     if (PyObject_GetBuffer(args[0], &pixels, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (pixels.itemsize != 1 || pixels.len % channels) {
         PyBuffer_Release(&pixels);
@@ -203,10 +211,16 @@ static PyObject *reduce8(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyBuffer_Release(&pixels);
         return NULL;
     }
+    if (!int64_buffer(args[4], &moments, (Py_ssize_t)channels * 3, "moments")) {
+        PyBuffer_Release(&pixels);
+        PyBuffer_Release(&counts);
+        return NULL;
+    }
     int with_cross = args[3] != Py_None;
     if (with_cross && !int64_buffer(args[3], &cross, (Py_ssize_t)channels * channels, "cross")) {
         PyBuffer_Release(&pixels);
         PyBuffer_Release(&counts);
+        PyBuffer_Release(&moments);
         return NULL;
     }
     int64_t *hist = (int64_t *)counts.buf;
@@ -214,14 +228,24 @@ static PyObject *reduce8(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     memset(hist, 0, (size_t)channels * LEVELS * sizeof(int64_t));
     Py_BEGIN_ALLOW_THREADS
     prep_histogram_interleaved((const uint8_t *)pixels.buf, count, channels, hist);
-    if (with_cross) {
-        /* the diagonal from the histogram (255**2 * 2**40 pixels < 2**63), the rest from the pixels */
-        int64_t *out = (int64_t *)cross.buf;
-        for (int c = 0; c < channels; c++) {
-            int64_t sq = 0;
-            for (int v = 0; v < LEVELS; v++) sq += hist[c * LEVELS + v] * (int64_t)v * v;
-            out[c * channels + c] = sq;
+    /* per channel: pixels, sum and sum of squares, from the histogram (255**2 * 2**40 < 2**63) */
+    int64_t *m = (int64_t *)moments.buf;
+    for (int c = 0; c < channels; c++) {
+        int64_t n = 0, sum = 0, sq = 0;
+        for (int v = 0; v < LEVELS; v++) {
+            int64_t h = hist[c * LEVELS + v];
+            n += h;
+            sum += h * v;
+            sq += h * (int64_t)v * v;
         }
+        m[c * 3] = n;
+        m[c * 3 + 1] = sum;
+        m[c * 3 + 2] = sq;
+    }
+    if (with_cross) {
+        /* the diagonal is the sums of squares, the rest from the pixels */
+        int64_t *out = (int64_t *)cross.buf;
+        for (int c = 0; c < channels; c++) out[c * channels + c] = m[c * 3 + 2];
         if (channels == 3) {
             uint64_t pairs[3] = {0, 0, 0};
             prep_cross_interleaved3((const uint8_t *)pixels.buf, count, pairs);
@@ -232,15 +256,97 @@ static PyObject *reduce8(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     Py_END_ALLOW_THREADS
     if (with_cross) PyBuffer_Release(&cross);
+    PyBuffer_Release(&moments);
     PyBuffer_Release(&counts);
     PyBuffer_Release(&pixels);
     Py_RETURN_NONE;
 }
 
+#ifdef HAVE_SCAN
+/* scan_dir(fd, follow_symlinks) -> [(name, is_symlink, errno, mode, size, mtime_ns, dev, ino), ...]:
+ * the entries of the open directory `fd` (not "." or ".."), in directory order, each with what
+ * prep.sources.folder's listing asks of a DirEntry: whether it is a symlink (d_type, or lstat
+ * where the file system does not say), and the result of its stat (followed with
+ * `follow_symlinks`, never for a symlink without it: errno and zeros there) or the errno of a
+ * failed one. `fd` stays open and is not moved: the directory is read through a duplicate. */
+static PyObject *scan_dir(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "scan_dir(fd, follow_symlinks) takes 2 arguments");
+        return NULL;
+    }
+    int fd = (int)PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    int follow = PyObject_IsTrue(args[1]);
+    if (follow < 0) return NULL;
+    int dup_fd = dup(fd);
+    if (dup_fd < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    DIR *dir = fdopendir(dup_fd);
+    if (dir == NULL) {
+        close(dup_fd);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    rewinddir(dir);
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        closedir(dir);
+        return NULL;
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(dir);
+        if (e == NULL) {
+            if (errno) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                Py_CLEAR(out);
+            }
+            break;
+        }
+        const char *name = e->d_name;
+        if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+        struct stat st;
+        int link = -1, failed = 0;
+#ifdef DT_LNK
+        if (e->d_type != DT_UNKNOWN) link = e->d_type == DT_LNK;
+#endif
+        if (link < 0) { /* the file system does not say: as DirEntry.is_symlink, by lstat */
+            link = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+        }
+        memset(&st, 0, sizeof st);
+        if (!follow && link) {
+            failed = 0; /* not stat'ed: the listing passes over it */
+        } else if (fstatat(fd, name, &st, link ? 0 : AT_SYMLINK_NOFOLLOW) != 0) {
+            failed = errno;
+            memset(&st, 0, sizeof st);
+        }
+        PyObject *text = PyUnicode_DecodeFSDefault(name);
+        if (text == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        PyObject *item = Py_BuildValue("(NiiILLKK)", text, link, failed, (unsigned int)st.st_mode,
+                                       (long long)st.st_size, mtime_ns, (unsigned long long)st.st_dev,
+                                       (unsigned long long)st.st_ino);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    closedir(dir);
+    return out;
+}
+#endif
+
 PyMethodDef prep_kernel_methods[] = {
+#ifdef HAVE_SCAN
+    {"scan_dir", (PyCFunction)(void (*)(void))scan_dir, METH_FASTCALL,
+     "scan_dir(fd, follow_symlinks) -> [(name, is_symlink, errno, mode, size, mtime_ns, dev, ino), ...]"},
+#endif
     {"jpeg_header", (PyCFunction)jpeg_header, METH_O,
      "jpeg_header(data) -> (marker, precision, components, sampling, adobe, ids, width, height, plain) or None"},
     {"reduce8", (PyCFunction)(void (*)(void))reduce8, METH_FASTCALL,
-     "reduce8(pixels, channels, counts, cross): histogram and cross sums of one interleaved 8-bit image"},
+     "reduce8(pixels, channels, counts, cross, moments): histogram, moments and cross sums of one 8-bit image"},
     {NULL, NULL, 0, NULL},
 };

@@ -35,6 +35,9 @@ class EightBitHistogram:
     size: tuple[int, int] = (0, 0)  # width, height
     # raw sums of x_i * x_j per channel pair (C, C), when asked for: lists, or the kernels' int64 array
     cross: list[list[int]] | np.ndarray | None = None
+    # per channel the pixel count, sum and sum of squares (C, 3) int64, where the kernels gave them
+    # (prep.stats.kernels.reduce8): the chunk's fold then needs no copy of every histogram
+    moments: np.ndarray | None = None
 
     def __eq__(self, other: object) -> bool:  # the same counts and sums, whether lists or arrays
         return (
@@ -102,8 +105,8 @@ def _reduced(img: Image.Image, covariance: bool, replicate: int = 1) -> EightBit
     """The histogram (and cross sums) of an 8-bit ``RGB`` or ``L`` image; ``replicate`` 3 reads an
     ``L`` image as the same grey in three channels."""
     if kernels.PER_IMAGE and img.mode in ("RGB", "L"):  # one native call on PIL's packed bytes
-        flat, sums = kernels.reduce8(img.tobytes(), len(img.mode), covariance)
-        return _replicated(EightBitHistogram(flat, img.size, sums), replicate)
+        flat, sums, moments = kernels.reduce8(img.tobytes(), len(img.mode), covariance)
+        return _replicated(EightBitHistogram(flat, img.size, sums, moments), replicate)
     counts = img.histogram()
     cross = None
     if covariance:
@@ -122,7 +125,8 @@ def _replicated(reduced: EightBitHistogram, replicate: int) -> EightBitHistogram
     cross = None if reduced.cross is None else [[int(reduced.cross[0][0])] * replicate for _ in range(replicate)]
     counts = reduced.counts
     tiled = np.tile(counts, replicate) if isinstance(counts, np.ndarray) else counts * replicate
-    return EightBitHistogram(tiled, reduced.size, cross)
+    moments = None if reduced.moments is None else np.tile(reduced.moments, (replicate, 1))
+    return EightBitHistogram(tiled, reduced.size, cross, moments)
 
 
 _SQUARES = np.arange(256, dtype=np.int64) ** 2
@@ -306,8 +310,8 @@ def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:
         return _replicated(reduced_tensor(pixels[:1], covariance), pixels.shape[0])
     channels, height, width = pixels.shape
     if kernels.PER_IMAGE and channels in (1, 3):
-        flat, sums = kernels.reduce8(_hwc(pixels), channels, covariance)
-        return EightBitHistogram(flat, (width, height), sums)
+        flat, sums, moments = kernels.reduce8(_hwc(pixels), channels, covariance)
+        return EightBitHistogram(flat, (width, height), sums, moments)
     if not kernels.AVAILABLE:
         return _reduced(_pil_image(pixels), covariance)
     hwc = _hwc(pixels)

@@ -187,33 +187,47 @@ def _fold_histograms(
     and each class's images into its class's state."""
     if not items:
         return
-    hist = np.array([pixels.counts for _, _, pixels, _ in items], np.int64).reshape(-1, channels, LEVELS)
-    _fold_group(result.state, hist, [pixels for _, _, pixels, _ in items], channels)
+    images = [pixels for _, _, pixels, _ in items]
+    rows = any(slot >= 0 for slot, _, _, _ in items)  # per-image rows were asked for
+    # with every image's moments from the kernels (and no rows to make), the chunk folds from
+    # them and one summed histogram; otherwise from every image's histogram, stacked
+    by_sums = not rows and all(pixels.moments is not None for pixels in images)
+    hist = None if by_sums else np.array([p.counts for p in images], np.int64).reshape(-1, channels, LEVELS)
+    groups: list[tuple[ChannelMoments, list[int]]] = [(result.state, list(range(len(items))))]
     if class_of is not None:
-        groups: dict[int, list[int]] = {}
+        members: dict[int, list[int]] = {}
         states: dict[int, ChannelMoments] = {}
         for k, (_, name, _, _) in enumerate(items):
             state = result.class_state(name, class_of)
             if state is not None:
-                groups.setdefault(id(state), []).append(k)
+                members.setdefault(id(state), []).append(k)
                 states[id(state)] = state
-        for key, ks in groups.items():
-            _fold_group(states[key], hist[ks], [items[k][2] for k in ks], channels)
-    if any(slot >= 0 for slot, _, _, _ in items):  # per-image rows were asked for
+        groups += [(states[key], ks) for key, ks in members.items()]
+    for state, ks in groups:
+        chosen = [images[k] for k in ks]
+        cross = _summed_cross(state, chosen, channels)
+        if hist is None:
+            total = np.zeros(channels * LEVELS, np.int64)
+            for pixels in chosen:
+                total += pixels.counts
+            state.update_image_sums(np.array([p.moments for p in chosen]), total.reshape(channels, LEVELS), cross)
+        else:
+            state.update_histograms(hist[ks], cross=cross)
+    if hist is not None and rows:
         for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
             if slot >= 0:
                 result.rows[slot] = (name, *pixels.size, *row, digest)
 
 
-def _fold_group(state: ChannelMoments, hist: np.ndarray, images: list[Any], channels: int) -> None:
-    """Fold the histograms ``hist`` of the 8-bit ``images`` (with their cross sums) into ``state``."""
-    cross = None
-    # an image without its cross sums leaves the chunk without them; with them, each is below
-    # 255**2 * 2**40 and a chunk holds far fewer than 2**23 such images, so int64 sums are exact
-    if state.cross is not None and all(pixels.cross is not None for pixels in images):
-        total = np.sum([np.asarray(pixels.cross, np.int64) for pixels in images], axis=0, dtype=np.int64)
-        cross = total.reshape(channels, channels).tolist()
-    state.update_histograms(hist, cross=cross)
+def _summed_cross(state: ChannelMoments, images: list[Any], channels: int) -> list[list[int]] | None:
+    """The summed ``(C, C)`` raw cross sums of the 8-bit ``images`` where ``state`` keeps them.
+
+    An image without its cross sums leaves the chunk without them; with them, each is below
+    255**2 * 2**40 and a chunk holds far fewer than 2**23 such images, so int64 sums are exact."""
+    if state.cross is None or not all(pixels.cross is not None for pixels in images):
+        return None
+    total = np.sum([np.asarray(pixels.cross, np.int64) for pixels in images], axis=0, dtype=np.int64)
+    return total.reshape(channels, channels).tolist()
 
 
 def fold_pending(

@@ -20,6 +20,7 @@ from pathlib import Path
 from prep.errors import SourceError, os_reason
 from prep.sources.base import Classes, FileChunk, FirstFolder, FolderReader, TaskSource, chunk_ranges
 from prep.sources.fingerprint import checksum_files, fingerprint_listing
+from prep.stats import kernels
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -76,47 +77,90 @@ def list_images(root: str | os.PathLike, follow_symlinks: bool = True) -> Folder
     while stack:
         rel_dir = stack.pop()
         try:
-            entries = sorted(os.scandir(root / rel_dir), key=lambda e: e.name)
+            fd, entries = _scan(root / rel_dir, follow_symlinks)
         except OSError as exc:
             listing.skipped.append((rel_dir or ".", f"cannot list directory: {os_reason(exc)}"))
             continue
         subdirs = []
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if not follow_symlinks and _is_symlink(entry):
-                listing.skipped.append((rel, NOT_FOLLOWED))
-                continue
-            try:
-                st = entry.stat(follow_symlinks=follow_symlinks)
-            except OSError as exc:
-                if _is_symlink(entry):
-                    reason = "broken symlink" if exc.errno == errno.ENOENT else "symlink loop"
+        try:
+            for name, link, err, mode, size, mtime_ns, dev, ino in entries:
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if not follow_symlinks and link:
+                    listing.skipped.append((rel, NOT_FOLLOWED))
+                elif err:
+                    listing.skipped.append((rel, _stat_failure(link, err)))
+                elif stat.S_ISDIR(mode):
+                    if (dev, ino) in visited:
+                        listing.skipped.append((rel, "symlink loop: directory already visited"))
+                    else:
+                        visited.add((dev, ino))
+                        subdirs.append(rel)
+                elif not stat.S_ISREG(mode):
+                    listing.skipped.append((rel, "not a regular file"))
+                elif has_image_extension(name):
+                    listing.images.append(rel)
+                    listing.sizes.append(size)
+                    listing.mtimes.append(mtime_ns)
                 else:
-                    reason = "cannot stat"
-                listing.skipped.append((rel, f"{reason}: {os_reason(exc)}"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in visited:
-                    listing.skipped.append((rel, "symlink loop: directory already visited"))
-                else:
-                    visited.add(key)
-                    subdirs.append(rel)
-            elif not stat.S_ISREG(st.st_mode):
-                listing.skipped.append((rel, "not a regular file"))
-            elif has_image_extension(entry.name):
-                listing.images.append(rel)
-                listing.sizes.append(st.st_size)
-                listing.mtimes.append(st.st_mtime_ns)
-            else:
-                listing.skipped.append((rel, "not an image file extension"))
+                    listing.skipped.append((rel, "not an image file extension"))
+        finally:
+            if fd is not None:
+                os.close(fd)
         stack.extend(reversed(subdirs))
-    order = sorted(range(len(listing.images)), key=listing.images.__getitem__)
-    listing.images = [listing.images[i] for i in order]
-    listing.sizes = array("q", (listing.sizes[i] for i in order))
-    listing.mtimes = array("q", (listing.mtimes[i] for i in order))
+    if sorted(listing.images) != listing.images:  # the walk's order already is, unless a name sorts before "/"
+        order = sorted(range(len(listing.images)), key=listing.images.__getitem__)
+        listing.images = [listing.images[i] for i in order]
+        listing.sizes = array("q", (listing.sizes[i] for i in order))
+        listing.mtimes = array("q", (listing.mtimes[i] for i in order))
     listing.skipped.sort()
     return listing
+
+
+_SCAN_BY_FD = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
+
+# what the listing needs of an entry: name, whether it is a symlink, the errno of its stat (0:
+# none), and its stat's mode, size, modification time (ns), device and inode
+Entry = tuple[str, bool, int, int, int, int, int, int]
+
+
+def _scan(directory: Path, follow_symlinks: bool) -> tuple[int | None, list[Entry]]:
+    """The entries of ``directory`` sorted by name, each stat'ed (symlinks followed with
+    ``follow_symlinks``; without it, not stat'ed), and the descriptor they were read from, which
+    the caller closes. Each stat is an ``fstatat`` of the entry's name in that descriptor, which
+    saves resolving the whole path again; where prep's kernels were built, one native call reads
+    and stats the whole directory (:func:`prep.stats.kernels.scan_dir`), with no ``DirEntry``
+    or ``stat_result`` object a file. Where the platform cannot scan a descriptor: by path."""
+    if not _SCAN_BY_FD:
+        with os.scandir(directory) as it:
+            return None, sorted(_entry(e, follow_symlinks) for e in it)
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(directory, flags)  # non-blocking: a FIFO that took its place is never waited on
+    try:
+        if kernels.SCAN_DIR:
+            return fd, sorted(kernels.scan_dir(fd, follow_symlinks))
+        with os.scandir(fd) as it:
+            return fd, sorted(_entry(e, follow_symlinks) for e in it)  # stat'ed while fd is open
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _stat_failure(link: bool, err: int) -> str:
+    """The reason a file whose stat failed with ``err`` is passed over."""
+    reason = ("broken symlink" if err == errno.ENOENT else "symlink loop") if link else "cannot stat"
+    return f"{reason}: {os_reason(OSError(err, os.strerror(err)))}"
+
+
+def _entry(entry: os.DirEntry, follow_symlinks: bool) -> Entry:
+    """What the listing needs of ``entry`` (see :data:`Entry`), by its own methods."""
+    link = _is_symlink(entry)
+    if link and not follow_symlinks:
+        return entry.name, True, 0, 0, 0, 0, 0, 0
+    try:
+        st = entry.stat(follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        return entry.name, link, exc.errno or errno.EIO, 0, 0, 0, 0, 0
+    return entry.name, link, 0, st.st_mode, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino
 
 
 def _is_symlink(entry: os.DirEntry) -> bool:

@@ -20,13 +20,14 @@ from prep.pixels import LEVELS
 
 _LIB: ctypes.CDLL | None = None
 _API = None  # the module itself: the functions of prep/_kernels_api.c, called without ctypes
+API_VERSION = 2  # of those functions' conventions (prep/_kernels.c)
 if os.environ.get("PREP_NO_KERNELS", "") in ("", "0"):
     try:
         import importlib
 
         _kernels = importlib.import_module("prep._kernels")  # a module only where setup.py built it
         _LIB = ctypes.CDLL(_kernels.__file__)
-        _API = _kernels if hasattr(_kernels, "reduce8") else None  # a build older than the checkout has none
+        _API = _kernels if getattr(_kernels, "API_VERSION", 0) == API_VERSION else None  # a stale build: ctypes only
     except (ImportError, OSError):  # not built (no compiler at install time): PIL and torch do the work
         _LIB = None
 if _LIB is not None:
@@ -47,18 +48,30 @@ if _LIB is not None:
 
 AVAILABLE = _LIB is not None
 PER_IMAGE = _API is not None  # reduce8 and jpeg_header: one call per small image
+SCAN_DIR = PER_IMAGE and hasattr(_API, "scan_dir")  # a directory read and stat'ed in one call (Linux)
 
 
-def reduce8(pixels, channels: int, covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def scan_dir(fd: int, follow_symlinks: bool) -> list[tuple[str, bool, int, int, int, int, int, int]]:
+    """The entries of the open directory ``fd`` (not moved, not closed), in directory order, as
+    ``(name, is_symlink, errno, mode, size, mtime_ns, dev, ino)``: what
+    :mod:`prep.sources.folder`'s listing asks of a ``DirEntry``, one ``fstatat`` each (symlinks
+    followed with ``follow_symlinks``, not stat'ed without it), in one native call."""
+    assert _API is not None  # callers check SCAN_DIR
+    return _API.scan_dir(fd, follow_symlinks)
+
+
+def reduce8(pixels, channels: int, covariance: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """One interleaved 8-bit image (any C-contiguous buffer of ``H * W * channels`` bytes,
-    ``channels`` 1 or 3) in one native call: its flat ``(channels * 256,)`` int64 histogram and,
+    ``channels`` 1 or 3) in one native call: its flat ``(channels * 256,)`` int64 histogram;
     with ``covariance``, its raw cross sums ``sum(x_i x_j)`` as a ``(channels, channels)`` int64
-    array, diagonal included (exact below 2**40 pixels)."""
+    array, diagonal included; and per channel its pixel count, sum and sum of squares as a
+    ``(channels, 3)`` int64 array (all exact below 2**40 pixels)."""
     counts = np.empty(channels * LEVELS, np.int64)
     cross = np.empty((channels, channels), np.int64) if covariance else None
+    moments = np.empty((channels, 3), np.int64)
     assert _API is not None  # callers check PER_IMAGE
-    _API.reduce8(pixels, channels, counts, cross)
-    return counts, cross
+    _API.reduce8(pixels, channels, counts, cross, moments)
+    return counts, cross, moments
 
 
 def jpeg_header(data: bytes) -> tuple | None:

@@ -362,6 +362,24 @@ class ChannelMoments:
             hist.sum(-1), sums[..., 0], sums[..., 1], *histogram_range(total), hist=total, cross=cross
         )
 
+    def update_image_sums(self, moments: np.ndarray, hist: np.ndarray, cross: Any = None) -> ChannelMoments:
+        """Fold in 8-bit images given as their per-image ``(N, C, 3)`` pixel counts, sums and sums
+        of squares (exact integers) and their summed ``(C, 256)`` histogram, with their summed
+        ``(C, C)`` raw cross sums when the state keeps them: what :meth:`update_histograms` folds,
+        from what the native kernels give per image, without a copy of every histogram."""
+        moments = np.asarray(moments, dtype=np.int64)
+        hist = np.asarray(hist, dtype=np.int64)
+        if moments.ndim != 3 or moments.shape[1:] != (self.channels, 3) or hist.shape != (self.channels, LEVELS):
+            raise ValueError(
+                f"expected moments (N, {self.channels}, 3) and a histogram ({self.channels}, {LEVELS}); "
+                f"got {moments.shape} and {hist.shape}"
+            )
+        if moments.shape[0] == 0:
+            return self
+        return self._fold_integers(
+            moments[..., 0], moments[..., 1], moments[..., 2], *histogram_range(hist), hist=hist, cross=cross
+        )
+
     def _fold_integers(
         self,
         n_img,

@@ -303,3 +303,67 @@ def test_other_sources_ignore_the_folder_options(tmp_path):
     assert src.num_images() == 2
     already = FolderSource(str(bmp_folder(tmp_path / "images")))
     assert resolve_source(already, checksum=True) is already
+
+
+# ---------------------------------------------------------------- the native directory scan
+
+
+@pytest.mark.parametrize("follow_symlinks", [True, False])
+def test_the_native_scan_lists_exactly_what_dir_entries_list(tmp_path, monkeypatch, follow_symlinks):
+    """prep.stats.kernels.scan_dir (one native call a directory) and the DirEntry path, and the
+    path-based scan where a platform cannot scan descriptors, give one listing, reasons and all."""
+    from prep.sources import folder as folder_module
+    from prep.stats import kernels
+
+    root = tmp_path / "root"
+    good_images(root / "real", 3)
+    good_images(tmp_path / "outside", 1)
+    (root / "a-b").mkdir()  # sorts before "a/": the walk's order is not the listing's
+    Image.new("L", (2, 2)).save(root / "a-b" / "x.png")
+    (root / "a").mkdir()
+    Image.new("L", (2, 2)).save(root / "a" / "y.png")
+    (root / "file.png").symlink_to(root / "real" / "good0.png")
+    (root / "out").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (root / "broken.png").symlink_to(tmp_path / "missing.png")
+    (root / "self.png").symlink_to(root / "self.png")
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)
+    os.mkfifo(root / "fifo.png")
+    (root / "notes.txt").write_text("x")
+    (root / "caf\u00e9.png").write_bytes((root / "real" / "good1.png").read_bytes())
+    (root / "b\udcff.png").write_bytes(b"")  # a name that is not UTF-8: surrogate-escaped
+    listings = []
+    for native, by_fd in ((True, True), (False, True), (False, False)):
+        monkeypatch.setattr(kernels, "SCAN_DIR", native and kernels.SCAN_DIR)
+        monkeypatch.setattr(folder_module, "_SCAN_BY_FD", by_fd)
+        listing = list_images(root, follow_symlinks=follow_symlinks)
+        listings.append((listing.images, list(listing.sizes), list(listing.mtimes), listing.skipped))
+    assert listings[0] == listings[1] == listings[2]
+    images, sizes, mtimes, skipped = listings[0]
+    assert images == sorted(images) and images.index("a-b/x.png") < images.index("a/y.png")
+    assert sizes == [os.stat(root / name).st_size for name in images]
+    assert mtimes == [os.stat(root / name).st_mtime_ns for name in images]
+    reasons = dict(skipped)
+    assert reasons["fifo.png"] == "not a regular file" and reasons["notes.txt"] == "not an image file extension"
+    if follow_symlinks:
+        assert "file.png" in images and "out/good0.png" in images
+        assert reasons["broken.png"].startswith("broken symlink") and reasons["self.png"].startswith("symlink loop")
+        assert reasons["real/loop"].startswith("symlink loop")
+    else:
+        assert all(reasons[n] == "symlink (not followed)" for n in ("file.png", "out", "broken.png", "self.png"))
+
+
+def test_a_directory_that_cannot_be_listed_is_a_reason_with_or_without_the_native_scan(tmp_path, monkeypatch):
+    from prep.stats import kernels
+
+    if os.geteuid() == 0:
+        pytest.skip("root can list directories without read permission")
+    good_images(tmp_path / "ok", 1)
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed").chmod(0)
+    try:
+        first = list_images(tmp_path).skipped
+        monkeypatch.setattr(kernels, "SCAN_DIR", False)
+        assert list_images(tmp_path).skipped == first
+        assert first[0][0] == "closed" and first[0][1].startswith("cannot list directory")
+    finally:
+        (tmp_path / "closed").chmod(0o755)

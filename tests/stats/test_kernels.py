@@ -56,14 +56,40 @@ needs_per_image = pytest.mark.skipif(not kernels.PER_IMAGE, reason="prep._kernel
 def test_reduce8_gives_the_histogram_and_every_cross_sum_exactly(size, channels):
     x = _image(*size, channels, seed=size[0] + channels)
     for pixels in (x, x.tobytes(), memoryview(x.tobytes())):  # an array or PIL's bytes
-        counts, cross = kernels.reduce8(pixels, channels, True)
+        counts, cross, moments = kernels.reduce8(pixels, channels, True)
         wide = x.reshape(-1, channels).astype(np.int64)
         for c in range(channels):
             np.testing.assert_array_equal(counts[c * 256 : (c + 1) * 256], np.bincount(wide[:, c], minlength=256))
         np.testing.assert_array_equal(cross, wide.T @ wide)  # the diagonal too
+        np.testing.assert_array_equal(moments, np.stack([[len(wide)] * channels, wide.sum(0), (wide**2).sum(0)], 1))
         assert kernels.reduce8(pixels, channels, False)[1] is None
-    counts, cross = kernels.reduce8(b"", channels, True)  # an empty image
-    assert not counts.any() and not cross.any()
+    counts, cross, moments = kernels.reduce8(b"", channels, True)  # an empty image
+    assert not counts.any() and not cross.any() and not moments.any()
+
+
+@needs_per_image
+@pytest.mark.parametrize("covariance", [False, True])
+def test_a_chunk_folds_from_the_kernels_moments_as_from_every_histogram(covariance, tmp_path):
+    """The fold from per-image moments and one summed histogram (the kernels) and the fold from
+    every image's histogram (rows asked for, or images without moments) give one state."""
+    from prep.engine.workers import ChunkResult, _fold_histograms
+    from prep.sources.base import FirstFolder
+    from prep.stats.moments import ChannelMoments
+
+    images = [_image(5 + i, 3 + 2 * i, 3, i) for i in range(7)]
+    images.append(np.repeat(_image(4, 6, 1, 7), 3, axis=2))  # a grey one
+    items = []
+    for i, x in enumerate(images):
+        reduced = reduced_tensor(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), covariance)
+        assert reduced.moments is not None
+        items.append((-1, f"{'ab'[i % 2]}/{i}.png", reduced, 0))
+    plain = [(s, n, prep.decode.decoders.EightBitHistogram(p.counts, p.size, p.cross), d) for s, n, p, d in items]
+    states = []
+    for chosen in (items, plain):
+        result = ChunkResult(ChannelMoments(3, True, covariance))
+        _fold_histograms(result, chosen, 3, FirstFolder())
+        states.append((result.state.state_dict(), {k: v.state_dict() for k, v in result.classes.items()}))
+    assert states[0] == states[1] and set(states[0][1]) == {"a", "b"}
 
 
 @needs_per_image
@@ -76,10 +102,13 @@ def test_reduce8_refuses_what_it_cannot_read():
         kernels.reduce8(np.zeros(3, np.int16), 3, False)
     with pytest.raises(ValueError, match="C-contiguous"):
         kernels.reduce8(np.zeros((4, 4, 3), np.uint8)[:, ::2], 3, False)
+    moments = np.zeros((3, 3), np.int64)
     with pytest.raises(ValueError, match="counts"):
-        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int32), None)
+        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int32), None, moments)
     with pytest.raises(ValueError, match="cross"):
-        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int64), np.zeros(4, np.int64))
+        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int64), np.zeros(4, np.int64), moments)
+    with pytest.raises(ValueError, match="moments"):
+        kernels._API.reduce8(bytes(3), 3, np.zeros(3 * 256, np.int64), None, np.zeros(3, np.int64))
     with pytest.raises(TypeError):
         kernels._API.reduce8(bytes(3), 3)
 
