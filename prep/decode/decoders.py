@@ -288,18 +288,31 @@ def _cpu_jpeg_decoder():
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import ImageReadMode, decode_jpeg  # loads the operators
 
+        def public(raw, read):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(raw, mode=ImageReadMode(read))
+
+        def direct(raw, read):
+            return op(raw, read, False)
+
         op = getattr(getattr(getattr(torch.ops, "image", None), "decode_jpeg", None), "default", None)
-        if op is not None:
-            _CPU_JPEG_DECODER.append(lambda raw, read: op(raw, read, False))
-        else:
-
-            def public(raw, read):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    return decode_jpeg(raw, mode=ImageReadMode(read))
-
-            _CPU_JPEG_DECODER.append(public)
+        _CPU_JPEG_DECODER.append(direct if op is not None and _same_decode(direct, public) else public)
     return _CPU_JPEG_DECODER[0]
+
+
+def _same_decode(direct, public) -> bool:
+    """Whether the operator, called as :func:`_cpu_jpeg_decoder` calls it, decodes a small JPEG
+    to the public function's pixels (another torchvision may give its operator other arguments)."""
+    import torch
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(buf, "JPEG")
+    raw = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+    try:
+        return all(torch.equal(direct(raw, read), public(raw, read)) for read in (_READ_UNCHANGED, _READ_RGB))
+    except Exception:  # an operator of other arguments: the public function, slower but the same pixels
+        return False
 
 
 def reduced_tensor(pixels, covariance: bool) -> EightBitHistogram:

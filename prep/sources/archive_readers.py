@@ -8,7 +8,7 @@ a task costs the same whatever the archive's size:
   read whole with one ``pread`` on a descriptor each process keeps open (as it keeps zips);
 * :class:`ZipMemberReader`: a zip; each process opens the archive once (its central directory
   is read once per process, not per member) and ``ZipFile.open`` decompresses a member as it is
-  read. ``zipfile`` never returns more than a member's declared size, so a member declared tiny
+  read (a member of at most 4 MiB whole, at once). ``zipfile`` never returns more than a member's declared size, so a member declared tiny
   that inflates to gigabytes yields its declared size, and an image whose header declares a huge
   size meets PIL's own decompression-bomb limit, as in a folder;
 * :class:`InlineReader`: members of a compressed tar, whose bytes the main process read from the
@@ -80,7 +80,12 @@ class ZipMemberReader(FileReader):
 
     def open(self, name: str) -> IO[bytes]:
         _, raw = _member(self._index, name)
-        return _open_zip(self.archive).open(raw)
+        archive = _open_zip(self.archive)
+        info = archive.getinfo(raw)
+        if info.file_size > base.SMALL_FILE_BYTES:
+            return archive.open(info)
+        with archive.open(info) as member:  # read whole at once (at most its declared size), so the
+            return InMemoryFile(member.read(), self.display(name))  # image's parser reads bytes, not zipfile
 
     def display(self, name: str) -> str:
         return _display(self.archive, name)

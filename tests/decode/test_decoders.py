@@ -361,3 +361,33 @@ def test_a_checkpoint_of_pil_resumes_under_auto(mixed_folder, tmp_path, monkeypa
 def test_whiten_refuses_the_torchvision_decoder_with_a_transform(mixed_folder):
     result = run("whiten", mixed_folder, "--decoder", "torchvision", "--resize", "8x8")
     assert result.exit_code == 2 and "applied to PIL's pixels" in result.output
+
+
+def test_the_cpu_decoder_is_torchvision_io_s_operator_and_gives_its_public_pixels(monkeypatch):
+    """torchvision.io's operator, called without its public wrapper (which warns on every call),
+    decodes to the wrapper's pixels; a torchvision whose operator takes other arguments gets the
+    public function."""
+    import warnings
+
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from prep.decode import decoders
+
+    decode = decoders._cpu_jpeg_decoder()
+    rng = np.random.default_rng(0)
+    for mode in ("L", "RGB", "CMYK"):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (17, 9, 3), np.uint8)).convert(mode).save(buf, "JPEG")
+        raw = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+        read = decoders._READ_RGB if mode == "CMYK" else decoders._READ_UNCHANGED
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no deprecation warning from prep's own call
+            got = decode(raw, read)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert torch.equal(got, decode_jpeg(raw, mode=ImageReadMode(read)))
+    assert decode.__name__ == "direct"
+    monkeypatch.setattr(decoders, "_CPU_JPEG_DECODER", [])
+    monkeypatch.setattr(decoders, "_same_decode", lambda direct, public: False)
+    assert decoders._cpu_jpeg_decoder().__name__ == "public"
