@@ -8,9 +8,10 @@ a task costs the same whatever the archive's size:
   read whole with one ``pread`` on a descriptor each process keeps open (as it keeps zips);
 * :class:`ZipMemberReader`: a zip; each process opens the archive once (its central directory
   is read once per process, not per member) and ``ZipFile.open`` decompresses a member as it is
-  read (a member of at most 4 MiB whole, at once). ``zipfile`` never returns more than a member's declared size, so a member declared tiny
-  that inflates to gigabytes yields its declared size, and an image whose header declares a huge
-  size meets PIL's own decompression-bomb limit, as in a folder;
+  read (a member of at most 4 MiB whole, at once). ``zipfile`` never returns more than a
+  member's declared size, so a member declared tiny that inflates to gigabytes yields its
+  declared size, and an image whose header declares a huge size meets PIL's own
+  decompression-bomb limit, as in a folder;
 * :class:`InlineReader`: members of a compressed tar, whose bytes the main process read from the
   stream (the only way through gzip is front to back, once).
 """
