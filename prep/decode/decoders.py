@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -293,10 +293,11 @@ def _cpu_jpeg_decoder():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return decode_jpeg(raw, mode=ImageReadMode(read))
 
+        op: Any = getattr(getattr(getattr(torch.ops, "image", None), "decode_jpeg", None), "default", None)
+
         def direct(raw, read):
             return op(raw, read, False)
 
-        op = getattr(getattr(getattr(torch.ops, "image", None), "decode_jpeg", None), "default", None)
         _CPU_JPEG_DECODER.append(direct if op is not None and _same_decode(direct, public) else public)
     return _CPU_JPEG_DECODER[0]
 
