@@ -193,7 +193,7 @@ def _fold_histograms(
     # them and one summed histogram; otherwise from every image's histogram, stacked
     by_sums = not rows and all(pixels.moments is not None for pixels in images)
     hist = None if by_sums else np.array([p.counts for p in images], np.int64).reshape(-1, channels, LEVELS)
-    groups: list[tuple[ChannelMoments, list[int]]] = [(result.state, list(range(len(items))))]
+    groups: list[tuple[ChannelMoments, list[int] | None]] = [(result.state, None)]  # None: every image
     if class_of is not None:
         members: dict[int, list[int]] = {}
         states: dict[int, ChannelMoments] = {}
@@ -204,7 +204,7 @@ def _fold_histograms(
                 states[id(state)] = state
         groups += [(states[key], ks) for key, ks in members.items()]
     for state, ks in groups:
-        chosen = [images[k] for k in ks]
+        chosen = images if ks is None else [images[k] for k in ks]
         cross = _summed_cross(state, chosen, channels)
         if hist is None:
             total = np.zeros(channels * LEVELS, np.int64)
@@ -212,7 +212,7 @@ def _fold_histograms(
                 total += pixels.counts
             state.update_image_sums(np.array([p.moments for p in chosen]), total.reshape(channels, LEVELS), cross)
         else:
-            state.update_histograms(hist[ks], cross=cross)
+            state.update_histograms(hist if ks is None else hist[ks], cross=cross)  # the whole chunk: no copy
     if hist is not None and rows:
         for (slot, name, pixels, digest), row in zip(items, rows_from_histograms(hist)):
             if slot >= 0:
