@@ -149,12 +149,16 @@ def open_regular(path: str, *, follow_symlinks: bool = True) -> BinaryIO:
     """
     fd, size = _open_regular_fd(path, 0, follow_symlinks)
     if size > SMALL_FILE_BYTES:
-        fp = open(fd, "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            fp = open(fd, "rb")  # noqa: SIM115 - the caller closes it
+        except BaseException:
+            os.close(fd)
+            raise
         fp.raw.name = path  # type: ignore[attr-defined]  # as open(path) names it
         return fp
     try:
-        data = os.read(fd, size + 1)  # a short read of a regular file is its end
-        if len(data) > size:  # it grew since fstat: the rest, to its end, as read() would
+        data = os.read(fd, size + 1)
+        if len(data) != size:  # it changed since fstat, or a short read: on to its end, as read() goes
             rest = [data]
             while chunk := os.read(fd, 1 << 20):
                 rest.append(chunk)

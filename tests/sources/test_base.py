@@ -70,14 +70,15 @@ def test_a_source_without_its_way_of_reading_cannot_be_instantiated():
     assert Complete("somewhere").describe() == {"kind": "complete", "path": "somewhere", "split": None}
 
 
-def test_open_regular_reads_a_file_that_grew_since_fstat_to_its_end(tmp_path, monkeypatch):
+@pytest.mark.parametrize("seen", [100, 2_000_000])
+def test_open_regular_reads_a_file_that_changed_since_fstat_to_its_end(tmp_path, monkeypatch, seen):
     path = tmp_path / "x.bin"
     path.write_bytes(bytes(range(256)) * 5000)
     real = os.fstat
 
-    def earlier(fd):  # the size fstat saw before the file grew
+    def earlier(fd):  # the size fstat saw before the file grew (100) or shrank (2,000,000)
         st = real(fd)
-        return os.stat_result((*st[:6], 100, *st[7:10]))
+        return os.stat_result((*st[:6], seen, *st[7:10]))
 
     monkeypatch.setattr(base.os, "fstat", earlier)
     with open_regular(str(path)) as f:
