@@ -56,19 +56,27 @@ def _agrees_with_pil(data: bytes) -> None:
         assert img.format == "JPEG" and img.size == (width, height) and img.mode == _MODES[kind.components]
 
 
+def _damaged(data, first: int, edits: int) -> bytes:
+    """A sample JPEG with up to ``edits`` header bytes from ``first`` on changed, perhaps cut short."""
+    sample = data.draw(st.sampled_from(SAMPLES))
+    header_end = sample.index(b"\xff\xda") + 12
+    changes = data.draw(
+        st.lists(st.tuples(st.integers(first, header_end), st.integers(0, 255)), min_size=1, max_size=edits)
+    )
+    damaged = bytearray(sample)
+    for at, value in changes:
+        damaged[at] = value
+    if data.draw(st.booleans()):
+        damaged = damaged[: data.draw(st.integers(first, len(damaged)))]
+    return bytes(damaged)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_damaged_header_is_plain_only_if_pil_opens_it_as_it_says(data):
-    sample = data.draw(st.sampled_from(SAMPLES))
-    header_end = sample.index(b"\xff\xda") + 12
-    edits = data.draw(st.lists(st.tuples(st.integers(2, header_end), st.integers(0, 255)), min_size=1, max_size=4))
-    damaged = bytearray(sample)
-    for at, value in edits:
-        damaged[at] = value
-    if data.draw(st.booleans()):
-        damaged = damaged[: data.draw(st.integers(2, len(damaged)))]
-    if is_plain(bytes(damaged)):
-        _agrees_with_pil(bytes(damaged))
+    damaged = _damaged(data, 2, 4)
+    if is_plain(damaged):
+        _agrees_with_pil(damaged)
 
 
 native = pytest.mark.skipif(not kernels.PER_IMAGE, reason="prep's kernels are not built")
@@ -123,15 +131,7 @@ def test_a_header_of_many_segments_stops_where_python_stops():
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_damaged_headers_agree(data):
-    sample = data.draw(st.sampled_from(SAMPLES))
-    header_end = sample.index(b"\xff\xda") + 12
-    edits = data.draw(st.lists(st.tuples(st.integers(0, header_end), st.integers(0, 255)), min_size=1, max_size=6))
-    damaged = bytearray(sample)
-    for at, value in edits:
-        damaged[at] = value
-    if data.draw(st.booleans()):
-        damaged = damaged[: data.draw(st.integers(0, len(damaged)))]
-    _same(bytes(damaged))
+    _same(_damaged(data, 0, 6))
 
 
 @native
