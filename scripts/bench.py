@@ -117,18 +117,25 @@ def _jpeg(args: tuple[Path, int, tuple[int, int] | None]) -> None:
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def make_folder(root: Path, images: int, size: tuple[int, int] | None = None) -> Path:
-    """``images`` JPEGs in 10 class folders: 300-500 px a side, or all of ``size`` (H, W)."""
-    folder = root / (f"jpeg-{images}" if size is None else f"jpeg-{images}-{size[1]}x{size[0]}")
+def _class_folder(root: Path, name: str, images: int, write, suffix: str, arg) -> Path:
+    """``images`` files ``class{i % 10}/img{i}{suffix}`` under ``root/name``, each written by
+    ``write((path, i, arg))`` in a pool, once: a marker file says the folder is complete."""
+    folder = root / name
     marker = root / f".{folder.name}.complete"
     if not marker.exists():
         for cls in range(10):
             (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
-        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.jpg", i, size) for i in range(images)]
+        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}{suffix}", i, arg) for i in range(images)]
         with multiprocessing.get_context("fork").Pool(default_workers()) as pool:
-            pool.map(_jpeg, jobs, chunksize=32)
+            pool.map(write, jobs, chunksize=32)
         marker.touch()
     return folder
+
+
+def make_folder(root: Path, images: int, size: tuple[int, int] | None = None) -> Path:
+    """``images`` JPEGs in 10 class folders: 300-500 px a side, or all of ``size`` (H, W)."""
+    name = f"jpeg-{images}" if size is None else f"jpeg-{images}-{size[1]}x{size[0]}"
+    return _class_folder(root, name, images, _jpeg, ".jpg", size)
 
 
 def make_folder_4x(root: Path, folder: Path) -> Path:
@@ -224,16 +231,7 @@ def _png(args: tuple[Path, int, int]) -> None:
 
 def make_png_folder(root: Path, images: int, side: int = 32) -> Path:
     """``images`` RGB PNGs of ``side`` x ``side`` in 10 class folders (CIFAR-10 as a folder)."""
-    folder = root / f"png-{images}-{side}"
-    marker = root / f".{folder.name}.complete"
-    if not marker.exists():
-        for cls in range(10):
-            (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
-        jobs = [(folder / f"class{i % 10}" / f"img{i:06d}.png", i, side) for i in range(images)]
-        with multiprocessing.get_context("fork").Pool(default_workers()) as pool:
-            pool.map(_png, jobs, chunksize=64)
-        marker.touch()
-    return folder
+    return _class_folder(root, f"png-{images}-{side}", images, _png, ".png", side)
 
 
 def small_files_table(root: Path, images: int, reps: int, workers: int, dev: str) -> None:

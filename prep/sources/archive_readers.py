@@ -137,7 +137,7 @@ def _tar_descriptor(archive: str) -> int:
     if fd is None:
         for old in [k for k in _tars if k[0] != key[0]]:
             del _tars[old]
-        fd, _ = base._open_regular_fd(archive, 0, True)
+        fd, _ = base._open_regular_fd(archive, True)
         _tars[key] = fd
         while len(_tars) > ZIPS_OPEN:
             os.close(_tars.popitem(last=False)[1])

@@ -147,7 +147,7 @@ def open_regular(path: str, *, follow_symlinks: bool = True) -> BinaryIO:
     the object returned holds its bytes (one ``read`` system call instead of a buffered file's
     several; a folder of small images is opened at the cost of the syscalls alone).
     """
-    fd, size = _open_regular_fd(path, 0, follow_symlinks)
+    fd, size = _open_regular_fd(path, follow_symlinks)
     if size > SMALL_FILE_BYTES:
         try:
             fp = open(fd, "rb")  # noqa: SIM115 - the caller closes it
@@ -179,9 +179,9 @@ class InMemoryFile(io.BytesIO):
         return f"<InMemoryFile name={self.name!r}>"
 
 
-def _open_regular_fd(path: str, flags: int, follow_symlinks: bool) -> tuple[int, int]:
+def _open_regular_fd(path: str, follow_symlinks: bool) -> tuple[int, int]:
     """A blocking descriptor of the regular file ``path`` and its size at ``fstat``."""
-    flags |= _OPEN_FLAGS
+    flags = _OPEN_FLAGS
     if not follow_symlinks:
         flags |= _flag("O_NOFOLLOW")
     try:
